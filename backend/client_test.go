@@ -1,0 +1,372 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const verifyAnswer = `{"object":"machine_to_machine_token","id":"mt_1","subject":"mch_1","scopes":["mch_2"],` +
+	`"claims":{"foo":"bar"},"revoked":false,"revocation_reason":null,"expired":false,` +
+	`"expiration":1753746916590,"last_used_at":null,"created_at":1753743316590,"updated_at":1753743316590}`
+
+// fakeAPI serves handler and returns a client for it with the given keys.
+func fakeAPI(t *testing.T, secretKey, machineKey string, handler http.HandlerFunc) *Client {
+	t.Helper()
+	srv := httptest.NewServer(handler)
+	t.Cleanup(srv.Close)
+	c, err := New(Options{URL: srv.URL + "/", SecretKey: secretKey, MachineSecretKey: machineKey, UserAgent: "test-agent/1"})
+	require.NoError(t, err)
+	return c
+}
+
+func writeJSON(w http.ResponseWriter, status int, body string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, body)
+}
+
+func budget(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestVerifyM2MTokenRequest(t *testing.T) {
+	for _, tc := range []struct {
+		name, secretKey, machineKey, wantAuth string
+	}{
+		{"machine key preferred", "sk_test_1", "ak_1", "Bearer ak_1"},
+		{"instance key otherwise", "sk_test_1", "", "Bearer sk_test_1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got *http.Request
+			var body []byte
+			c := fakeAPI(t, tc.secretKey, tc.machineKey, func(w http.ResponseWriter, r *http.Request) {
+				got = r
+				body, _ = io.ReadAll(r.Body)
+				writeJSON(w, 200, verifyAnswer)
+			})
+			tok, err := c.VerifyM2MToken(budget(t, time.Second), "mt_abc")
+			require.NoError(t, err)
+
+			assert.Equal(t, http.MethodPost, got.Method)
+			assert.Equal(t, "/m2m_tokens/verify", got.URL.Path, "machine endpoints have no /v1 prefix")
+			assert.Equal(t, tc.wantAuth, got.Header.Get("Authorization"))
+			assert.Equal(t, APIVersion, got.Header.Get("Clerk-API-Version"))
+			assert.Equal(t, "application/json", got.Header.Get("Content-Type"))
+			assert.Equal(t, "test-agent/1", got.Header.Get("User-Agent"))
+			assert.JSONEq(t, `{"token":"mt_abc"}`, string(body))
+
+			assert.Equal(t, "mt_1", tok.ID)
+			assert.Equal(t, "mch_1", tok.Subject)
+			assert.Equal(t, []string{"mch_2"}, tok.Scopes)
+			assert.JSONEq(t, `{"foo":"bar"}`, string(tok.Claims))
+			require.NotNil(t, tok.Expiration)
+			assert.Equal(t, int64(1753746916590), *tok.Expiration)
+		})
+	}
+}
+
+func TestVerifyM2MTokenNeedsAKey(t *testing.T) {
+	var calls atomic.Int32
+	c := fakeAPI(t, "", "", func(http.ResponseWriter, *http.Request) { calls.Add(1) })
+	_, err := c.VerifyM2MToken(budget(t, time.Second), "mt_abc")
+	require.Error(t, err)
+	assert.Zero(t, calls.Load(), "no request is sent without a key")
+}
+
+func TestVerifyM2MTokenRejectsAnswersThatAreNotTokens(t *testing.T) {
+	for name, body := range map[string]string{
+		"wrong object":    `{"object":"api_key","id":"ak_1","subject":"user_1"}`,
+		"missing subject": `{"object":"machine_to_machine_token","id":"mt_1"}`,
+		"missing id":      `{"object":"machine_to_machine_token","subject":"mch_1"}`,
+		"garbage":         `{"object":`,
+		"not an object":   `[1,2,3]`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := fakeAPI(t, "sk_test_1", "", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, body) })
+			_, err := c.VerifyM2MToken(budget(t, time.Second), "mt_abc")
+			require.Error(t, err)
+			assert.Equal(t, KindUnavailable, KindOf(err))
+		})
+	}
+}
+
+func TestJWKS(t *testing.T) {
+	var got *http.Request
+	c := fakeAPI(t, "sk_test_1", "ak_1", func(w http.ResponseWriter, r *http.Request) {
+		got = r
+		writeJSON(w, 200, `{"keys":[{"kty":"RSA","kid":"ins_1"},{"kty":"EC"}]}`)
+	})
+	set, err := c.JWKS(budget(t, time.Second))
+	require.NoError(t, err)
+	assert.Equal(t, http.MethodGet, got.Method)
+	assert.Equal(t, "/v1/jwks", got.URL.Path)
+	assert.Equal(t, "Bearer sk_test_1", got.Header.Get("Authorization"), "JWKS is fetched with the instance key, never the machine key")
+	assert.Len(t, set.Keys, 2)
+}
+
+func TestJWKSNeedsTheInstanceKey(t *testing.T) {
+	var calls atomic.Int32
+	c := fakeAPI(t, "", "ak_1", func(http.ResponseWriter, *http.Request) { calls.Add(1) })
+	_, err := c.JWKS(budget(t, time.Second))
+	require.Error(t, err)
+	assert.Zero(t, calls.Load())
+}
+
+func TestErrorKinds(t *testing.T) {
+	for _, tc := range []struct {
+		status int
+		body   string
+		want   Kind
+	}{
+		{404, `{"errors":[{"code":"resource_not_found","message":"Not found"}]}`, KindNotFound},
+		{404, `{}`, KindNotFound},
+		{400, `{"errors":[{"code":"form_param_missing","message":"token missing"}]}`, KindBadRequest},
+		{422, `{"errors":[{"code":"form_param_format_invalid","message":"bad"}]}`, KindBadRequest},
+		{401, `{"errors":[{"code":"clerk_key_invalid","message":"bad key"}]}`, KindKeyRejected},
+		{401, `{"errors":[{"code":"machine_secret_key_invalid","message":"bad key"}]}`, KindKeyRejected},
+		{401, ``, KindKeyRejected},
+		{403, `{"errors":[{"code":"token_not_granted","message":"no access"}]}`, KindNotFound},
+		{429, `{"errors":[{"code":"too_many_requests","message":"slow down"}]}`, KindRateLimited},
+		{500, `{"errors":[{"code":"internal_clerk_error","message":"oops"}]}`, KindUnavailable},
+		{418, `teapot`, KindUnavailable},
+		{302, ``, KindUnavailable},
+	} {
+		c := fakeAPI(t, "sk_test_1", "", func(w http.ResponseWriter, _ *http.Request) {
+			if tc.status == 302 {
+				w.Header().Set("Location", "https://elsewhere.example/")
+			}
+			writeJSON(w, tc.status, tc.body)
+		})
+		_, err := c.VerifyM2MToken(budget(t, 2*time.Second), "mt_abc")
+		require.Error(t, err, "status %d", tc.status)
+		assert.Equal(t, tc.want, KindOf(err), "status %d body %s", tc.status, tc.body)
+	}
+}
+
+func TestErrorDetails(t *testing.T) {
+	c := fakeAPI(t, "sk_test_1", "", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Clerk-Trace-Id", "header-trace")
+		writeJSON(w, 404, `{"errors":[{"code":"resource_not_found","message":"Not found","long_message":"No token\nhere"}],"clerk_trace_id":"body-trace"}`)
+	})
+	_, err := c.VerifyM2MToken(budget(t, time.Second), "mt_secret_token_value")
+	var apiErr *Error
+	require.ErrorAs(t, err, &apiErr)
+	assert.Equal(t, 404, apiErr.Status)
+	assert.Equal(t, "resource_not_found", apiErr.Code)
+	assert.Equal(t, "Not found", apiErr.Message)
+	assert.Equal(t, "No tokenhere", apiErr.LongMessage, "control characters are dropped")
+	assert.Equal(t, "body-trace", apiErr.TraceID, "the body's trace id wins")
+	assert.NotContains(t, err.Error(), "mt_secret_token_value")
+	assert.NotContains(t, err.Error(), "sk_test_1")
+	assert.Contains(t, err.Error(), "body-trace")
+}
+
+func TestTraceIDFallsBackToHeaders(t *testing.T) {
+	for header, value := range map[string]string{"Clerk-Trace-Id": "clerk-header", "CF-Ray": "8a1b2c3d-AMS"} {
+		c := fakeAPI(t, "sk_test_1", "", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set(header, value)
+			writeJSON(w, 404, `not json`)
+		})
+		_, err := c.VerifyM2MToken(budget(t, time.Second), "mt_abc")
+		var apiErr *Error
+		require.ErrorAs(t, err, &apiErr)
+		assert.Equal(t, value, apiErr.TraceID)
+	}
+}
+
+func TestRetriesServerErrorsWithinBudget(t *testing.T) {
+	var calls atomic.Int32
+	c := fakeAPI(t, "sk_test_1", "", func(w http.ResponseWriter, _ *http.Request) {
+		if calls.Add(1) < 3 {
+			writeJSON(w, 502, `{"errors":[{"code":"bad_gateway","message":"upstream"}]}`)
+			return
+		}
+		writeJSON(w, 200, verifyAnswer)
+	})
+	_, err := c.VerifyM2MToken(budget(t, 5*time.Second), "mt_abc")
+	require.NoError(t, err)
+	assert.Equal(t, int32(3), calls.Load())
+}
+
+func TestRetriesStopAtMaxAttempts(t *testing.T) {
+	var calls atomic.Int32
+	c := fakeAPI(t, "sk_test_1", "", func(w http.ResponseWriter, _ *http.Request) {
+		calls.Add(1)
+		writeJSON(w, 503, `{}`)
+	})
+	_, err := c.VerifyM2MToken(budget(t, 10*time.Second), "mt_abc")
+	require.Error(t, err)
+	assert.Equal(t, KindUnavailable, KindOf(err))
+	assert.Equal(t, int32(maxAttempts), calls.Load())
+}
+
+func TestNoRetryForClientErrors(t *testing.T) {
+	for _, status := range []int{400, 401, 404, 429, 501} {
+		var calls atomic.Int32
+		c := fakeAPI(t, "sk_test_1", "", func(w http.ResponseWriter, _ *http.Request) {
+			calls.Add(1)
+			writeJSON(w, status, `{}`)
+		})
+		_, err := c.VerifyM2MToken(budget(t, 5*time.Second), "mt_abc")
+		require.Error(t, err)
+		assert.Equal(t, int32(1), calls.Load(), "status %d must not be retried", status)
+	}
+}
+
+func TestNoRetryWhenBudgetIsSpent(t *testing.T) {
+	var calls atomic.Int32
+	c := fakeAPI(t, "sk_test_1", "", func(w http.ResponseWriter, _ *http.Request) {
+		calls.Add(1)
+		time.Sleep(80 * time.Millisecond)
+		writeJSON(w, 500, `{}`)
+	})
+	start := time.Now()
+	_, err := c.VerifyM2MToken(budget(t, 100*time.Millisecond), "mt_abc")
+	require.Error(t, err)
+	assert.Equal(t, int32(1), calls.Load(), "a retry that cannot finish in the budget is not started")
+	assert.Less(t, time.Since(start), time.Second)
+}
+
+func TestHangingClerkEndsWithTheBudget(t *testing.T) {
+	release := make(chan struct{})
+	c := fakeAPI(t, "sk_test_1", "", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	})
+	defer close(release)
+	start := time.Now()
+	_, err := c.VerifyM2MToken(budget(t, 150*time.Millisecond), "mt_abc")
+	require.Error(t, err)
+	assert.Equal(t, KindUnavailable, KindOf(err))
+	assert.True(t, errors.Is(err, context.DeadlineExceeded), "got %v", err)
+	assert.Less(t, time.Since(start), time.Second)
+}
+
+func TestRateLimitCarriesRetryAfter(t *testing.T) {
+	c := fakeAPI(t, "sk_test_1", "", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Retry-After", "7")
+		writeJSON(w, 429, `{"errors":[{"code":"too_many_requests","message":"Too many requests"}]}`)
+	})
+	_, err := c.VerifyM2MToken(budget(t, time.Second), "mt_abc")
+	var apiErr *Error
+	require.ErrorAs(t, err, &apiErr)
+	assert.Equal(t, KindRateLimited, apiErr.Kind())
+	assert.Equal(t, 7*time.Second, apiErr.RetryAfter)
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	for value, want := range map[string]time.Duration{
+		"":                              0,
+		"0":                             0,
+		"-3":                            0,
+		"12":                            12 * time.Second,
+		" 5 ":                           5 * time.Second,
+		"999999999999":                  maxRetryAfter,
+		"soon":                          0,
+		"Sun, 22 Nov 2026 12:00:30 GMT": 30 * time.Second,
+		"Sun, 22 Nov 2026 11:00:00 GMT": 0,
+		"Mon, 23 Nov 2026 12:00:00 GMT": maxRetryAfter,
+	} {
+		assert.Equal(t, want, ParseRetryAfter(value, now), "Retry-After %q", value)
+	}
+}
+
+func TestAnswersMustBeJSON(t *testing.T) {
+	for name, contentType := range map[string]string{"html": "text/html", "none": "", "broken": "application/json; charset"} {
+		t.Run(name, func(t *testing.T) {
+			c := fakeAPI(t, "sk_test_1", "", func(w http.ResponseWriter, _ *http.Request) {
+				w.Header()["Content-Type"] = []string{contentType}
+				_, _ = io.WriteString(w, verifyAnswer)
+			})
+			_, err := c.VerifyM2MToken(budget(t, time.Second), "mt_abc")
+			require.Error(t, err)
+			assert.Equal(t, KindUnavailable, KindOf(err))
+		})
+	}
+	c := fakeAPI(t, "sk_test_1", "", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		_, _ = io.WriteString(w, verifyAnswer)
+	})
+	_, err := c.VerifyM2MToken(budget(t, time.Second), "mt_abc")
+	assert.NoError(t, err, "a charset parameter is fine")
+}
+
+func TestOversizedAnswerIsRefused(t *testing.T) {
+	c := fakeAPI(t, "sk_test_1", "", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"keys":[`+strings.Repeat(`{"kty":"RSA"},`, maxResponseBytes/10)+`{}]}`)
+	})
+	_, err := c.JWKS(budget(t, 5*time.Second))
+	require.Error(t, err)
+	assert.Equal(t, KindUnavailable, KindOf(err))
+}
+
+func TestRedirectsAreNotFollowed(t *testing.T) {
+	var elsewhere atomic.Int32
+	other := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { elsewhere.Add(1) }))
+	defer other.Close()
+	c := fakeAPI(t, "sk_test_1", "", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+"/steal", http.StatusTemporaryRedirect)
+	})
+	_, err := c.VerifyM2MToken(budget(t, time.Second), "mt_abc")
+	require.Error(t, err)
+	assert.Zero(t, elsewhere.Load(), "the secret key must not follow a redirect")
+}
+
+func TestPathPrefixIsKept(t *testing.T) {
+	var path string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		path = r.URL.Path
+		writeJSON(w, 200, `{"keys":[]}`)
+	}))
+	defer srv.Close()
+	c, err := New(Options{URL: srv.URL + "/clerk/", SecretKey: "sk_test_1"})
+	require.NoError(t, err)
+	_, err = c.JWKS(budget(t, time.Second))
+	require.NoError(t, err)
+	assert.Equal(t, "/clerk/v1/jwks", path)
+}
+
+func TestParseURL(t *testing.T) {
+	for raw, want := range map[string]string{
+		"https://api.clerk.com":          "https://api.clerk.com",
+		"https://api.clerk.com/":         "https://api.clerk.com",
+		"http://127.0.0.1:8080/prefix/":  "http://127.0.0.1:8080/prefix",
+		"https://proxy.example.com/bapi": "https://proxy.example.com/bapi",
+	} {
+		got, err := ParseURL(raw)
+		require.NoError(t, err, raw)
+		assert.Equal(t, want, got)
+	}
+	for _, raw := range []string{
+		"", "api.clerk.com", "ftp://api.clerk.com", "https://", "https://user:pw@api.clerk.com",
+		"https://api.clerk.com/?x=1", "https://api.clerk.com/#frag", "https://api.clerk.com/?", "://bad",
+	} {
+		_, err := ParseURL(raw)
+		assert.Error(t, err, "%q must be refused", raw)
+	}
+}
+
+func TestErrorMessageIsReadable(t *testing.T) {
+	err := &Error{Method: "POST", Path: "/m2m_tokens/verify", Status: 401, Code: "clerk_key_invalid", Message: "bad key", TraceID: "t1"}
+	assert.Equal(t, "clerk backend API POST /m2m_tokens/verify: status 401, code clerk_key_invalid: bad key (trace id t1)", err.Error())
+	assert.Equal(t, "key_rejected", err.Kind().String())
+	wrapped := errors.Join(errors.New("context"), err)
+	assert.Equal(t, KindKeyRejected, KindOf(wrapped))
+	assert.Equal(t, KindUnavailable, KindOf(errors.New("plain")))
+}
