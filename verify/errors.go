@@ -1,0 +1,82 @@
+package verify
+
+import (
+	"errors"
+	"strings"
+	"time"
+)
+
+// Reason says why a credential was refused. The values are the ones a
+// gateway exposes to its operators (and to handle_errors routes).
+type Reason string
+
+// The reasons for refusing a credential.
+const (
+	// ReasonMissing: the request carries no credential at all.
+	ReasonMissing Reason = "token_missing"
+	// ReasonInvalid: malformed, forged, unknown, revoked, of the wrong
+	// category, or otherwise not valid.
+	ReasonInvalid Reason = "token_invalid"
+	// ReasonExpired: valid once, but past its expiry.
+	ReasonExpired Reason = "token_expired"
+	// ReasonTypeNotAccepted: a credential of a type (or format) this
+	// verifier was not set up to accept.
+	ReasonTypeNotAccepted Reason = "token_type_not_accepted"
+	// ReasonUnavailable: Clerk could not be asked, or its keys are not
+	// available; the credential may be valid.
+	ReasonUnavailable Reason = "clerk_unavailable"
+	// ReasonRateLimited: Clerk asked us to slow down.
+	ReasonRateLimited Reason = "clerk_rate_limited"
+	// ReasonMisconfigured: Clerk rejected the key this verifier is
+	// configured with.
+	ReasonMisconfigured Reason = "misconfigured"
+)
+
+// Error is a refused credential. Its Description is a fixed, short sentence
+// that is safe to show to the caller; Err carries details for operators. No
+// part of an Error ever contains the credential itself.
+type Error struct {
+	Reason      Reason
+	Description string
+	// TokenType is the credential's type when it could be classified.
+	TokenType TokenType
+	// RetryAfter is how long to wait before trying again, for the Clerk
+	// reasons; zero when unknown.
+	RetryAfter time.Duration
+	// Err is the underlying cause, if any.
+	Err error
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(string(e.Reason))
+	if e.Description != "" {
+		b.WriteString(": ")
+		b.WriteString(e.Description)
+	}
+	if e.Err != nil {
+		b.WriteString(": ")
+		b.WriteString(e.Err.Error())
+	}
+	return b.String()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// ReasonOf returns the Reason of err when it is (or wraps) an *Error, and
+// ReasonInvalid otherwise, so that an unexpected error never counts as valid.
+func ReasonOf(err error) Reason {
+	var verr *Error
+	if errors.As(err, &verr) {
+		return verr.Reason
+	}
+	return ReasonInvalid
+}
+
+func invalid(tokenType TokenType, description string) *Error {
+	return &Error{Reason: ReasonInvalid, TokenType: tokenType, Description: description}
+}
+
+func invalidBecause(tokenType TokenType, description string, cause error) *Error {
+	return &Error{Reason: ReasonInvalid, TokenType: tokenType, Description: description, Err: cause}
+}

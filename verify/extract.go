@@ -1,0 +1,58 @@
+package verify
+
+import "strings"
+
+// MaxTokenLength is the longest credential that is looked at. Clerk's tokens
+// are well under 4 KiB; anything longer is refused before it is parsed.
+const MaxTokenLength = 16 << 10
+
+// BearerToken extracts the credential from the values of a request's
+// Authorization header, strictly: exactly one header, the scheme "Bearer"
+// (in any case), one space, and a token made of RFC 6750 b64token
+// characters. No header at all is ReasonMissing; anything else that is not
+// such a credential is ReasonInvalid.
+func BearerToken(authorization []string) (string, error) {
+	switch len(authorization) {
+	case 0:
+		return "", &Error{Reason: ReasonMissing, Description: "no bearer token in the Authorization header"}
+	case 1:
+	default:
+		return "", invalid("", "more than one Authorization header")
+	}
+	scheme, token, found := strings.Cut(authorization[0], " ")
+	if !found || !strings.EqualFold(scheme, "Bearer") {
+		return "", invalid("", `the Authorization header must use the "Bearer" scheme`)
+	}
+	if err := checkTokenSyntax(token); err != nil {
+		return "", err
+	}
+	return token, nil
+}
+
+// checkTokenSyntax refuses what cannot be a Clerk credential before anything
+// parses it: empty, too long, or holding characters outside b64token
+// (spaces, control bytes, non-ASCII).
+func checkTokenSyntax(token string) error {
+	switch {
+	case token == "":
+		return invalid("", "the bearer token is empty")
+	case len(token) > MaxTokenLength:
+		return invalid("", "the bearer token is too long")
+	}
+	for i := 0; i < len(token); i++ {
+		if !isB64TokenByte(token[i]) {
+			return invalid("", "the bearer token contains characters a token cannot have")
+		}
+	}
+	return nil
+}
+
+// isB64TokenByte reports whether c may appear in an RFC 6750 b64token:
+// letters, digits, "-", ".", "_", "~", "+", "/" and "=".
+func isB64TokenByte(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("-._~+/=", c) >= 0
+}

@@ -1,0 +1,157 @@
+package verify
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// testNow is the fixed clock of these tests.
+var testNow = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+
+func fixedClock() time.Time { return testNow }
+
+var (
+	keysOnce sync.Once
+	keyA     *rsa.PrivateKey
+	keyB     *rsa.PrivateKey
+)
+
+// signingKeys returns two RSA-2048 keys, generated once per test binary.
+func signingKeys(t testing.TB) (*rsa.PrivateKey, *rsa.PrivateKey) {
+	t.Helper()
+	keysOnce.Do(func() {
+		var err error
+		keyA, err = rsa.GenerateKey(rand.Reader, 2048)
+		if err == nil {
+			keyB, err = rsa.GenerateKey(rand.Reader, 2048)
+		}
+		if err != nil {
+			panic(err)
+		}
+	})
+	return keyA, keyB
+}
+
+// sign builds a compact JWS over exactly the given header and payload (maps
+// are marshalled, strings used verbatim) with key, hashing as header["alg"]
+// says when it is an RS algorithm, with SHA-256 otherwise.
+func sign(t testing.TB, key *rsa.PrivateKey, header, payload any) string {
+	t.Helper()
+	encode := func(v any) string {
+		if s, ok := v.(string); ok {
+			return base64.RawURLEncoding.EncodeToString([]byte(s))
+		}
+		data, err := json.Marshal(v)
+		require.NoError(t, err)
+		return base64.RawURLEncoding.EncodeToString(data)
+	}
+	signed := encode(header) + "." + encode(payload)
+	hash := crypto.SHA256
+	if h, ok := header.(map[string]any); ok {
+		if alg, ok := h["alg"].(string); ok {
+			if known, ok := algorithms[alg]; ok {
+				hash = known
+			}
+		}
+	}
+	digest := hash.New()
+	digest.Write([]byte(signed))
+	sig, err := rsa.SignPKCS1v15(rand.Reader, key, hash, digest.Sum(nil))
+	require.NoError(t, err)
+	return signed + "." + base64.RawURLEncoding.EncodeToString(sig)
+}
+
+const testKid = "ins_2GIoQhbUpy0hX7B2cVkuTMinXoD"
+
+func m2mHeader() map[string]any {
+	return map[string]any{"alg": "RS256", "typ": "JWT", "kid": testKid, "cat": CategoryM2M}
+}
+
+func m2mPayload() map[string]any {
+	now := testNow.Unix()
+	return map[string]any{
+		"iss":    "https://clerk.m2m.example.test",
+		"sub":    "mch_2vYVtestTESTtestTESTtestTESTtest",
+		"aud":    []string{"mch_1xxxxx", "mch_2xxxxx"},
+		"scopes": "mch_1xxxxx mch_2xxxxx",
+		"jti":    "mt_2xKa9Bgv7NxMRDFyQw8LpZ3cTmU1vHjE",
+		"iat":    now,
+		"nbf":    now - 10,
+		"exp":    now + 300,
+	}
+}
+
+// with returns a copy of m with the given changes; a nil value deletes.
+func with(m map[string]any, changes map[string]any) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	for k, v := range changes {
+		if v == nil {
+			delete(out, k)
+		} else {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func publicPEM(t testing.TB, key *rsa.PrivateKey) string {
+	t.Helper()
+	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	require.NoError(t, err)
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+}
+
+func jwkJSON(key *rsa.PublicKey, kid, alg string) json.RawMessage {
+	m := map[string]any{
+		"kty": "RSA", "use": "sig", "kid": kid,
+		"n": base64.RawURLEncoding.EncodeToString(key.N.Bytes()),
+		"e": base64.RawURLEncoding.EncodeToString([]byte{1, 0, 1}),
+	}
+	if alg != "" {
+		m["alg"] = alg
+	}
+	data, _ := json.Marshal(m)
+	return data
+}
+
+// countingKeys is a KeySource that records how often it was asked.
+type countingKeys struct {
+	key   *Key
+	calls atomic.Int32
+}
+
+func (c *countingKeys) Key(context.Context, string) (*Key, error) {
+	c.calls.Add(1)
+	return c.key, nil
+}
+
+func (c *countingKeys) Networkless() bool { return true }
+
+func rsaKey(private *rsa.PrivateKey, alg string) *Key {
+	return &Key{ID: testKid, Algorithm: alg, Public: &private.PublicKey}
+}
+
+// requireReason asserts that err is an *Error with the given reason.
+func requireReason(t *testing.T, err error, want Reason) *Error {
+	t.Helper()
+	require.Error(t, err)
+	var verr *Error
+	require.ErrorAs(t, err, &verr)
+	require.Equal(t, want, verr.Reason, "error: %v", err)
+	return verr
+}

@@ -1,0 +1,242 @@
+package verify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
+
+	"github.com/caddy-clerk/clerk-m2m/backend"
+)
+
+// JWKSFetcher fetches an instance's key set. *backend.Client is one.
+type JWKSFetcher interface {
+	JWKS(ctx context.Context) (*backend.JWKS, error)
+}
+
+// JWKSOptions tunes RemoteKeys. Zero values take the defaults.
+type JWKSOptions struct {
+	// Timeout is the budget of one fetch, retries included. Default 5s.
+	Timeout time.Duration
+
+	// MaxAge is how long a fetched set is used before it is refreshed.
+	// Default 5 minutes, as in Clerk's SDKs.
+	MaxAge time.Duration
+
+	// MaxStale is how long past MaxAge the last good set keeps being used
+	// while refreshes fail. After that, JWTs cannot be verified until
+	// Clerk answers again. Default 1 hour.
+	MaxStale time.Duration
+
+	// RefetchInterval paces on-demand fetches (for a kid that is not in the
+	// set, or while no set could be had): after a burst of three, one per
+	// interval. It also spaces retries of a failing refresh. Default 5s.
+	RefetchInterval time.Duration
+
+	// Logger receives one line per fetch problem. Default: no logging.
+	Logger *zap.Logger
+
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+func (o *JWKSOptions) applyDefaults() {
+	if o.Timeout <= 0 {
+		o.Timeout = 5 * time.Second
+	}
+	if o.MaxAge <= 0 {
+		o.MaxAge = 5 * time.Minute
+	}
+	if o.MaxStale <= 0 {
+		o.MaxStale = time.Hour
+	}
+	if o.RefetchInterval <= 0 {
+		o.RefetchInterval = 5 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// maxKeyIDLength bounds the "kid" that is looked up. Clerk's are instance
+// ids ("ins_" and 27 characters).
+const maxKeyIDLength = 128
+
+// refetchBurst is how many on-demand fetches may happen back to back before
+// RefetchInterval paces them: enough to pick up a key rotation right after a
+// fetch, too few for made-up kids to hammer Clerk.
+const refetchBurst = 3
+
+// RemoteKeys is the key source backed by the instance's JWKS. It keeps one
+// key set for one Clerk instance (never keys of another instance), fetches
+// it on first use, refreshes it when it is older than MaxAge, refetches it
+// when a token names a kid it does not hold, and keeps the last good set
+// through failed refreshes for MaxStale. Concurrent fetches are coalesced
+// into one. It never takes a key from a token.
+type RemoteKeys struct {
+	fetcher  JWKSFetcher
+	opts     JWKSOptions
+	onDemand *rate.Limiter
+	group    singleflight.Group
+
+	mu          sync.RWMutex
+	keys        map[string]*Key
+	fetchedAt   time.Time // of keys; zero until a fetch succeeds
+	lastAttempt time.Time
+	lastErr     error
+}
+
+// NewRemoteKeys returns a key source that fetches from fetcher. It makes no
+// network call until a key is asked for.
+func NewRemoteKeys(fetcher JWKSFetcher, opts JWKSOptions) *RemoteKeys {
+	opts.applyDefaults()
+	return &RemoteKeys{
+		fetcher:  fetcher,
+		opts:     opts,
+		onDemand: rate.NewLimiter(rate.Every(opts.RefetchInterval), refetchBurst),
+	}
+}
+
+// Networkless is false: keys come from Clerk.
+func (r *RemoteKeys) Networkless() bool { return false }
+
+// Key returns the key named kid, fetching the set when needed.
+func (r *RemoteKeys) Key(ctx context.Context, kid string) (*Key, error) {
+	if kid == "" || len(kid) > maxKeyIDLength {
+		return nil, invalid("", "the token does not name a usable signing key")
+	}
+	now := r.opts.Now()
+	key, age := r.lookup(kid, now)
+	switch {
+	case key != nil && age < r.opts.MaxAge:
+		return key, nil
+	case key != nil && age < r.opts.MaxAge+r.opts.MaxStale:
+		// Due for a refresh: serve the key now, refresh behind the request.
+		r.refreshInBackground(now)
+		return key, nil
+	}
+	if err := r.refresh(ctx, true); err != nil && ctx.Err() != nil {
+		return nil, &Error{Reason: ReasonUnavailable, Description: "Clerk's signing keys could not be fetched in time", Err: err}
+	}
+	now = r.opts.Now()
+	if key, age = r.lookup(kid, now); key != nil && age < r.opts.MaxAge+r.opts.MaxStale {
+		return key, nil
+	}
+	return nil, r.missing(now)
+}
+
+// lookup returns the key named kid and the age of the set holding it.
+func (r *RemoteKeys) lookup(kid string, now time.Time) (*Key, time.Duration) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.keys[kid], now.Sub(r.fetchedAt)
+}
+
+// missing explains why no key could be returned: the set is fine and has no
+// such kid (the token is invalid), or there is no usable set (Clerk is
+// unavailable). The kids that do exist are never revealed: they are instance
+// ids.
+func (r *RemoteKeys) missing(now time.Time) *Error {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.keys != nil && now.Sub(r.fetchedAt) < r.opts.MaxAge+r.opts.MaxStale {
+		return invalid("", "no Clerk signing key matches the token's kid")
+	}
+	cause := r.lastErr
+	if cause == nil {
+		cause = errors.New("no key set fetched yet")
+	}
+	return &Error{
+		Reason:      ReasonUnavailable,
+		Description: "Clerk's signing keys are not available",
+		RetryAfter:  r.opts.RefetchInterval,
+		Err:         cause,
+	}
+}
+
+// refreshInBackground starts a refresh unless one failed too recently.
+func (r *RemoteKeys) refreshInBackground(now time.Time) {
+	r.mu.RLock()
+	recent := now.Sub(r.lastAttempt) < r.opts.RefetchInterval
+	r.mu.RUnlock()
+	if !recent {
+		go func() { _ = r.refresh(context.Background(), false) }()
+	}
+}
+
+// errRefetchPaced is what an on-demand fetch gets when the pace of
+// RefetchInterval does not allow one now.
+var errRefetchPaced = errors.New("on-demand key fetches are paced; not fetching again yet")
+
+// refresh fetches the set, sharing one fetch among all concurrent callers
+// (who join a fetch under way whatever its reason, without using up the
+// on-demand pace). A caller stops waiting when its own context ends; the
+// fetch goes on, bound by Timeout, for the others.
+func (r *RemoteKeys) refresh(ctx context.Context, onDemand bool) error {
+	result := r.group.DoChan("jwks", func() (any, error) {
+		if onDemand && !r.onDemand.AllowN(r.opts.Now(), 1) {
+			return nil, errRefetchPaced
+		}
+		return nil, r.fetch()
+	})
+	select {
+	case res := <-result:
+		return res.Err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *RemoteKeys) fetch() error {
+	r.mu.Lock()
+	r.lastAttempt = r.opts.Now()
+	r.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), r.opts.Timeout)
+	defer cancel()
+	keys, err := r.fetchKeys(ctx)
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err != nil {
+		r.lastErr = err
+		r.opts.Logger.Warn("fetching Clerk's signing keys failed; keeping the last good keys, if any",
+			zap.Error(err), zap.Int("keys_kept", len(r.keys)))
+		return err
+	}
+	r.keys, r.fetchedAt, r.lastErr = keys, r.opts.Now(), nil
+	return nil
+}
+
+// fetchKeys fetches the set and keeps its usable keys; a set with none is a
+// failure, so that it does not replace a good one.
+func (r *RemoteKeys) fetchKeys(ctx context.Context) (map[string]*Key, error) {
+	set, err := r.fetcher.JWKS(ctx)
+	if err != nil {
+		return nil, err
+	}
+	keys := make(map[string]*Key, len(set.Keys))
+	for i, raw := range set.Keys {
+		key, err := parseJWK(raw)
+		if err != nil {
+			r.opts.Logger.Warn("skipping a key of Clerk's JWKS that cannot verify Clerk JWTs",
+				zap.Int("index", i), zap.Error(err))
+			continue
+		}
+		if _, duplicate := keys[key.ID]; !duplicate {
+			keys[key.ID] = &key
+		}
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("the JWKS holds no usable signing key (%d keys in all)", len(set.Keys))
+	}
+	return keys, nil
+}

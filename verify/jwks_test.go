@@ -1,0 +1,357 @@
+package verify
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/caddy-clerk/clerk-m2m/backend"
+)
+
+// fakeJWKS serves a key set (or an error) and counts fetches.
+type fakeJWKS struct {
+	mu      sync.Mutex
+	keys    []json.RawMessage
+	err     error
+	delay   time.Duration
+	fetches atomic.Int32
+}
+
+func (f *fakeJWKS) JWKS(ctx context.Context) (*backend.JWKS, error) {
+	f.fetches.Add(1)
+	if f.delay > 0 {
+		select {
+		case <-time.After(f.delay):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return nil, f.err
+	}
+	return &backend.JWKS{Keys: append([]json.RawMessage(nil), f.keys...)}, nil
+}
+
+func (f *fakeJWKS) set(keys []json.RawMessage, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.keys, f.err = keys, err
+}
+
+// clock is a settable test clock.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+func newRemote(t *testing.T, keys ...json.RawMessage) (*RemoteKeys, *fakeJWKS, *clock) {
+	t.Helper()
+	f := &fakeJWKS{keys: keys}
+	c := &clock{now: testNow}
+	return NewRemoteKeys(f, JWKSOptions{Now: c.Now, Timeout: time.Second}), f, c
+}
+
+// waitFor polls cond until it holds or a second has passed.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	require.Eventually(t, cond, time.Second, 5*time.Millisecond)
+}
+
+func TestRemoteKeysFetchOnFirstUseOnly(t *testing.T) {
+	a, _ := signingKeys(t)
+	r, f, _ := newRemote(t, jwkJSON(&a.PublicKey, "ins_a", "RS256"))
+	assert.Zero(t, f.fetches.Load(), "nothing is fetched before a key is asked for")
+
+	for range 10 {
+		key, err := r.Key(context.Background(), "ins_a")
+		require.NoError(t, err)
+		assert.Equal(t, "RS256", key.Algorithm)
+		assert.Equal(t, a.N, key.Public.N)
+	}
+	assert.Equal(t, int32(1), f.fetches.Load())
+}
+
+func TestRemoteKeysConcurrentMissesShareOneFetch(t *testing.T) {
+	a, _ := signingKeys(t)
+	r, f, _ := newRemote(t, jwkJSON(&a.PublicKey, "ins_a", "RS256"))
+	f.delay = 50 * time.Millisecond
+	var wg sync.WaitGroup
+	for range 100 {
+		wg.Go(func() {
+			_, err := r.Key(context.Background(), "ins_a")
+			assert.NoError(t, err)
+		})
+	}
+	wg.Wait()
+	assert.Equal(t, int32(1), f.fetches.Load())
+}
+
+func TestRemoteKeysPickUpARotation(t *testing.T) {
+	a, b := signingKeys(t)
+	r, f, _ := newRemote(t, jwkJSON(&a.PublicKey, "ins_a", "RS256"))
+	_, err := r.Key(context.Background(), "ins_a")
+	require.NoError(t, err)
+
+	f.set([]json.RawMessage{jwkJSON(&b.PublicKey, "ins_b", "RS256")}, nil)
+	key, err := r.Key(context.Background(), "ins_b")
+	require.NoError(t, err, "an unknown kid triggers a refetch")
+	assert.Equal(t, b.N, key.Public.N)
+	assert.Equal(t, int32(2), f.fetches.Load())
+
+	_, err = r.Key(context.Background(), "ins_a")
+	requireReason(t, err, ReasonInvalid)
+}
+
+func TestRemoteKeysMadeUpKidsCostABoundedFewFetches(t *testing.T) {
+	a, _ := signingKeys(t)
+	r, f, c := newRemote(t, jwkJSON(&a.PublicKey, "ins_a", "RS256"))
+	for i := range 200 {
+		_, err := r.Key(context.Background(), "ins_made_up_"+strings.Repeat("x", i%50))
+		requireReason(t, err, ReasonInvalid)
+	}
+	assert.Equal(t, int32(refetchBurst), f.fetches.Load())
+
+	c.advance(5 * time.Second)
+	_, err := r.Key(context.Background(), "ins_made_up_again")
+	requireReason(t, err, ReasonInvalid)
+	assert.Equal(t, int32(refetchBurst+1), f.fetches.Load(), "one more fetch per interval")
+
+	_, err = r.Key(context.Background(), "ins_a")
+	assert.NoError(t, err, "known keys keep working throughout")
+}
+
+func TestRemoteKeysRefuseUnusableKidsWithoutFetching(t *testing.T) {
+	r, f, _ := newRemote(t)
+	for _, kid := range []string{"", strings.Repeat("k", maxKeyIDLength+1)} {
+		_, err := r.Key(context.Background(), kid)
+		requireReason(t, err, ReasonInvalid)
+	}
+	assert.Zero(t, f.fetches.Load())
+}
+
+func TestRemoteKeysRefreshAfterMaxAgeWithoutBlocking(t *testing.T) {
+	a, b := signingKeys(t)
+	r, f, c := newRemote(t, jwkJSON(&a.PublicKey, "ins_a", "RS256"))
+	_, err := r.Key(context.Background(), "ins_a")
+	require.NoError(t, err)
+
+	f.set([]json.RawMessage{jwkJSON(&b.PublicKey, "ins_a", "RS256")}, nil)
+	c.advance(5*time.Minute + time.Second)
+	key, err := r.Key(context.Background(), "ins_a")
+	require.NoError(t, err)
+	assert.Equal(t, a.N, key.Public.N, "the old key is served while the refresh runs")
+	waitFor(t, func() bool { return f.fetches.Load() == 2 })
+	waitFor(t, func() bool {
+		key, err := r.Key(context.Background(), "ins_a")
+		return err == nil && key.Public.N.Cmp(b.N) == 0
+	})
+}
+
+func TestRemoteKeysKeepTheLastGoodSetForMaxStale(t *testing.T) {
+	a, _ := signingKeys(t)
+	r, f, c := newRemote(t, jwkJSON(&a.PublicKey, "ins_a", "RS256"))
+	_, err := r.Key(context.Background(), "ins_a")
+	require.NoError(t, err)
+
+	f.set(nil, &backend.Error{Status: 503})
+	c.advance(30 * time.Minute)
+	_, err = r.Key(context.Background(), "ins_a")
+	require.NoError(t, err, "within the stale window the last good key is used")
+	waitFor(t, func() bool { return f.fetches.Load() == 2 })
+
+	c.advance(36 * time.Minute) // 66 minutes after the fetch: past MaxAge + MaxStale
+	_, err = r.Key(context.Background(), "ins_a")
+	verr := requireReason(t, err, ReasonUnavailable)
+	assert.Positive(t, verr.RetryAfter)
+
+	f.set([]json.RawMessage{jwkJSON(&a.PublicKey, "ins_a", "RS256")}, nil)
+	c.advance(5 * time.Second)
+	_, err = r.Key(context.Background(), "ins_a")
+	assert.NoError(t, err, "recovers once Clerk answers again")
+}
+
+func TestRemoteKeysWithoutAnySetAreUnavailable(t *testing.T) {
+	r, f, _ := newRemote(t)
+	f.set(nil, &backend.Error{Status: 500, Code: "internal_clerk_error"})
+	_, err := r.Key(context.Background(), "ins_a")
+	verr := requireReason(t, err, ReasonUnavailable)
+	assert.ErrorContains(t, verr, "internal_clerk_error")
+}
+
+func TestRemoteKeysAnEmptySetDoesNotReplaceAGoodOne(t *testing.T) {
+	a, _ := signingKeys(t)
+	r, f, c := newRemote(t, jwkJSON(&a.PublicKey, "ins_a", "RS256"))
+	_, err := r.Key(context.Background(), "ins_a")
+	require.NoError(t, err)
+
+	f.set([]json.RawMessage{}, nil)
+	c.advance(5*time.Minute + time.Second)
+	_, err = r.Key(context.Background(), "ins_a")
+	require.NoError(t, err)
+	waitFor(t, func() bool { return f.fetches.Load() == 2 })
+	_, err = r.Key(context.Background(), "ins_a")
+	assert.NoError(t, err)
+}
+
+func TestRemoteKeysSkipUnusableKeys(t *testing.T) {
+	a, b := signingKeys(t)
+	small, err := rsa.GenerateKey(rand.Reader, 1024)
+	require.NoError(t, err)
+	privateJWK := func() json.RawMessage {
+		m := map[string]any{}
+		require.NoError(t, json.Unmarshal(jwkJSON(&a.PublicKey, "ins_private", ""), &m))
+		m["d"] = "AQAB"
+		data, _ := json.Marshal(m)
+		return data
+	}
+	withField := func(key json.RawMessage, field string, value any) json.RawMessage {
+		m := map[string]any{}
+		require.NoError(t, json.Unmarshal(key, &m))
+		m[field] = value
+		data, _ := json.Marshal(m)
+		return data
+	}
+	r, _, _ := newRemote(t,
+		json.RawMessage(`{"kty":"EC","crv":"P-256","kid":"ins_ec","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}`),
+		withField(jwkJSON(&b.PublicKey, "ins_enc", ""), "use", "enc"),
+		withField(jwkJSON(&b.PublicKey, "ins_oaep", "RSA-OAEP"), "use", nil),
+		withField(jwkJSON(&b.PublicKey, "ins_ops", ""), "key_ops", []string{"encrypt"}),
+		jwkJSON(&small.PublicKey, "ins_small", "RS256"),
+		jwkJSON(&b.PublicKey, "", "RS256"),
+		privateJWK(),
+		json.RawMessage(`{"kty":"oct","k":"c2VjcmV0","kid":"ins_hmac"}`),
+		json.RawMessage(`"not a key"`),
+		jwkJSON(&a.PublicKey, "ins_good", "RS256"),
+	)
+	key, err := r.Key(context.Background(), "ins_good")
+	require.NoError(t, err)
+	assert.Equal(t, a.N, key.Public.N)
+	for _, kid := range []string{"ins_ec", "ins_enc", "ins_oaep", "ins_ops", "ins_small", "ins_private", "ins_hmac"} {
+		_, err := r.Key(context.Background(), kid)
+		requireReason(t, err, ReasonInvalid)
+	}
+}
+
+func TestRemoteKeysWaiterGivesUpWithItsContext(t *testing.T) {
+	a, _ := signingKeys(t)
+	r, f, _ := newRemote(t, jwkJSON(&a.PublicKey, "ins_a", "RS256"))
+	f.delay = 500 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := r.Key(ctx, "ins_a")
+	requireReason(t, err, ReasonUnavailable)
+	assert.Less(t, time.Since(start), 400*time.Millisecond)
+
+	waitFor(t, func() bool {
+		_, err := r.Key(context.Background(), "ins_a")
+		return err == nil
+	})
+	assert.Equal(t, int32(1), f.fetches.Load(), "the fetch went on for later callers")
+}
+
+func TestRemoteKeysNeverRevealKnownKids(t *testing.T) {
+	a, _ := signingKeys(t)
+	r, _, _ := newRemote(t, jwkJSON(&a.PublicKey, "ins_secret_instance", "RS256"))
+	_, err := r.Key(context.Background(), "ins_other")
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), "ins_secret_instance")
+}
+
+func TestJWTVerificationThroughRemoteKeys(t *testing.T) {
+	a, _ := signingKeys(t)
+	r, _, _ := newRemote(t, jwkJSON(&a.PublicKey, testKid, "RS256"))
+	v := New(Options{Accept: TypesOf(M2MToken), Keys: r, Now: fixedClock, ClockSkew: 5 * time.Second})
+	_, err := v.Verify(context.Background(), sign(t, a, m2mHeader(), m2mPayload()))
+	require.NoError(t, err)
+	_, err = v.Verify(context.Background(), sign(t, a, with(m2mHeader(), map[string]any{"kid": "ins_unknown"}), m2mPayload()))
+	requireReason(t, err, ReasonInvalid)
+	_, err = v.Verify(context.Background(), sign(t, a, with(m2mHeader(), map[string]any{"kid": nil}), m2mPayload()))
+	requireReason(t, err, ReasonInvalid)
+}
+
+func TestParsePEMKey(t *testing.T) {
+	a, _ := signingKeys(t)
+	armoured := publicPEM(t, a)
+	body := strings.Join(strings.Split(strings.TrimSpace(armoured), "\n")[1:strings.Count(armoured, "\n")-1], "")
+	for name, text := range map[string]string{
+		"armoured":                armoured,
+		"bare base64":             body,
+		"escaped line breaks":     strings.ReplaceAll(armoured, "\n", `\n`),
+		"surrounded by blanks":    "\n  " + armoured + "\n\n",
+		"bare base64 with breaks": body[:64] + "\n" + body[64:],
+	} {
+		t.Run(name, func(t *testing.T) {
+			s, err := ParsePEMKey(text)
+			require.NoError(t, err)
+			key, err := s.Key(context.Background(), "any kid at all")
+			require.NoError(t, err)
+			assert.Equal(t, a.N, key.Public.N)
+			assert.Equal(t, "RS256", key.Algorithm)
+			assert.True(t, s.Networkless())
+		})
+	}
+}
+
+func TestParsePEMKeyRefusals(t *testing.T) {
+	small, err := rsa.GenerateKey(rand.Reader, 1024)
+	require.NoError(t, err)
+	a, _ := signingKeys(t)
+	for name, tc := range map[string]struct{ text, want string }{
+		"garbage":     {"not a key", "neither a PEM block nor base64"},
+		"empty":       {"", "neither a PEM block nor base64"},
+		"bad PEM":     {"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----", "not a valid PEM public key"},
+		"small key":   {publicPEM(t, small), "too small"},
+		"private key": {privatePEM(t, a), "private key"},
+		"EC key":      {ecPublicPEM(t), "not RSA"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := ParsePEMKey(tc.text)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+func privatePEM(t *testing.T, key *rsa.PrivateKey) string {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	require.NoError(t, err)
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+}
+
+func ecPublicPEM(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	require.NoError(t, err)
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+}

@@ -1,0 +1,129 @@
+package verify
+
+import (
+	"context"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
+)
+
+// minKeyBits is the smallest RSA modulus accepted. Clerk signs with 2048-bit
+// keys; anything smaller is forgeable in practice.
+const minKeyBits = 2048
+
+// Key is a public key that verifies Clerk JWTs.
+type Key struct {
+	// ID is the key's "kid" (for Clerk, the instance id).
+	ID string
+	// Algorithm is the only JWS algorithm the key may be used with, or ""
+	// when the key does not say (then any of RS256, RS384, RS512).
+	Algorithm string
+	// Public is the RSA public key.
+	Public *rsa.PublicKey
+}
+
+// KeySource finds the key that verifies a token.
+type KeySource interface {
+	// Key returns the key for a token whose header names kid. It fails with
+	// an *Error: ReasonInvalid when no such key exists, ReasonUnavailable
+	// when the keys cannot be had right now.
+	Key(ctx context.Context, kid string) (*Key, error)
+
+	// Networkless reports whether the source never needs the network.
+	Networkless() bool
+}
+
+// StaticKey is the networkless key source: one PEM public key, the "JWT
+// public key" of Clerk's dashboard (CLERK_JWT_KEY). As in Clerk's SDKs, the
+// token's kid is not matched against it, and it verifies RS256 only.
+type StaticKey struct {
+	key Key
+}
+
+// ParsePEMKey reads an RSA public key in PEM form ("-----BEGIN PUBLIC
+// KEY-----"), or the bare base64 body of one. Line breaks written as the two
+// characters \n (as they often are in environment files) are understood.
+func ParsePEMKey(text string) (*StaticKey, error) {
+	text = strings.TrimSpace(strings.ReplaceAll(text, `\n`, "\n"))
+	if !strings.HasPrefix(text, "-----BEGIN") {
+		body := strings.Join(strings.Fields(text), "")
+		if _, err := base64.StdEncoding.DecodeString(body); err != nil || body == "" {
+			return nil, errors.New("the JWT key is neither a PEM block nor base64")
+		}
+		text = "-----BEGIN PUBLIC KEY-----\n" + body + "\n-----END PUBLIC KEY-----"
+	}
+	parsed, err := jwk.ParseKey([]byte(text), jwk.WithPEM(true))
+	if err != nil {
+		return nil, fmt.Errorf("the JWT key is not a valid PEM public key: %v", err)
+	}
+	if _, private := parsed.(jwk.RSAPrivateKey); private {
+		return nil, errors.New("the JWT key is a private key: use the instance's public key (PEM), never its private key")
+	}
+	public, err := rsaPublicKey(parsed)
+	if err != nil {
+		return nil, fmt.Errorf("the JWT key: %v", err)
+	}
+	return &StaticKey{key: Key{ID: "local", Algorithm: "RS256", Public: public}}, nil
+}
+
+// Key returns the configured key whatever the kid.
+func (s *StaticKey) Key(context.Context, string) (*Key, error) { return &s.key, nil }
+
+// Networkless is true: the key is in the configuration.
+func (s *StaticKey) Networkless() bool { return true }
+
+// parseJWK reads one key of a JWKS and returns it if it can verify Clerk
+// JWTs: an RSA public signing key with a kid, an RS* algorithm (or none
+// named), and at least 2048 bits. Anything else is an error the caller
+// skips, so that one odd key does not make the whole set unusable.
+func parseJWK(raw json.RawMessage) (Key, error) {
+	parsed, err := jwk.ParseKey(raw)
+	if err != nil {
+		return Key{}, err
+	}
+	if _, ok := parsed.(jwk.RSAPublicKey); !ok {
+		return Key{}, fmt.Errorf("key type %s is not an RSA public key", parsed.KeyType())
+	}
+	if use := parsed.KeyUsage(); use != "" && use != string(jwk.ForSignature) {
+		return Key{}, fmt.Errorf("key use %q is not signing", use)
+	}
+	if ops := parsed.KeyOps(); len(ops) > 0 && !slices.Contains(ops, jwk.KeyOpVerify) {
+		return Key{}, errors.New("key operations do not include verify")
+	}
+	alg := ""
+	if a := parsed.Algorithm(); a != nil && a.String() != "" {
+		alg = a.String()
+		if _, ok := algorithms[alg]; !ok {
+			return Key{}, fmt.Errorf("key algorithm %q is not RS256, RS384 or RS512", alg)
+		}
+	}
+	if parsed.KeyID() == "" {
+		return Key{}, errors.New("key has no kid")
+	}
+	public, err := rsaPublicKey(parsed)
+	if err != nil {
+		return Key{}, err
+	}
+	return Key{ID: parsed.KeyID(), Algorithm: alg, Public: public}, nil
+}
+
+func rsaPublicKey(key jwk.Key) (*rsa.PublicKey, error) {
+	if key.KeyType() != jwa.RSA {
+		return nil, fmt.Errorf("key type %s is not RSA", key.KeyType())
+	}
+	var public rsa.PublicKey
+	if err := key.Raw(&public); err != nil {
+		return nil, err
+	}
+	if bits := public.N.BitLen(); bits < minKeyBits {
+		return nil, fmt.Errorf("RSA key of %d bits is too small (at least %d)", bits, minKeyBits)
+	}
+	return &public, nil
+}

@@ -1,0 +1,145 @@
+package verify
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/caddy-clerk/clerk-m2m/backend"
+)
+
+// Identity is a verified credential: who presented it and what it carries.
+type Identity struct {
+	// Subject is who the credential stands for: a machine (mch_…), a user
+	// (user_…) or an organization (org_…).
+	Subject   string
+	TokenType TokenType
+	Format    Format
+	// TokenID is the credential's id (mt_…, ak_…, oat_…) or a JWT's jti;
+	// empty when it has none.
+	TokenID string
+	// Scopes are the scopes the credential grants; for M2M tokens, the
+	// machines it may call.
+	Scopes []string
+	// Claims are the credential's custom claims; nil when it has none.
+	Claims map[string]any
+	// ExpiresAt is when the credential expires; zero when it never does.
+	ExpiresAt time.Time
+}
+
+// Backend is what verifying opaque tokens needs from Clerk's Backend API.
+// *backend.Client is one.
+type Backend interface {
+	VerifyM2MToken(ctx context.Context, token string) (*backend.M2MToken, error)
+}
+
+// Options configures a Verifier.
+type Options struct {
+	// Accept is the set of token types to accept; others are refused with
+	// ReasonTypeNotAccepted before any cryptography or network call.
+	Accept TokenTypes
+
+	// Backend verifies opaque tokens. Nil: opaque tokens are refused as not
+	// accepted.
+	Backend Backend
+
+	// Keys verifies JWTs. Nil: JWTs are refused as not accepted.
+	Keys KeySource
+
+	// Timeout is the budget of one call to Clerk, retries included.
+	// Default 5s.
+	Timeout time.Duration
+
+	// ClockSkew is the leeway on exp, nbf and iat. Zero means none.
+	ClockSkew time.Duration
+
+	// CacheTTL is how long a verified opaque token is remembered (never
+	// beyond its expiry); zero turns the cache off. Concurrent verifications
+	// of one token share one call to Clerk either way.
+	CacheTTL time.Duration
+
+	// CacheEntries bounds the cache. Default DefaultCacheEntries.
+	CacheEntries int
+
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// Verifier verifies credentials. It is safe for concurrent use.
+type Verifier struct {
+	opts   Options
+	opaque *opaqueCache
+}
+
+// New returns a Verifier. It makes no network call.
+func New(opts Options) *Verifier {
+	if opts.Timeout <= 0 {
+		opts.Timeout = 5 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Verifier{opts: opts, opaque: newOpaqueCache(opts.CacheTTL, opts.CacheEntries)}
+}
+
+// Verify classifies token, checks that its type is accepted, and verifies
+// it. It returns the Identity of a valid token, or an *Error.
+func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) {
+	tok, err := Classify(token)
+	if err != nil {
+		return nil, err
+	}
+	if !v.opts.Accept.Has(tok.Type) {
+		return nil, notAccepted(tok.Type, "this route does not accept "+string(tok.Type)+"s")
+	}
+	switch {
+	case tok.Type == M2MToken && tok.Format == Opaque:
+		if v.opts.Backend == nil {
+			return nil, notAccepted(tok.Type, "opaque M2M tokens cannot be verified here (no secret key is configured)")
+		}
+		return v.verifyOpaqueM2M(ctx, tok)
+	case tok.Type == M2MToken && tok.Format == JWT:
+		if v.opts.Keys == nil {
+			return nil, notAccepted(tok.Type, "M2M JWTs cannot be verified here (neither a secret key nor a JWT key is configured)")
+		}
+		return v.verifyM2MJWT(ctx, tok.jwt)
+	default:
+		return nil, notAccepted(tok.Type, string(tok.Type)+"s are not supported yet")
+	}
+}
+
+func notAccepted(tokenType TokenType, description string) *Error {
+	return &Error{Reason: ReasonTypeNotAccepted, TokenType: tokenType, Description: description}
+}
+
+// clerkFailure turns a failed Backend API call into the Error a caller acts
+// on: the credential is invalid, our key is wrong, or Clerk is unavailable.
+func clerkFailure(tokenType TokenType, err error) *Error {
+	e := &Error{TokenType: tokenType, Err: err}
+	switch backend.KindOf(err) {
+	case backend.KindNotFound:
+		e.Reason, e.Description = ReasonInvalid, "Clerk does not recognize the token"
+	case backend.KindBadRequest:
+		e.Reason, e.Description = ReasonInvalid, "Clerk refused the token as malformed"
+	case backend.KindKeyRejected:
+		e.Reason, e.Description = ReasonMisconfigured, "Clerk rejected the gateway's secret key"
+	case backend.KindRateLimited:
+		e.Reason, e.Description = ReasonRateLimited, "Clerk is rate-limiting verifications"
+	default:
+		e.Reason, e.Description = ReasonUnavailable, "Clerk could not verify the token"
+	}
+	var apiErr *backend.Error
+	if errors.As(err, &apiErr) {
+		e.RetryAfter = apiErr.RetryAfter
+	}
+	return e
+}
+
+// withType records the token type on an Error from a key source, which does
+// not know it.
+func withType(err error, tokenType TokenType) error {
+	if verr, ok := err.(*Error); ok && verr.TokenType == "" {
+		verr.TokenType = tokenType
+	}
+	return err
+}
