@@ -146,6 +146,15 @@ func rsaKey(private *rsa.PrivateKey, alg string) *Key {
 	return &Key{ID: testKid, Algorithm: alg, Public: &private.PublicKey}
 }
 
+// concurrently runs f n times at once and waits for all of them.
+func concurrently(n int, f func()) {
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(f)
+	}
+	wg.Wait()
+}
+
 // requireReason asserts that err is an *Error with the given reason.
 func requireReason(t *testing.T, err error, want Reason) *Error {
 	t.Helper()

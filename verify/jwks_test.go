@@ -102,14 +102,10 @@ func TestRemoteKeysConcurrentMissesShareOneFetch(t *testing.T) {
 	a, _ := signingKeys(t)
 	r, f, _ := newRemote(t, jwkJSON(&a.PublicKey, "ins_a", "RS256"))
 	f.delay = 50 * time.Millisecond
-	var wg sync.WaitGroup
-	for range 100 {
-		wg.Go(func() {
-			_, err := r.Key(context.Background(), "ins_a")
-			assert.NoError(t, err)
-		})
-	}
-	wg.Wait()
+	concurrently(100, func() {
+		_, err := r.Key(context.Background(), "ins_a")
+		assert.NoError(t, err)
+	})
 	assert.Equal(t, int32(1), f.fetches.Load())
 }
 
