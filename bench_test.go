@@ -1,0 +1,99 @@
+package clerkm2m
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
+)
+
+// ok is the next handler: it answers 200 and reads one placeholder, as a
+// header_up would.
+var ok = caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	_, _ = repl.GetString(userIDPlaceholder)
+	w.WriteHeader(http.StatusOK)
+	return nil
+})
+
+// serve runs one request through handler the way Caddy's server sets it up:
+// a fresh replacer in the request's context.
+func serve(b *testing.B, handler caddyhttp.MiddlewareHandler, authorization string) {
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
+	repl := caddy.NewReplacer()
+	req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, repl))
+	w := httptest.NewRecorder()
+	if err := handler.ServeHTTP(w, req, ok); err != nil || w.Code != http.StatusOK {
+		b.Fatalf("status %d, error %v", w.Code, err)
+	}
+}
+
+// passThrough is the baseline: a handler that does nothing but call next.
+type passThrough struct{}
+
+func (passThrough) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	return next.ServeHTTP(w, r)
+}
+
+func BenchmarkHandlerBaseline(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		serve(b, passThrough{}, "Bearer mt_f7f0ba8c3b4843ce7d85fcdd5e71853e")
+	}
+}
+
+func benchHandler(b *testing.B, h *Handler) *Handler {
+	clearClerkEnv(b)
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	b.Cleanup(cancel)
+	if err := h.Provision(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if err := h.Validate(); err != nil {
+		b.Fatal(err)
+	}
+	h.logger = zap.NewNop() // as at Caddy's default INFO level: no per-request lines
+	return h
+}
+
+// BenchmarkHandlerJWT verifies the same M2M JWT on every request against
+// the instance's JWKS (fetched once).
+func BenchmarkHandlerJWT(b *testing.B) {
+	clerk := backendtest.New()
+	defer clerk.Close()
+	h := benchHandler(b, &Handler{SecretKey: clerk.SecretKey(), APIURL: clerk.URL})
+	token := "Bearer " + clerk.MintM2MJWT(clerk.NewMachine("caller"), backendtest.JWTOptions{})
+	serve(b, h, token)
+	b.ReportAllocs()
+	for b.Loop() {
+		serve(b, h, token)
+	}
+}
+
+// BenchmarkHandlerOpaqueCached presents the same opaque token on every
+// request; Clerk is asked once.
+func BenchmarkHandlerOpaqueCached(b *testing.B) {
+	clerk := backendtest.New()
+	defer clerk.Close()
+	gateway := clerk.NewMachine("gateway")
+	h := benchHandler(b, &Handler{MachineSecretKey: gateway.SecretKey, APIURL: clerk.URL})
+	token, _ := clerk.CreateM2MToken(clerk.NewMachine("caller"), backendtest.TokenOptions{Scopes: []string{gateway.ID}, TTL: time.Hour})
+	serve(b, h, "Bearer "+token)
+	b.ReportAllocs()
+	for b.Loop() {
+		serve(b, h, "Bearer "+token)
+	}
+	if calls := clerk.Calls("/m2m_tokens/verify"); calls != 1 {
+		b.Fatalf("%d calls to Clerk", calls)
+	}
+}

@@ -1,0 +1,118 @@
+package clerkm2m
+
+import (
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("clerk_m2m", parseCaddyfile)
+	// Before basic_auth, like the other authentication directives: after
+	// rewrites, and before request_header, so that it can use the identity
+	// placeholders, and before the handlers that serve the request.
+	httpcaddyfile.RegisterDirectiveOrder("clerk_m2m", httpcaddyfile.Before, "basic_auth")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	handler := new(Handler)
+	err := handler.UnmarshalCaddyfile(h.Dispenser)
+	return handler, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	clerk_m2m [<matcher>] {
+//	    secret_key         <sk_…>
+//	    machine_secret_key <ak_…>
+//	    jwt_key            <PEM text or file>
+//	    api_url            <url>
+//	    accept             <type> [<type>…]
+//	    timeout            <duration>
+//	    clock_skew         <duration>
+//	    cache_ttl          <duration>
+//	}
+//
+// Every subdirective is optional; without a block, the keys come from the
+// CLERK_SECRET_KEY, CLERK_MACHINE_SECRET_KEY, CLERK_JWT_KEY and CLERK_API_URL
+// environment variables. Key, URL and type values may be placeholders such as
+// {env.NAME} or {file.path}, expanded when the configuration loads.
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive's name
+	if d.NextArg() {
+		return d.Errf("clerk_m2m takes no arguments on its line, only a block of subdirectives; got %q", d.Val())
+	}
+	seen := make(map[string]bool)
+	for d.NextBlock(0) {
+		name := d.Val()
+		if seen[name] {
+			return d.Errf("subdirective %s given twice", name)
+		}
+		seen[name] = true
+		if err := h.unmarshalSubdirective(d, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (h *Handler) unmarshalSubdirective(d *caddyfile.Dispenser, name string) error {
+	switch name {
+	case "secret_key":
+		return singleArg(d, &h.SecretKey)
+	case "machine_secret_key":
+		return singleArg(d, &h.MachineSecretKey)
+	case "jwt_key":
+		return singleArg(d, &h.JWTKey)
+	case "api_url":
+		return singleArg(d, &h.APIURL)
+	case "accept":
+		h.Accept = d.RemainingArgs()
+		if len(h.Accept) == 0 {
+			return d.ArgErr()
+		}
+		return nil
+	case "timeout":
+		return durationArg(d, name, &h.Timeout)
+	case "clock_skew":
+		h.ClockSkew = new(caddy.Duration)
+		return durationArg(d, name, h.ClockSkew)
+	case "cache_ttl":
+		h.CacheTTL = new(caddy.Duration)
+		return durationArg(d, name, h.CacheTTL)
+	default:
+		return d.Errf("unknown subdirective %q in clerk_m2m (known: secret_key, machine_secret_key, jwt_key, "+
+			"api_url, accept, timeout, clock_skew, cache_ttl)", name)
+	}
+}
+
+// singleArg reads the one argument of a subdirective.
+func singleArg(d *caddyfile.Dispenser, dest *string) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	*dest = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+func durationArg(d *caddyfile.Dispenser, name string, dest *caddy.Duration) error {
+	var text string
+	if err := singleArg(d, &text); err != nil {
+		return err
+	}
+	value, err := caddy.ParseDuration(text)
+	if err != nil {
+		return d.Errf("%s: %v", name, err)
+	}
+	*dest = caddy.Duration(value)
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddyfile.Unmarshaler = (*Handler)(nil)
+)

@@ -1,0 +1,87 @@
+package clerkm2m
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddytest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestCaddyfileAdapt checks testdata/caddyfile/*.caddyfiletest: a Caddyfile,
+// a line of dashes, and the JSON it must adapt to.
+func TestCaddyfileAdapt(t *testing.T) {
+	files, err := filepath.Glob("testdata/caddyfile/*.caddyfiletest")
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	for _, file := range files {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			data, err := os.ReadFile(file)
+			require.NoError(t, err)
+			input, expected, found := strings.Cut(string(data), "----------\n")
+			require.True(t, found, "no ---------- separator")
+			if !caddytest.CompareAdapt(t, file, input, "caddyfile", strings.TrimRight(expected, "\n")) {
+				t.Fail()
+			}
+		})
+	}
+}
+
+func parse(t *testing.T, input string) (*Handler, error) {
+	t.Helper()
+	h := new(Handler)
+	err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input))
+	return h, err
+}
+
+func TestUnmarshalCaddyfile(t *testing.T) {
+	h, err := parse(t, `clerk_m2m {
+		secret_key sk_test_abc
+		machine_secret_key ak_abc
+		jwt_key "-----BEGIN PUBLIC KEY-----"
+		api_url https://clerk.example.com
+		accept m2m_token api_key
+		timeout 2s
+		clock_skew 0
+		cache_ttl 1m
+	}`)
+	require.NoError(t, err)
+	assert.Equal(t, "sk_test_abc", h.SecretKey)
+	assert.Equal(t, "ak_abc", h.MachineSecretKey)
+	assert.Equal(t, "-----BEGIN PUBLIC KEY-----", h.JWTKey)
+	assert.Equal(t, "https://clerk.example.com", h.APIURL)
+	assert.Equal(t, []string{"m2m_token", "api_key"}, h.Accept)
+	assert.Equal(t, caddy.Duration(2e9), h.Timeout)
+	require.NotNil(t, h.ClockSkew)
+	assert.Zero(t, *h.ClockSkew, "an explicit 0 is kept, not replaced by the default")
+	require.NotNil(t, h.CacheTTL)
+	assert.Equal(t, caddy.Duration(60e9), *h.CacheTTL)
+
+	h, err = parse(t, `clerk_m2m`)
+	require.NoError(t, err)
+	assert.Equal(t, &Handler{}, h, "no block: everything from the environment and defaults")
+}
+
+func TestUnmarshalCaddyfileErrors(t *testing.T) {
+	for name, tc := range map[string]struct{ input, want string }{
+		"unknown subdirective":   {"clerk_m2m {\n secret sk_test_abc\n}", `unknown subdirective "secret"`},
+		"argument on the line":   {"clerk_m2m sk_test_abc", "takes no arguments"},
+		"missing argument":       {"clerk_m2m {\n secret_key\n}", "wrong argument count"},
+		"extra argument":         {"clerk_m2m {\n api_url https://a https://b\n}", "wrong argument count"},
+		"accept without a type":  {"clerk_m2m {\n accept\n}", "wrong argument count"},
+		"given twice":            {"clerk_m2m {\n secret_key sk_a\n secret_key sk_b\n}", "secret_key given twice"},
+		"bad duration":           {"clerk_m2m {\n timeout soon\n}", "timeout:"},
+		"duration with two args": {"clerk_m2m {\n cache_ttl 1s 2s\n}", "wrong argument count"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := parse(t, tc.input)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}

@@ -1,0 +1,108 @@
+package clerkm2m
+
+import (
+	"errors"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"golang.org/x/time/rate"
+
+	"github.com/caddy-clerk/clerk-m2m/verify"
+)
+
+// errorPlaceholder holds the reason of a refusal, for handle_errors routes.
+const errorPlaceholder = "http.auth.clerk_m2m.error"
+
+// defaultRetryAfter is advertised on a 503 when Clerk did not say how long
+// to wait.
+const defaultRetryAfter = 5 * time.Second
+
+// refuse answers a request whose credential was not verified: it sets the
+// reason placeholder and the challenge or Retry-After header, and returns
+// the HTTP error for Caddy's error handling. It writes no body.
+func (h *Handler) refuse(w http.ResponseWriter, repl *caddy.Replacer, err error) error {
+	var verr *verify.Error
+	if !errors.As(err, &verr) {
+		verr = &verify.Error{Reason: verify.ReasonInvalid, Err: err}
+	}
+	repl.Set(errorPlaceholder, string(verr.Reason))
+	status := http.StatusUnauthorized
+	switch verr.Reason {
+	case verify.ReasonMissing:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="clerk"`)
+	case verify.ReasonUnavailable, verify.ReasonRateLimited:
+		status = http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", retryAfterSeconds(verr.RetryAfter))
+		h.alerts.clerkTrouble(verr)
+	case verify.ReasonMisconfigured:
+		status = http.StatusInternalServerError
+		h.alerts.misconfigured(verr)
+	default:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="clerk", error="invalid_token", error_description="`+
+			quotable(verr.Description)+`"`)
+	}
+	if c := h.logger.Check(zap.DebugLevel, "credential refused"); c != nil {
+		c.Write(zap.String("reason", string(verr.Reason)), zap.String("token_type", string(verr.TokenType)), zap.Error(err))
+	}
+	return caddyhttp.Error(status, err)
+}
+
+// retryAfterSeconds renders a Retry-After delay in whole seconds, rounded up.
+func retryAfterSeconds(d time.Duration) string {
+	if d <= 0 {
+		d = defaultRetryAfter
+	}
+	return strconv.Itoa(int(math.Ceil(d.Seconds())))
+}
+
+// quotable keeps only the characters RFC 6750 allows in error_description
+// (printable ASCII without '"' and '\').
+func quotable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' {
+			return -1
+		}
+		return r
+	}, s)
+}
+
+// alertInterval is how often the same kind of trouble is logged: once per
+// burst, not once per request.
+const alertInterval = time.Minute
+
+// alerter logs trouble with Clerk or with the configuration at most once
+// per alertInterval for each kind, so that an outage under load does not
+// flood the logs.
+type alerter struct {
+	logger    *zap.Logger
+	trouble   rate.Sometimes
+	misconfig rate.Sometimes
+}
+
+func newAlerter(logger *zap.Logger) *alerter {
+	return &alerter{
+		logger:    logger,
+		trouble:   rate.Sometimes{First: 1, Interval: alertInterval},
+		misconfig: rate.Sometimes{First: 1, Interval: alertInterval},
+	}
+}
+
+func (a *alerter) clerkTrouble(err *verify.Error) {
+	a.trouble.Do(func() {
+		a.logger.Warn("Clerk cannot verify credentials right now; refusing them with 503 (logged once a minute while it lasts)",
+			zap.String("reason", string(err.Reason)), zap.Error(err.Err))
+	})
+}
+
+func (a *alerter) misconfigured(err *verify.Error) {
+	a.misconfig.Do(func() {
+		a.logger.Error("Clerk rejected the configured secret key; check secret_key and machine_secret_key "+
+			"(logged once a minute while it lasts)", zap.Error(err.Err))
+	})
+}

@@ -1,0 +1,400 @@
+// Package clerkm2m is a Caddy HTTP handler that lets only requests carrying a
+// valid Clerk machine credential through, and hands the verified identity and
+// claims to later handlers as placeholders. See Handler.
+package clerkm2m
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-clerk/clerk-m2m/backend"
+	"github.com/caddy-clerk/clerk-m2m/verify"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// modulePath is this module's Go import path, used to find its version.
+const modulePath = "github.com/caddy-clerk/clerk-m2m"
+
+// Defaults of the configuration.
+const (
+	defaultTimeout   = 5 * time.Second
+	defaultClockSkew = 5 * time.Second
+	defaultCacheTTL  = 30 * time.Second
+)
+
+// supportedTypes are the token types this version can verify.
+var supportedTypes = verify.TypesOf(verify.M2MToken)
+
+// Handler verifies the Clerk credential of every request: a machine-to-machine
+// (M2M) token, opaque (`mt_…`) or JWT, in the `Authorization: Bearer` header.
+// Requests without a valid credential are refused with an HTTP error (so that
+// `handle_errors` can shape the answer); valid ones continue with the caller's
+// identity in placeholders.
+//
+// Opaque tokens are verified by Clerk's Backend API; JWTs are verified locally
+// against the instance's signing keys, fetched from the Backend API with the
+// secret key, or given as `jwt_key` so that no network is needed at all.
+// Nothing is fetched while the configuration loads (so `caddy validate` works
+// offline): keys are fetched on first use.
+//
+// Refusals:
+//
+// | case | status | `{http.auth.clerk_m2m.error}` |
+// |------|--------|-------------------------------|
+// | no credential | 401 | `token_missing` |
+// | malformed, forged, unknown, revoked, wrong category | 401 | `token_invalid` |
+// | expired | 401 | `token_expired` |
+// | a token type or format this route does not accept | 401 | `token_type_not_accepted` |
+// | Clerk unreachable, failing, or its keys unavailable | 503 | `clerk_unavailable` |
+// | Clerk rate-limits verification | 503 | `clerk_rate_limited` |
+// | Clerk rejects the configured secret key | 500 | `misconfigured` |
+//
+// 401 answers carry `WWW-Authenticate: Bearer realm="clerk"` (with
+// `error="invalid_token"` when a credential was presented), 503 answers a
+// `Retry-After`.
+//
+// Placeholders set for a verified request:
+//
+// | placeholder | value |
+// |-------------|-------|
+// | `{http.auth.user.id}` | the subject: the calling machine (`mch_…`); also the access log's `user_id` |
+// | `{http.auth.user.token_type}` | `m2m_token` |
+// | `{http.auth.user.token_format}` | `opaque` or `jwt` |
+// | `{http.auth.user.token_id}` | the token's id (`mt_…`) or the JWT's `jti` |
+// | `{http.auth.user.scopes}` | the token's scopes (the machines it may call), separated by one space |
+// | `{http.auth.user.claims}` | the custom claims as a JSON object (`{}` when none) |
+// | `{http.auth.user.claims.<path>}` | one claim; dots walk into objects; strings as is, other values as JSON |
+// | `{http.auth.user.expires_at}` | expiry in Unix seconds; empty when the token never expires |
+type Handler struct {
+	// The instance secret key (`sk_live_…` or `sk_test_…`). It verifies opaque
+	// M2M tokens (when no machine secret key is set) and fetches the signing
+	// keys that verify M2M JWTs. Default: `{env.CLERK_SECRET_KEY}`.
+	SecretKey string `json:"secret_key,omitempty"`
+
+	// The secret key of the machine this gateway stands for (`ak_…`). When
+	// set, it verifies opaque M2M tokens, and Clerk then accepts only tokens
+	// granted access to this machine. It cannot fetch signing keys, so M2M
+	// JWTs also need `secret_key` or `jwt_key`.
+	// Default: `{env.CLERK_MACHINE_SECRET_KEY}`.
+	MachineSecretKey string `json:"machine_secret_key,omitempty"`
+
+	// The instance's JWT public key in PEM form ("JWKS Public Key" in Clerk's
+	// dashboard), or the path of a file holding it. When set, JWTs are verified
+	// with it alone and the signing keys are never fetched.
+	// Default: `{env.CLERK_JWT_KEY}`.
+	JWTKey string `json:"jwt_key,omitempty"`
+
+	// The base URL of Clerk's Backend API.
+	// Default: `{env.CLERK_API_URL}`, else `https://api.clerk.com`.
+	APIURL string `json:"api_url,omitempty"`
+
+	// The token types to accept: `m2m_token` (the only type this version
+	// verifies), later also `api_key`, `oauth_token`, `session_token`, or
+	// `any`. Other types are refused without calling Clerk.
+	// Default: `["m2m_token"]`.
+	Accept []string `json:"accept,omitempty"`
+
+	// The whole budget of one call to Clerk, retries included. Default: 5s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+
+	// Leeway when checking a token's expiry and start times; 0 means none.
+	// Default: 5s.
+	ClockSkew *caddy.Duration `json:"clock_skew,omitempty"`
+
+	// How long the verification of an opaque token may be reused before
+	// Clerk is asked again (never beyond the token's expiry); 0 turns reuse
+	// off. Default: 30s.
+	CacheTTL *caddy.Duration `json:"cache_ttl,omitempty"`
+
+	// Expanded at provision.
+	secretKey        string
+	machineSecretKey string
+	jwtKey           string
+	apiURL           string
+	accept           verify.TokenTypes
+
+	verifier *verify.Verifier
+	logger   *zap.Logger
+	alerts   *alerter
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.clerk_m2m",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision expands placeholders in the configuration, applies defaults and
+// builds the verifier. It makes no network call.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	h.alerts = newAlerter(h.logger)
+	if err := h.expand(); err != nil {
+		return err
+	}
+	if h.Timeout == 0 {
+		h.Timeout = caddy.Duration(defaultTimeout)
+	}
+	if h.ClockSkew == nil {
+		h.ClockSkew = durationPtr(defaultClockSkew)
+	}
+	if h.CacheTTL == nil {
+		h.CacheTTL = durationPtr(defaultCacheTTL)
+	}
+	return h.buildVerifier()
+}
+
+// expand resolves placeholders and environment defaults in the string
+// fields.
+func (h *Handler) expand() error {
+	repl := caddy.NewReplacer()
+	for _, field := range []struct {
+		name, value, fallback string
+		dest                  *string
+	}{
+		{"secret_key", h.SecretKey, "{env.CLERK_SECRET_KEY}", &h.secretKey},
+		{"machine_secret_key", h.MachineSecretKey, "{env.CLERK_MACHINE_SECRET_KEY}", &h.machineSecretKey},
+		{"jwt_key", h.JWTKey, "{env.CLERK_JWT_KEY}", &h.jwtKey},
+		{"api_url", h.APIURL, "{env.CLERK_API_URL}", &h.apiURL},
+	} {
+		value := field.value
+		if value == "" {
+			value = field.fallback
+		}
+		expanded, err := repl.ReplaceOrErr(value, false, true)
+		if err != nil {
+			return fmt.Errorf("%s: %v", field.name, err)
+		}
+		*field.dest = strings.TrimSpace(expanded)
+	}
+	if h.apiURL == "" {
+		h.apiURL = backend.DefaultURL
+	}
+	return h.expandAccept(repl)
+}
+
+// expandAccept resolves the accepted types; a placeholder may stand for
+// several, separated by spaces or commas.
+func (h *Handler) expandAccept(repl *caddy.Replacer) error {
+	entries := h.Accept
+	if len(entries) == 0 {
+		entries = []string{string(verify.M2MToken)}
+	}
+	var names []string
+	for _, entry := range entries {
+		expanded, err := repl.ReplaceOrErr(entry, false, true)
+		if err != nil {
+			return fmt.Errorf("accept: %v", err)
+		}
+		names = append(names, strings.FieldsFunc(expanded, func(r rune) bool { return r == ',' || r == ' ' })...)
+	}
+	if len(names) == 0 {
+		return errors.New("accept: no token type given")
+	}
+	accept, err := verify.ParseTokenTypes(names)
+	if err != nil {
+		return fmt.Errorf("accept: %v", err)
+	}
+	h.accept = accept
+	return nil
+}
+
+// buildVerifier wires the Backend API client and the key source that the
+// configured keys allow.
+func (h *Handler) buildVerifier() error {
+	opts := verify.Options{
+		Accept:    h.accept,
+		Timeout:   time.Duration(h.Timeout),
+		ClockSkew: time.Duration(*h.ClockSkew),
+		CacheTTL:  time.Duration(*h.CacheTTL),
+	}
+	if h.secretKey != "" || h.machineSecretKey != "" {
+		client, err := backend.New(backend.Options{
+			URL:              h.apiURL,
+			SecretKey:        h.secretKey,
+			MachineSecretKey: h.machineSecretKey,
+			UserAgent:        userAgent(),
+		})
+		if err != nil {
+			return fmt.Errorf("api_url: %v", err)
+		}
+		h.warnIfCleartext(client.URL())
+		opts.Backend = client
+		if h.secretKey != "" {
+			opts.Keys = verify.NewRemoteKeys(client, verify.JWKSOptions{
+				Timeout: time.Duration(h.Timeout),
+				Logger:  h.logger,
+			})
+		}
+	}
+	if h.jwtKey != "" {
+		static, err := loadJWTKey(h.jwtKey)
+		if err != nil {
+			return fmt.Errorf("jwt_key: %v", err)
+		}
+		opts.Keys = static
+	}
+	h.verifier = verify.New(opts)
+	h.logger.Debug("clerk_m2m provisioned",
+		zap.String("accept", h.accept.String()),
+		zap.String("api_url", h.apiURL),
+		zap.String("opaque_tokens_verified_with", opaqueVerification(h.machineSecretKey, h.secretKey)),
+		zap.String("jwts_verified_with", jwtVerification(h.jwtKey, h.secretKey)))
+	return nil
+}
+
+// loadJWTKey reads jwt_key: PEM text, the path of a PEM file, or bare base64.
+func loadJWTKey(value string) (*verify.StaticKey, error) {
+	if !strings.Contains(value, "-----BEGIN") {
+		if info, err := os.Stat(value); err == nil && info.Mode().IsRegular() {
+			data, err := os.ReadFile(value)
+			if err != nil {
+				return nil, err
+			}
+			value = string(data)
+		}
+	}
+	return verify.ParsePEMKey(value)
+}
+
+// warnIfCleartext warns when the secret key would cross a network in the
+// clear: http is fine on loopback (a local proxy or a test), nowhere else.
+func (h *Handler) warnIfCleartext(apiURL string) {
+	u, err := url.Parse(apiURL)
+	if err != nil || u.Scheme != "http" {
+		return
+	}
+	host := u.Hostname()
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return
+	}
+	h.logger.Warn("api_url uses plain http: the secret key crosses the network unencrypted", zap.String("api_url", apiURL))
+}
+
+func opaqueVerification(machineKey, secretKey string) string {
+	switch {
+	case machineKey != "":
+		return "machine_secret_key"
+	case secretKey != "":
+		return "secret_key"
+	default:
+		return "none"
+	}
+}
+
+func jwtVerification(jwtKey, secretKey string) string {
+	switch {
+	case jwtKey != "":
+		return "jwt_key"
+	case secretKey != "":
+		return "jwks"
+	default:
+		return "none"
+	}
+}
+
+// Validate checks the provisioned configuration (DESIGN §4). It makes no
+// network call.
+func (h *Handler) Validate() error {
+	if unsupported := h.accept &^ supportedTypes; unsupported != 0 {
+		return fmt.Errorf("accept: %s not supported yet by this version of clerk_m2m; only m2m_token is", unsupported)
+	}
+	if err := checkKeyPrefixes(h.secretKey, h.machineSecretKey); err != nil {
+		return err
+	}
+	if h.accept.Has(verify.M2MToken) && h.secretKey == "" && h.machineSecretKey == "" && h.jwtKey == "" {
+		return errors.New("accepting m2m_token needs a key: set machine_secret_key (or CLERK_MACHINE_SECRET_KEY) " +
+			"or secret_key (or CLERK_SECRET_KEY) to verify opaque tokens and JWTs, or jwt_key (or CLERK_JWT_KEY) " +
+			"to verify JWTs without any network call")
+	}
+	switch {
+	case h.Timeout <= 0:
+		return errors.New("timeout must be positive")
+	case *h.ClockSkew < 0:
+		return errors.New("clock_skew must not be negative")
+	case *h.CacheTTL < 0:
+		return errors.New("cache_ttl must not be negative (0 turns the cache off)")
+	}
+	return nil
+}
+
+// checkKeyPrefixes catches the two keys swapped, or something else pasted.
+func checkKeyPrefixes(secretKey, machineKey string) error {
+	if secretKey != "" && !strings.HasPrefix(secretKey, "sk_") {
+		hint := ""
+		if strings.HasPrefix(secretKey, "ak_") {
+			hint = " (a key starting with ak_ is a machine secret key: set it as machine_secret_key)"
+		}
+		return fmt.Errorf("secret_key must be an instance secret key starting with sk_%s", hint)
+	}
+	if machineKey != "" && !strings.HasPrefix(machineKey, "ak_") {
+		hint := ""
+		if strings.HasPrefix(machineKey, "sk_") {
+			hint = " (a key starting with sk_ is an instance secret key: set it as secret_key)"
+		}
+		return fmt.Errorf("machine_secret_key must be a machine secret key starting with ak_%s", hint)
+	}
+	return nil
+}
+
+// ServeHTTP verifies the request's credential and either refuses the request
+// or passes it on with the identity placeholders set.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	token, err := verify.BearerToken(r.Header.Values("Authorization"))
+	var identity *verify.Identity
+	if err == nil {
+		identity, err = h.verifier.Verify(r.Context(), token)
+	}
+	if err != nil {
+		return h.refuse(w, repl, err)
+	}
+	setIdentityPlaceholders(repl, identity)
+	if c := h.logger.Check(zap.DebugLevel, "credential verified"); c != nil {
+		c.Write(zap.String("subject", identity.Subject), zap.String("token_type", string(identity.TokenType)),
+			zap.String("token_format", string(identity.Format)), zap.String("token_id", identity.TokenID))
+	}
+	return next.ServeHTTP(w, r)
+}
+
+func durationPtr(d time.Duration) *caddy.Duration {
+	cd := caddy.Duration(d)
+	return &cd
+}
+
+// userAgent is sent to Clerk: the module's name and version.
+func userAgent() string {
+	version := "dev"
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, dep := range info.Deps {
+			if dep.Path == modulePath && dep.Version != "" && dep.Version != "(devel)" {
+				version = dep.Version
+			}
+		}
+	}
+	return "caddy-clerk-m2m/" + version
+}
+
+// Interface guards
+var (
+	_ caddy.Module                = (*Handler)(nil)
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

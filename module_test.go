@@ -1,0 +1,159 @@
+package clerkm2m
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
+	"github.com/caddy-clerk/clerk-m2m/verify"
+)
+
+// clearClerkEnv makes the environment defaults empty for one test.
+func clearClerkEnv(t testing.TB) {
+	t.Helper()
+	for _, name := range []string{"CLERK_SECRET_KEY", "CLERK_MACHINE_SECRET_KEY", "CLERK_JWT_KEY", "CLERK_API_URL"} {
+		t.Setenv(name, "")
+	}
+}
+
+func provision(t *testing.T, h *Handler) error {
+	t.Helper()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	if err := h.Provision(ctx); err != nil {
+		return err
+	}
+	return h.Validate()
+}
+
+func TestProvisionDefaultsFromTheEnvironment(t *testing.T) {
+	clearClerkEnv(t)
+	t.Setenv("CLERK_SECRET_KEY", "sk_test_from_env")
+	t.Setenv("CLERK_MACHINE_SECRET_KEY", " ak_from_env\n")
+	t.Setenv("CLERK_API_URL", "https://clerk-proxy.example.com/")
+	h := &Handler{}
+	require.NoError(t, provision(t, h))
+	assert.Equal(t, "sk_test_from_env", h.secretKey)
+	assert.Equal(t, "ak_from_env", h.machineSecretKey, "surrounding blanks are trimmed")
+	assert.Equal(t, "https://clerk-proxy.example.com/", h.apiURL)
+	assert.Equal(t, verify.TypesOf(verify.M2MToken), h.accept)
+	assert.Equal(t, caddy.Duration(5*time.Second), h.Timeout)
+	assert.Equal(t, caddy.Duration(5*time.Second), *h.ClockSkew)
+	assert.Equal(t, caddy.Duration(30*time.Second), *h.CacheTTL)
+}
+
+func TestProvisionExpandsPlaceholders(t *testing.T) {
+	clearClerkEnv(t)
+	t.Setenv("MY_CLERK_KEY", "sk_live_placeholder")
+	keyFile := filepath.Join(t.TempDir(), "machine-key")
+	require.NoError(t, os.WriteFile(keyFile, []byte("ak_from_file\n"), 0o600))
+	t.Setenv("MY_TYPES", "m2m_token")
+	h := &Handler{SecretKey: "{env.MY_CLERK_KEY}", MachineSecretKey: "{file." + keyFile + "}", Accept: []string{"{env.MY_TYPES}"}}
+	require.NoError(t, provision(t, h))
+	assert.Equal(t, "sk_live_placeholder", h.secretKey)
+	assert.Equal(t, "ak_from_file", h.machineSecretKey)
+	assert.Equal(t, "https://api.clerk.com", h.apiURL)
+}
+
+func TestProvisionReadsTheJWTKey(t *testing.T) {
+	clearClerkEnv(t)
+	clerk := backendtest.New()
+	defer clerk.Close()
+	keyFile := filepath.Join(t.TempDir(), "jwt.pem")
+	require.NoError(t, os.WriteFile(keyFile, []byte(clerk.PublicKeyPEM()), 0o600))
+	for name, value := range map[string]string{"PEM text": clerk.PublicKeyPEM(), "file path": keyFile} {
+		t.Run(name, func(t *testing.T) {
+			require.NoError(t, provision(t, &Handler{JWTKey: value}))
+		})
+	}
+}
+
+func TestProvisionAndValidateMakeNoNetworkCall(t *testing.T) {
+	clearClerkEnv(t)
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { calls.Add(1) }))
+	defer srv.Close()
+	h := &Handler{SecretKey: "sk_test_x", MachineSecretKey: "ak_x", APIURL: srv.URL}
+	require.NoError(t, provision(t, h))
+	time.Sleep(50 * time.Millisecond)
+	assert.Zero(t, calls.Load())
+}
+
+func TestValidationErrors(t *testing.T) {
+	clearClerkEnv(t)
+	for name, tc := range map[string]struct {
+		handler Handler
+		want    string
+	}{
+		"no key at all": {Handler{}, "set machine_secret_key (or CLERK_MACHINE_SECRET_KEY) or secret_key (or CLERK_SECRET_KEY)"},
+		"unknown type":  {Handler{SecretKey: "sk_test_x", Accept: []string{"machine_token"}}, `unknown token type "machine_token"`},
+		"type not yet supported": {Handler{SecretKey: "sk_test_x", Accept: []string{"m2m_token", "api_key"}},
+			"api_key not supported yet"},
+		"any not yet supported":     {Handler{SecretKey: "sk_test_x", Accept: []string{"any"}}, "not supported yet"},
+		"empty accept":              {Handler{SecretKey: "sk_test_x", Accept: []string{" "}}, "no token type"},
+		"machine key as secret key": {Handler{SecretKey: "ak_123"}, "set it as machine_secret_key"},
+		"secret key as machine key": {Handler{MachineSecretKey: "sk_live_123"}, "set it as secret_key"},
+		"publishable key as secret": {Handler{SecretKey: "pk_test_123"}, "secret_key must be an instance secret key starting with sk_"},
+		"not a key":                 {Handler{MachineSecretKey: "hunter2"}, "machine_secret_key must be a machine secret key starting with ak_"},
+		"bad JWT key":               {Handler{JWTKey: "not a key"}, "jwt_key:"},
+		"bad API URL":               {Handler{SecretKey: "sk_test_x", APIURL: "api.clerk.com"}, "api_url:"},
+		"unknown placeholder":       {Handler{SecretKey: "{vault.clerk}"}, "secret_key:"},
+		"negative timeout":          {Handler{SecretKey: "sk_test_x", Timeout: caddy.Duration(-time.Second)}, "timeout must be positive"},
+		"negative clock skew":       {Handler{SecretKey: "sk_test_x", ClockSkew: durationPtr(-time.Second)}, "clock_skew must not be negative"},
+		"negative cache ttl":        {Handler{SecretKey: "sk_test_x", CacheTTL: durationPtr(-time.Second)}, "cache_ttl must not be negative"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := tc.handler
+			err := provision(t, &h)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+// TestCaddyValidateRefusesBadConfigs runs what `caddy validate` runs (adapt,
+// load, provision, validate, without starting) on whole Caddyfiles.
+func TestCaddyValidateRefusesBadConfigs(t *testing.T) {
+	clearClerkEnv(t)
+	for name, tc := range map[string]struct{ block, want string }{
+		"good":                 {"secret_key sk_test_x", ""},
+		"unknown subdirective": {"secret_keys sk_test_x", `unknown subdirective "secret_keys"`},
+		"no key":               {"accept m2m_token", "accepting m2m_token needs a key"},
+		"swapped keys":         {"secret_key ak_1\n machine_secret_key sk_test_1", "set it as machine_secret_key"},
+		"unknown type":         {"secret_key sk_test_x\n accept m2m", `unknown token type "m2m"`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := caddyValidate(":8080 {\n clerk_m2m {\n " + tc.block + "\n }\n respond ok\n}")
+			if tc.want == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+func caddyValidate(caddyfileText string) error {
+	adapted, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfileText), nil)
+	if err != nil {
+		return err
+	}
+	var cfg caddy.Config
+	if err := json.Unmarshal(adapted, &cfg); err != nil {
+		return err
+	}
+	return caddy.Validate(&cfg)
+}
