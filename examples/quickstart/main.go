@@ -1,0 +1,258 @@
+// Command quickstart runs the whole thing on localhost with nothing to set
+// up: a fake Clerk, a demo service that echoes the identity it is given, and
+// Caddy with clerk_m2m in front of it. It prints tokens and curl lines to try.
+//
+//	go run ./examples/quickstart            # serve until interrupted
+//	go run ./examples/quickstart -check     # try every case, print a table, exit 0 if all went as expected
+package main
+
+import (
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/signal"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	_ "github.com/caddy-clerk/clerk-m2m"
+	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
+)
+
+//go:embed Caddyfile
+var caddyfile []byte
+
+func main() {
+	addr := flag.String("addr", "localhost:8080", "where the gateway listens")
+	check := flag.Bool("check", false, "try every case against the gateway, print the outcomes and exit (0 if all as expected)")
+	flag.Parse()
+
+	if *check {
+		*addr = freeAddr()
+	}
+	demo, err := start(*addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "quickstart:", err)
+		os.Exit(1)
+	}
+	defer demo.stop()
+
+	if *check {
+		if !demo.check(os.Stdout) {
+			os.Exit(1)
+		}
+		return
+	}
+	demo.explain(os.Stdout)
+	interrupted := make(chan os.Signal, 1)
+	signal.Notify(interrupted, os.Interrupt)
+	<-interrupted
+}
+
+// demo is the running quickstart.
+type demo struct {
+	gateway  string // base URL of Caddy
+	clerk    *backendtest.Server
+	service  *backendtest.Machine // the machine the gateway stands for
+	caller   *backendtest.Machine // a machine allowed to call it
+	upstream *httptest.Server
+}
+
+// start runs the fake Clerk, the demo service and Caddy listening on addr.
+func start(addr string) (*demo, error) {
+	d := &demo{gateway: "http://" + addr, clerk: backendtest.New(), upstream: httptest.NewServer(http.HandlerFunc(echoIdentity))}
+	d.service = d.clerk.NewMachine("invoices-api")
+	d.caller = d.clerk.NewMachine("billing-job")
+	d.clerk.GrantScopes(d.caller, d.service.ID)
+
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("-addr %q: %v", addr, err)
+	}
+	for name, value := range map[string]string{
+		"CLERK_SECRET_KEY":         d.clerk.SecretKey(),
+		"CLERK_MACHINE_SECRET_KEY": d.service.SecretKey,
+		"CLERK_API_URL":            d.clerk.URL,
+		"QUICKSTART_ADDR":          addr,
+		"QUICKSTART_HOST":          host,
+		"QUICKSTART_UPSTREAM":      strings.TrimPrefix(d.upstream.URL, "http://"),
+	} {
+		if err := os.Setenv(name, value); err != nil {
+			return nil, err
+		}
+	}
+	config, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt(caddyfile, nil)
+	if err != nil {
+		return nil, fmt.Errorf("adapting the Caddyfile: %v", err)
+	}
+	for _, w := range warnings {
+		fmt.Fprintln(os.Stderr, "quickstart: Caddyfile:", w.Message)
+	}
+	if err := caddy.Load(config, true); err != nil {
+		d.clerk.Close()
+		d.upstream.Close()
+		return nil, fmt.Errorf("starting Caddy on %s: %v", addr, err)
+	}
+	return d, nil
+}
+
+func (d *demo) stop() {
+	_ = caddy.Stop()
+	d.upstream.Close()
+	d.clerk.Close()
+}
+
+// echoIdentity is the demo service: it answers with the identity the
+// gateway passed on.
+func echoIdentity(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]string{
+		"message":      "hello from the invoices API",
+		"caller":       r.Header.Get("X-Clerk-Subject"),
+		"token_type":   r.Header.Get("X-Clerk-Token-Type"),
+		"token_format": r.Header.Get("X-Clerk-Token-Format"),
+		"scopes":       r.Header.Get("X-Clerk-Scopes"),
+		"claims":       r.Header.Get("X-Clerk-Claims"),
+	})
+}
+
+func (d *demo) opaqueToken() string {
+	token, _ := d.clerk.CreateM2MToken(d.caller, backendtest.TokenOptions{
+		Scopes: []string{d.service.ID}, Claims: map[string]any{"job": "nightly-billing"}, TTL: time.Hour,
+	})
+	return token
+}
+
+func (d *demo) jwt(opts backendtest.JWTOptions) string {
+	opts.Scopes = []string{d.service.ID}
+	if opts.TTL == 0 {
+		opts.TTL = time.Hour
+	}
+	return d.clerk.MintM2MJWT(d.caller, opts)
+}
+
+func (d *demo) explain(out io.Writer) {
+	fmt.Fprintf(out, `caddy-clerk-m2m quickstart
+
+  gateway (Caddy + clerk_m2m)  %s
+  demo service behind it       %s
+  fake Clerk Backend API       %s
+  machines                     %s (billing-job, the caller) -> %s (invoices-api, behind the gateway)
+
+An opaque M2M token (verified by asking Clerk):
+
+  curl -i %s/invoices -H 'Authorization: Bearer %s'
+
+An M2M JWT (verified locally with Clerk's signing keys):
+
+  curl -i %s/invoices -H 'Authorization: Bearer %s'
+
+No token, or a forged one, is refused:
+
+  curl -i %s/invoices
+  curl -i %s/invoices -H 'Authorization: Bearer mt_0123456789abcdef0123456789abcdef'
+
+To try your own Caddyfile against this fake Clerk, in another terminal:
+
+  export CLERK_API_URL=%s CLERK_SECRET_KEY=%s CLERK_MACHINE_SECRET_KEY=%s
+  go run ./cmd/caddy run --config examples/Caddyfile
+
+The tokens are valid for an hour. Press Ctrl+C to stop.
+`, d.gateway, d.upstream.URL, d.clerk.URL, d.caller.ID, d.service.ID,
+		d.gateway, d.opaqueToken(), d.gateway, d.jwt(backendtest.JWTOptions{}), d.gateway, d.gateway,
+		d.clerk.URL, d.clerk.SecretKey(), d.service.SecretKey)
+}
+
+// checkCase is one request of the self-check and the status it must get.
+type checkCase struct {
+	name   string
+	token  string // "" = no Authorization header
+	setup  func() func()
+	status int
+}
+
+// check makes each request, prints a table of outcomes, and reports whether
+// every one was as expected.
+func (d *demo) check(out io.Writer) bool {
+	outage := func() func() {
+		d.clerk.SetFault(backendtest.Fault{Status: http.StatusServiceUnavailable})
+		return d.clerk.ClearFaults
+	}
+	cases := []checkCase{
+		{"valid opaque token", d.opaqueToken(), nil, http.StatusOK},
+		{"valid M2M JWT", d.jwt(backendtest.JWTOptions{}), nil, http.StatusOK},
+		{"no token", "", nil, http.StatusUnauthorized},
+		{"garbage token", "not-a-clerk-token", nil, http.StatusUnauthorized},
+		{"JWT of the session category", d.jwt(backendtest.JWTOptions{Category: "cl_B7d4PD111AAA"}), nil, http.StatusUnauthorized},
+		{"Clerk outage (opaque token)", d.opaqueToken(), outage, http.StatusServiceUnavailable},
+	}
+	table := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(table, "CASE\tEXPECTED\tGOT\tDETAIL\t")
+	allGood := true
+	for _, c := range cases {
+		status, detail := d.try(c)
+		verdict := "ok"
+		if status != c.status {
+			verdict, allGood = "UNEXPECTED", false
+		}
+		fmt.Fprintf(table, "%s\t%d\t%d %s\t%s\t\n", c.name, c.status, status, verdict, detail)
+	}
+	_ = table.Flush()
+	if allGood {
+		fmt.Fprintln(out, "\nall cases behaved as expected")
+	} else {
+		fmt.Fprintln(out, "\nsome cases did not behave as expected")
+	}
+	return allGood
+}
+
+// try makes one request through the gateway and summarises the answer.
+func (d *demo) try(c checkCase) (int, string) {
+	if c.setup != nil {
+		defer c.setup()()
+	}
+	req, err := http.NewRequest(http.MethodGet, d.gateway+"/invoices", nil)
+	if err != nil {
+		return 0, err.Error()
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return resp.StatusCode, strings.TrimSpace(string(body))
+	}
+	var echoed map[string]string
+	if err := json.Unmarshal(body, &echoed); err != nil {
+		return resp.StatusCode, "unexpected body"
+	}
+	return resp.StatusCode, fmt.Sprintf("caller %s, %s %s", echoed["caller"], echoed["token_format"], echoed["token_type"])
+}
+
+// freeAddr finds a loopback port nobody listens on.
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(errors.New("quickstart: no free loopback port: " + err.Error()))
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
