@@ -32,25 +32,22 @@ func setIdentityPlaceholders(repl *caddy.Replacer, id *verify.Identity) {
 		expiresAt = strconv.FormatInt(id.ExpiresAt.Unix(), 10)
 	}
 	repl.Set(userPrefix+"expires_at", expiresAt)
-	repl.Map(claimsProvider(id.Claims))
+	repl.Map(claimsProvider(id))
 }
 
 // claimsProvider answers {http.auth.user.claims} with the claims as a JSON
 // object and {http.auth.user.claims.<path>} with one claim, found by walking
 // the dotted path into nested objects.
-func claimsProvider(claims map[string]any) caddy.ReplacerFunc {
+func claimsProvider(id *verify.Identity) caddy.ReplacerFunc {
 	return func(key string) (any, bool) {
 		if key == claimsPlaceholder {
-			if claims == nil {
-				return "{}", true
-			}
-			return renderClaim(claims), true
+			return id.ClaimsJSON(), true
 		}
 		path, ok := strings.CutPrefix(key, claimPathPrefix)
 		if !ok {
 			return nil, false
 		}
-		value, found := lookupClaim(claims, path)
+		value, found := lookupClaim(id.Claims(), path)
 		if !found {
 			return nil, false
 		}

@@ -68,9 +68,9 @@ func classifyJWT(token string) (*Token, error) {
 	}
 	tok := &Token{Format: JWT, raw: token, jwt: decoded}
 	switch {
-	case isMachineSubject(decoded.claims["sub"]):
+	case isMachineSubject(decoded):
 		tok.Type = M2MToken
-	case decoded.header.Typ != nil && slices.Contains(oauthJWTTypes, *decoded.header.Typ):
+	case decoded.header.hasTyp && slices.Contains(oauthJWTTypes, decoded.header.typ):
 		tok.Type = OAuthToken
 	default:
 		tok.Type = SessionToken
@@ -78,7 +78,9 @@ func classifyJWT(token string) (*Token, error) {
 	return tok, nil
 }
 
-func isMachineSubject(sub any) bool {
-	s, ok := sub.(string)
-	return ok && strings.HasPrefix(s, MachineIDPrefix)
+// isMachineSubject reports whether the payload's "sub" is a string naming a
+// machine; a "sub" of another type is simply not a machine's.
+func isMachineSubject(t *jwtToken) bool {
+	sub, _, err := t.stringClaim("sub")
+	return err == nil && strings.HasPrefix(sub, MachineIDPrefix)
 }

@@ -40,19 +40,26 @@ func checkTokenSyntax(token string) error {
 		return invalid("", "the bearer token is too long")
 	}
 	for i := 0; i < len(token); i++ {
-		if !isB64TokenByte(token[i]) {
+		if !b64TokenBytes[token[i]] {
 			return invalid("", "the bearer token contains characters a token cannot have")
 		}
 	}
 	return nil
 }
 
-// isB64TokenByte reports whether c may appear in an RFC 6750 b64token:
-// letters, digits, "-", ".", "_", "~", "+", "/" and "=".
-func isB64TokenByte(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
+// b64TokenBytes are the bytes that may appear in an RFC 6750 b64token:
+// letters, digits, "-", ".", "_", "~", "+", "/" and "=". A table, because
+// every byte of every token is looked up.
+var b64TokenBytes = byteSet(alphanumerics + "-._~+/=")
+
+// base64URLBytes are the bytes of unpadded base64url.
+var base64URLBytes = byteSet(alphanumerics + "-_")
+
+const alphanumerics = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+func byteSet(chars string) (set [256]bool) {
+	for i := 0; i < len(chars); i++ {
+		set[chars[i]] = true
 	}
-	return strings.IndexByte("-._~+/=", c) >= 0
+	return set
 }

@@ -1,13 +1,11 @@
 package verify
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/rsa"
 	_ "crypto/sha256" // RS256
 	_ "crypto/sha512" // RS384, RS512
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -36,32 +34,34 @@ var algorithms = map[string]crypto.Hash{
 	"RS512": crypto.SHA512,
 }
 
-// jwtHeader holds the JOSE header fields that matter. Pointers tell an
-// absent field from an empty one, as Clerk's rules do.
+// jwtHeader holds the JOSE header fields that matter. The has* fields tell
+// an absent field from an empty one, as Clerk's rules do.
 type jwtHeader struct {
-	Alg string  `json:"alg"`
-	Typ *string `json:"typ"`
-	Kid string  `json:"kid"`
-	Cat *string `json:"cat"`
+	alg    string
+	typ    string
+	hasTyp bool
+	kid    string
+	cat    string
+	hasCat bool
 
-	// Present only to be refused: a key or key URL named by the token
-	// itself must never be used, and critical extensions are not understood.
-	Crit json.RawMessage `json:"crit"`
-	JKU  json.RawMessage `json:"jku"`
-	JWK  json.RawMessage `json:"jwk"`
-	X5U  json.RawMessage `json:"x5u"`
-	X5C  json.RawMessage `json:"x5c"`
+	// critical: the header lists extensions that must be understood
+	// ("crit"); none is. selfKeyed: the token names its own key or key URL
+	// ("jku", "jwk", "x5u", "x5c"), which must never be used.
+	critical  bool
+	selfKeyed bool
 }
 
-// jwtToken is a decoded, not yet verified, compact JWS.
+// jwtToken is a decoded, not yet verified, compact JWS. The payload's
+// values are decoded only when a rule or a placeholder needs them.
 type jwtToken struct {
 	header    jwtHeader
-	claims    map[string]any
-	signed    string // base64url(header) "." base64url(payload)
+	payload   []byte   // the payload JSON
+	claims    []member // its top-level members
+	signed    string   // base64url(header) "." base64url(payload)
 	signature []byte
-}
 
-var errNotJWT = errors.New("not in JWT form")
+	claimsBuf [16]member // room for a typical payload's members
+}
 
 // looksLikeJWT reports whether s has the form of a compact JWS: three
 // non-empty base64url segments separated by dots and nothing else (Clerk's
@@ -70,16 +70,12 @@ func looksLikeJWT(s string) bool {
 	segments := 0
 	length := 0
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '.':
-			if length == 0 {
-				return false
-			}
+		switch c := s[i]; {
+		case base64URLBytes[c]:
+			length++
+		case c == '.' && length > 0:
 			segments++
 			length = 0
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_':
-			length++
 		default:
 			return false
 		}
@@ -87,64 +83,97 @@ func looksLikeJWT(s string) bool {
 	return segments == 2 && length > 0
 }
 
-// decodeJWT decodes a string that looksLikeJWT. It checks only that the
-// parts decode: header and payload must be JSON objects.
+// decodeJWT decodes a string that looksLikeJWT. It checks that the parts
+// decode, that header and payload are JSON objects without duplicate
+// members, and that the header fields it reads are strings.
 func decodeJWT(s string) (*jwtToken, error) {
 	headerPart, rest, _ := strings.Cut(s, ".")
 	payloadPart, signaturePart, _ := strings.Cut(rest, ".")
 
 	tok := &jwtToken{signed: s[:len(headerPart)+1+len(payloadPart)]}
-	headerJSON, err := decodeSegment(headerPart)
+	// One buffer for the three decoded parts.
+	enc := base64.RawURLEncoding.Strict()
+	buf := make([]byte, enc.DecodedLen(len(headerPart))+enc.DecodedLen(len(payloadPart))+enc.DecodedLen(len(signaturePart)))
+	headerJSON, buf, err := decodeSegment(headerPart, buf)
 	if err != nil {
 		return nil, fmt.Errorf("header: %w", err)
 	}
-	if err := decodeObject(headerJSON, &tok.header); err != nil {
+	if tok.header, err = parseHeader(headerJSON); err != nil {
 		return nil, fmt.Errorf("header: %w", err)
 	}
-	payloadJSON, err := decodeSegment(payloadPart)
-	if err != nil {
+	if tok.payload, buf, err = decodeSegment(payloadPart, buf); err != nil {
 		return nil, fmt.Errorf("payload: %w", err)
 	}
-	if err := decodeObject(payloadJSON, &tok.claims); err != nil {
+	if tok.claims, err = scanObject(tok.payload, tok.claimsBuf[:0]); err != nil {
 		return nil, fmt.Errorf("payload: %w", err)
 	}
-	if tok.signature, err = decodeSegment(signaturePart); err != nil {
+	if tok.signature, _, err = decodeSegment(signaturePart, buf); err != nil {
 		return nil, fmt.Errorf("signature: %w", err)
 	}
 	return tok, nil
 }
 
-// decodeSegment decodes unpadded base64url strictly, so that one token has
-// exactly one spelling.
-func decodeSegment(s string) ([]byte, error) {
-	return base64.RawURLEncoding.Strict().DecodeString(s)
+func parseHeader(data []byte) (jwtHeader, error) {
+	var h jwtHeader
+	var buf [8]member
+	members, err := scanObject(data, buf[:0])
+	if err != nil {
+		return h, err
+	}
+	for _, m := range members {
+		var field *string
+		switch string(m.name) {
+		case "alg":
+			field = &h.alg
+		case "typ":
+			field, h.hasTyp = &h.typ, true
+		case "kid":
+			field = &h.kid
+		case "cat":
+			field, h.hasCat = &h.cat, true
+		case "crit":
+			h.critical = true
+		case "jku", "jwk", "x5u", "x5c":
+			h.selfKeyed = true
+		}
+		if field != nil {
+			var ok bool
+			if *field, ok = jsonString(m.value); !ok {
+				return h, fmt.Errorf("%q is not a string", m.name)
+			}
+		}
+	}
+	return h, nil
 }
 
-// decodeObject decodes one JSON object into v, keeping numbers exact and
-// refusing anything after it.
-func decodeObject(data []byte, v any) error {
-	data = bytes.TrimSpace(data)
-	if len(data) == 0 || data[0] != '{' {
-		return errors.New("not a JSON object")
+// decodeSegment decodes unpadded base64url strictly (so that one token has
+// exactly one spelling) into the front of buf, and returns the decoded bytes
+// and the rest of buf.
+func decodeSegment(s string, buf []byte) (decoded, rest []byte, err error) {
+	n, err := base64.RawURLEncoding.Strict().Decode(buf, []byte(s))
+	if err != nil {
+		return nil, nil, err
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	if err := dec.Decode(v); err != nil {
-		return err
+	return buf[:n:n], buf[n:], nil
+}
+
+// claim returns the raw JSON value of a payload member.
+func (t *jwtToken) claim(name string) ([]byte, bool) {
+	for _, m := range t.claims {
+		if string(m.name) == name {
+			return m.value, true
+		}
 	}
-	if dec.InputOffset() != int64(len(data)) {
-		return errors.New("data after the JSON object")
-	}
-	return nil
+	return nil, false
 }
 
 // stringClaim returns a claim that must be a string when present.
 func (t *jwtToken) stringClaim(name string) (value string, present bool, err error) {
-	raw, ok := t.claims[name]
+	raw, ok := t.claim(name)
 	if !ok {
 		return "", false, nil
 	}
-	s, ok := raw.(string)
+	s, ok := jsonString(raw)
 	if !ok {
 		return "", true, fmt.Errorf("claim %q is not a string", name)
 	}
@@ -154,16 +183,12 @@ func (t *jwtToken) stringClaim(name string) (value string, present bool, err err
 // timeClaim returns a NumericDate claim (seconds since the epoch, possibly
 // fractional) that must be a finite number when present.
 func (t *jwtToken) timeClaim(name string) (seconds float64, present bool, err error) {
-	raw, ok := t.claims[name]
+	raw, ok := t.claim(name)
 	if !ok {
 		return 0, false, nil
 	}
-	num, ok := raw.(json.Number)
+	seconds, ok = jsonNumber(raw)
 	if !ok {
-		return 0, true, fmt.Errorf("claim %q is not a number", name)
-	}
-	seconds, err = num.Float64()
-	if err != nil || math.IsInf(seconds, 0) || math.IsNaN(seconds) {
 		return 0, true, fmt.Errorf("claim %q is not a usable number", name)
 	}
 	return seconds, true, nil
@@ -175,22 +200,22 @@ func (t *jwtToken) timeClaim(name string) (seconds float64, present bool, err er
 // so, as Clerk's assertHeaderType does).
 func (t *jwtToken) checkHeader(tokenType TokenType, typeOptional bool, allowedTypes ...string) error {
 	h := &t.header
-	if _, ok := algorithms[h.Alg]; !ok {
+	if _, ok := algorithms[h.alg]; !ok {
 		return invalid(tokenType, "the token's algorithm is not RS256, RS384 or RS512")
 	}
-	if h.Crit != nil {
+	if h.critical {
 		return invalid(tokenType, "the token has critical header extensions")
 	}
-	if h.JKU != nil || h.JWK != nil || h.X5U != nil || h.X5C != nil {
+	if h.selfKeyed {
 		return invalid(tokenType, "the token names its own key; only Clerk's keys are used")
 	}
-	if h.Typ == nil {
+	if !h.hasTyp {
 		if typeOptional {
 			return nil
 		}
 		return invalid(tokenType, "the token has no type")
 	}
-	if slices.Contains(allowedTypes, *h.Typ) {
+	if slices.Contains(allowedTypes, h.typ) {
 		return nil
 	}
 	return invalid(tokenType, "the token's type is not one Clerk uses for this kind of token")
@@ -199,42 +224,56 @@ func (t *jwtToken) checkHeader(tokenType TokenType, typeOptional bool, allowedTy
 // verifySignature checks the signature with key. The key's own algorithm,
 // when it has one, must be the token's.
 func (t *jwtToken) verifySignature(key *Key) error {
-	if key.Algorithm != "" && key.Algorithm != t.header.Alg {
+	if key.Algorithm != "" && key.Algorithm != t.header.alg {
 		return errors.New("the token's algorithm does not match its key")
 	}
-	hash := algorithms[t.header.Alg]
+	hash := algorithms[t.header.alg]
 	h := hash.New()
 	h.Write([]byte(t.signed))
 	return rsa.VerifyPKCS1v15(key.Public, hash, h.Sum(nil), t.signature)
 }
 
+// validity is when a JWT may be used, by its claims: from notBefore (the
+// later of nbf and iat; zero when neither is present) until expiresAt.
+type validity struct {
+	notBefore time.Time
+	expiresAt time.Time
+}
+
 // checkTimes applies Clerk's time rules with leeway skew: exp is required and
 // the token is expired when exp <= now - skew; nbf and iat, when present,
-// must not be later than now + skew. It returns the expiry.
-func (t *jwtToken) checkTimes(tokenType TokenType, now time.Time, skew time.Duration) (time.Time, error) {
+// must not be later than now + skew.
+func (t *jwtToken) checkTimes(tokenType TokenType, now time.Time, skew time.Duration) (validity, error) {
 	nowSeconds := float64(now.UnixMilli()) / 1000
 	leeway := skew.Seconds()
 
 	exp, present, err := t.timeClaim("exp")
 	if err != nil {
-		return time.Time{}, invalidBecause(tokenType, "the token's expiry is malformed", err)
+		return validity{}, invalidBecause(tokenType, "the token's expiry is malformed", err)
 	}
 	if !present {
-		return time.Time{}, invalid(tokenType, "the token has no expiry")
+		return validity{}, invalid(tokenType, "the token has no expiry")
 	}
 	if exp <= nowSeconds-leeway {
-		return time.Time{}, &Error{Reason: ReasonExpired, TokenType: tokenType, Description: "the token has expired"}
+		return validity{}, &Error{Reason: ReasonExpired, TokenType: tokenType, Description: "the token has expired"}
 	}
+	window := validity{expiresAt: secondsToTime(exp)}
 	for _, claim := range []string{"nbf", "iat"} {
 		when, present, err := t.timeClaim(claim)
 		if err != nil {
-			return time.Time{}, invalidBecause(tokenType, "the token's "+claim+" claim is malformed", err)
+			return validity{}, invalidBecause(tokenType, "the token's "+claim+" claim is malformed", err)
 		}
-		if present && when > nowSeconds+leeway {
-			return time.Time{}, invalid(tokenType, "the token is not valid yet")
+		if !present {
+			continue
+		}
+		if when > nowSeconds+leeway {
+			return validity{}, invalid(tokenType, "the token is not valid yet")
+		}
+		if start := secondsToTime(when); start.After(window.notBefore) {
+			window.notBefore = start
 		}
 	}
-	return secondsToTime(exp), nil
+	return window, nil
 }
 
 // secondsToTime converts a NumericDate, clamping values beyond what

@@ -20,21 +20,21 @@ var registeredClaims = []string{"iss", "sub", "exp", "nbf", "iat", "jti"}
 // verifyM2MJWT verifies an M2M JWT locally: the category before anything
 // else (no key lookup for a token of another category), then the header,
 // the key, the signature, and only then the claims.
-func (v *Verifier) verifyM2MJWT(ctx context.Context, t *jwtToken) (*Identity, error) {
-	if cat := t.header.Cat; cat != nil && *cat != CategoryM2M {
+func (v *Verifier) verifyM2MJWT(ctx context.Context, t *jwtToken, cacheKey tokenKey) (*Identity, error) {
+	if t.header.hasCat && t.header.cat != CategoryM2M {
 		return nil, invalid(M2MToken, "the token's category is not that of an M2M token")
 	}
 	if err := t.checkHeader(M2MToken, true, "JWT"); err != nil {
 		return nil, err
 	}
-	key, err := v.opts.Keys.Key(ctx, t.header.Kid)
+	key, err := v.opts.Keys.Key(ctx, t.header.kid)
 	if err != nil {
 		return nil, withType(err, M2MToken)
 	}
 	if err := t.verifySignature(key); err != nil {
 		return nil, invalidBecause(M2MToken, "the token's signature does not verify", err)
 	}
-	expiresAt, err := t.checkTimes(M2MToken, v.opts.Now(), v.opts.ClockSkew)
+	window, err := t.checkTimes(M2MToken, v.opts.Now(), v.opts.ClockSkew)
 	if err != nil {
 		return nil, err
 	}
@@ -42,7 +42,14 @@ func (v *Verifier) verifyM2MJWT(ctx context.Context, t *jwtToken) (*Identity, er
 	if err != nil {
 		return nil, invalidBecause(M2MToken, "the token's claims are malformed", err)
 	}
-	identity.ExpiresAt = expiresAt
+	identity.ExpiresAt = window.expiresAt
+	v.jwts.put(&cacheEntry{
+		key:       cacheKey,
+		identity:  identity,
+		signer:    key,
+		notBefore: shifted(window.notBefore, -v.opts.ClockSkew),
+		until:     window.expiresAt.Add(v.opts.ClockSkew),
+	})
 	return identity, nil
 }
 
@@ -55,67 +62,46 @@ func m2mIdentityFromClaims(t *jwtToken) (*Identity, error) {
 	if err != nil {
 		return nil, err
 	}
-	scopes, err := m2mScopes(t.claims)
+	scopes, err := m2mScopes(t)
 	if err != nil {
 		return nil, err
 	}
 	return &Identity{
-		Subject:   subject,
-		TokenType: M2MToken,
-		Format:    JWT,
-		TokenID:   tokenID,
-		Scopes:    scopes,
-		Claims:    customClaims(t.claims),
+		Subject:    subject,
+		TokenType:  M2MToken,
+		Format:     JWT,
+		TokenID:    tokenID,
+		Scopes:     scopes,
+		claimsJSON: t.payload,
+		omitClaims: registeredClaims,
 	}, nil
 }
 
-func m2mScopes(claims map[string]any) ([]string, error) {
-	if raw, ok := claims["scopes"]; ok {
-		s, ok := raw.(string)
-		if !ok {
-			return nil, errors.New(`claim "scopes" is not a string`)
+func m2mScopes(t *jwtToken) ([]string, error) {
+	if s, present, err := t.stringClaim("scopes"); present {
+		if err != nil {
+			return nil, err
 		}
 		return strings.Split(s, " "), nil
 	}
-	switch aud := claims["aud"].(type) {
-	case nil:
+	raw, present := t.claim("aud")
+	if !present {
 		return []string{}, nil
-	case string:
+	}
+	if aud, ok := jsonString(raw); ok {
 		return []string{aud}, nil
-	case []any:
-		scopes := make([]string, len(aud))
-		for i, item := range aud {
-			s, ok := item.(string)
-			if !ok {
-				return nil, errors.New(`claim "aud" holds a value that is not a string`)
-			}
-			scopes[i] = s
-		}
-		return scopes, nil
-	default:
-		return nil, errors.New(`claim "aud" is neither a string nor a list`)
 	}
+	var list []string
+	if err := json.Unmarshal(raw, &list); err != nil || list == nil {
+		return nil, errors.New(`claim "aud" is neither a string nor a list of strings`)
+	}
+	return list, nil
 }
 
-func customClaims(claims map[string]any) map[string]any {
-	custom := make(map[string]any, len(claims))
-	for name, value := range claims {
-		custom[name] = value
-	}
-	for _, name := range registeredClaims {
-		delete(custom, name)
-	}
-	if len(custom) == 0 {
-		return nil
-	}
-	return custom
-}
-
-// verifyOpaqueM2M asks Clerk about an opaque M2M token (unless a recent
-// answer is cached) and judges the answer: a 2xx that says revoked or
-// expired is still a refusal.
-func (v *Verifier) verifyOpaqueM2M(ctx context.Context, tok *Token) (*Identity, error) {
-	return v.opaque.verify(ctx, tok.raw, v.opts.Now, v.opts.Timeout, func(ctx context.Context) (*Identity, error) {
+// verifyOpaqueM2M asks Clerk about an opaque M2M token and judges the
+// answer: a 2xx that says revoked or expired is still a refusal.
+func (v *Verifier) verifyOpaqueM2M(ctx context.Context, tok *Token, cacheKey tokenKey) (*Identity, error) {
+	return v.verifyWithClerk(ctx, cacheKey, func(ctx context.Context) (*Identity, error) {
 		answer, err := v.opts.Backend.VerifyM2MToken(ctx, tok.raw)
 		if err != nil {
 			return nil, clerkFailure(M2MToken, err)
@@ -145,31 +131,27 @@ func m2mIdentityFromAnswer(answer *backend.M2MToken, now time.Time, skew time.Du
 		scopes = []string{}
 	}
 	return &Identity{
-		Subject:   answer.Subject,
-		TokenType: M2MToken,
-		Format:    Opaque,
-		TokenID:   answer.ID,
-		Scopes:    scopes,
-		Claims:    claims,
-		ExpiresAt: expiresAt,
+		Subject:    answer.Subject,
+		TokenType:  M2MToken,
+		Format:     Opaque,
+		TokenID:    answer.ID,
+		Scopes:     scopes,
+		ExpiresAt:  expiresAt,
+		claimsJSON: claims,
 	}, nil
 }
 
-// objectClaims decodes the custom claims of a Backend API answer: a JSON
+// objectClaims checks the custom claims of a Backend API answer: a JSON
 // object, or null/absent for none.
-func objectClaims(raw json.RawMessage) (map[string]any, error) {
+func objectClaims(raw json.RawMessage) ([]byte, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
 		return nil, nil
 	}
-	var claims map[string]any
-	if err := decodeObject(raw, &claims); err != nil {
+	if _, err := scanObject(raw, nil); err != nil {
 		return nil, fmt.Errorf("claims: %w", err)
 	}
-	if len(claims) == 0 {
-		return nil, nil
-	}
-	return claims, nil
+	return raw, nil
 }
 
 // clerkTime converts a Backend API timestamp. Clerk documents milliseconds,

@@ -3,29 +3,13 @@ package verify
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 
 	"github.com/caddy-clerk/clerk-m2m/backend"
 )
-
-// Identity is a verified credential: who presented it and what it carries.
-type Identity struct {
-	// Subject is who the credential stands for: a machine (mch_…), a user
-	// (user_…) or an organization (org_…).
-	Subject   string
-	TokenType TokenType
-	Format    Format
-	// TokenID is the credential's id (mt_…, ak_…, oat_…) or a JWT's jti;
-	// empty when it has none.
-	TokenID string
-	// Scopes are the scopes the credential grants; for M2M tokens, the
-	// machines it may call.
-	Scopes []string
-	// Claims are the credential's custom claims; nil when it has none.
-	Claims map[string]any
-	// ExpiresAt is when the credential expires; zero when it never does.
-	ExpiresAt time.Time
-}
 
 // Backend is what verifying opaque tokens needs from Clerk's Backend API.
 // *backend.Client is one.
@@ -54,11 +38,14 @@ type Options struct {
 	ClockSkew time.Duration
 
 	// CacheTTL is how long a verified opaque token is remembered (never
-	// beyond its expiry); zero turns the cache off. Concurrent verifications
-	// of one token share one call to Clerk either way.
+	// beyond its expiry), and Clerk's refusal of one for a second; zero
+	// turns this off. Concurrent verifications of one token share one call
+	// to Clerk either way. Verified JWTs are always remembered until they
+	// expire, as long as the key that verified them is current.
 	CacheTTL time.Duration
 
-	// CacheEntries bounds the cache. Default DefaultCacheEntries.
+	// CacheEntries bounds each of the two caches (opaque tokens, JWTs).
+	// Default DefaultCacheEntries.
 	CacheEntries int
 
 	// Now is the clock. Default time.Now.
@@ -68,7 +55,9 @@ type Options struct {
 // Verifier verifies credentials. It is safe for concurrent use.
 type Verifier struct {
 	opts   Options
-	opaque *opaqueCache
+	jwts   *verdictCache
+	opaque *verdictCache
+	flight singleflight.Group // one call to Clerk per opaque token at a time
 }
 
 // New returns a Verifier. It makes no network call.
@@ -79,12 +68,27 @@ func New(opts Options) *Verifier {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Verifier{opts: opts, opaque: newOpaqueCache(opts.CacheTTL, opts.CacheEntries)}
+	return &Verifier{opts: opts, jwts: newVerdictCache(opts.CacheEntries), opaque: newVerdictCache(opts.CacheEntries)}
 }
 
 // Verify classifies token, checks that its type is accepted, and verifies
-// it. It returns the Identity of a valid token, or an *Error.
+// it. It returns the Identity of a valid token, or an *Error. A credential
+// verified recently is answered from a cache, at the cost of hashing it.
 func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) {
+	cache := v.jwts
+	if isOpaque(token) {
+		cache = v.opaque
+	}
+	key := keyOf(token)
+	if entry := cache.get(key, v.opts.Now()); entry != nil {
+		if entry.signer == nil || v.opts.Keys.Current(entry.signer) {
+			if entry.refusal != nil {
+				return nil, entry.refusal
+			}
+			return entry.identity, nil
+		}
+		cache.drop(key) // its key was rotated out: verify it again
+	}
 	tok, err := Classify(token)
 	if err != nil {
 		return nil, err
@@ -97,15 +101,22 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) 
 		if v.opts.Backend == nil {
 			return nil, notAccepted(tok.Type, "opaque M2M tokens cannot be verified here (no secret key is configured)")
 		}
-		return v.verifyOpaqueM2M(ctx, tok)
+		return v.verifyOpaqueM2M(ctx, tok, key)
 	case tok.Type == M2MToken && tok.Format == JWT:
 		if v.opts.Keys == nil {
 			return nil, notAccepted(tok.Type, "M2M JWTs cannot be verified here (neither a secret key nor a JWT key is configured)")
 		}
-		return v.verifyM2MJWT(ctx, tok.jwt)
+		return v.verifyM2MJWT(ctx, tok.jwt, key)
 	default:
 		return nil, notAccepted(tok.Type, string(tok.Type)+"s are not supported yet")
 	}
+}
+
+// isOpaque tells which cache may hold token: the opaque credentials have
+// prefixes no JWT can start with.
+func isOpaque(token string) bool {
+	return strings.HasPrefix(token, M2MTokenPrefix) || strings.HasPrefix(token, OAuthTokenPrefix) ||
+		strings.HasPrefix(token, APIKeyPrefix)
 }
 
 func notAccepted(tokenType TokenType, description string) *Error {
