@@ -2,124 +2,130 @@ package verify
 
 import (
 	"container/list"
-	"context"
 	"crypto/sha256"
 	"sync"
+	"sync/atomic"
 	"time"
-
-	"golang.org/x/sync/singleflight"
 )
 
-// DefaultCacheEntries bounds the opaque-token cache when Options does not.
+// DefaultCacheEntries bounds each cache of verified credentials when
+// Options does not.
 const DefaultCacheEntries = 10_000
+
+// negativeTTL is how long Clerk's "no" to an opaque token is remembered: long
+// enough to spare Clerk a client retrying a dead token in a loop, too short to
+// matter for a token that was just minted and is not yet known everywhere.
+const negativeTTL = time.Second
 
 // tokenKey identifies a credential in caches without keeping it: its SHA-256.
 type tokenKey [sha256.Size]byte
 
 func keyOf(token string) tokenKey { return sha256.Sum256([]byte(token)) }
 
-// opaqueCache remembers the identities of opaque tokens that Clerk verified,
-// each until min(now + ttl, the token's expiry), and shares one call to Clerk
-// among concurrent verifications of the same token. Failures are never
-// cached. When full, the entry stored first is dropped.
-type opaqueCache struct {
-	ttl        time.Duration
-	maxEntries int
-	flight     singleflight.Group
-
-	mu      sync.Mutex
-	entries map[tokenKey]*list.Element // of *cacheEntry
-	order   *list.List                 // oldest first
-}
-
+// cacheEntry is a remembered verdict on one credential: an identity valid
+// from notBefore until until, or a refusal until until.
 type cacheEntry struct {
-	key      tokenKey
-	identity *Identity
-	until    time.Time
+	key       tokenKey
+	identity  *Identity
+	refusal   error
+	signer    *Key // for a JWT, the key that verified it
+	notBefore time.Time
+	until     time.Time
+
+	// referenced is set on every hit and cleared by eviction, which gives
+	// entries in use a second chance (the CLOCK approximation of LRU)
+	// without taking the write lock on hits.
+	referenced atomic.Bool
 }
 
-func newOpaqueCache(ttl time.Duration, maxEntries int) *opaqueCache {
+// usable reports whether the entry may answer at now.
+func (e *cacheEntry) usable(now time.Time) bool {
+	return now.Before(e.until) && !now.Before(e.notBefore)
+}
+
+// verdictCache remembers verdicts on credentials, keyed by the SHA-256 of
+// the credential, bounded in size. Lookups take only a read lock.
+type verdictCache struct {
+	maxEntries int
+
+	mu      sync.RWMutex
+	entries map[tokenKey]*list.Element // of *cacheEntry
+	order   *list.List                 // eviction order, oldest first
+}
+
+func newVerdictCache(maxEntries int) *verdictCache {
 	if maxEntries <= 0 {
 		maxEntries = DefaultCacheEntries
 	}
-	return &opaqueCache{ttl: ttl, maxEntries: maxEntries, entries: make(map[tokenKey]*list.Element), order: list.New()}
+	return &verdictCache{maxEntries: maxEntries, entries: make(map[tokenKey]*list.Element), order: list.New()}
 }
 
-// verify returns the cached identity of token, or runs call (once for all
-// concurrent callers with the same token) and caches a success. The call
-// runs with its own budget, detached from any one caller, and each caller
-// stops waiting when its own context ends.
-func (c *opaqueCache) verify(ctx context.Context, token string, now func() time.Time, budget time.Duration,
-	call func(context.Context) (*Identity, error)) (*Identity, error) {
-	key := keyOf(token)
-	if identity, ok := c.get(key, now()); ok {
-		return identity, nil
-	}
-	result := c.flight.DoChan(string(key[:]), func() (any, error) {
-		callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budget)
-		defer cancel()
-		identity, err := call(callCtx)
-		if err == nil {
-			c.put(key, identity, now())
-		}
-		return identity, err
-	})
-	select {
-	case res := <-result:
-		if res.Err != nil {
-			return nil, res.Err
-		}
-		return res.Val.(*Identity), nil
-	case <-ctx.Done():
-		return nil, &Error{Reason: ReasonUnavailable, Description: "Clerk did not answer in time", Err: ctx.Err()}
-	}
-}
-
-func (c *opaqueCache) get(key tokenKey, now time.Time) (*Identity, bool) {
-	if c.ttl <= 0 {
-		return nil, false
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// get returns the entry for key if it may answer at now.
+func (c *verdictCache) get(key tokenKey, now time.Time) *cacheEntry {
+	c.mu.RLock()
 	element, ok := c.entries[key]
+	c.mu.RUnlock()
 	if !ok {
-		return nil, false
+		return nil
 	}
 	entry := element.Value.(*cacheEntry)
-	if !now.Before(entry.until) {
-		c.remove(element)
-		return nil, false
+	if !entry.usable(now) {
+		return nil
 	}
-	return entry.identity, true
+	if !entry.referenced.Load() {
+		entry.referenced.Store(true)
+	}
+	return entry
 }
 
-func (c *opaqueCache) put(key tokenKey, identity *Identity, now time.Time) {
-	if c.ttl <= 0 {
-		return
+// put stores entry, replacing any entry for the same credential and
+// evicting old ones beyond the bound.
+func (c *verdictCache) put(entry *cacheEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if element, ok := c.entries[entry.key]; ok {
+		c.remove(element)
 	}
-	until := now.Add(c.ttl)
-	if !identity.ExpiresAt.IsZero() && identity.ExpiresAt.Before(until) {
-		until = identity.ExpiresAt
+	for len(c.entries) >= c.maxEntries {
+		c.evictOne()
 	}
+	c.entries[entry.key] = c.order.PushBack(entry)
+}
+
+// drop forgets the credential's entry.
+func (c *verdictCache) drop(key tokenKey) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if element, ok := c.entries[key]; ok {
 		c.remove(element)
 	}
-	for len(c.entries) >= c.maxEntries {
-		c.remove(c.order.Front())
-	}
-	c.entries[key] = c.order.PushBack(&cacheEntry{key: key, identity: identity, until: until})
 }
 
-func (c *opaqueCache) remove(element *list.Element) {
+// evictOne removes one entry: the oldest that was not used since eviction
+// last passed it. After two passes over the entries (hits keep setting the
+// flag concurrently) it removes the oldest regardless.
+func (c *verdictCache) evictOne() {
+	for chances := 2 * c.order.Len(); chances > 0; chances-- {
+		element := c.order.Front()
+		if !element.Value.(*cacheEntry).referenced.Swap(false) {
+			c.remove(element)
+			return
+		}
+		c.order.MoveToBack(element)
+	}
+	if front := c.order.Front(); front != nil {
+		c.remove(front)
+	}
+}
+
+func (c *verdictCache) remove(element *list.Element) {
 	c.order.Remove(element)
 	delete(c.entries, element.Value.(*cacheEntry).key)
 }
 
 // len reports how many entries are held.
-func (c *opaqueCache) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+func (c *verdictCache) len() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	return len(c.entries)
 }

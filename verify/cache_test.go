@@ -2,6 +2,7 @@ package verify
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -133,18 +134,35 @@ func TestOpaqueCacheLeaderCancellationDoesNotFailOthers(t *testing.T) {
 	assert.Equal(t, int32(1), b.calls.Load())
 }
 
-func TestOpaqueCacheDoesNotKeepFailures(t *testing.T) {
+func TestOpaqueCacheRemembersRefusalsForASecond(t *testing.T) {
 	c := &clock{now: testNow}
-	b := &slowBackend{err: &backend.Error{Status: 404}}
+	b := &slowBackend{err: &backend.Error{Status: 404}, expiry: testNow.Add(time.Hour)}
 	v := cachingVerifier(b, c, 30*time.Second, 0)
 	for range 3 {
 		_, err := v.Verify(context.Background(), "mt_unknown")
 		requireReason(t, err, ReasonInvalid)
 	}
-	assert.Equal(t, int32(3), b.calls.Load())
-	b.err = errors.New("outage")
+	assert.Equal(t, int32(1), b.calls.Load())
+
+	c.advance(negativeTTL)
+	b.err = nil // the token now exists (minted a moment ago, say)
 	_, err := v.Verify(context.Background(), "mt_unknown")
-	requireReason(t, err, ReasonUnavailable)
+	require.NoError(t, err, "a refusal is not remembered beyond a second")
+	assert.Equal(t, int32(2), b.calls.Load())
+}
+
+func TestOpaqueCacheDoesNotKeepTrouble(t *testing.T) {
+	c := &clock{now: testNow}
+	b := &slowBackend{err: errors.New("outage"), expiry: testNow.Add(time.Hour)}
+	v := cachingVerifier(b, c, 30*time.Second, 0)
+	for range 3 {
+		_, err := v.Verify(context.Background(), "mt_x")
+		requireReason(t, err, ReasonUnavailable)
+	}
+	assert.Equal(t, int32(3), b.calls.Load())
+	b.err = nil
+	_, err := v.Verify(context.Background(), "mt_x")
+	assert.NoError(t, err, "recovers as soon as Clerk answers")
 }
 
 func TestOpaqueCacheIsBounded(t *testing.T) {
@@ -178,4 +196,85 @@ func TestOpaqueCacheDropsExpiredEntries(t *testing.T) {
 		require.NoError(t, err)
 	}
 	assert.Equal(t, 5, v.opaque.len(), "a refreshed entry replaces the expired one")
+}
+
+func TestJWTCacheSkipsTheWorkOnRepeats(t *testing.T) {
+	private, _ := signingKeys(t)
+	c := &clock{now: testNow}
+	keys := &countingKeys{key: rsaKey(private, "RS256")}
+	v := New(Options{Accept: TypesOf(M2MToken), Keys: keys, ClockSkew: 5 * time.Second, Now: c.Now})
+	token := sign(t, private, m2mHeader(), m2mPayload())
+	first, err := v.Verify(context.Background(), token)
+	require.NoError(t, err)
+	for range 10 {
+		again, err := v.Verify(context.Background(), token)
+		require.NoError(t, err)
+		assert.Same(t, first, again)
+	}
+	assert.Equal(t, int32(1), keys.calls.Load(), "no key lookup, no signature check on a hit")
+}
+
+func TestJWTCacheRechecksTimesOnEveryHit(t *testing.T) {
+	private, _ := signingKeys(t)
+	c := &clock{now: testNow}
+	v := New(Options{Accept: TypesOf(M2MToken), Keys: &countingKeys{key: rsaKey(private, "")}, ClockSkew: 5 * time.Second, Now: c.Now})
+	now := testNow.Unix()
+	token := sign(t, private, m2mHeader(), with(m2mPayload(), map[string]any{"exp": now + 60}))
+	_, err := v.Verify(context.Background(), token)
+	require.NoError(t, err)
+
+	c.advance(64 * time.Second)
+	_, err = v.Verify(context.Background(), token)
+	require.NoError(t, err, "within the skew after exp")
+	c.advance(time.Second)
+	_, err = v.Verify(context.Background(), token)
+	requireReason(t, err, ReasonExpired)
+
+	early := sign(t, private, m2mHeader(), with(m2mPayload(), map[string]any{"nbf": testNow.Unix() + 3, "exp": now + 3600}))
+	c.now = testNow
+	_, err = v.Verify(context.Background(), early)
+	require.NoError(t, err, "nbf within the skew")
+	c.now = testNow.Add(-3 * time.Second) // a clock that stepped back
+	_, err = v.Verify(context.Background(), early)
+	requireReason(t, err, ReasonInvalid)
+}
+
+func TestJWTCacheForgetsTokensOfARotatedOutKey(t *testing.T) {
+	a, b := signingKeys(t)
+	r, f, c := newRemote(t, jwkJSON(&a.PublicKey, testKid, "RS256"))
+	v := New(Options{Accept: TypesOf(M2MToken), Keys: r, ClockSkew: 5 * time.Second, Now: c.Now})
+	token := sign(t, a, m2mHeader(), m2mPayload())
+	_, err := v.Verify(context.Background(), token)
+	require.NoError(t, err)
+
+	f.set([]json.RawMessage{jwkJSON(&b.PublicKey, "ins_new", "RS256")}, nil)
+	_, err = r.Key(context.Background(), "ins_new") // the rotation is picked up
+	require.NoError(t, err)
+	_, err = v.Verify(context.Background(), token)
+	requireReason(t, err, ReasonInvalid)
+}
+
+func TestJWTCacheIsBounded(t *testing.T) {
+	private, _ := signingKeys(t)
+	v := New(Options{Accept: TypesOf(M2MToken), Keys: &countingKeys{key: rsaKey(private, "")}, Now: fixedClock, CacheEntries: 5})
+	for i := range 12 {
+		_, err := v.Verify(context.Background(), sign(t, private, m2mHeader(), with(m2mPayload(), map[string]any{"jti": fmt.Sprint(i)})))
+		require.NoError(t, err)
+	}
+	assert.Equal(t, 5, v.jwts.len())
+}
+
+func TestVerdictCacheGivesUsedEntriesASecondChance(t *testing.T) {
+	c := newVerdictCache(3)
+	entry := func(i byte) *cacheEntry {
+		return &cacheEntry{key: tokenKey{i}, identity: &Identity{}, until: testNow.Add(time.Hour)}
+	}
+	for i := range byte(3) {
+		c.put(entry(i))
+	}
+	require.NotNil(t, c.get(tokenKey{0}, testNow)) // the oldest is in use
+	c.put(entry(3))
+	assert.NotNil(t, c.get(tokenKey{0}, testNow), "kept: it was used")
+	assert.Nil(t, c.get(tokenKey{1}, testNow), "evicted: the oldest unused")
+	assert.Equal(t, 3, c.len())
 }

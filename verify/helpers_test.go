@@ -140,7 +140,7 @@ func (c *countingKeys) Key(context.Context, string) (*Key, error) {
 	return c.key, nil
 }
 
-func (c *countingKeys) Networkless() bool { return true }
+func (c *countingKeys) Current(key *Key) bool { return key == c.key }
 
 func rsaKey(private *rsa.PrivateKey, alg string) *Key {
 	return &Key{ID: testKid, Algorithm: alg, Public: &private.PublicKey}

@@ -36,8 +36,9 @@ type KeySource interface {
 	// when the keys cannot be had right now.
 	Key(ctx context.Context, kid string) (*Key, error)
 
-	// Networkless reports whether the source never needs the network.
-	Networkless() bool
+	// Current reports whether key is still one of the source's keys, so
+	// that a JWT it verified earlier may still be trusted.
+	Current(key *Key) bool
 }
 
 // StaticKey is the networkless key source: one PEM public key, the "JWT
@@ -76,8 +77,8 @@ func ParsePEMKey(text string) (*StaticKey, error) {
 // Key returns the configured key whatever the kid.
 func (s *StaticKey) Key(context.Context, string) (*Key, error) { return &s.key, nil }
 
-// Networkless is true: the key is in the configuration.
-func (s *StaticKey) Networkless() bool { return true }
+// Current is true for the configured key.
+func (s *StaticKey) Current(key *Key) bool { return key == &s.key }
 
 // parseJWK reads one key of a JWKS and returns it if it can verify Clerk
 // JWTs: an RSA public signing key with a kid, an RS* algorithm (or none
