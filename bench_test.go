@@ -54,12 +54,7 @@ func BenchmarkHandlerBaseline(b *testing.B) {
 
 func benchHandler(b *testing.B, h *Handler) *Handler {
 	clearClerkEnv(b)
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	b.Cleanup(cancel)
-	if err := h.Provision(ctx); err != nil {
-		b.Fatal(err)
-	}
-	if err := h.Validate(); err != nil {
+	if err := provision(b, h); err != nil {
 		b.Fatal(err)
 	}
 	h.logger = zap.NewNop() // as at Caddy's default INFO level: no per-request lines

@@ -32,6 +32,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    timeout            <duration>
 //	    clock_skew         <duration>
 //	    cache_ttl          <duration>
+//	    jwks_max_stale     <duration>
 //	}
 //
 // Every subdirective is optional; without a block, the keys come from the
@@ -81,9 +82,11 @@ func (h *Handler) unmarshalSubdirective(d *caddyfile.Dispenser, name string) err
 	case "cache_ttl":
 		h.CacheTTL = new(caddy.Duration)
 		return durationArg(d, name, h.CacheTTL)
+	case "jwks_max_stale":
+		return durationArg(d, name, &h.JWKSMaxStale)
 	default:
 		return d.Errf("unknown subdirective %q in clerk_m2m (known: secret_key, machine_secret_key, jwt_key, "+
-			"api_url, accept, timeout, clock_skew, cache_ttl)", name)
+			"api_url, accept, timeout, clock_skew, cache_ttl, jwks_max_stale)", name)
 	}
 }
 

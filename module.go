@@ -34,6 +34,7 @@ const (
 	defaultTimeout   = 5 * time.Second
 	defaultClockSkew = 5 * time.Second
 	defaultCacheTTL  = 30 * time.Second
+	defaultMaxStale  = time.Hour
 )
 
 // supportedTypes are the token types this version can verify.
@@ -120,6 +121,11 @@ type Handler struct {
 	// off. Default: 30s.
 	CacheTTL *caddy.Duration `json:"cache_ttl,omitempty"`
 
+	// How long Clerk's signing keys keep being used when they cannot be
+	// refreshed (they are refreshed every 5 minutes). After that, JWTs are
+	// refused with 503 until Clerk answers again. Default: 1h.
+	JWKSMaxStale caddy.Duration `json:"jwks_max_stale,omitempty"`
+
 	// Expanded at provision.
 	secretKey        string
 	machineSecretKey string
@@ -128,6 +134,7 @@ type Handler struct {
 	accept           verify.TokenTypes
 
 	verifier *verify.Verifier
+	shared   *instanceSettings // of the shared instance in use, if any
 	logger   *zap.Logger
 	alerts   *alerter
 }
@@ -157,7 +164,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.CacheTTL == nil {
 		h.CacheTTL = durationPtr(defaultCacheTTL)
 	}
-	return h.buildVerifier()
+	if h.JWKSMaxStale == 0 {
+		h.JWKSMaxStale = caddy.Duration(defaultMaxStale)
+	}
+	return h.buildVerifier(ctx)
 }
 
 // expand resolves placeholders and environment defaults in the string
@@ -216,8 +226,10 @@ func (h *Handler) expandAccept(repl *caddy.Replacer) error {
 }
 
 // buildVerifier wires the Backend API client and the key source that the
-// configured keys allow.
-func (h *Handler) buildVerifier() error {
+// configured keys allow. What can be shared with other handlers and with
+// the next configuration (connections, signing keys) comes from the shared
+// instance, started by the App when the configuration starts.
+func (h *Handler) buildVerifier(ctx caddy.Context) error {
 	opts := verify.Options{
 		Accept:    h.accept,
 		Timeout:   time.Duration(h.Timeout),
@@ -225,22 +237,8 @@ func (h *Handler) buildVerifier() error {
 		CacheTTL:  time.Duration(*h.CacheTTL),
 	}
 	if h.secretKey != "" || h.machineSecretKey != "" {
-		client, err := backend.New(backend.Options{
-			URL:              h.apiURL,
-			SecretKey:        h.secretKey,
-			MachineSecretKey: h.machineSecretKey,
-			UserAgent:        userAgent(),
-		})
-		if err != nil {
-			return fmt.Errorf("api_url: %v", err)
-		}
-		h.warnIfCleartext(client.URL())
-		opts.Backend = client
-		if h.secretKey != "" {
-			opts.Keys = verify.NewRemoteKeys(client, verify.JWKSOptions{
-				Timeout: time.Duration(h.Timeout),
-				Logger:  h.logger,
-			})
+		if err := h.useSharedInstance(ctx, &opts); err != nil {
+			return err
 		}
 	}
 	if h.jwtKey != "" {
@@ -256,6 +254,45 @@ func (h *Handler) buildVerifier() error {
 		zap.String("api_url", h.apiURL),
 		zap.String("opaque_tokens_verified_with", opaqueVerification(h.machineSecretKey, h.secretKey)),
 		zap.String("jwts_verified_with", jwtVerification(h.jwtKey, h.secretKey)))
+	return nil
+}
+
+func (h *Handler) useSharedInstance(ctx caddy.Context, opts *verify.Options) error {
+	apiURL, err := backend.ParseURL(h.apiURL)
+	if err != nil {
+		return fmt.Errorf("api_url: %v", err)
+	}
+	h.warnIfCleartext(apiURL)
+	settings := instanceSettings{
+		apiURL:    apiURL,
+		secretKey: h.secretKey,
+		timeout:   time.Duration(h.Timeout),
+		maxStale:  time.Duration(h.JWKSMaxStale),
+	}
+	inst, err := loadInstance(settings, h.logger)
+	if err != nil {
+		return err
+	}
+	h.shared = &settings
+	client, err := backend.New(backend.Options{
+		URL:              apiURL,
+		SecretKey:        h.secretKey,
+		MachineSecretKey: h.machineSecretKey,
+		UserAgent:        userAgent(),
+		HTTPClient:       inst.httpClient,
+	})
+	if err != nil {
+		return err
+	}
+	opts.Backend = client
+	if inst.keys != nil {
+		opts.Keys = inst.keys
+	}
+	app, err := ctx.App("clerk_m2m")
+	if err != nil {
+		return err
+	}
+	app.(*App).register(inst)
 	return nil
 }
 
@@ -326,6 +363,8 @@ func (h *Handler) Validate() error {
 	switch {
 	case h.Timeout <= 0:
 		return errors.New("timeout must be positive")
+	case h.JWKSMaxStale < 0:
+		return errors.New("jwks_max_stale must not be negative")
 	case *h.ClockSkew < 0:
 		return errors.New("clock_skew must not be negative")
 	case *h.CacheTTL < 0:
@@ -373,6 +412,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	return next.ServeHTTP(w, r)
 }
 
+// Cleanup releases the shared instance; the last configuration to release
+// it stops its background work.
+func (h *Handler) Cleanup() error {
+	if h.shared != nil {
+		releaseInstance(*h.shared)
+		h.shared = nil
+	}
+	return nil
+}
+
 func durationPtr(d time.Duration) *caddy.Duration {
 	cd := caddy.Duration(d)
 	return &cd
@@ -396,5 +445,6 @@ var (
 	_ caddy.Module                = (*Handler)(nil)
 	_ caddy.Provisioner           = (*Handler)(nil)
 	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )

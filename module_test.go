@@ -1,7 +1,6 @@
 package clerkm2m
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -28,11 +27,23 @@ func clearClerkEnv(t testing.TB) {
 	}
 }
 
-func provision(t *testing.T, h *Handler) error {
+// newContext returns a context like the one Caddy provisions a
+// configuration's modules with.
+func newContext(t testing.TB) caddy.Context {
 	t.Helper()
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	base, err := caddy.ProvisionContext(&caddy.Config{Admin: &caddy.AdminConfig{Disabled: true}})
+	require.NoError(t, err)
+	ctx, cancel := caddy.NewContext(base)
 	t.Cleanup(cancel)
-	if err := h.Provision(ctx); err != nil {
+	return ctx
+}
+
+// provision provisions and validates h as Caddy would, and cleans it up
+// when the test ends.
+func provision(t testing.TB, h *Handler) error {
+	t.Helper()
+	t.Cleanup(func() { _ = h.Cleanup() })
+	if err := h.Provision(newContext(t)); err != nil {
 		return err
 	}
 	return h.Validate()

@@ -87,6 +87,12 @@ type RemoteKeys struct {
 	onDemand *rate.Limiter
 	group    singleflight.Group
 
+	// The background refresher: base bounds every fetch and ends with Stop.
+	base      context.Context
+	stopBase  context.CancelFunc
+	startOnce sync.Once
+	stopped   chan struct{} // closed when the refresher has returned
+
 	mu          sync.RWMutex
 	keys        map[string]*Key
 	fetchedAt   time.Time // of keys; zero until a fetch succeeds
@@ -98,15 +104,85 @@ type RemoteKeys struct {
 // network call until a key is asked for.
 func NewRemoteKeys(fetcher JWKSFetcher, opts JWKSOptions) *RemoteKeys {
 	opts.applyDefaults()
+	base, stop := context.WithCancel(context.Background())
 	return &RemoteKeys{
 		fetcher:  fetcher,
 		opts:     opts,
 		onDemand: rate.NewLimiter(rate.Every(opts.RefetchInterval), refetchBurst),
+		base:     base,
+		stopBase: stop,
+		stopped:  make(chan struct{}),
 	}
 }
 
-// Networkless is false: keys come from Clerk.
-func (r *RemoteKeys) Networkless() bool { return false }
+// Start fetches the set in the background right away and keeps it fresh:
+// renewed at four fifths of MaxAge, retried with growing pauses (from
+// RefetchInterval up to a minute) while fetches fail. It returns at once.
+// Calling it again, or after Stop, does nothing.
+func (r *RemoteKeys) Start() {
+	r.startOnce.Do(func() {
+		if r.base.Err() != nil {
+			close(r.stopped)
+			return
+		}
+		go r.keepFresh()
+	})
+}
+
+// Stop ends the refresher and any fetch under way, and waits for them. The
+// source still answers from the set it holds, but fetches no more.
+func (r *RemoteKeys) Stop() {
+	r.stopBase()
+	r.startOnce.Do(func() { close(r.stopped) })
+	<-r.stopped
+}
+
+func (r *RemoteKeys) keepFresh() {
+	defer close(r.stopped)
+	failures := 0
+	for {
+		timer := time.NewTimer(r.untilNextRefresh(failures))
+		select {
+		case <-r.base.Done():
+			timer.Stop()
+			return
+		case <-timer.C:
+		}
+		if r.untilNextRefresh(0) > 0 {
+			continue // refreshed on demand meanwhile
+		}
+		if err := r.refresh(r.base, false); err != nil {
+			failures++
+		} else {
+			failures = 0
+		}
+	}
+}
+
+// untilNextRefresh is how long the refresher waits: until the set is four
+// fifths of MaxAge old (at once if there is none), or after failures, a
+// pause doubling from RefetchInterval up to a minute.
+func (r *RemoteKeys) untilNextRefresh(failures int) time.Duration {
+	if failures > 0 {
+		return min(r.opts.RefetchInterval<<min(failures-1, 10), time.Minute)
+	}
+	r.mu.RLock()
+	fetchedAt := r.fetchedAt
+	r.mu.RUnlock()
+	if fetchedAt.IsZero() {
+		return 0
+	}
+	return max(0, fetchedAt.Add(r.opts.MaxAge*4/5).Sub(r.opts.Now()))
+}
+
+// Current reports whether key is in the set in use, and the set is not past
+// its stale limit.
+func (r *RemoteKeys) Current(key *Key) bool {
+	now := r.opts.Now()
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.keys[key.ID] == key && now.Sub(r.fetchedAt) < r.opts.MaxAge+r.opts.MaxStale
+}
 
 // Key returns the key named kid, fetching the set when needed.
 func (r *RemoteKeys) Key(ctx context.Context, kid string) (*Key, error) {
@@ -168,7 +244,7 @@ func (r *RemoteKeys) refreshInBackground(now time.Time) {
 	recent := now.Sub(r.lastAttempt) < r.opts.RefetchInterval
 	r.mu.RUnlock()
 	if !recent {
-		go func() { _ = r.refresh(context.Background(), false) }()
+		go func() { _ = r.refresh(r.base, false) }()
 	}
 }
 
@@ -200,7 +276,7 @@ func (r *RemoteKeys) fetch() error {
 	r.lastAttempt = r.opts.Now()
 	r.mu.Unlock()
 
-	ctx, cancel := context.WithTimeout(context.Background(), r.opts.Timeout)
+	ctx, cancel := context.WithTimeout(r.base, r.opts.Timeout)
 	defer cancel()
 	keys, err := r.fetchKeys(ctx)
 

@@ -311,7 +311,7 @@ func TestParsePEMKey(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, a.N, key.Public.N)
 			assert.Equal(t, "RS256", key.Algorithm)
-			assert.True(t, s.Networkless())
+			assert.True(t, s.Current(key))
 		})
 	}
 }
@@ -350,4 +350,63 @@ func ecPublicPEM(t *testing.T) string {
 	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
 	require.NoError(t, err)
 	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+}
+
+func TestRemoteKeysStartFetchesInTheBackground(t *testing.T) {
+	a, _ := signingKeys(t)
+	f := &fakeJWKS{keys: []json.RawMessage{jwkJSON(&a.PublicKey, "ins_a", "RS256")}}
+	r := NewRemoteKeys(f, JWKSOptions{MaxAge: 100 * time.Millisecond, Timeout: time.Second})
+	r.Start()
+	r.Start() // idempotent
+	waitFor(t, func() bool { return f.fetches.Load() >= 1 })
+	_, err := r.Key(context.Background(), "ins_a")
+	require.NoError(t, err)
+
+	waitFor(t, func() bool { return f.fetches.Load() >= 3 }) // renewed ahead of MaxAge, again and again
+	r.Stop()
+	fetches := f.fetches.Load()
+	time.Sleep(250 * time.Millisecond)
+	assert.Equal(t, fetches, f.fetches.Load(), "nothing runs after Stop")
+	select {
+	case <-r.stopped:
+	default:
+		t.Fatal("Stop returned before the refresher did")
+	}
+
+	_, err = r.Key(context.Background(), "ins_a")
+	assert.NoError(t, err, "the set held is still answered from")
+	r.Start()
+	time.Sleep(50 * time.Millisecond)
+	assert.Equal(t, fetches, f.fetches.Load(), "Start after Stop does nothing")
+}
+
+func TestRemoteKeysRefresherBacksOffWhileFailing(t *testing.T) {
+	f := &fakeJWKS{err: &backend.Error{Status: 503}}
+	r := NewRemoteKeys(f, JWKSOptions{RefetchInterval: 40 * time.Millisecond, Timeout: time.Second})
+	r.Start()
+	defer r.Stop()
+	time.Sleep(330 * time.Millisecond) // attempts at about 0, 40, 120 and 280 ms
+	assert.LessOrEqual(t, f.fetches.Load(), int32(5), "retries double their pause instead of hammering every 40 ms")
+	assert.GreaterOrEqual(t, f.fetches.Load(), int32(2), "and do retry")
+
+	a, _ := signingKeys(t)
+	f.set([]json.RawMessage{jwkJSON(&a.PublicKey, "ins_a", "RS256")}, nil)
+	waitFor(t, func() bool {
+		_, err := r.Key(context.Background(), "ins_a")
+		return err == nil
+	})
+}
+
+func TestRemoteKeysStopCancelsAHangingFetch(t *testing.T) {
+	f := &fakeJWKS{delay: time.Hour}
+	r := NewRemoteKeys(f, JWKSOptions{Timeout: time.Hour})
+	r.Start()
+	waitFor(t, func() bool { return f.fetches.Load() == 1 })
+	stopped := make(chan struct{})
+	go func() { r.Stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Stop waited for a hanging fetch")
+	}
 }
