@@ -10,49 +10,55 @@ import (
 	"github.com/caddy-clerk/clerk-m2m/verify"
 )
 
-// Placeholder names set for a verified request.
-const (
-	userPrefix           = "http.auth.user."
-	userIDPlaceholder    = userPrefix + "id"
-	claimsPlaceholder    = userPrefix + "claims"
-	claimPathPrefix      = claimsPlaceholder + "."
-	tokenTypePlaceholder = userPrefix + "token_type"
-)
+// userPrefix starts every identity placeholder.
+const userPrefix = "http.auth.user."
 
-// setIdentityPlaceholders publishes a verified identity. The claims are
-// rendered only if a placeholder asks for them.
+// setIdentityPlaceholders publishes a verified identity as the
+// {http.auth.user.*} placeholders. They are answered on demand from the
+// identity, so a request pays only for the ones something reads. Values an
+// earlier handler set under the same names are removed first: they would
+// shadow the identity.
 func setIdentityPlaceholders(repl *caddy.Replacer, id *verify.Identity) {
-	repl.Set(userIDPlaceholder, id.Subject)
-	repl.Set(tokenTypePlaceholder, string(id.TokenType))
-	repl.Set(userPrefix+"token_format", string(id.Format))
-	repl.Set(userPrefix+"token_id", id.TokenID)
-	repl.Set(userPrefix+"scopes", strings.Join(id.Scopes, " "))
-	expiresAt := ""
-	if !id.ExpiresAt.IsZero() {
-		expiresAt = strconv.FormatInt(id.ExpiresAt.Unix(), 10)
-	}
-	repl.Set(userPrefix+"expires_at", expiresAt)
-	repl.Map(claimsProvider(id))
-}
-
-// claimsProvider answers {http.auth.user.claims} with the claims as a JSON
-// object and {http.auth.user.claims.<path>} with one claim, found by walking
-// the dotted path into nested objects.
-func claimsProvider(id *verify.Identity) caddy.ReplacerFunc {
-	return func(key string) (any, bool) {
-		if key == claimsPlaceholder {
-			return id.ClaimsJSON(), true
-		}
-		path, ok := strings.CutPrefix(key, claimPathPrefix)
+	repl.DeleteByPrefix(userPrefix)
+	repl.Map(func(key string) (any, bool) {
+		name, ok := strings.CutPrefix(key, userPrefix)
 		if !ok {
 			return nil, false
 		}
-		value, found := lookupClaim(id.Claims(), path)
-		if !found {
-			return nil, false
+		return identityPlaceholder(id, name)
+	})
+}
+
+// identityPlaceholder answers {http.auth.user.<name>}.
+func identityPlaceholder(id *verify.Identity, name string) (any, bool) {
+	switch name {
+	case "id":
+		return id.Subject, true
+	case "token_type":
+		return string(id.TokenType), true
+	case "token_format":
+		return string(id.Format), true
+	case "token_id":
+		return id.TokenID, true
+	case "scopes":
+		return strings.Join(id.Scopes, " "), true
+	case "expires_at":
+		if id.ExpiresAt.IsZero() {
+			return "", true
 		}
-		return renderClaim(value), true
+		return strconv.FormatInt(id.ExpiresAt.Unix(), 10), true
+	case "claims":
+		return id.ClaimsJSON(), true
 	}
+	path, ok := strings.CutPrefix(name, "claims.")
+	if !ok {
+		return nil, false
+	}
+	value, found := lookupClaim(id.Claims(), path)
+	if !found {
+		return nil, false
+	}
+	return renderClaim(value), true
 }
 
 func lookupClaim(claims map[string]any, path string) (any, bool) {
