@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -49,6 +50,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		timeout 2s
 		clock_skew 0
 		cache_ttl 1m
+		jwks_max_stale 24h
 	}`)
 	require.NoError(t, err)
 	assert.Equal(t, "sk_test_abc", h.SecretKey)
@@ -61,6 +63,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	assert.Zero(t, *h.ClockSkew, "an explicit 0 is kept, not replaced by the default")
 	require.NotNil(t, h.CacheTTL)
 	assert.Equal(t, caddy.Duration(60e9), *h.CacheTTL)
+	assert.Equal(t, caddy.Duration(24*time.Hour), h.JWKSMaxStale)
 
 	h, err = parse(t, `clerk_m2m`)
 	require.NoError(t, err)
