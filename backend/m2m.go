@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 )
 
@@ -25,9 +26,6 @@ type M2MToken struct {
 	UpdatedAt        int64           `json:"updated_at"`
 }
 
-// m2mTokenObject is the "object" value of an M2M token answer.
-const m2mTokenObject = "machine_to_machine_token"
-
 // VerifyM2MToken asks Clerk whether an opaque M2M token (mt_…) is valid:
 // POST /m2m_tokens/verify, authenticated with the machine secret key when
 // one is configured (Clerk then also checks that the token was granted
@@ -36,21 +34,32 @@ const m2mTokenObject = "machine_to_machine_token"
 // A 2xx answer is returned as is, including one that says the token is
 // revoked or expired: judging it is the caller's business.
 func (c *Client) VerifyM2MToken(ctx context.Context, token string) (*M2MToken, error) {
-	const path = "/m2m_tokens/verify"
 	key := c.machineSecretKey
 	if key == "" {
 		key = c.secretKey
 	}
-	if key == "" {
-		return nil, &Error{Method: http.MethodPost, Path: path, Err: errors.New("no secret key configured")}
-	}
 	var out M2MToken
-	if err := c.do(ctx, http.MethodPost, path, key, map[string]string{"token": token}, &out); err != nil {
+	err := c.verify(ctx, "/m2m_tokens/verify", key, map[string]string{"token": token}, &out,
+		func() bool { return out.Object == "machine_to_machine_token" && out.ID != "" && out.Subject != "" })
+	if err != nil {
 		return nil, err
 	}
-	if out.Object != m2mTokenObject || out.ID == "" || out.Subject == "" {
-		return nil, &Error{Method: http.MethodPost, Path: path, Status: http.StatusOK,
-			Err: errors.New("answer is not a machine_to_machine_token object with an id and a subject")}
-	}
 	return &out, nil
+}
+
+// verify posts body to one of Clerk's verify endpoints with key, decodes
+// the answer into out, and checks with wellFormed that it is the object
+// expected, not something else that happens to be JSON.
+func (c *Client) verify(ctx context.Context, path, key string, body, out any, wellFormed func() bool) error {
+	if key == "" {
+		return &Error{Method: http.MethodPost, Path: path, Err: errors.New("no secret key configured")}
+	}
+	if err := c.do(ctx, http.MethodPost, path, key, body, out); err != nil {
+		return err
+	}
+	if !wellFormed() {
+		return &Error{Method: http.MethodPost, Path: path, Status: http.StatusOK,
+			Err: fmt.Errorf("the answer is not the object %s returns", path)}
+	}
+	return nil
 }
