@@ -1,8 +1,9 @@
 // Package backendtest is an in-process fake of Clerk's Backend API (BAPI) for
-// tests: it mints opaque M2M tokens and M2M JWTs, verifies them the way
-// Clerk does, serves the signing keys as a JWKS, rotates keys, records every
-// request and injects faults (errors, rate limits, hangs, garbage, slow
-// bodies).
+// tests: it mints opaque M2M tokens and M2M JWTs, API keys, opaque OAuth
+// access tokens and OAuth JWTs, and session and JWT-template tokens,
+// verifies the opaque ones the way Clerk does, serves the signing keys as a
+// JWKS, rotates keys, records every request and injects faults (errors, rate
+// limits, hangs, garbage, slow bodies).
 //
 // A typical test starts a fake, creates the machines involved, mints a
 // token for the caller and points the code under test at the fake's URL:
@@ -26,20 +27,47 @@
 // "clerk_trace_id"}, a Clerk-Trace-Id response header, and a Content-Type of
 // exactly "application/json".
 //
-//	POST /m2m_tokens/verify, /v1/m2m_tokens/verify  {"token":"mt_…"} → 200 M2M token object
-//	POST /m2m_tokens, /v1/m2m_tokens                create a token as a machine → 201
-//	GET  /v1/jwks                                   JWKS, instance secret key required
-//	GET  /.well-known/jwks.json                     the same JWKS without authentication
+//	POST /m2m_tokens/verify           {"token":"mt_…"} → 200 M2M token object
+//	POST /m2m_tokens                  create a token as a machine → 201
+//	POST /api_keys/verify             {"secret":"ak_…"} → 200 API key object
+//	POST /oauth_applications/access_tokens/verify
+//	                                  {"access_token":"oat_…"} → 200 OAuth access token object
+//	GET  /v1/jwks                     JWKS, instance secret key required
+//	GET  /.well-known/jwks.json       the same JWKS without authentication
 //
-// Authorization is "Bearer <key>". Verification accepts the instance secret
-// key (any token of the instance) or a machine secret key (only tokens whose
-// scopes include that machine; any other token answers 404 exactly like an
-// unknown one, so nothing is revealed). Creation accepts machine secret keys
-// only and the JWKS the instance secret key only. Other keys get 401 with
-// code "unauthorized" (no key), "clerk_key_invalid" (an unknown "sk_" key, or
-// any non-instance key on the JWKS route) or "machine_secret_key_invalid".
+// The POST routes are served both with and without a "/v1" prefix (Clerk's
+// JS SDK leaves it out, its Go SDK puts it in). The OAuth route also accepts
+// the deprecated field name "secret" instead of "access_token", but not
+// both. A verify body must be a JSON object with only its one field, a
+// non-empty string: an unknown field answers 400 "form_param_unknown", a
+// missing or empty one 400 "form_param_missing", anything else 400
+// "bad_request". A secret that is unknown, of another kind (an API key on
+// the M2M route, say) or not visible to the caller answers 404
+// "resource_not_found".
+//
+// Authorization is "Bearer <key>". M2M verification accepts the instance
+// secret key (any token of the instance) or a machine secret key (only tokens
+// whose scopes include that machine; any other token answers 404 exactly like
+// an unknown one, so nothing is revealed). M2M creation accepts machine
+// secret keys only. API key and OAuth verification and the JWKS accept the
+// instance secret key only, which is what Clerk's SDK sends there. Other keys
+// get 401 with code "unauthorized" (no key), "clerk_key_invalid" (an unknown
+// "sk_" key, or any non-instance key on the instance-only routes) or
+// "machine_secret_key_invalid".
 //
 // Where Clerk's behaviour is not documented the fake picks the answer a
-// gateway must defend against: revoked and expired opaque tokens still
-// verify with 200 and "revoked"/"expired" set to true.
+// gateway must defend against: revoked and expired opaque M2M tokens and API
+// keys still verify with 200 and "revoked"/"expired" set to true, and so do
+// revoked OAuth access tokens; an expired OAuth access token answers 200
+// {"active":false}, the shape Clerk's specification gives for an inactive
+// token.
+//
+// # JWTs
+//
+// MintM2MJWT, MintOAuthJWT, MintSessionJWT and MintTemplateJWT sign with the
+// current key, whose kid the JWKS serves, so gateways verify them locally.
+// They differ the way Clerk's tokens do: M2M JWTs have "sub" "mch_…" and
+// "cat" M2MCategory; OAuth JWTs have "typ" "at+jwt" and no "cat"; session
+// tokens have a "sid" and "cat" SessionCategory; JWT-template tokens have no
+// "sid" and "cat" JWTTemplateCategory. SignRaw signs anything else.
 package backendtest

@@ -145,45 +145,117 @@ func (s *Server) identify(r *http.Request) principal {
 	return principal{kind: unknownKey}
 }
 
-// verifyToken serves POST /m2m_tokens/verify {"token": "mt_…"}.
-func (s *Server) verifyToken(c *call) reply {
+// A gate says who may call a route: the error that each kind of caller
+// gets, nil for those let in.
+type gate map[principalKind]*clerkError
+
+var (
+	// verifyGate lets the instance secret key and machine secret keys in.
+	verifyGate = gate{
+		anonymous:        &errUnauthorized,
+		unknownSecretKey: &errClerkKeyInvalid,
+		unknownKey:       &errMachineKeyInvalid,
+	}
+	// machineGate lets machine secret keys in.
+	machineGate = gate{
+		anonymous:        &errUnauthorized,
+		instanceKey:      &errMachineKeyInvalid,
+		unknownSecretKey: &errMachineKeyInvalid,
+		unknownKey:       &errMachineKeyInvalid,
+	}
+	// instanceGate lets the instance secret key in.
+	instanceGate = gate{
+		anonymous:        &errUnauthorized,
+		machineKey:       &errClerkKeyInvalid,
+		unknownSecretKey: &errClerkKeyInvalid,
+		unknownKey:       &errClerkKeyInvalid,
+	}
+)
+
+// authorize identifies the caller and checks it against g. The error is a
+// copy, for the caller to answer with.
+func (s *Server) authorize(c *call, g gate) (principal, *clerkError) {
 	who := s.identify(c.r)
-	switch who.kind {
-	case anonymous:
-		return c.fail(http.StatusUnauthorized, errUnauthorized)
-	case unknownSecretKey:
-		return c.fail(http.StatusUnauthorized, errClerkKeyInvalid)
-	case unknownKey:
-		return c.fail(http.StatusUnauthorized, errMachineKeyInvalid)
+	if e := g[who.kind]; e != nil {
+		cp := *e
+		return who, &cp
 	}
-	params, e := decodeParams(c.body, "token")
+	return who, nil
+}
+
+// verifier describes a route that verifies a stored credential.
+type verifier struct {
+	kind   credentialKind
+	gate   gate
+	fields []string                          // the body field of the secret, then its deprecated names
+	show   func(*tokenRecord, time.Time) any // the answer for a credential found
+}
+
+var (
+	// m2mVerifier serves POST /m2m_tokens/verify {"token": "mt_…"}.
+	m2mVerifier = verifier{m2mKind, verifyGate, []string{"token"}, (*tokenRecord).m2mAnswer}
+	// apiKeyVerifier serves POST /api_keys/verify {"secret": "ak_…"}.
+	apiKeyVerifier = verifier{apiKeyKind, instanceGate, []string{"secret"}, (*tokenRecord).apiKeyAnswer}
+	// oauthVerifier serves POST /oauth_applications/access_tokens/verify
+	// {"access_token": "oat_…"}, or with the deprecated field name "secret".
+	oauthVerifier = verifier{oauthKind, instanceGate, []string{"access_token", "secret"}, (*tokenRecord).oauthAnswer}
+)
+
+// verifyRoute returns the handler of the verify route that v describes.
+func (s *Server) verifyRoute(v verifier) func(*call) reply {
+	return func(c *call) reply {
+		who, e := s.authorize(c, v.gate)
+		if e != nil {
+			return c.fail(http.StatusUnauthorized, *e)
+		}
+		secret, e := secretParam(c.body, v.fields...)
+		if e != nil {
+			return c.fail(http.StatusBadRequest, *e)
+		}
+		rec, now, ok := s.use(v.kind, secret, who)
+		if !ok {
+			return c.fail(http.StatusNotFound, errNotFound)
+		}
+		return jsonReply(http.StatusOK, v.show(rec, now))
+	}
+}
+
+// secretParam reads the body of a verify route: a JSON object with one
+// field, a non-empty string. fields are the field's name and then its
+// deprecated names, of which at most one may be given.
+func secretParam(body []byte, fields ...string) (string, *clerkError) {
+	params, e := decodeParams(body, fields...)
 	if e != nil {
-		return c.fail(http.StatusBadRequest, *e)
+		return "", e
 	}
-	var token *string
-	if e := params.decode("token", &token, "a string"); e != nil {
-		return c.fail(http.StatusBadRequest, *e)
+	name := fields[0]
+	for _, alias := range fields[1:] {
+		if _, ok := params[alias]; !ok {
+			continue
+		}
+		if _, ok := params[name]; ok {
+			e := invalidParam(alias, "left out when "+name+" is given")
+			return "", &e
+		}
+		name = alias
 	}
-	if token == nil || *token == "" {
-		return c.fail(http.StatusBadRequest, missingParam("token"))
+	var secret *string
+	if e := params.decode(name, &secret, "a string"); e != nil {
+		return "", e
 	}
-	obj, ok := s.useToken(*token, who)
-	if !ok {
-		return c.fail(http.StatusNotFound, errNotFound)
+	if secret == nil || *secret == "" {
+		e := missingParam(name)
+		return "", &e
 	}
-	return jsonReply(http.StatusOK, obj)
+	return *secret, nil
 }
 
 // createToken serves POST /m2m_tokens: a machine creates a token whose
 // subject is itself and whose scopes are the machines it was granted.
 func (s *Server) createToken(c *call) reply {
-	who := s.identify(c.r)
-	switch who.kind {
-	case anonymous:
-		return c.fail(http.StatusUnauthorized, errUnauthorized)
-	case machineKey:
-	default:
-		return c.fail(http.StatusUnauthorized, errMachineKeyInvalid)
+	who, e := s.authorize(c, machineGate)
+	if e != nil {
+		return c.fail(http.StatusUnauthorized, *e)
 	}
 	body := c.body
 	if len(bytes.TrimSpace(body)) == 0 {
@@ -227,7 +299,7 @@ func (s *Server) createToken(c *call) reply {
 	if format != nil && *format == "jwt" {
 		// Clerk does not store JWTs, so this one can be neither verified by
 		// the verify route nor revoked.
-		obj := rec.object(now)
+		obj := rec.asM2MToken(now)
 		obj.Token = s.mintJWT(who.machineID, rec.id, now, JWTOptions{TokenOptions: opts})
 		return jsonReply(http.StatusCreated, obj)
 	}
@@ -236,13 +308,10 @@ func (s *Server) createToken(c *call) reply {
 
 // privateJWKS serves GET /v1/jwks, for the instance secret key only.
 func (s *Server) privateJWKS(c *call) reply {
-	switch s.identify(c.r).kind {
-	case anonymous:
-		return c.fail(http.StatusUnauthorized, errUnauthorized)
-	case instanceKey:
-		return reply{http.StatusOK, s.jwks()}
+	if _, e := s.authorize(c, instanceGate); e != nil {
+		return c.fail(http.StatusUnauthorized, *e)
 	}
-	return c.fail(http.StatusUnauthorized, errClerkKeyInvalid)
+	return reply{http.StatusOK, s.jwks()}
 }
 
 // publicJWKS serves GET /.well-known/jwks.json, the Frontend API's public

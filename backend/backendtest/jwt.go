@@ -1,6 +1,7 @@
 package backendtest
 
 import (
+	"cmp"
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
@@ -20,9 +21,22 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jws"
 )
 
+// The "cat" (category) JOSE header tells Clerk's JWT classes apart. It is
+// in the protected header, so it is covered by the signature.
 const (
+	// SessionCategory is the "cat" of session tokens (and handshake tokens).
+	SessionCategory = "cl_B7d4PD111AAA"
+	// JWTTemplateCategory is the "cat" of JWT-template tokens, those that
+	// getToken({template}) returns.
+	JWTTemplateCategory = "cl_B7d4PD222AAA"
 	// M2MCategory is the "cat" JOSE header Clerk puts on M2M JWTs.
 	M2MCategory = "cl_B7d4PD333AAA"
+	// IgnoreCategory is stamped on every class of JWT by instances that
+	// have the "ignore" setting; it says nothing about the class.
+	IgnoreCategory = "cl_I7d4PD111III"
+)
+
+const (
 	// Issuer is the "iss" claim of the JWTs the fake mints.
 	Issuer = "https://clerk.fake.example.test"
 )
@@ -156,38 +170,69 @@ func (s *Server) MintM2MJWT(m *Machine, opts JWTOptions) string {
 }
 
 func (s *Server) mintJWT(subject, jti string, now time.Time, opts JWTOptions) string {
-	key := s.currentKey()
-
-	header := map[string]any{"alg": "RS256", "typ": "JWT", "kid": key.kid}
-	switch {
-	case opts.OmitCategory:
-	case opts.Category != "":
-		header["cat"] = opts.Category
-	default:
-		header["cat"] = M2MCategory
-	}
-	override(header, opts.Header)
-
-	payload := maps.Clone(opts.Claims)
-	if payload == nil {
-		payload = make(map[string]any)
-	}
 	scopes := append([]string{}, opts.Scopes...)
-	maps.Copy(payload, map[string]any{
-		"jti":    jti,
-		"sub":    subject,
-		"aud":    scopes,
-		"scopes": strings.Join(scopes, " "),
-		"iss":    Issuer,
-		"iat":    now.Unix(),
-		"nbf":    now.Unix(),
-	})
-	if exp := opts.expiry(now); !exp.IsZero() {
-		payload["exp"] = exp.Unix()
-	}
-	override(payload, opts.Payload)
+	return s.mint(jwtSpec{
+		typ:      "JWT",
+		category: category(opts.Category, opts.OmitCategory, M2MCategory),
+		claims: withClaims(opts.Claims, map[string]any{
+			"jti":    jti,
+			"sub":    subject,
+			"aud":    scopes,
+			"scopes": strings.Join(scopes, " "),
+		}),
+		issued:  now,
+		expires: opts.expiry(now),
+	}, opts.Header, opts.Payload)
+}
 
-	return key.signJWS(header, payload)
+// jwtSpec is a JWT for mint to sign.
+type jwtSpec struct {
+	typ      string         // the "typ" header
+	category string         // the "cat" header; "" leaves it out
+	claims   map[string]any // the payload but for "iss", "iat", "nbf" and "exp"
+	issued   time.Time      // "iat" and "nbf"
+	expires  time.Time      // "exp"; the zero Time leaves it out
+}
+
+// mint signs a JWT with the current key. The header is "alg" RS256, "kid"
+// the key's, and spec's "typ" and "cat"; the payload is spec.claims with
+// "iss" (Issuer), "iat", "nbf" and "exp" set over it. Then header and
+// payload override fields of each, a nil value removing one.
+func (s *Server) mint(spec jwtSpec, header, payload map[string]any) string {
+	key := s.currentKey()
+	h := map[string]any{"alg": "RS256", "typ": spec.typ, "kid": key.kid}
+	if spec.category != "" {
+		h["cat"] = spec.category
+	}
+	override(h, header)
+
+	p := withClaims(spec.claims, map[string]any{"iss": Issuer, "iat": spec.issued.Unix(), "nbf": spec.issued.Unix()})
+	if !spec.expires.IsZero() {
+		p["exp"] = spec.expires.Unix()
+	}
+	override(p, payload)
+
+	return key.signJWS(h, p)
+}
+
+// category returns the "cat" header: def when cat is "", none ("") when
+// omit.
+func category(cat string, omit bool, def string) string {
+	if omit {
+		return ""
+	}
+	return cmp.Or(cat, def)
+}
+
+// withClaims returns the custom claims with the registered ones set over
+// them, so that custom claims cannot override registered ones.
+func withClaims(custom, registered map[string]any) map[string]any {
+	claims := maps.Clone(custom)
+	if claims == nil {
+		claims = make(map[string]any)
+	}
+	maps.Copy(claims, registered)
+	return claims
 }
 
 // override sets each field of with in m, deleting those whose value is nil.

@@ -31,6 +31,7 @@ type Server struct {
 	closeOnce  sync.Once
 	secretKey  string
 	instanceID string
+	clientID   string // the OAuth application's client id
 
 	mu          sync.Mutex
 	clock       func() time.Time
@@ -38,8 +39,8 @@ type Server struct {
 	extraJWKs   []json.RawMessage
 	grants      map[string][]string     // machine id → the machine ids it may call
 	machineKeys map[string]string       // machine secret key → machine id
-	tokens      map[string]*tokenRecord // by opaque token
-	tokenIDs    map[string]*tokenRecord // by token id
+	records     map[string]*tokenRecord // by secret: opaque token or API key
+	recordIDs   map[string]*tokenRecord // by id
 	requests    []Request
 	faults      map[string]Fault // by normalised route; "" = every route
 }
@@ -64,23 +65,27 @@ type reply struct {
 }
 
 // New starts a fake with a fresh instance: an instance id, an instance
-// secret key and one RSA-2048 signing key whose kid is the instance id.
+// secret key, one RSA-2048 signing key whose kid is the instance id and one
+// OAuth application (see OAuthClientID).
 func New() *Server {
 	instanceID := "ins_" + randomString(alphanumerics, 27)
 	s := &Server{
 		closing:     make(chan struct{}),
 		secretKey:   "sk_test_" + randomString(alphanumerics, 40),
 		instanceID:  instanceID,
+		clientID:    "client_" + randomString(alphanumerics, 27),
 		keys:        []signingKey{newSigningKey(instanceID)},
 		grants:      make(map[string][]string),
 		machineKeys: make(map[string]string),
-		tokens:      make(map[string]*tokenRecord),
-		tokenIDs:    make(map[string]*tokenRecord),
+		records:     make(map[string]*tokenRecord),
+		recordIDs:   make(map[string]*tokenRecord),
 		faults:      make(map[string]Fault),
 	}
 	s.routes = map[string]route{
-		"/m2m_tokens/verify":     {http.MethodPost, s.verifyToken},
-		"/m2m_tokens":            {http.MethodPost, s.createToken},
+		"/m2m_tokens/verify": {http.MethodPost, s.verifyRoute(m2mVerifier)},
+		"/m2m_tokens":        {http.MethodPost, s.createToken},
+		"/api_keys/verify":   {http.MethodPost, s.verifyRoute(apiKeyVerifier)},
+		"/oauth_applications/access_tokens/verify": {http.MethodPost, s.verifyRoute(oauthVerifier)},
 		"/v1/jwks":               {http.MethodGet, s.privateJWKS},
 		"/.well-known/jwks.json": {http.MethodGet, s.publicJWKS},
 	}
@@ -150,7 +155,9 @@ func (s *Server) Requests() []Request {
 // Calls returns how many requests, of any method, reached path since New or
 // the last ResetCalls. Paths are normalised the way the fake routes them, so
 // "/m2m_tokens/verify" and "/v1/m2m_tokens/verify" count together (ask for
-// either); the JWKS routes are "/v1/jwks" and "/.well-known/jwks.json".
+// either), and so do "/api_keys/verify" and
+// "/oauth_applications/access_tokens/verify" with their "/v1" forms; the
+// JWKS routes are "/v1/jwks" and "/.well-known/jwks.json".
 func (s *Server) Calls(path string) int {
 	want := normaliseRoute(path)
 	s.mu.Lock()
@@ -172,11 +179,20 @@ func (s *Server) ResetCalls() {
 	s.requests = nil
 }
 
-// normaliseRoute maps the versioned machine routes onto the unversioned ones,
-// because Clerk's JS SDK calls them without "/v1" and the Go SDK with it.
+// unversioned are the route families that Clerk's JS SDK calls without
+// "/v1" and the Go SDK with it.
+var unversioned = []string{"/m2m_tokens", "/api_keys", "/oauth_applications"}
+
+// normaliseRoute maps the versioned machine routes onto the unversioned ones.
 func normaliseRoute(path string) string {
-	if rest, ok := strings.CutPrefix(path, "/v1"); ok && (rest == "/m2m_tokens" || strings.HasPrefix(rest, "/m2m_tokens/")) {
-		return rest
+	rest, ok := strings.CutPrefix(path, "/v1")
+	if !ok {
+		return path
+	}
+	for _, family := range unversioned {
+		if rest == family || strings.HasPrefix(rest, family+"/") {
+			return rest
+		}
 	}
 	return path
 }

@@ -7,8 +7,9 @@ import (
 	"time"
 )
 
-// RevocationReason is the revocation_reason the fake reports for tokens
-// revoked with Server.RevokeM2MToken.
+// RevocationReason is the revocation_reason the fake reports for the
+// credentials revoked with Server.RevokeM2MToken, Server.RevokeAPIKey and
+// Server.RevokeOAuthToken.
 const RevocationReason = "revoked by test"
 
 // defaultTTL is the lifetime of a token whose TokenOptions.TTL is zero.
@@ -22,7 +23,7 @@ type Machine struct {
 	Name string
 	// SecretKey is the machine secret key ("ak_" and 32 hex digits), the
 	// equivalent of CLERK_MACHINE_SECRET_KEY. It authenticates the machine
-	// to the verify and create routes.
+	// to the M2M verify and create routes.
 	SecretKey string
 }
 
@@ -81,13 +82,22 @@ type TokenOptions struct {
 // expiry returns when a token issued at now expires; the zero Time means
 // never.
 func (o TokenOptions) expiry(now time.Time) time.Time {
-	switch {
-	case o.NoExpiry:
+	if o.NoExpiry {
 		return time.Time{}
-	case o.TTL == 0:
-		return now.Add(defaultTTL)
 	}
-	return now.Add(o.TTL)
+	return expiresAfter(now, o.TTL, defaultTTL)
+}
+
+// expiresAfter returns when something made at now with lifetime ttl expires:
+// a ttl of 0 means def, and a def of 0 never (the zero Time).
+func expiresAfter(now time.Time, ttl, def time.Duration) time.Time {
+	if ttl == 0 {
+		ttl = def
+	}
+	if ttl == 0 {
+		return time.Time{}
+	}
+	return now.Add(ttl)
 }
 
 // CreateM2MToken mints an opaque M2M token for machine m, as if m had created
@@ -103,110 +113,173 @@ func (s *Server) CreateM2MToken(m *Machine, opts TokenOptions) (token, id string
 // storeOpaque gives rec an opaque token, stores it and returns it as the
 // create route reports it, token included.
 func (s *Server) storeOpaque(rec *tokenRecord, now time.Time) m2mToken {
-	obj := rec.object(now)
-	obj.Token = "mt_" + randomString(hexDigits, 32)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.tokens[obj.Token] = rec
-	s.tokenIDs[rec.id] = rec
+	obj := rec.asM2MToken(now)
+	obj.Token, _ = s.store(rec, string(m2mKind)+randomString(hexDigits, 32))
 	return obj
 }
 
 // RevokeM2MToken revokes the opaque token with the given id: verification
 // still answers 200, with "revoked": true and "revocation_reason":
 // RevocationReason. It panics if no token has that id.
-func (s *Server) RevokeM2MToken(id string) {
-	now := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	rec, ok := s.tokenIDs[id]
-	if !ok {
-		panic(fmt.Sprintf("backendtest: RevokeM2MToken: unknown token id %q", id))
-	}
-	reason := RevocationReason
-	rec.revocationReason = &reason
-	rec.updatedAt = now
-}
+func (s *Server) RevokeM2MToken(id string) { s.revoke(m2mKind, id, "RevokeM2MToken") }
 
-// useToken looks up an opaque token for a verification by who, records the
-// use and returns the token as Clerk reports it. A token that who may not
-// see is reported as absent.
-func (s *Server) useToken(token string, who principal) (m2mToken, bool) {
-	now := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	rec, ok := s.tokens[token]
-	if !ok || (who.kind == machineKey && !slices.Contains(rec.scopes, who.machineID)) {
-		return m2mToken{}, false
-	}
-	rec.lastUsedAt = now
-	return rec.object(now), true
-}
+// credentialKind is what a stored secret is, named by the prefix of its id.
+type credentialKind string
 
-// tokenRecord is an M2M token as the fake stores it.
+const (
+	m2mKind    credentialKind = "mt_"
+	apiKeyKind credentialKind = "ak_"
+	oauthKind  credentialKind = "oat_"
+)
+
+// tokenRecord is a credential as the fake stores it: an opaque M2M token, an
+// API key or an opaque OAuth access token.
 type tokenRecord struct {
+	kind             credentialKind
 	id               string
 	subject          string
 	scopes           []string
-	claims           json.RawMessage
-	revocationReason *string // nil while not revoked
+	claims           json.RawMessage // M2M tokens and API keys
+	name             string          // API keys
+	clientID         string          // OAuth access tokens
+	revocationReason *string         // nil while not revoked
 	expiresAt        time.Time
 	lastUsedAt       time.Time
 	createdAt        time.Time
 	updatedAt        time.Time
 }
 
-func newTokenRecord(subject string, opts TokenOptions, now time.Time) *tokenRecord {
-	claims, err := json.Marshal(opts.Claims)
-	if err != nil {
-		panic(fmt.Sprintf("backendtest: token claims: %v", err))
-	}
+func newRecord(kind credentialKind, subject string, scopes []string, expiresAt, now time.Time) *tokenRecord {
 	return &tokenRecord{
-		id:        "mt_" + randomString(hexDigits, 32),
+		kind:      kind,
+		id:        string(kind) + randomString(hexDigits, 32),
 		subject:   subject,
-		scopes:    append([]string{}, opts.Scopes...), // [] rather than null
-		claims:    claims,
-		expiresAt: opts.expiry(now),
+		scopes:    append([]string{}, scopes...), // [] rather than null
+		expiresAt: expiresAt,
 		createdAt: now,
 		updatedAt: now,
 	}
 }
 
-// m2mToken is Clerk's M2M token object (object "machine_to_machine_token").
-type m2mToken struct {
-	Object           string          `json:"object"`
-	ID               string          `json:"id"`
-	Subject          string          `json:"subject"`
-	Scopes           []string        `json:"scopes"`
-	Claims           json.RawMessage `json:"claims"`
-	Revoked          bool            `json:"revoked"`
-	RevocationReason *string         `json:"revocation_reason"`
-	Expired          bool            `json:"expired"`
-	Expiration       *int64          `json:"expiration"`
-	LastUsedAt       *int64          `json:"last_used_at"`
-	CreatedAt        int64           `json:"created_at"`
-	UpdatedAt        int64           `json:"updated_at"`
-	Token            string          `json:"token,omitempty"`
+func newTokenRecord(subject string, opts TokenOptions, now time.Time) *tokenRecord {
+	rec := newRecord(m2mKind, subject, opts.Scopes, opts.expiry(now), now)
+	rec.claims = marshalClaims(opts.Claims)
+	return rec
 }
 
-// object reports the token as Clerk does at time now. Times are Unix
-// milliseconds; the opaque token itself is left out (only creation shows it).
-func (t *tokenRecord) object(now time.Time) m2mToken {
-	return m2mToken{
-		Object:           "machine_to_machine_token",
-		ID:               t.id,
-		Subject:          t.subject,
-		Scopes:           slices.Clone(t.scopes),
-		Claims:           t.claims,
+// marshalClaims returns claims as JSON, null for nil.
+func marshalClaims(claims map[string]any) json.RawMessage {
+	b, err := json.Marshal(claims)
+	if err != nil {
+		panic(fmt.Sprintf("backendtest: token claims: %v", err))
+	}
+	return b
+}
+
+// store keeps rec, to be found by secret and by its id, and returns the
+// secret and the id.
+func (s *Server) store(rec *tokenRecord, secret string) (string, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.records[secret] = rec
+	s.recordIDs[rec.id] = rec
+	return secret, rec.id
+}
+
+// revoke revokes the credential of kind with the given id; method names the
+// exported method for its panic when there is none.
+func (s *Server) revoke(kind credentialKind, id, method string) {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec, ok := s.recordIDs[id]
+	if !ok || rec.kind != kind {
+		panic(fmt.Sprintf("backendtest: %s: unknown id %q", method, id))
+	}
+	reason := RevocationReason
+	rec.revocationReason = &reason
+	rec.updatedAt = now
+}
+
+// use looks up the credential of kind with secret for a verification by who,
+// records the use and returns a copy of it and the time of the verification.
+// A credential that who may not see is reported as absent: a machine sees
+// only the tokens whose scopes include it.
+func (s *Server) use(kind credentialKind, secret string, who principal) (*tokenRecord, time.Time, bool) {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec, ok := s.records[secret]
+	if !ok || rec.kind != kind || (who.kind == machineKey && !slices.Contains(rec.scopes, who.machineID)) {
+		return nil, now, false
+	}
+	rec.lastUsedAt = now
+	cp := *rec
+	return &cp, now, true
+}
+
+// validity is the part of a credential's object that says whether it may
+// still be used.
+type validity struct {
+	Revoked          bool    `json:"revoked"`
+	RevocationReason *string `json:"revocation_reason"`
+	Expired          bool    `json:"expired"`
+	Expiration       *int64  `json:"expiration"` // Unix ms, null for never
+}
+
+// stamps are the creation and update times of a credential, in Unix ms.
+type stamps struct {
+	CreatedAt int64 `json:"created_at"`
+	UpdatedAt int64 `json:"updated_at"`
+}
+
+func (t *tokenRecord) expired(now time.Time) bool {
+	return !t.expiresAt.IsZero() && !t.expiresAt.After(now)
+}
+
+func (t *tokenRecord) validity(now time.Time) validity {
+	return validity{
 		Revoked:          t.revocationReason != nil,
 		RevocationReason: t.revocationReason,
-		Expired:          !t.expiresAt.IsZero() && !t.expiresAt.After(now),
+		Expired:          t.expired(now),
 		Expiration:       unixMilli(t.expiresAt),
-		LastUsedAt:       unixMilli(t.lastUsedAt),
-		CreatedAt:        t.createdAt.UnixMilli(),
-		UpdatedAt:        t.updatedAt.UnixMilli(),
 	}
 }
+
+func (t *tokenRecord) stamps() stamps {
+	return stamps{CreatedAt: t.createdAt.UnixMilli(), UpdatedAt: t.updatedAt.UnixMilli()}
+}
+
+// m2mToken is Clerk's M2M token object (object "machine_to_machine_token").
+type m2mToken struct {
+	Object  string          `json:"object"`
+	ID      string          `json:"id"`
+	Subject string          `json:"subject"`
+	Scopes  []string        `json:"scopes"`
+	Claims  json.RawMessage `json:"claims"`
+	validity
+	LastUsedAt *int64 `json:"last_used_at"`
+	stamps
+	Token string `json:"token,omitempty"`
+}
+
+// asM2MToken reports the token as Clerk does at time now. Times are Unix
+// milliseconds; the opaque token itself is left out (only creation shows it).
+func (t *tokenRecord) asM2MToken(now time.Time) m2mToken {
+	return m2mToken{
+		Object:     "machine_to_machine_token",
+		ID:         t.id,
+		Subject:    t.subject,
+		Scopes:     slices.Clone(t.scopes),
+		Claims:     t.claims,
+		validity:   t.validity(now),
+		LastUsedAt: unixMilli(t.lastUsedAt),
+		stamps:     t.stamps(),
+	}
+}
+
+// m2mAnswer is the M2M verify route's answer.
+func (t *tokenRecord) m2mAnswer(now time.Time) any { return t.asM2MToken(now) }
 
 // unixMilli returns t in Unix milliseconds, or nil (JSON null) for the zero
 // Time.
