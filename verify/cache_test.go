@@ -15,8 +15,10 @@ import (
 	"github.com/caddy-clerk/clerk-m2m/backend"
 )
 
-// slowBackend answers every verification after a delay, counting calls.
+// slowBackend answers every M2M verification after a delay, counting
+// calls.
 type slowBackend struct {
+	m2mOnly
 	delay  time.Duration
 	err    error
 	expiry time.Time

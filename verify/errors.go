@@ -22,6 +22,10 @@ const (
 	// ReasonTypeNotAccepted: a credential of a type (or format) this
 	// verifier was not set up to accept.
 	ReasonTypeNotAccepted Reason = "token_type_not_accepted"
+	// ReasonInsufficientScope: a valid credential that the route's Policy
+	// does not let through (a required scope is missing, or the subject is
+	// not among the allowed ones).
+	ReasonInsufficientScope Reason = "insufficient_scope"
 	// ReasonUnavailable: Clerk could not be asked, or its keys are not
 	// available; the credential may be valid.
 	ReasonUnavailable Reason = "clerk_unavailable"

@@ -1,6 +1,9 @@
 package verify
 
-import "strings"
+import (
+	"net/http"
+	"strings"
+)
 
 // MaxTokenLength is the longest credential that is looked at. Clerk's tokens
 // are well under 4 KiB; anything longer is refused before it is parsed.
@@ -27,6 +30,35 @@ func BearerToken(authorization []string) (string, error) {
 		return "", err
 	}
 	return token, nil
+}
+
+// SessionCookie is the cookie in which Clerk's frontend keeps the session
+// token.
+const SessionCookie = "__session"
+
+// Credential finds the credential of a request: the Authorization header
+// (by BearerToken's rules) or, when it is absent and sessions are accepted,
+// the __session cookie. A request with neither has ReasonMissing; one with
+// several __session cookies is refused rather than guessed at.
+func Credential(r *http.Request, acceptSessions bool) (string, Source, error) {
+	if authorization := r.Header.Values("Authorization"); len(authorization) > 0 || !acceptSessions {
+		token, err := BearerToken(authorization)
+		return token, FromHeader, err
+	}
+	var values []string
+	for _, cookie := range r.CookiesNamed(SessionCookie) {
+		if cookie.Value != "" {
+			values = append(values, cookie.Value)
+		}
+	}
+	switch len(values) {
+	case 0:
+		return "", FromCookie, &Error{Reason: ReasonMissing, Description: "no bearer token, and no session cookie"}
+	case 1:
+		return values[0], FromCookie, checkTokenSyntax(values[0])
+	default:
+		return "", FromCookie, invalid("", "more than one session cookie")
+	}
 }
 
 // checkTokenSyntax refuses what cannot be a Clerk credential before anything

@@ -9,12 +9,15 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/caddy-clerk/clerk-m2m/backend"
 )
 
 // testNow is the fixed clock of these tests.
@@ -163,4 +166,15 @@ func requireReason(t *testing.T, err error, want Reason) *Error {
 	require.ErrorAs(t, err, &verr)
 	require.Equal(t, want, verr.Reason, "error: %v", err)
 	return verr
+}
+
+// m2mOnly completes a Backend that only expects M2M verifications.
+type m2mOnly struct{}
+
+func (m2mOnly) VerifyAPIKey(context.Context, string) (*backend.APIKey, error) {
+	return nil, errors.New("unexpected API key verification")
+}
+
+func (m2mOnly) VerifyOAuthToken(context.Context, string) (*backend.OAuthAccessToken, error) {
+	return nil, errors.New("unexpected OAuth verification")
 }

@@ -25,6 +25,14 @@ type Identity struct {
 	// ExpiresAt is when the credential expires; zero when it never does.
 	ExpiresAt time.Time
 
+	// Set where the credential type has them: the OAuth application's
+	// client id, the session id, the organization (of an API key owned by
+	// one, or the active organization of a session), the API key's name.
+	ClientID  string
+	SessionID string
+	OrgID     string
+	Name      string
+
 	// The custom claims, kept as the JSON object they came in and decoded
 	// only if someone asks: most requests never look at them.
 	claimsJSON []byte

@@ -251,21 +251,39 @@ func splitJWT(token string) []string {
 	return append(parts, token[start:])
 }
 
-// fakeBackend answers opaque verifications with a fixed answer or error.
+// fakeBackend answers opaque verifications with fixed answers or an error,
+// counting calls.
 type fakeBackend struct {
 	answer *backend.M2MToken
+	apiKey *backend.APIKey
+	oauth  *backend.OAuthAccessToken
 	err    error
 	block  bool
 	calls  int
 }
 
 func (f *fakeBackend) VerifyM2MToken(ctx context.Context, _ string) (*backend.M2MToken, error) {
+	return answerWith(f, ctx, f.answer)
+}
+
+func (f *fakeBackend) VerifyAPIKey(ctx context.Context, _ string) (*backend.APIKey, error) {
+	return answerWith(f, ctx, f.apiKey)
+}
+
+func (f *fakeBackend) VerifyOAuthToken(ctx context.Context, _ string) (*backend.OAuthAccessToken, error) {
+	return answerWith(f, ctx, f.oauth)
+}
+
+func answerWith[T any](f *fakeBackend, ctx context.Context, answer *T) (*T, error) {
 	f.calls++
 	if f.block {
 		<-ctx.Done()
 		return nil, &backend.Error{Err: ctx.Err()}
 	}
-	return f.answer, f.err
+	if f.err != nil {
+		return nil, f.err
+	}
+	return answer, nil
 }
 
 func m2mAnswer(changes func(*backend.M2MToken)) *backend.M2MToken {

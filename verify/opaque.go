@@ -5,16 +5,20 @@ import (
 	"time"
 )
 
-// verifyWithClerk asks Clerk about an opaque credential through call, once
-// for all the requests presenting it at the same time, and remembers the
-// verdict. The call runs with its own budget, detached from any one request,
-// so that a request giving up does not fail the others; each request stops
-// waiting when its own context ends.
-func (v *Verifier) verifyWithClerk(ctx context.Context, key tokenKey, call func(context.Context) (*Identity, error)) (*Identity, error) {
+// verifyWithClerk asks Clerk about an opaque credential, once for all the
+// requests presenting it at the same time, and remembers the verdict. The
+// call runs with its own budget, detached from any one request, so that a
+// request giving up does not fail the others; each request stops waiting
+// when its own context ends.
+func (v *Verifier) verifyWithClerk(ctx context.Context, tok *Token, key tokenKey) (*Identity, error) {
+	if v.opts.Backend == nil {
+		return nil, notAccepted(tok.Type, "opaque tokens cannot be verified here (no secret key is configured)")
+	}
+	ask := opaqueVerifiers[tok.Type]
 	result := v.flight.DoChan(string(key[:]), func() (any, error) {
 		callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.opts.Timeout)
 		defer cancel()
-		identity, err := call(callCtx)
+		identity, err := ask(v, callCtx, tok.raw)
 		v.rememberClerkVerdict(key, identity, err)
 		return identity, err
 	})
@@ -27,6 +31,13 @@ func (v *Verifier) verifyWithClerk(ctx context.Context, key tokenKey, call func(
 	case <-ctx.Done():
 		return nil, &Error{Reason: ReasonUnavailable, Description: "Clerk did not answer in time", Err: ctx.Err()}
 	}
+}
+
+// opaqueVerifiers ask Clerk about each type of opaque credential.
+var opaqueVerifiers = map[TokenType]func(*Verifier, context.Context, string) (*Identity, error){
+	M2MToken:   (*Verifier).verifyOpaqueM2M,
+	APIKey:     (*Verifier).verifyAPIKey,
+	OAuthToken: (*Verifier).verifyOpaqueOAuth,
 }
 
 // rememberClerkVerdict caches a success for min(CacheTTL, expiry) and a

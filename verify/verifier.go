@@ -15,6 +15,8 @@ import (
 // *backend.Client is one.
 type Backend interface {
 	VerifyM2MToken(ctx context.Context, token string) (*backend.M2MToken, error)
+	VerifyAPIKey(ctx context.Context, secret string) (*backend.APIKey, error)
+	VerifyOAuthToken(ctx context.Context, token string) (*backend.OAuthAccessToken, error)
 }
 
 // Options configures a Verifier.
@@ -36,6 +38,10 @@ type Options struct {
 
 	// ClockSkew is the leeway on exp, nbf and iat. Zero means none.
 	ClockSkew time.Duration
+
+	// AuthorizedParties, when not empty, are the origins a session token
+	// may have been issued to: its "azp" must be one of them (and present).
+	AuthorizedParties []string
 
 	// CacheTTL is how long a verified opaque token is remembered (never
 	// beyond its expiry), and Clerk's refusal of one for a second; zero
@@ -71,10 +77,27 @@ func New(opts Options) *Verifier {
 	return &Verifier{opts: opts, jwts: newVerdictCache(opts.CacheEntries), opaque: newVerdictCache(opts.CacheEntries)}
 }
 
-// Verify classifies token, checks that its type is accepted, and verifies
-// it. It returns the Identity of a valid token, or an *Error. A credential
-// verified recently is answered from a cache, at the cost of hashing it.
+// Source is where a credential came from.
+type Source int
+
+const (
+	// FromHeader: the Authorization header.
+	FromHeader Source = iota
+	// FromCookie: the __session cookie, which may only hold a session token.
+	FromCookie
+)
+
+// Verify verifies a credential from the Authorization header; see
+// VerifyFrom.
 func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) {
+	return v.VerifyFrom(ctx, token, FromHeader)
+}
+
+// VerifyFrom classifies token, checks that its type is accepted (and, from
+// the cookie, that it is a session token), and verifies it. It returns the
+// Identity of a valid token, or an *Error. A credential verified recently is
+// answered from a cache, at the cost of hashing it.
+func (v *Verifier) VerifyFrom(ctx context.Context, token string, source Source) (*Identity, error) {
 	cache := v.jwts
 	if isOpaque(token) {
 		cache = v.opaque
@@ -85,7 +108,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) 
 			if entry.refusal != nil {
 				return nil, entry.refusal
 			}
-			return entry.identity, nil
+			return entry.identity, checkSource(entry.identity.TokenType, source)
 		}
 		cache.drop(key) // its key was rotated out: verify it again
 	}
@@ -93,23 +116,40 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) 
 	if err != nil {
 		return nil, err
 	}
+	if err := checkSource(tok.Type, source); err != nil {
+		return nil, err
+	}
 	if !v.opts.Accept.Has(tok.Type) {
 		return nil, notAccepted(tok.Type, "this route does not accept "+string(tok.Type)+"s")
 	}
-	switch {
-	case tok.Type == M2MToken && tok.Format == Opaque:
-		if v.opts.Backend == nil {
-			return nil, notAccepted(tok.Type, "opaque M2M tokens cannot be verified here (no secret key is configured)")
-		}
-		return v.verifyOpaqueM2M(ctx, tok, key)
-	case tok.Type == M2MToken && tok.Format == JWT:
-		if v.opts.Keys == nil {
-			return nil, notAccepted(tok.Type, "M2M JWTs cannot be verified here (neither a secret key nor a JWT key is configured)")
-		}
-		return v.verifyM2MJWT(ctx, tok.jwt, key)
-	default:
-		return nil, notAccepted(tok.Type, string(tok.Type)+"s are not supported yet")
+	if tok.Format == JWT {
+		return v.verifyLocally(ctx, tok, key)
 	}
+	return v.verifyWithClerk(ctx, tok, key)
+}
+
+// checkSource keeps machine credentials out of cookies, as Clerk does:
+// only a browser session travels in __session.
+func checkSource(tokenType TokenType, source Source) error {
+	if source == FromCookie && tokenType != SessionToken {
+		return notAccepted(tokenType, "only session tokens are read from the __session cookie")
+	}
+	return nil
+}
+
+// verifyLocally verifies a JWT with the configured keys.
+func (v *Verifier) verifyLocally(ctx context.Context, tok *Token, key tokenKey) (*Identity, error) {
+	if v.opts.Keys == nil {
+		return nil, notAccepted(tok.Type, "JWTs cannot be verified here (neither a secret key nor a JWT key is configured)")
+	}
+	return v.verifyJWT(ctx, tok.jwt, jwtKinds[tok.Type], key)
+}
+
+// jwtKinds are the rules of each kind of JWT.
+var jwtKinds = map[TokenType]*jwtKind{
+	M2MToken:     &m2mJWT,
+	OAuthToken:   &oauthJWT,
+	SessionToken: &sessionJWT,
 }
 
 // isOpaque tells which cache may hold token: the opaque credentials have

@@ -1,0 +1,95 @@
+package verify
+
+import (
+	"encoding/json"
+	"slices"
+)
+
+// sessionJWT are the rules of browser session tokens: "typ" JWT or absent,
+// and no category but the session's (or the one that carries no class):
+// a JWT-template, M2M or unknown category is another kind of token that
+// must never pass as a session, in any mode (stricter than Clerk's "any"
+// mode, which lets template tokens through).
+var sessionJWT = jwtKind{
+	tokenType: SessionToken,
+	categoryOK: func(h *jwtHeader) bool {
+		return !h.hasCat || h.cat == CategorySession || h.cat == CategoryIgnore
+	},
+	typeOptional: true,
+	types:        []string{"JWT"},
+	identity:     (*Verifier).sessionIdentityFromClaims,
+}
+
+// sessionIdentityFromClaims applies the claim rules of sessions and maps
+// the token. A session must name itself ("sid": JWT-template tokens, which
+// outlive the session they came from, carry none), must not be pending
+// (Clerk's SDKs treat pending sessions as signed out), and, when authorized
+// parties are configured, must carry an "azp" among them.
+func (v *Verifier) sessionIdentityFromClaims(t *jwtToken) (*Identity, error) {
+	subject, err := subjectClaim(t)
+	if err != nil {
+		return nil, err
+	}
+	sessionID, _, err := t.stringClaim("sid")
+	if err != nil {
+		return nil, err
+	}
+	if sessionID == "" {
+		return nil, invalid(SessionToken, "the token names no session: it is not a session token")
+	}
+	if status, _, _ := t.stringClaim("sts"); status == "pending" {
+		return nil, invalid(SessionToken, "the session is pending")
+	}
+	if err := v.checkAuthorizedParty(t); err != nil {
+		return nil, err
+	}
+	tokenID, _, err := t.stringClaim("jti")
+	if err != nil {
+		return nil, err
+	}
+	orgID, err := sessionOrganization(t)
+	if err != nil {
+		return nil, err
+	}
+	return &Identity{
+		Subject:    subject,
+		TokenType:  SessionToken,
+		Format:     JWT,
+		TokenID:    tokenID,
+		Scopes:     []string{},
+		SessionID:  sessionID,
+		OrgID:      orgID,
+		claimsJSON: t.payload,
+		omitClaims: registeredClaims,
+	}, nil
+}
+
+// checkAuthorizedParty applies Clerk's azp rule: with authorized parties
+// configured, "azp" must be present, non-empty and one of them (a missing
+// azp passing was a bypass Clerk fixed).
+func (v *Verifier) checkAuthorizedParty(t *jwtToken) error {
+	if len(v.opts.AuthorizedParties) == 0 {
+		return nil
+	}
+	azp, _, err := t.stringClaim("azp")
+	if err != nil || azp == "" || !slices.Contains(v.opts.AuthorizedParties, azp) {
+		return &Error{Reason: ReasonInvalid, TokenType: SessionToken, Description: "the session was not issued to an authorized party"}
+	}
+	return nil
+}
+
+// sessionOrganization returns the active organization of a session: "o.id"
+// in version 2 session tokens, "org_id" in version 1.
+func sessionOrganization(t *jwtToken) (string, error) {
+	if raw, present := t.claim("o"); present {
+		var org struct {
+			ID string `json:"id"`
+		}
+		if err := json.Unmarshal(raw, &org); err != nil {
+			return "", err
+		}
+		return org.ID, nil
+	}
+	orgID, _, err := t.stringClaim("org_id")
+	return orgID, err
+}
