@@ -29,6 +29,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    jwt_key            <PEM text or file>
 //	    api_url            <url>
 //	    accept             <type> [<type>…]
+//	    require_scopes     <scope> [<scope>…]
+//	    allowed_subjects   <id> [<id>…]
+//	    authorized_parties <origin> [<origin>…]
+//	    optional
 //	    timeout            <duration>
 //	    clock_skew         <duration>
 //	    cache_ttl          <duration>
@@ -69,10 +73,18 @@ func (h *Handler) unmarshalSubdirective(d *caddyfile.Dispenser, name string) err
 	case "api_url":
 		return singleArg(d, &h.APIURL)
 	case "accept":
-		h.Accept = d.RemainingArgs()
-		if len(h.Accept) == 0 {
+		return listArgs(d, &h.Accept)
+	case "require_scopes":
+		return listArgs(d, &h.RequireScopes)
+	case "allowed_subjects":
+		return listArgs(d, &h.AllowedSubjects)
+	case "authorized_parties":
+		return listArgs(d, &h.AuthorizedParties)
+	case "optional":
+		if d.NextArg() {
 			return d.ArgErr()
 		}
+		h.Optional = true
 		return nil
 	case "timeout":
 		return durationArg(d, name, &h.Timeout)
@@ -86,7 +98,8 @@ func (h *Handler) unmarshalSubdirective(d *caddyfile.Dispenser, name string) err
 		return durationArg(d, name, &h.JWKSMaxStale)
 	default:
 		return d.Errf("unknown subdirective %q in clerk_m2m (known: secret_key, machine_secret_key, jwt_key, "+
-			"api_url, accept, timeout, clock_skew, cache_ttl, jwks_max_stale)", name)
+			"api_url, accept, require_scopes, allowed_subjects, authorized_parties, optional, timeout, clock_skew, "+
+			"cache_ttl, jwks_max_stale)", name)
 	}
 }
 
@@ -97,6 +110,15 @@ func singleArg(d *caddyfile.Dispenser, dest *string) error {
 	}
 	*dest = d.Val()
 	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+// listArgs reads the one or more arguments of a subdirective.
+func listArgs(d *caddyfile.Dispenser, dest *[]string) error {
+	*dest = d.RemainingArgs()
+	if len(*dest) == 0 {
 		return d.ArgErr()
 	}
 	return nil

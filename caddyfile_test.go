@@ -47,6 +47,10 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		jwt_key "-----BEGIN PUBLIC KEY-----"
 		api_url https://clerk.example.com
 		accept m2m_token api_key
+		require_scopes mch_gateway read:invoices
+		allowed_subjects mch_billing org_acme
+		authorized_parties https://app.example.com
+		optional
 		timeout 2s
 		clock_skew 0
 		cache_ttl 1m
@@ -58,6 +62,10 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	assert.Equal(t, "-----BEGIN PUBLIC KEY-----", h.JWTKey)
 	assert.Equal(t, "https://clerk.example.com", h.APIURL)
 	assert.Equal(t, []string{"m2m_token", "api_key"}, h.Accept)
+	assert.Equal(t, []string{"mch_gateway", "read:invoices"}, h.RequireScopes)
+	assert.Equal(t, []string{"mch_billing", "org_acme"}, h.AllowedSubjects)
+	assert.Equal(t, []string{"https://app.example.com"}, h.AuthorizedParties)
+	assert.True(t, h.Optional)
 	assert.Equal(t, caddy.Duration(2e9), h.Timeout)
 	require.NotNil(t, h.ClockSkew)
 	assert.Zero(t, *h.ClockSkew, "an explicit 0 is kept, not replaced by the default")
@@ -77,6 +85,9 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		"missing argument":       {"clerk_m2m {\n secret_key\n}", "wrong argument count"},
 		"extra argument":         {"clerk_m2m {\n api_url https://a https://b\n}", "wrong argument count"},
 		"accept without a type":  {"clerk_m2m {\n accept\n}", "wrong argument count"},
+		"scopes without a scope": {"clerk_m2m {\n require_scopes\n}", "wrong argument count"},
+		"optional with a value":  {"clerk_m2m {\n optional yes\n}", "wrong argument count"},
+		"optional twice":         {"clerk_m2m {\n optional\n optional\n}", "optional given twice"},
 		"given twice":            {"clerk_m2m {\n secret_key sk_a\n secret_key sk_b\n}", "secret_key given twice"},
 		"bad duration":           {"clerk_m2m {\n timeout soon\n}", "timeout:"},
 		"duration with two args": {"clerk_m2m {\n cache_ttl 1s 2s\n}", "wrong argument count"},

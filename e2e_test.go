@@ -109,15 +109,12 @@ http://localhost:9080 {
 		respond "through"
 	}
 	handle /granted-only/* {
-		route {
-			clerk_m2m {
-				secret_key {{SECRET}}
-				api_url {{CLERK}}
-			}
-			@notGrantedToUs not expression ` + "`" + `{http.auth.user.scopes}.split(" ").exists(s, s == "{{GATEWAY_ID}}")` + "`" + `
-			error @notGrantedToUs "token not granted to this service" 403
-			respond "through"
+		clerk_m2m {
+			secret_key {{SECRET}}
+			api_url {{CLERK}}
+			require_scopes {{GATEWAY_ID}}
 		}
+		respond "through"
 	}
 	handle /wrong-key/* {
 		clerk_m2m {
@@ -175,11 +172,20 @@ func startE2E(t *testing.T) *e2e {
 // request sends a GET to path with the given Authorization header values.
 func (e *e2e) request(path string, authorization ...string) (*http.Response, map[string]string) {
 	e.t.Helper()
+	return e.send(path, func(req *http.Request) {
+		for _, value := range authorization {
+			req.Header.Add("Authorization", value)
+		}
+	})
+}
+
+// send sends a GET to path, prepared by prepare, and returns the answer and
+// the X-Clerk-* headers the upstream saw (for a 200).
+func (e *e2e) send(path string, prepare func(*http.Request)) (*http.Response, map[string]string) {
+	e.t.Helper()
 	req, err := http.NewRequest(http.MethodGet, gatewayURL+path, nil)
 	require.NoError(e.t, err)
-	for _, value := range authorization {
-		req.Header.Add("Authorization", value)
-	}
+	prepare(req)
 	resp, err := e.tester.Client.Do(req)
 	require.NoError(e.t, err)
 	defer resp.Body.Close()
@@ -404,7 +410,7 @@ func TestEndToEnd(t *testing.T) {
 		})
 	})
 
-	t.Run("JWTs not granted to the gateway are refused by the README's scope check", func(t *testing.T) {
+	t.Run("require_scopes <this machine> refuses JWTs not granted to it", func(t *testing.T) {
 		outsider := clerk.NewMachine("outsider")
 		granted := clerk.MintM2MJWT(e.caller, backendtest.JWTOptions{TokenOptions: grantedToGateway})
 		resp, _ := e.bearer("/granted-only/x", granted)

@@ -43,6 +43,9 @@ func (h *Handler) refuse(w http.ResponseWriter, repl *caddy.Replacer, err error)
 	case verify.ReasonMisconfigured:
 		status = http.StatusInternalServerError
 		h.alerts.misconfigured(verr)
+	case verify.ReasonInsufficientScope:
+		status = http.StatusForbidden
+		w.Header().Set("WWW-Authenticate", h.insufficientScopeChallenge(verr))
 	default:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="clerk", error="invalid_token", error_description="`+
 			quotable(verr.Description)+`"`)
@@ -51,6 +54,16 @@ func (h *Handler) refuse(w http.ResponseWriter, repl *caddy.Replacer, err error)
 		c.Write(zap.String("reason", string(verr.Reason)), zap.String("token_type", string(verr.TokenType)), zap.Error(err))
 	}
 	return caddyhttp.Error(status, err)
+}
+
+// insufficientScopeChallenge is the RFC 6750 challenge of a 403: the
+// scopes the route requires, when that is what failed.
+func (h *Handler) insufficientScopeChallenge(verr *verify.Error) string {
+	challenge := `Bearer realm="clerk", error="insufficient_scope", error_description="` + quotable(verr.Description) + `"`
+	if len(h.policy.RequireScopes) > 0 {
+		challenge += `, scope="` + quotable(strings.Join(h.policy.RequireScopes, " ")) + `"`
+	}
+	return challenge
 }
 
 // retryAfterSeconds renders a Retry-After delay in whole seconds, rounded up.

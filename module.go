@@ -37,49 +37,57 @@ const (
 	defaultMaxStale  = time.Hour
 )
 
-// supportedTypes are the token types this version can verify.
-var supportedTypes = verify.TypesOf(verify.M2MToken)
-
-// Handler verifies the Clerk credential of every request: a machine-to-machine
-// (M2M) token, opaque (`mt_…`) or JWT, in the `Authorization: Bearer` header.
-// Requests without a valid credential are refused with an HTTP error (so that
-// `handle_errors` can shape the answer); valid ones continue with the caller's
-// identity in placeholders.
+// Handler verifies the Clerk credential of every request and lets only
+// valid ones through: machine-to-machine (M2M) tokens, opaque (`mt_…`) or
+// JWT; API keys (`ak_…`); OAuth access tokens, opaque (`oat_…`) or JWT; and
+// browser session tokens. The credential comes from the `Authorization:
+// Bearer` header, or, for session tokens only, the `__session` cookie.
+// Requests without a valid credential are refused with an HTTP error (so
+// that `handle_errors` can shape the answer); valid ones continue with the
+// caller's identity in placeholders.
 //
-// Opaque tokens are verified by Clerk's Backend API; JWTs are verified locally
-// against the instance's signing keys, fetched from the Backend API with the
-// secret key, or given as `jwt_key` so that no network is needed at all.
-// Nothing is fetched while the configuration loads (so `caddy validate` works
-// offline): keys are fetched on first use.
+// A credential's type is decided from its shape alone, and a type the route
+// does not `accept` is refused before any call to Clerk. Opaque credentials
+// are verified by Clerk's Backend API (each answer remembered for
+// `cache_ttl`); JWTs are verified locally against the instance's signing
+// keys, fetched from the Backend API with the secret key (in the background
+// once the configuration starts, never while it loads), or given as
+// `jwt_key` so that no network is needed at all.
 //
-// Refusals:
+// Answers:
 //
 // | case | status | `{http.auth.clerk_m2m.error}` |
 // |------|--------|-------------------------------|
-// | no credential | 401 | `token_missing` |
+// | no credential (unless `optional`) | 401 | `token_missing` |
 // | malformed, forged, unknown, revoked, wrong category | 401 | `token_invalid` |
 // | expired | 401 | `token_expired` |
 // | a token type or format this route does not accept | 401 | `token_type_not_accepted` |
+// | valid, but `require_scopes` or `allowed_subjects` not met | 403 | `insufficient_scope` |
 // | Clerk unreachable, failing, or its keys unavailable | 503 | `clerk_unavailable` |
 // | Clerk rate-limits verification | 503 | `clerk_rate_limited` |
 // | Clerk rejects the configured secret key | 500 | `misconfigured` |
 //
 // 401 answers carry `WWW-Authenticate: Bearer realm="clerk"` (with
-// `error="invalid_token"` when a credential was presented), 503 answers a
-// `Retry-After`.
+// `error="invalid_token"` when a credential was presented), 403 answers
+// `error="insufficient_scope"`, 503 answers a `Retry-After`.
 //
-// Placeholders set for a verified request:
+// Placeholders set for a verified request (none for an anonymous request
+// let through by `optional`):
 //
 // | placeholder | value |
 // |-------------|-------|
-// | `{http.auth.user.id}` | the subject: the calling machine (`mch_…`); also the access log's `user_id` |
-// | `{http.auth.user.token_type}` | `m2m_token` |
+// | `{http.auth.user.id}` | the subject: a machine (`mch_…`), user (`user_…`) or organization (`org_…`); also the access log's `user_id` |
+// | `{http.auth.user.token_type}` | `m2m_token`, `api_key`, `oauth_token` or `session_token` |
 // | `{http.auth.user.token_format}` | `opaque` or `jwt` |
-// | `{http.auth.user.token_id}` | the token's id (`mt_…`) or the JWT's `jti` |
-// | `{http.auth.user.scopes}` | the token's scopes (the machines it may call), separated by one space |
+// | `{http.auth.user.token_id}` | the credential's id (`mt_…`, `ak_…`, `oat_…`) or the JWT's `jti` |
+// | `{http.auth.user.scopes}` | the credential's scopes, separated by one space (for M2M tokens, the machines it may call) |
 // | `{http.auth.user.claims}` | the custom claims as a JSON object (`{}` when none) |
 // | `{http.auth.user.claims.<path>}` | one claim; dots walk into objects; strings as is, other values as JSON |
-// | `{http.auth.user.expires_at}` | expiry in Unix seconds; empty when the token never expires |
+// | `{http.auth.user.expires_at}` | expiry in Unix seconds; empty when the credential never expires |
+// | `{http.auth.user.client_id}` | OAuth tokens: the OAuth application's client id |
+// | `{http.auth.user.session_id}` | session tokens: the session (`sess_…`) |
+// | `{http.auth.user.org_id}` | session tokens: the active organization; API keys: the organization that owns the key |
+// | `{http.auth.user.name}` | API keys: the key's name |
 type Handler struct {
 	// The instance secret key (`sk_live_…` or `sk_test_…`). It verifies opaque
 	// M2M tokens (when no machine secret key is set) and fetches the signing
@@ -103,11 +111,28 @@ type Handler struct {
 	// Default: `{env.CLERK_API_URL}`, else `https://api.clerk.com`.
 	APIURL string `json:"api_url,omitempty"`
 
-	// The token types to accept: `m2m_token` (the only type this version
-	// verifies), later also `api_key`, `oauth_token`, `session_token`, or
-	// `any`. Other types are refused without calling Clerk.
-	// Default: `["m2m_token"]`.
+	// The credential types to accept: `m2m_token`, `api_key`,
+	// `oauth_token`, `session_token`, or `any` for all four. Other types are
+	// refused without calling Clerk. Default: `["m2m_token"]`.
 	Accept []string `json:"accept,omitempty"`
+
+	// Scopes a valid credential must all carry, else 403. For M2M JWTs,
+	// which Clerk checks for no audience at all, requiring this machine's
+	// own id (`mch_…`) restores the check Clerk makes for opaque tokens.
+	RequireScopes []string `json:"require_scopes,omitempty"`
+
+	// Subjects (`mch_…`, `user_…`, `org_…`) allowed through; any other
+	// valid credential gets 403. Empty: any subject.
+	AllowedSubjects []string `json:"allowed_subjects,omitempty"`
+
+	// Let requests without any credential through, with no identity
+	// placeholders set. A credential that is presented must still be valid.
+	Optional bool `json:"optional,omitempty"`
+
+	// Origins a session token may have been issued to (its `azp` claim,
+	// e.g. `https://app.example.com`); when set, a session token without
+	// `azp`, or with another, is refused. Only with `session_token`.
+	AuthorizedParties []string `json:"authorized_parties,omitempty"`
 
 	// The whole budget of one call to Clerk, retries included. Default: 5s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
@@ -132,6 +157,8 @@ type Handler struct {
 	jwtKey           string
 	apiURL           string
 	accept           verify.TokenTypes
+	policy           verify.Policy
+	parties          []string
 
 	verifier *verify.Verifier
 	shared   *instanceSettings // of the shared instance in use, if any
@@ -199,30 +226,44 @@ func (h *Handler) expand() error {
 	return h.expandAccept(repl)
 }
 
-// expandAccept resolves the accepted types; a placeholder may stand for
-// several, separated by spaces or commas.
+// expandAccept resolves the accepted types and the lists of the policy.
 func (h *Handler) expandAccept(repl *caddy.Replacer) error {
 	entries := h.Accept
 	if len(entries) == 0 {
 		entries = []string{string(verify.M2MToken)}
 	}
-	var names []string
-	for _, entry := range entries {
-		expanded, err := repl.ReplaceOrErr(entry, false, true)
-		if err != nil {
-			return fmt.Errorf("accept: %v", err)
-		}
-		names = append(names, strings.FieldsFunc(expanded, func(r rune) bool { return r == ',' || r == ' ' })...)
+	names, err := expandList(repl, "accept", entries)
+	if err != nil {
+		return err
 	}
 	if len(names) == 0 {
 		return errors.New("accept: no token type given")
 	}
-	accept, err := verify.ParseTokenTypes(names)
-	if err != nil {
+	if h.accept, err = verify.ParseTokenTypes(names); err != nil {
 		return fmt.Errorf("accept: %v", err)
 	}
-	h.accept = accept
-	return nil
+	if h.policy.RequireScopes, err = expandList(repl, "require_scopes", h.RequireScopes); err != nil {
+		return err
+	}
+	if h.policy.AllowedSubjects, err = expandList(repl, "allowed_subjects", h.AllowedSubjects); err != nil {
+		return err
+	}
+	h.parties, err = expandList(repl, "authorized_parties", h.AuthorizedParties)
+	return err
+}
+
+// expandList resolves placeholders in a list; one entry may stand for
+// several values, separated by spaces or commas.
+func expandList(repl *caddy.Replacer, name string, entries []string) ([]string, error) {
+	var values []string
+	for _, entry := range entries {
+		expanded, err := repl.ReplaceOrErr(entry, false, true)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %v", name, err)
+		}
+		values = append(values, strings.FieldsFunc(expanded, func(r rune) bool { return r == ',' || r == ' ' })...)
+	}
+	return values, nil
 }
 
 // buildVerifier wires the Backend API client and the key source that the
@@ -231,10 +272,11 @@ func (h *Handler) expandAccept(repl *caddy.Replacer) error {
 // instance, started by the App when the configuration starts.
 func (h *Handler) buildVerifier(ctx caddy.Context) error {
 	opts := verify.Options{
-		Accept:    h.accept,
-		Timeout:   time.Duration(h.Timeout),
-		ClockSkew: time.Duration(*h.ClockSkew),
-		CacheTTL:  time.Duration(*h.CacheTTL),
+		Accept:            h.accept,
+		Timeout:           time.Duration(h.Timeout),
+		ClockSkew:         time.Duration(*h.ClockSkew),
+		CacheTTL:          time.Duration(*h.CacheTTL),
+		AuthorizedParties: h.parties,
 	}
 	if h.secretKey != "" || h.machineSecretKey != "" {
 		if err := h.useSharedInstance(ctx, &opts); err != nil {
@@ -349,18 +391,15 @@ func jwtVerification(jwtKey, secretKey string) string {
 // Validate checks the provisioned configuration (DESIGN §4). It makes no
 // network call.
 func (h *Handler) Validate() error {
-	if unsupported := h.accept &^ supportedTypes; unsupported != 0 {
-		return fmt.Errorf("accept: %s not supported yet by this version of clerk_m2m; only m2m_token is", unsupported)
-	}
 	if err := checkKeyPrefixes(h.secretKey, h.machineSecretKey); err != nil {
 		return err
 	}
-	if h.accept.Has(verify.M2MToken) && h.secretKey == "" && h.machineSecretKey == "" && h.jwtKey == "" {
-		return errors.New("accepting m2m_token needs a key: set machine_secret_key (or CLERK_MACHINE_SECRET_KEY) " +
-			"or secret_key (or CLERK_SECRET_KEY) to verify opaque tokens and JWTs, or jwt_key (or CLERK_JWT_KEY) " +
-			"to verify JWTs without any network call")
+	if err := h.checkKeysCover(); err != nil {
+		return err
 	}
 	switch {
+	case len(h.parties) > 0 && !h.accept.Has(verify.SessionToken):
+		return errors.New("authorized_parties applies to session tokens: accept session_token, or remove it")
 	case h.Timeout <= 0:
 		return errors.New("timeout must be positive")
 	case h.JWKSMaxStale < 0:
@@ -369,6 +408,27 @@ func (h *Handler) Validate() error {
 		return errors.New("clock_skew must not be negative")
 	case *h.CacheTTL < 0:
 		return errors.New("cache_ttl must not be negative (0 turns the cache off)")
+	}
+	return nil
+}
+
+// checkKeysCover refuses a configuration that accepts a type no configured
+// key can verify, saying what to set.
+func (h *Handler) checkKeysCover() error {
+	if h.accept.Has(verify.M2MToken) && h.secretKey == "" && h.machineSecretKey == "" && h.jwtKey == "" {
+		return errors.New("accepting m2m_token needs a key: set machine_secret_key (or CLERK_MACHINE_SECRET_KEY) " +
+			"or secret_key (or CLERK_SECRET_KEY) to verify opaque tokens and JWTs, or jwt_key (or CLERK_JWT_KEY) " +
+			"to verify JWTs without any network call")
+	}
+	for _, tokenType := range []verify.TokenType{verify.APIKey, verify.OAuthToken} {
+		if h.accept.Has(tokenType) && h.secretKey == "" {
+			return fmt.Errorf("accepting %s needs secret_key (or CLERK_SECRET_KEY): Clerk verifies them only "+
+				"with the instance secret key, not with a machine secret key", tokenType)
+		}
+	}
+	if h.accept.Has(verify.SessionToken) && h.secretKey == "" && h.jwtKey == "" {
+		return errors.New("accepting session_token needs secret_key (or CLERK_SECRET_KEY) to fetch the signing keys, " +
+			"or jwt_key (or CLERK_JWT_KEY)")
 	}
 	return nil
 }
@@ -396,10 +456,17 @@ func checkKeyPrefixes(secretKey, machineKey string) error {
 // or passes it on with the identity placeholders set.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	token, err := verify.BearerToken(r.Header.Values("Authorization"))
+	token, source, err := verify.Credential(r, h.accept.Has(verify.SessionToken))
+	if err != nil && h.Optional && verify.ReasonOf(err) == verify.ReasonMissing {
+		setAnonymousPlaceholders(repl)
+		return next.ServeHTTP(w, r)
+	}
 	var identity *verify.Identity
 	if err == nil {
-		identity, err = h.verifier.Verify(r.Context(), token)
+		identity, err = h.verifier.VerifyFrom(r.Context(), token, source)
+	}
+	if err == nil {
+		err = h.policy.Check(identity)
 	}
 	if err != nil {
 		return h.refuse(w, repl, err)

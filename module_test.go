@@ -110,9 +110,15 @@ func TestValidationErrors(t *testing.T) {
 	}{
 		"no key at all": {Handler{}, "set machine_secret_key (or CLERK_MACHINE_SECRET_KEY) or secret_key (or CLERK_SECRET_KEY)"},
 		"unknown type":  {Handler{SecretKey: "sk_test_x", Accept: []string{"machine_token"}}, `unknown token type "machine_token"`},
-		"type not yet supported": {Handler{SecretKey: "sk_test_x", Accept: []string{"m2m_token", "api_key"}},
-			"api_key not supported yet"},
-		"any not yet supported":     {Handler{SecretKey: "sk_test_x", Accept: []string{"any"}}, "not supported yet"},
+		"api keys without the secret key": {Handler{MachineSecretKey: "ak_x", Accept: []string{"m2m_token", "api_key"}},
+			"accepting api_key needs secret_key (or CLERK_SECRET_KEY)"},
+		"oauth without the secret key": {Handler{JWTKey: testPEM, Accept: []string{"oauth_token"}},
+			"accepting oauth_token needs secret_key"},
+		"any without the secret key": {Handler{MachineSecretKey: "ak_x", Accept: []string{"any"}}, "needs secret_key"},
+		"sessions without keys": {Handler{MachineSecretKey: "ak_x", Accept: []string{"session_token"}},
+			"accepting session_token needs secret_key (or CLERK_SECRET_KEY) to fetch the signing keys, or jwt_key"},
+		"authorized parties without sessions": {Handler{SecretKey: "sk_test_x", AuthorizedParties: []string{"https://app.example.com"}},
+			"authorized_parties applies to session tokens"},
 		"empty accept":              {Handler{SecretKey: "sk_test_x", Accept: []string{" "}}, "no token type"},
 		"machine key as secret key": {Handler{SecretKey: "ak_123"}, "set it as machine_secret_key"},
 		"secret key as machine key": {Handler{MachineSecretKey: "sk_live_123"}, "set it as secret_key"},
@@ -133,6 +139,13 @@ func TestValidationErrors(t *testing.T) {
 		})
 	}
 }
+
+// testPEM is a valid RSA public key, for configurations that need one.
+var testPEM = func() string {
+	clerk := backendtest.New()
+	defer clerk.Close()
+	return clerk.PublicKeyPEM()
+}()
 
 // TestCaddyValidateRefusesBadConfigs runs what `caddy validate` runs (adapt,
 // load, provision, validate, without starting) on whole Caddyfiles.

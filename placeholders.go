@@ -29,6 +29,17 @@ func setIdentityPlaceholders(repl *caddy.Replacer, id *verify.Identity) {
 	})
 }
 
+// setAnonymousPlaceholders publishes "no identity": every
+// {http.auth.user.*} placeholder is known and empty, so that a handler
+// reading one (header_up X-User {http.auth.user.id}) gets nothing rather
+// than the placeholder's own text, or a value an earlier handler set.
+func setAnonymousPlaceholders(repl *caddy.Replacer) {
+	repl.DeleteByPrefix(userPrefix)
+	repl.Map(func(key string) (any, bool) {
+		return "", strings.HasPrefix(key, userPrefix)
+	})
+}
+
 // identityPlaceholder answers {http.auth.user.<name>}.
 func identityPlaceholder(id *verify.Identity, name string) (any, bool) {
 	switch name {
@@ -49,6 +60,14 @@ func identityPlaceholder(id *verify.Identity, name string) (any, bool) {
 		return strconv.FormatInt(id.ExpiresAt.Unix(), 10), true
 	case "claims":
 		return id.ClaimsJSON(), true
+	case "client_id":
+		return id.ClientID, true
+	case "session_id":
+		return id.SessionID, true
+	case "org_id":
+		return id.OrgID, true
+	case "name":
+		return id.Name, true
 	}
 	path, ok := strings.CutPrefix(name, "claims.")
 	if !ok {

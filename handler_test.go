@@ -1,0 +1,70 @@
+package clerkm2m
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
+)
+
+// through runs one request through h with an earlier handler's identity
+// already in the replacer, and returns what the next handler could read.
+func through(t *testing.T, h *Handler, authorization string) (map[string]string, error) {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
+	repl := caddy.NewReplacer()
+	repl.Set(userPrefix+"id", "user_from_an_earlier_handler")
+	repl.Set(userPrefix+"role", "admin")
+	req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, repl))
+	var seen map[string]string
+	err := h.ServeHTTP(httptest.NewRecorder(), req, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
+		seen = map[string]string{}
+		for _, name := range []string{"id", "role", "token_type", "claims", "claims.job"} {
+			seen[name], _ = repl.GetString(userPrefix + name)
+		}
+		for _, name := range []string{"id", "token_type", "claims"} {
+			_, known := repl.GetString(userPrefix + name)
+			require.True(t, known, "{%s%s} must be known, even when empty", userPrefix, name)
+		}
+		return nil
+	}))
+	return seen, err
+}
+
+func TestIdentityReplacesWhateverWasThere(t *testing.T) {
+	clearClerkEnv(t)
+	clerk := backendtest.New()
+	defer clerk.Close()
+	gateway := clerk.NewMachine("gateway")
+	h := &Handler{MachineSecretKey: gateway.SecretKey, APIURL: clerk.URL, Optional: true}
+	require.NoError(t, provision(t, h))
+
+	seen, err := through(t, h, "")
+	require.NoError(t, err)
+	assert.Equal(t, map[string]string{"id": "", "role": "", "token_type": "", "claims": "", "claims.job": ""}, seen,
+		"anonymous: no identity, not even an earlier one")
+
+	token, _ := clerk.CreateM2MToken(clerk.NewMachine("caller"), backendtest.TokenOptions{
+		Scopes: []string{gateway.ID}, Claims: map[string]any{"job": "sync"}})
+	seen, err = through(t, h, "Bearer "+token)
+	require.NoError(t, err)
+	assert.Equal(t, "m2m_token", seen["token_type"])
+	assert.NotEqual(t, "user_from_an_earlier_handler", seen["id"])
+	assert.Equal(t, "sync", seen["claims.job"])
+	assert.Empty(t, seen["role"], "no placeholder of an earlier identity survives")
+
+	_, err = through(t, h, "Bearer mt_0123456789abcdef0123456789abcdef")
+	var handlerErr caddyhttp.HandlerError
+	require.ErrorAs(t, err, &handlerErr)
+	assert.Equal(t, http.StatusUnauthorized, handlerErr.StatusCode)
+}
