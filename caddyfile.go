@@ -33,6 +33,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    allowed_subjects   <id> [<id>…]
 //	    authorized_parties <origin> [<origin>…]
 //	    optional
+//	    strip_authorization
 //	    timeout            <duration>
 //	    clock_skew         <duration>
 //	    cache_ttl          <duration>
@@ -81,11 +82,9 @@ func (h *Handler) unmarshalSubdirective(d *caddyfile.Dispenser, name string) err
 	case "authorized_parties":
 		return listArgs(d, &h.AuthorizedParties)
 	case "optional":
-		if d.NextArg() {
-			return d.ArgErr()
-		}
-		h.Optional = true
-		return nil
+		return flagArg(d, &h.Optional)
+	case "strip_authorization":
+		return flagArg(d, &h.StripAuthorization)
 	case "timeout":
 		return durationArg(d, name, &h.Timeout)
 	case "clock_skew":
@@ -98,8 +97,8 @@ func (h *Handler) unmarshalSubdirective(d *caddyfile.Dispenser, name string) err
 		return durationArg(d, name, &h.JWKSMaxStale)
 	default:
 		return d.Errf("unknown subdirective %q in clerk_m2m (known: secret_key, machine_secret_key, jwt_key, "+
-			"api_url, accept, require_scopes, allowed_subjects, authorized_parties, optional, timeout, clock_skew, "+
-			"cache_ttl, jwks_max_stale)", name)
+			"api_url, accept, require_scopes, allowed_subjects, authorized_parties, optional, strip_authorization, "+
+			"timeout, clock_skew, cache_ttl, jwks_max_stale)", name)
 	}
 }
 
@@ -112,6 +111,15 @@ func singleArg(d *caddyfile.Dispenser, dest *string) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	return nil
+}
+
+// flagArg reads a subdirective that takes no argument.
+func flagArg(d *caddyfile.Dispenser, dest *bool) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	*dest = true
 	return nil
 }
 

@@ -51,6 +51,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		allowed_subjects mch_billing org_acme
 		authorized_parties https://app.example.com
 		optional
+		strip_authorization
 		timeout 2s
 		clock_skew 0
 		cache_ttl 1m
@@ -66,6 +67,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	assert.Equal(t, []string{"mch_billing", "org_acme"}, h.AllowedSubjects)
 	assert.Equal(t, []string{"https://app.example.com"}, h.AuthorizedParties)
 	assert.True(t, h.Optional)
+	assert.True(t, h.StripAuthorization)
 	assert.Equal(t, caddy.Duration(2e9), h.Timeout)
 	require.NotNil(t, h.ClockSkew)
 	assert.Zero(t, *h.ClockSkew, "an explicit 0 is kept, not replaced by the default")

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -128,6 +129,11 @@ type Handler struct {
 	// Let requests without any credential through, with no identity
 	// placeholders set. A credential that is presented must still be valid.
 	Optional bool `json:"optional,omitempty"`
+
+	// Remove the credential from the request once it is verified, so that
+	// no later handler or upstream sees it: the Authorization header, or
+	// the __session cookie the session token came from.
+	StripAuthorization bool `json:"strip_authorization,omitempty"`
 
 	// Origins a session token may have been issued to (its `azp` claim,
 	// e.g. `https://app.example.com`); when set, a session token without
@@ -472,11 +478,27 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.refuse(w, repl, err)
 	}
 	setIdentityPlaceholders(repl, identity)
+	if h.StripAuthorization {
+		stripCredential(r, source)
+	}
 	if c := h.logger.Check(zap.DebugLevel, "credential verified"); c != nil {
 		c.Write(zap.String("subject", identity.Subject), zap.String("token_type", string(identity.TokenType)),
 			zap.String("token_format", string(identity.Format)), zap.String("token_id", identity.TokenID))
 	}
 	return next.ServeHTTP(w, r)
+}
+
+// stripCredential removes the verified credential from the request.
+func stripCredential(r *http.Request, source verify.Source) {
+	if source == verify.FromHeader {
+		r.Header.Del("Authorization")
+		return
+	}
+	others := slices.DeleteFunc(r.Cookies(), func(c *http.Cookie) bool { return c.Name == verify.SessionCookie })
+	r.Header.Del("Cookie")
+	for _, cookie := range others {
+		r.AddCookie(cookie)
+	}
 }
 
 // Cleanup releases the shared instance; the last configuration to release

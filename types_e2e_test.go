@@ -13,14 +13,7 @@ import (
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
 )
 
-const typesCaddyfile = `{
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	grace_period 1ns
-	skip_install_trust
-}
-
+var typesCaddyfile = testGlobals("") + `
 (identity) {
 	header_up X-Clerk-Subject {http.auth.user.id}
 	header_up X-Clerk-Token-Type {http.auth.user.token_type}
@@ -117,7 +110,8 @@ http://localhost:9080 {
 // upstream, against a fake Clerk.
 type typesEnv struct {
 	*e2e
-	user string // a user of the instance
+	user   string // a user of the instance
+	config string // the Caddyfile loaded
 }
 
 func startTypes(t *testing.T) *typesEnv {
@@ -134,7 +128,7 @@ func startTypes(t *testing.T) *typesEnv {
 	).Replace(typesCaddyfile)
 	env.tester = caddytest.NewTester(t)
 	env.tester.InitServer(config, "caddyfile")
-	return &typesEnv{e2e: env, user: "user_2GIpXOEpVyJw51rkZn9Kmnc6Sxr"}
+	return &typesEnv{e2e: env, user: "user_2GIpXOEpVyJw51rkZn9Kmnc6Sxr", config: config}
 }
 
 // cookie sends a GET to path with a __session cookie.
