@@ -17,14 +17,7 @@ import (
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
 )
 
-const reloadCaddyfile = `{
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	grace_period 5s
-	skip_install_trust
-}
-
+var reloadCaddyfile = strings.Replace(testGlobals(""), "grace_period 1ns", "grace_period 5s", 1) + `
 http://localhost:9080 {
 	clerk_m2m {
 		secret_key {{SECRET}}

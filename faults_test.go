@@ -1,0 +1,143 @@
+package clerkm2m_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
+)
+
+var faultsCaddyfile = testGlobals(debugLog) + `
+http://localhost:9080 {
+	clerk_m2m {
+		secret_key {{SECRET}}
+		machine_secret_key {{GATEWAY_KEY}}
+		api_url {{CLERK}}
+		timeout 500ms
+	}
+	respond "through"
+	handle_errors {
+		header X-Clerk-Error {http.auth.clerk_m2m.error}
+		respond "refused" {http.error.status_code}
+	}
+}
+`
+
+// startFaults runs Caddy against a fresh fake Clerk on which before has
+// been applied first (faults already there when the configuration starts).
+func startFaults(t *testing.T, before func(*backendtest.Server)) *e2e {
+	t.Helper()
+	clearEnv(t)
+	clerk := backendtest.New()
+	t.Cleanup(clerk.Close)
+	if before != nil {
+		before(clerk)
+	}
+	e := &e2e{t: t, clerk: clerk, gateway: clerk.NewMachine("gateway"), caller: clerk.NewMachine("caller"),
+		logFile: filepath.Join(t.TempDir(), "caddy.log"), tester: caddytest.NewTester(t)}
+	e.tester.InitServer(strings.NewReplacer("{{LOG}}", e.logFile, "{{SECRET}}", clerk.SecretKey(),
+		"{{GATEWAY_KEY}}", e.gateway.SecretKey, "{{CLERK}}", clerk.URL).Replace(faultsCaddyfile), "caddyfile")
+	return e
+}
+
+// fresh mints a new opaque token, which no cache has seen.
+func (e *e2e) fresh() string {
+	token, _ := e.clerk.CreateM2MToken(e.caller, backendtest.TokenOptions{Scopes: []string{e.gateway.ID}, TTL: time.Hour})
+	return token
+}
+
+func (e *e2e) jwt() string {
+	return e.clerk.MintM2MJWT(e.caller, backendtest.JWTOptions{TokenOptions: backendtest.TokenOptions{Scopes: []string{e.gateway.ID}}})
+}
+
+func TestClerkFaultsAndRecovery(t *testing.T) {
+	e := startFaults(t, nil)
+	const verify = "/m2m_tokens/verify"
+	for _, tc := range []struct {
+		name       string
+		fault      backendtest.Fault
+		reason     string
+		retryAfter string
+	}{
+		{"5xx burst", backendtest.Fault{Path: verify, Status: 502}, "clerk_unavailable", "5"},
+		{"429 with Retry-After", backendtest.Fault{Path: verify, Status: 429, RetryAfter: "7"}, "clerk_rate_limited", "7"},
+		{"hanging connection", backendtest.Fault{Path: verify, Hang: true}, "clerk_unavailable", "5"},
+		{"slow-loris body", backendtest.Fault{Path: verify, SlowBody: 20 * time.Millisecond}, "clerk_unavailable", "5"},
+		{"truncated JSON", backendtest.Fault{Path: verify, Truncated: true}, "clerk_unavailable", "5"},
+		{"garbage JSON", backendtest.Fault{Path: verify, Garbage: true}, "clerk_unavailable", "5"},
+		{"wrong Content-Type", backendtest.Fault{Path: verify, ContentType: "text/html"}, "clerk_unavailable", "5"},
+		{"200 without a subject", backendtest.Fault{Path: verify, Body: `{"object":"machine_to_machine_token","id":"mt_1","revoked":false}`}, "clerk_unavailable", "5"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e.clerk.SetFault(tc.fault)
+			for range 5 { // a burst
+				start := time.Now()
+				resp, _ := e.bearer("/", e.fresh())
+				requireRefused(t, resp, http.StatusServiceUnavailable, tc.reason)
+				assert.Equal(t, tc.retryAfter, resp.Header.Get("Retry-After"))
+				assert.Less(t, time.Since(start), 3*time.Second, "answered within the 500ms budget (and retries)")
+			}
+			e.clerk.ClearFaults()
+			resp, _ := e.bearer("/", e.fresh())
+			assert.Equal(t, http.StatusOK, resp.StatusCode, "recovers without a restart")
+		})
+	}
+
+	t.Run("JWKS outage while keys are cached", func(t *testing.T) {
+		require.Equal(t, http.StatusOK, e.rawStatus("/", "Bearer "+e.jwt()))
+		e.clerk.SetFault(backendtest.Fault{Path: "/v1/jwks", Status: 503})
+		defer e.clerk.ClearFaults()
+		assert.Equal(t, http.StatusOK, e.rawStatus("/", "Bearer "+e.jwt()), "the cached keys keep serving")
+	})
+
+	t.Run("Clerk trouble is logged once per burst, not per request", func(t *testing.T) {
+		logs := readLog(t, e.logFile)
+		assert.Equal(t, 1, strings.Count(logs, "Clerk cannot verify credentials right now"), "40 refused requests, one line")
+		assert.Greater(t, strings.Count(logs, `"reason":"clerk_unavailable"`)+strings.Count(logs, `"reason":"clerk_rate_limited"`), 30,
+			"each refusal is still at DEBUG")
+	})
+}
+
+func TestJWKSFaultsAtStart(t *testing.T) {
+	unusable := []json.RawMessage{
+		json.RawMessage(`{"kty":"EC","crv":"P-256","kid":"ins_ec","use":"sig","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}`),
+		json.RawMessage(`{"kty":"RSA","kid":"ins_enc","use":"enc","alg":"RSA-OAEP","n":"AQAB","e":"AQAB"}`),
+		json.RawMessage(`{"kty":"oct","kid":"ins_hmac","k":"c2VjcmV0"}`),
+		json.RawMessage(`{"not":"a key"}`),
+	}
+	t.Run("unusable keys mixed in are skipped", func(t *testing.T) {
+		e := startFaults(t, func(clerk *backendtest.Server) {
+			for _, key := range unusable {
+				clerk.AddJWK(key)
+			}
+		})
+		assert.Equal(t, http.StatusOK, e.rawStatus("/", "Bearer "+e.jwt()))
+	})
+	for name, fault := range map[string]backendtest.Fault{
+		"JWKS down":                  {Path: "/v1/jwks", Status: 503},
+		"JWKS with no keys":          {Path: "/v1/jwks", Body: `{"keys":[]}`},
+		"JWKS of unusable keys only": {Path: "/v1/jwks", Body: `{"keys":[` + string(unusable[0]) + `]}`},
+		"JWKS garbage":               {Path: "/v1/jwks", Garbage: true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := startFaults(t, func(clerk *backendtest.Server) { clerk.SetFault(fault) })
+			resp, _ := e.bearer("/", e.jwt())
+			requireRefused(t, resp, http.StatusServiceUnavailable, "clerk_unavailable")
+			assert.NotEmpty(t, resp.Header.Get("Retry-After"))
+			resp, _ = e.bearer("/", e.fresh())
+			assert.Equal(t, http.StatusOK, resp.StatusCode, "opaque tokens do not need the keys")
+
+			e.clerk.ClearFaults()
+			require.Eventually(t, func() bool { return e.rawStatus("/", "Bearer "+e.jwt()) == http.StatusOK },
+				15*time.Second, 200*time.Millisecond, "recovers without a restart")
+		})
+	}
+}
