@@ -69,6 +69,17 @@ type Options struct {
 	// HTTPClient makes the requests; nil means a client tuned for many
 	// concurrent short calls to one host (see NewHTTPClient).
 	HTTPClient *http.Client
+
+	// Observe, if set, is told of every HTTP request made (each attempt of
+	// a retried call), for metrics. It must be quick.
+	Observe func(Attempt)
+}
+
+// Attempt is one HTTP request to the Backend API.
+type Attempt struct {
+	Path     string        // such as "/m2m_tokens/verify"
+	Result   string        // see resultOf
+	Duration time.Duration // until the answer was read, or the request failed
 }
 
 // Client calls Clerk's Backend API. It is safe for concurrent use.
@@ -78,6 +89,7 @@ type Client struct {
 	machineSecretKey string
 	userAgent        string
 	httpClient       *http.Client
+	observe          func(Attempt)
 }
 
 // New checks opts and returns a Client. It makes no network call.
@@ -96,6 +108,7 @@ func New(opts Options) (*Client, error) {
 		machineSecretKey: opts.MachineSecretKey,
 		userAgent:        opts.UserAgent,
 		httpClient:       httpClient,
+		observe:          opts.Observe,
 	}, nil
 }
 
@@ -153,7 +166,11 @@ func (c *Client) do(ctx context.Context, method, path, key string, body, out any
 	}
 	backoff := firstBackoff
 	for attempt := 1; ; attempt++ {
+		start := time.Now()
 		err := c.attempt(ctx, method, path, key, payload, out)
+		if c.observe != nil {
+			c.observe(Attempt{Path: path, Result: resultOf(err), Duration: time.Since(start)})
+		}
 		if err == nil || attempt == maxAttempts || !err.retryable() {
 			if err == nil {
 				return nil
@@ -238,6 +255,30 @@ func scrubURLError(err error) error {
 		return urlErr.Err
 	}
 	return err
+}
+
+// resultOf classes an attempt, in a few words fit for a metric label:
+// "ok", "unreachable" (no answer: network error or timeout), "malformed"
+// (a 2xx that is not the expected JSON), "rate_limited" (429),
+// "client_error" (another 4xx: unknown credential, rejected key...),
+// "server_error" (5xx) or "unexpected" (anything else, such as a redirect).
+func resultOf(err *Error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case err.Status == 0:
+		return "unreachable"
+	case err.Status >= 200 && err.Status < 300:
+		return "malformed"
+	case err.Status == http.StatusTooManyRequests:
+		return "rate_limited"
+	case err.Status >= 400 && err.Status < 500:
+		return "client_error"
+	case err.Status >= 500:
+		return "server_error"
+	default:
+		return "unexpected"
+	}
 }
 
 // fitsBudget reports whether pausing for d still leaves time for another

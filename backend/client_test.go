@@ -370,3 +370,42 @@ func TestErrorMessageIsReadable(t *testing.T) {
 	assert.Equal(t, KindKeyRejected, KindOf(wrapped))
 	assert.Equal(t, KindUnavailable, KindOf(errors.New("plain")))
 }
+
+func TestObserveSeesEveryAttempt(t *testing.T) {
+	var calls atomic.Int32
+	var seen []Attempt
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		switch calls.Add(1) {
+		case 1:
+			writeJSON(w, 503, `{}`)
+		case 2:
+			writeJSON(w, 200, `garbage`)
+		case 3:
+			writeJSON(w, 429, `{}`)
+		case 4:
+			writeJSON(w, 404, `{}`)
+		default:
+			writeJSON(w, 200, verifyAnswer)
+		}
+	}))
+	defer srv.Close()
+	c, err := New(Options{URL: srv.URL, SecretKey: "sk_test_1", Observe: func(a Attempt) { seen = append(seen, a) }})
+	require.NoError(t, err)
+	for range 4 {
+		_, _ = c.VerifyM2MToken(budget(t, 5*time.Second), "mt_abc")
+	}
+	var results []string
+	for _, a := range seen {
+		results = append(results, a.Result)
+		assert.Equal(t, "/m2m_tokens/verify", a.Path)
+		assert.Positive(t, a.Duration)
+	}
+	assert.Equal(t, []string{"server_error", "malformed", "rate_limited", "client_error", "ok"}, results,
+		"the 503 was retried and its retry got garbage")
+
+	unreachable, err := New(Options{URL: "http://127.0.0.1:1", SecretKey: "sk_test_1", Observe: func(a Attempt) { seen = append(seen, a) }})
+	require.NoError(t, err)
+	_, _ = unreachable.JWKS(budget(t, 50*time.Millisecond))
+	assert.Equal(t, "unreachable", seen[len(seen)-1].Result)
+	assert.Equal(t, "/v1/jwks", seen[len(seen)-1].Path)
+}

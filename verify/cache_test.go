@@ -280,3 +280,24 @@ func TestVerdictCacheGivesUsedEntriesASecondChance(t *testing.T) {
 	assert.Nil(t, c.get(tokenKey{1}, testNow), "evicted: the oldest unused")
 	assert.Equal(t, 3, c.len())
 }
+
+func TestCacheLookupsAreReported(t *testing.T) {
+	private, _ := signingKeys(t)
+	var lookups []string
+	v := New(Options{Accept: TypesOf(M2MToken), Keys: &countingKeys{key: rsaKey(private, "")}, Backend: &fakeBackend{answer: m2mAnswer(nil)},
+		Now: fixedClock, CacheTTL: time.Minute, OnCacheLookup: func(cache string, hit bool) {
+			lookups = append(lookups, fmt.Sprintf("%s %v", cache, hit))
+		}})
+	token := sign(t, private, m2mHeader(), m2mPayload())
+	for _, credential := range []string{token, token, "mt_abc", "mt_abc"} {
+		_, err := v.Verify(context.Background(), credential)
+		require.NoError(t, err)
+	}
+	assert.Equal(t, []string{"jwt false", "jwt true", "opaque false", "opaque true"}, lookups)
+}
+
+func TestFormatOf(t *testing.T) {
+	for token, want := range map[string]Format{"mt_x": Opaque, "oat_x": Opaque, "ak_x": Opaque, "a.b.c": JWT, "garbage": "", "": ""} {
+		assert.Equal(t, want, FormatOf(token), token)
+	}
+}

@@ -41,6 +41,10 @@ type JWKSOptions struct {
 	// Logger receives one line per fetch problem. Default: no logging.
 	Logger *zap.Logger
 
+	// OnFetch, if set, is told how each fetch of the set ended (nil: it
+	// brought usable keys). For metrics.
+	OnFetch func(error)
+
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 }
@@ -175,6 +179,16 @@ func (r *RemoteKeys) untilNextRefresh(failures int) time.Duration {
 	return max(0, fetchedAt.Add(r.opts.MaxAge*4/5).Sub(r.opts.Now()))
 }
 
+// Age returns how old the set in use is; false when none was fetched yet.
+func (r *RemoteKeys) Age() (time.Duration, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.fetchedAt.IsZero() {
+		return 0, false
+	}
+	return r.opts.Now().Sub(r.fetchedAt), true
+}
+
 // Current reports whether key is in the set in use, and the set is not past
 // its stale limit.
 func (r *RemoteKeys) Current(key *Key) bool {
@@ -280,6 +294,9 @@ func (r *RemoteKeys) fetch() error {
 	defer cancel()
 	keys, err := r.fetchKeys(ctx)
 
+	if r.opts.OnFetch != nil {
+		r.opts.OnFetch(err)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err != nil {

@@ -410,3 +410,25 @@ func TestRemoteKeysStopCancelsAHangingFetch(t *testing.T) {
 		t.Fatal("Stop waited for a hanging fetch")
 	}
 }
+
+func TestRemoteKeysReportFetchesAndAge(t *testing.T) {
+	a, _ := signingKeys(t)
+	f := &fakeJWKS{err: &backend.Error{Status: 503}}
+	c := &clock{now: testNow}
+	var fetches []error
+	r := NewRemoteKeys(f, JWKSOptions{Now: c.Now, OnFetch: func(err error) { fetches = append(fetches, err) }})
+	_, known := r.Age()
+	assert.False(t, known)
+	_, _ = r.Key(context.Background(), "ins_a")
+	f.set([]json.RawMessage{jwkJSON(&a.PublicKey, "ins_a", "RS256")}, nil)
+	c.advance(5 * time.Second)
+	_, err := r.Key(context.Background(), "ins_a")
+	require.NoError(t, err)
+	require.Len(t, fetches, 2)
+	assert.Error(t, fetches[0])
+	assert.NoError(t, fetches[1])
+	c.advance(42 * time.Second)
+	age, known := r.Age()
+	assert.True(t, known)
+	assert.Equal(t, 42*time.Second, age)
+}

@@ -54,6 +54,11 @@ type Options struct {
 	// Default DefaultCacheEntries.
 	CacheEntries int
 
+	// OnCacheLookup, if set, is told of every cache lookup: which cache
+	// ("jwt" or "opaque") and whether it answered. For metrics; it must be
+	// quick.
+	OnCacheLookup func(cache string, hit bool)
+
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 }
@@ -98,19 +103,24 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) 
 // Identity of a valid token, or an *Error. A credential verified recently is
 // answered from a cache, at the cost of hashing it.
 func (v *Verifier) VerifyFrom(ctx context.Context, token string, source Source) (*Identity, error) {
-	cache := v.jwts
+	cache, cacheName := v.jwts, "jwt"
 	if isOpaque(token) {
-		cache = v.opaque
+		cache, cacheName = v.opaque, "opaque"
 	}
 	key := keyOf(token)
-	if entry := cache.get(key, v.opts.Now()); entry != nil {
-		if entry.signer == nil || v.opts.Keys.Current(entry.signer) {
-			if entry.refusal != nil {
-				return nil, entry.refusal
-			}
-			return entry.identity, checkSource(entry.identity.TokenType, source)
-		}
+	entry := cache.get(key, v.opts.Now())
+	if entry != nil && entry.signer != nil && !v.opts.Keys.Current(entry.signer) {
 		cache.drop(key) // its key was rotated out: verify it again
+		entry = nil
+	}
+	if v.opts.OnCacheLookup != nil {
+		v.opts.OnCacheLookup(cacheName, entry != nil)
+	}
+	if entry != nil {
+		if entry.refusal != nil {
+			return nil, entry.refusal
+		}
+		return entry.identity, checkSource(entry.identity.TokenType, source)
 	}
 	tok, err := Classify(token)
 	if err != nil {
@@ -150,6 +160,19 @@ var jwtKinds = map[TokenType]*jwtKind{
 	M2MToken:     &m2mJWT,
 	OAuthToken:   &oauthJWT,
 	SessionToken: &sessionJWT,
+}
+
+// FormatOf tells how a credential is carried, from its shape alone: JWT,
+// opaque (a known prefix), or "" when it is neither.
+func FormatOf(token string) Format {
+	switch {
+	case isOpaque(token):
+		return Opaque
+	case looksLikeJWT(token):
+		return JWT
+	default:
+		return ""
+	}
 }
 
 // isOpaque tells which cache may hold token: the opaque credentials have
