@@ -34,6 +34,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    authorized_parties <origin> [<origin>…]
 //	    optional
 //	    strip_authorization
+//	    disable_metrics
 //	    timeout            <duration>
 //	    clock_skew         <duration>
 //	    cache_ttl          <duration>
@@ -85,6 +86,8 @@ func (h *Handler) unmarshalSubdirective(d *caddyfile.Dispenser, name string) err
 		return flagArg(d, &h.Optional)
 	case "strip_authorization":
 		return flagArg(d, &h.StripAuthorization)
+	case "disable_metrics":
+		return flagArg(d, &h.DisableMetrics)
 	case "timeout":
 		return durationArg(d, name, &h.Timeout)
 	case "clock_skew":
@@ -98,7 +101,7 @@ func (h *Handler) unmarshalSubdirective(d *caddyfile.Dispenser, name string) err
 	default:
 		return d.Errf("unknown subdirective %q in clerk_m2m (known: secret_key, machine_secret_key, jwt_key, "+
 			"api_url, accept, require_scopes, allowed_subjects, authorized_parties, optional, strip_authorization, "+
-			"timeout, clock_skew, cache_ttl, jwks_max_stale)", name)
+			"disable_metrics, timeout, clock_skew, cache_ttl, jwks_max_stale)", name)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -433,13 +434,23 @@ func TestEndToEnd(t *testing.T) {
 		requireRefused(t, resp, http.StatusInternalServerError, "misconfigured")
 	})
 
-	t.Run("access log names the caller", func(t *testing.T) {
-		token, _ := clerk.CreateM2MToken(e.caller, grantedToGateway)
+	t.Run("access log names the caller and the token, never the token itself", func(t *testing.T) {
+		token, id := clerk.CreateM2MToken(e.caller, grantedToGateway)
 		resp, _ := e.bearer("/machine/logged", token)
 		require.Equal(t, http.StatusOK, resp.StatusCode)
+		var entry map[string]any
 		require.Eventually(t, func() bool {
-			return strings.Contains(readLog(t, e.logFile), `"user_id":"`+e.caller.ID+`"`)
+			for _, line := range strings.Split(readLog(t, e.logFile), "\n") {
+				if strings.Contains(line, `"uri":"/machine/logged"`) && strings.Contains(line, `"msg":"handled request"`) {
+					return json.Unmarshal([]byte(line), &entry) == nil
+				}
+			}
+			return false
 		}, 5*time.Second, 50*time.Millisecond)
+		assert.Equal(t, e.caller.ID, entry["user_id"])
+		assert.Equal(t, "m2m_token", entry["token_type"])
+		assert.Equal(t, id, entry["token_id"])
+		assert.NotContains(t, fmt.Sprint(entry), token[3:])
 	})
 
 	t.Run("no token or secret in the logs", func(t *testing.T) {

@@ -89,6 +89,13 @@ const (
 // | `{http.auth.user.session_id}` | session tokens: the session (`sess_…`) |
 // | `{http.auth.user.org_id}` | session tokens: the active organization; API keys: the organization that owns the key |
 // | `{http.auth.user.name}` | API keys: the key's name |
+//
+// The access log gets the caller as `user_id`, and the credential's
+// `token_type` and `token_id` (never the credential). With Caddy's `metrics`
+// global option on, the admin endpoint serves `caddy_clerk_m2m_*` metrics:
+// verifications by type, format and outcome, requests to Clerk by endpoint
+// and result with their latency, cache hits and misses, fetches and age of
+// the signing keys.
 type Handler struct {
 	// The instance secret key (`sk_live_…` or `sk_test_…`). It verifies opaque
 	// M2M tokens (when no machine secret key is set) and fetches the signing
@@ -134,6 +141,11 @@ type Handler struct {
 	// no later handler or upstream sees it: the Authorization header, or
 	// the __session cookie the session token came from.
 	StripAuthorization bool `json:"strip_authorization,omitempty"`
+
+	// Do not count verifications and calls to Clerk for this handler in the
+	// caddy_clerk_m2m_* metrics (they are registered when Caddy's `metrics`
+	// global option is on).
+	DisableMetrics bool `json:"disable_metrics,omitempty"`
 
 	// Origins a session token may have been issued to (its `azp` claim,
 	// e.g. `https://app.example.com`); when set, a session token without
@@ -200,6 +212,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.JWKSMaxStale == 0 {
 		h.JWKSMaxStale = caddy.Duration(defaultMaxStale)
 	}
+	if !h.DisableMetrics {
+		if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+			return fmt.Errorf("registering metrics: %v", err)
+		}
+	}
 	return h.buildVerifier(ctx)
 }
 
@@ -225,6 +242,11 @@ func (h *Handler) expand() error {
 			return fmt.Errorf("%s: %v", field.name, err)
 		}
 		*field.dest = strings.TrimSpace(expanded)
+		if field.value != "" && *field.dest == "" {
+			// A missing file or unset variable must not quietly mean "no key".
+			return fmt.Errorf("%s is set to %q, which is empty: is the file or environment variable there?",
+				field.name, field.value)
+		}
 	}
 	if h.apiURL == "" {
 		h.apiURL = backend.DefaultURL
@@ -284,6 +306,9 @@ func (h *Handler) buildVerifier(ctx caddy.Context) error {
 		CacheTTL:          time.Duration(*h.CacheTTL),
 		AuthorizedParties: h.parties,
 	}
+	if !h.DisableMetrics {
+		opts.OnCacheLookup = observeCacheLookup
+	}
 	if h.secretKey != "" || h.machineSecretKey != "" {
 		if err := h.useSharedInstance(ctx, &opts); err != nil {
 			return err
@@ -322,13 +347,17 @@ func (h *Handler) useSharedInstance(ctx caddy.Context, opts *verify.Options) err
 		return err
 	}
 	h.shared = &settings
-	client, err := backend.New(backend.Options{
+	clientOpts := backend.Options{
 		URL:              apiURL,
 		SecretKey:        h.secretKey,
 		MachineSecretKey: h.machineSecretKey,
 		UserAgent:        userAgent(),
 		HTTPClient:       inst.httpClient,
-	})
+	}
+	if !h.DisableMetrics {
+		clientOpts.Observe = observeClerkRequest
+	}
+	client, err := backend.New(clientOpts)
 	if err != nil {
 		return err
 	}
@@ -464,6 +493,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	token, source, err := verify.Credential(r, h.accept.Has(verify.SessionToken))
 	if err != nil && h.Optional && verify.ReasonOf(err) == verify.ReasonMissing {
+		h.count("", "", outcomeAnonymous)
 		setAnonymousPlaceholders(repl)
 		return next.ServeHTTP(w, r)
 	}
@@ -475,9 +505,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		err = h.policy.Check(identity)
 	}
 	if err != nil {
+		h.countRefusal(token, err)
 		return h.refuse(w, repl, err)
 	}
+	h.count(identity.TokenType, identity.Format, outcomeVerified)
 	setIdentityPlaceholders(repl, identity)
+	addAccessLogFields(r, identity)
 	if h.StripAuthorization {
 		stripCredential(r, source)
 	}
@@ -486,6 +519,36 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			zap.String("token_format", string(identity.Format)), zap.String("token_id", identity.TokenID))
 	}
 	return next.ServeHTTP(w, r)
+}
+
+// count counts a checked credential, unless metrics are off.
+func (h *Handler) count(tokenType verify.TokenType, format verify.Format, outcome string) {
+	if !h.DisableMetrics {
+		countVerification(tokenType, format, outcome)
+	}
+}
+
+// countRefusal counts a refused credential by its reason.
+func (h *Handler) countRefusal(token string, err error) {
+	if h.DisableMetrics {
+		return
+	}
+	var tokenType verify.TokenType
+	var verr *verify.Error
+	if errors.As(err, &verr) {
+		tokenType = verr.TokenType
+	}
+	countVerification(tokenType, verify.FormatOf(token), string(verify.ReasonOf(err)))
+}
+
+// addAccessLogFields puts the credential's type and id (never the
+// credential) in the request's access log entry, next to the user_id Caddy
+// takes from {http.auth.user.id}.
+func addAccessLogFields(r *http.Request, identity *verify.Identity) {
+	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
+		extra.Add(zap.String("token_type", string(identity.TokenType)))
+		extra.Add(zap.String("token_id", identity.TokenID))
+	}
 }
 
 // stripCredential removes the verified credential from the request.

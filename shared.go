@@ -23,6 +23,7 @@ var instances = caddy.NewUsagePool()
 // that calls its Backend API and, with a secret key, the key set that
 // verifies its JWTs.
 type instance struct {
+	apiURL     string
 	httpClient *http.Client
 	keys       *verify.RemoteKeys // nil without a secret key
 }
@@ -58,12 +59,13 @@ func releaseInstance(s instanceSettings) {
 }
 
 func newInstance(s instanceSettings, logger *zap.Logger) (*instance, error) {
-	inst := &instance{httpClient: backend.NewHTTPClient()}
+	inst := &instance{apiURL: s.apiURL, httpClient: backend.NewHTTPClient()}
 	if s.secretKey == "" {
 		return inst, nil
 	}
 	jwksClient, err := backend.New(backend.Options{
 		URL: s.apiURL, SecretKey: s.secretKey, UserAgent: userAgent(), HTTPClient: inst.httpClient,
+		Observe: observeClerkRequest,
 	})
 	if err != nil {
 		return nil, err
@@ -72,6 +74,7 @@ func newInstance(s instanceSettings, logger *zap.Logger) (*instance, error) {
 		Timeout:  s.timeout,
 		MaxStale: s.maxStale,
 		Logger:   logger.Named("jwks"),
+		OnFetch:  observeJWKSFetch,
 	})
 	return inst, nil
 }

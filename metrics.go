@@ -1,0 +1,132 @@
+package clerkm2m
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/caddy-clerk/clerk-m2m/backend"
+	"github.com/caddy-clerk/clerk-m2m/verify"
+)
+
+// Outcome labels of verifications that are not refusals; refusals are
+// labelled with their reason (the {http.auth.clerk_m2m.error} values).
+const (
+	outcomeVerified  = "verified"
+	outcomeAnonymous = "anonymous" // no credential, let through by optional
+)
+
+// metrics are the module's Prometheus collectors, made once per process and
+// registered with the registry of every configuration that wants them
+// (Caddy makes a new registry for each configuration), as Caddy's
+// reverse_proxy does. No label ever holds a subject, a token or a path:
+// each takes a handful of fixed values.
+var metrics = newMetrics()
+
+type moduleMetrics struct {
+	verifications *prometheus.CounterVec
+	clerkRequests *prometheus.CounterVec
+	clerkLatency  *prometheus.HistogramVec
+	cacheLookups  *prometheus.CounterVec
+	jwksFetches   *prometheus.CounterVec
+	jwksAge       keySetAges
+}
+
+func newMetrics() moduleMetrics {
+	const namespace, subsystem = "caddy", "clerk_m2m"
+	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: subsystem, Name: name, Help: help}, labels)
+	}
+	return moduleMetrics{
+		verifications: counter("verifications_total",
+			"Credentials checked, by token type, format and outcome (verified, anonymous, or the refusal's reason).",
+			"token_type", "token_format", "outcome"),
+		clerkRequests: counter("clerk_requests_total", "HTTP requests to Clerk's Backend API, by endpoint and result.",
+			"endpoint", "result"),
+		clerkLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "clerk_request_duration_seconds",
+			Help:    "Duration of HTTP requests to Clerk's Backend API, by endpoint.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"endpoint"}),
+		cacheLookups: counter("cache_lookups_total",
+			"Lookups of verified credentials, by cache (jwt, opaque) and result (hit, miss).", "cache", "result"),
+		jwksFetches: counter("jwks_fetches_total", "Fetches of Clerk's signing keys, by outcome (success, failure).",
+			"outcome"),
+		jwksAge: keySetAges{desc: prometheus.NewDesc(prometheus.BuildFQName(namespace, subsystem, "jwks_age_seconds"),
+			"Age of the signing keys in use (the oldest set, for each Backend API).", []string{"api_url"}, nil)},
+	}
+}
+
+// registerMetrics registers the collectors with a configuration's registry;
+// a collector already there (another handler of the same configuration
+// registered it) is fine.
+func registerMetrics(registry *prometheus.Registry) error {
+	for _, collector := range []prometheus.Collector{metrics.verifications, metrics.clerkRequests, metrics.clerkLatency,
+		metrics.cacheLookups, metrics.jwksFetches, metrics.jwksAge} {
+		if err := registry.Register(collector); err != nil {
+			if already := (prometheus.AlreadyRegisteredError{}); !errors.As(err, &already) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// countVerification counts one checked credential.
+func countVerification(tokenType verify.TokenType, format verify.Format, outcome string) {
+	metrics.verifications.WithLabelValues(labelOr(string(tokenType)), labelOr(string(format)), outcome).Inc()
+}
+
+// labelOr names what could not be told (a credential that is not one).
+func labelOr(value string) string {
+	if value == "" {
+		return "unknown"
+	}
+	return value
+}
+
+func observeClerkRequest(attempt backend.Attempt) {
+	metrics.clerkRequests.WithLabelValues(attempt.Path, attempt.Result).Inc()
+	metrics.clerkLatency.WithLabelValues(attempt.Path).Observe(attempt.Duration.Seconds())
+}
+
+func observeCacheLookup(cache string, hit bool) {
+	result := "miss"
+	if hit {
+		result = "hit"
+	}
+	metrics.cacheLookups.WithLabelValues(cache, result).Inc()
+}
+
+func observeJWKSFetch(err error) {
+	outcome := "success"
+	if err != nil {
+		outcome = "failure"
+	}
+	metrics.jwksFetches.WithLabelValues(outcome).Inc()
+}
+
+// keySetAges reports, when scraped, the age of the signing keys of every
+// shared instance in use.
+type keySetAges struct {
+	desc *prometheus.Desc
+}
+
+func (k keySetAges) Describe(ch chan<- *prometheus.Desc) { ch <- k.desc }
+
+func (k keySetAges) Collect(ch chan<- prometheus.Metric) {
+	oldest := map[string]float64{}
+	instances.Range(func(_, value any) bool {
+		inst := value.(*instance)
+		if inst.keys == nil {
+			return true
+		}
+		if age, fetched := inst.keys.Age(); fetched && age.Seconds() >= oldest[inst.apiURL] {
+			oldest[inst.apiURL] = age.Seconds()
+		}
+		return true
+	})
+	for apiURL, age := range oldest {
+		ch <- prometheus.MustNewConstMetric(k.desc, prometheus.GaugeValue, age, apiURL)
+	}
+}

@@ -1,0 +1,68 @@
+package clerkm2m
+
+import (
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
+)
+
+func TestMetricsRegisterOncePerRegistryAndAgainOnReload(t *testing.T) {
+	first := prometheus.NewPedanticRegistry()
+	require.NoError(t, registerMetrics(first))
+	require.NoError(t, registerMetrics(first), "a second handler of the same configuration")
+	second := prometheus.NewPedanticRegistry() // the next configuration's
+	require.NoError(t, registerMetrics(second))
+	countVerification("m2m_token", "jwt", outcomeVerified)
+	for _, registry := range []*prometheus.Registry{first, second} {
+		count, err := testutil.GatherAndCount(registry, "caddy_clerk_m2m_verifications_total")
+		require.NoError(t, err)
+		assert.Positive(t, count)
+	}
+}
+
+func TestHandlerCountsOutcomes(t *testing.T) {
+	clearClerkEnv(t)
+	clerk := backendtest.New()
+	defer clerk.Close()
+	gateway := clerk.NewMachine("gateway")
+	token, _ := clerk.CreateM2MToken(clerk.NewMachine("caller"), backendtest.TokenOptions{Scopes: []string{gateway.ID}})
+	counter := func(tokenType, format, outcome string) float64 {
+		return testutil.ToFloat64(metrics.verifications.WithLabelValues(tokenType, format, outcome))
+	}
+	lookups := func(cache, result string) float64 {
+		return testutil.ToFloat64(metrics.cacheLookups.WithLabelValues(cache, result))
+	}
+	calls := func() float64 {
+		return testutil.ToFloat64(metrics.clerkRequests.WithLabelValues("/m2m_tokens/verify", "ok"))
+	}
+
+	h := &Handler{MachineSecretKey: gateway.SecretKey, APIURL: clerk.URL, Optional: true}
+	require.NoError(t, provision(t, h))
+	before := map[string]float64{
+		"verified": counter("m2m_token", "opaque", "verified"), "anonymous": counter("unknown", "unknown", "anonymous"),
+		"invalid": counter("unknown", "unknown", "token_invalid"), "miss": lookups("opaque", "miss"),
+		"hit": lookups("opaque", "hit"), "calls": calls(),
+	}
+	for _, authorization := range []string{"Bearer " + token, "Bearer " + token, "", "Basic x"} {
+		_, _ = through(t, h, authorization)
+	}
+	assert.Equal(t, 2.0, counter("m2m_token", "opaque", "verified")-before["verified"])
+	assert.Equal(t, 1.0, counter("unknown", "unknown", "anonymous")-before["anonymous"])
+	assert.Equal(t, 1.0, counter("unknown", "unknown", "token_invalid")-before["invalid"])
+	assert.Equal(t, 1.0, lookups("opaque", "miss")-before["miss"])
+	assert.Equal(t, 1.0, lookups("opaque", "hit")-before["hit"])
+	assert.Equal(t, 1.0, calls()-before["calls"])
+
+	quiet := &Handler{MachineSecretKey: gateway.SecretKey, APIURL: clerk.URL, DisableMetrics: true}
+	require.NoError(t, provision(t, quiet))
+	verified := counter("m2m_token", "opaque", "verified")
+	hits := lookups("opaque", "hit")
+	_, _ = through(t, quiet, "Bearer "+token)
+	assert.Equal(t, verified, counter("m2m_token", "opaque", "verified"), "disable_metrics counts nothing")
+	assert.Equal(t, hits, lookups("opaque", "hit"))
+}
