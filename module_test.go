@@ -126,10 +126,14 @@ func TestValidationErrors(t *testing.T) {
 		"not a key":                 {Handler{MachineSecretKey: "hunter2"}, "machine_secret_key must be a machine secret key starting with ak_"},
 		"bad JWT key":               {Handler{JWTKey: "not a key"}, "jwt_key:"},
 		"bad API URL":               {Handler{SecretKey: "sk_test_x", APIURL: "api.clerk.com"}, "api_url:"},
-		"unknown placeholder":       {Handler{SecretKey: "{vault.clerk}"}, "secret_key:"},
-		"negative timeout":          {Handler{SecretKey: "sk_test_x", Timeout: caddy.Duration(-time.Second)}, "timeout must be positive"},
-		"negative clock skew":       {Handler{SecretKey: "sk_test_x", ClockSkew: durationPtr(-time.Second)}, "clock_skew must not be negative"},
-		"negative cache ttl":        {Handler{SecretKey: "sk_test_x", CacheTTL: durationPtr(-time.Second)}, "cache_ttl must not be negative"},
+		"key from a missing file": {Handler{SecretKey: "{file./nonexistent/clerk_secret_key}"},
+			`secret_key is set to "{file./nonexistent/clerk_secret_key}", which is empty`},
+		"key from an unset variable": {Handler{MachineSecretKey: "{env.CLERK_M2M_TEST_UNSET}"},
+			"machine_secret_key is set to"},
+		"unknown placeholder": {Handler{SecretKey: "{vault.clerk}"}, "secret_key:"},
+		"negative timeout":    {Handler{SecretKey: "sk_test_x", Timeout: caddy.Duration(-time.Second)}, "timeout must be positive"},
+		"negative clock skew": {Handler{SecretKey: "sk_test_x", ClockSkew: durationPtr(-time.Second)}, "clock_skew must not be negative"},
+		"negative cache ttl":  {Handler{SecretKey: "sk_test_x", CacheTTL: durationPtr(-time.Second)}, "cache_ttl must not be negative"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			h := tc.handler
