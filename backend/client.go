@@ -154,9 +154,10 @@ func NewHTTPClient() *http.Client {
 // URL returns the base URL the client calls.
 func (c *Client) URL() string { return c.baseURL }
 
-// do sends one API call, retrying network failures and 5xx answers while the
-// context's budget allows, and decodes a 2xx JSON answer into out.
-func (c *Client) do(ctx context.Context, method, path, key string, body, out any) error {
+// do sends one API call, retrying network failures and 5xx answers (up to
+// attempts tries in all) while the context's budget allows, and decodes a
+// 2xx JSON answer into out.
+func (c *Client) do(ctx context.Context, method, path, key string, body, out any, attempts int) error {
 	var payload []byte
 	if body != nil {
 		var err error
@@ -171,7 +172,7 @@ func (c *Client) do(ctx context.Context, method, path, key string, body, out any
 		if c.observe != nil {
 			c.observe(Attempt{Path: path, Result: resultOf(err), Duration: time.Since(start)})
 		}
-		if err == nil || attempt == maxAttempts || !err.retryable() {
+		if err == nil || attempt >= attempts || !err.retryable() {
 			if err == nil {
 				return nil
 			}

@@ -22,7 +22,18 @@ func (c *Client) JWKS(ctx context.Context) (*JWKS, error) {
 		return nil, &Error{Method: http.MethodGet, Path: path, Err: errors.New("no instance secret key configured")}
 	}
 	var out JWKS
-	if err := c.do(ctx, http.MethodGet, path, c.secretKey, nil, &out); err != nil {
+	if err := c.do(ctx, http.MethodGet, path, c.secretKey, nil, &out, maxAttempts); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// FrontendJWKS fetches the instance's signing keys from its Frontend API,
+// where they are public: GET /.well-known/jwks.json, with no secret at all.
+// The client's URL must then be the Frontend API's (see FrontendAPIURL).
+func (c *Client) FrontendJWKS(ctx context.Context) (*JWKS, error) {
+	var out JWKS
+	if err := c.do(ctx, http.MethodGet, "/.well-known/jwks.json", "", nil, &out, maxAttempts); err != nil {
 		return nil, err
 	}
 	return &out, nil

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 )
 
 // M2MToken is Clerk's machine-to-machine token object
@@ -24,6 +25,17 @@ type M2MToken struct {
 	LastUsedAt       *int64          `json:"last_used_at"`
 	CreatedAt        int64           `json:"created_at"`
 	UpdatedAt        int64           `json:"updated_at"`
+}
+
+// Time converts a Backend API timestamp. Clerk documents milliseconds, but
+// some of its own fixtures carry seconds; a value below 10^11 cannot be
+// milliseconds of any date after 1973, so it is read as seconds.
+func Time(value int64) time.Time {
+	const secondsBelow = 100_000_000_000
+	if value < secondsBelow {
+		return time.Unix(value, 0)
+	}
+	return time.UnixMilli(value)
 }
 
 // VerifyM2MToken asks Clerk whether an opaque M2M token (mt_…) is valid:
@@ -54,7 +66,7 @@ func (c *Client) verify(ctx context.Context, path, key string, body, out any, we
 	if key == "" {
 		return &Error{Method: http.MethodPost, Path: path, Err: errors.New("no secret key configured")}
 	}
-	if err := c.do(ctx, http.MethodPost, path, key, body, out); err != nil {
+	if err := c.do(ctx, http.MethodPost, path, key, body, out, maxAttempts); err != nil {
 		return err
 	}
 	if !wellFormed() {

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/caddy-clerk/clerk-m2m/backend"
 )
 
 // verdict is what every verify answer of Clerk says of a credential's
@@ -21,7 +23,7 @@ type verdict struct {
 func (v *Verifier) judge(tokenType TokenType, answer verdict) (time.Time, []byte, error) {
 	var expiresAt time.Time
 	if answer.expiration != nil {
-		expiresAt = clerkTime(*answer.expiration)
+		expiresAt = backend.Time(*answer.expiration)
 	}
 	switch {
 	case answer.revoked:
@@ -54,15 +56,4 @@ func nonNil(list []string) []string {
 		return []string{}
 	}
 	return list
-}
-
-// clerkTime converts a Backend API timestamp. Clerk documents milliseconds,
-// but some of its own fixtures carry seconds; a value below 10^11 cannot be
-// milliseconds of any date after 1973, so it is read as seconds.
-func clerkTime(value int64) time.Time {
-	const secondsBelow = 100_000_000_000
-	if value < secondsBelow {
-		return time.Unix(value, 0)
-	}
-	return time.UnixMilli(value)
 }
