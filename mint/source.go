@@ -1,0 +1,191 @@
+// Package mint keeps an M2M token for a machine's outgoing calls: it mints
+// one with Clerk's Backend API when first asked, hands the same token to
+// every call while it is fresh, mints the next one in the background before
+// it goes stale, and keeps handing out a still-valid token while Clerk
+// cannot mint. It knows nothing of Caddy.
+package mint
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/caddy-clerk/clerk-m2m/backend"
+)
+
+// Minter mints tokens. *backend.Client (with a machine secret key) is one.
+type Minter interface {
+	CreateM2MToken(ctx context.Context, opts backend.CreateM2MTokenOptions) (*backend.CreatedM2MToken, error)
+}
+
+// Options tune a Source. Zero values take the defaults.
+type Options struct {
+	// Token is what to mint.
+	Token backend.CreateM2MTokenOptions
+
+	// RenewAt is the share of a token's lifetime after which the next one is
+	// minted, in the background: the calls keep the current token meanwhile.
+	// Default 0.5.
+	RenewAt float64
+
+	// Margin is how close to its expiry a token is no longer handed out, so
+	// that it does not expire on its way to the callee. Default 10s (less
+	// for very short lifetimes: a tenth of the lifetime at most).
+	Margin time.Duration
+
+	// Timeout is the budget of one mint. Default 5s.
+	Timeout time.Duration
+
+	// RetryInterval paces mints after one failed: at most one per interval,
+	// so that an outage of Clerk's does not turn every call into an attempt.
+	// Default 5s.
+	RetryInterval time.Duration
+
+	// OnMint, if set, is told how each mint ended (nil: a token). For metrics.
+	OnMint func(error)
+
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+func (o *Options) applyDefaults() {
+	if o.RenewAt <= 0 || o.RenewAt > 1 {
+		o.RenewAt = 0.5
+	}
+	if o.Margin <= 0 {
+		o.Margin = 10 * time.Second
+	}
+	if lifetime := time.Duration(o.Token.SecondsUntilExpiration) * time.Second; lifetime > 0 {
+		o.Margin = min(o.Margin, lifetime/10)
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 5 * time.Second
+	}
+	if o.RetryInterval <= 0 {
+		o.RetryInterval = 5 * time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// Source hands out a machine's current token. It is safe for concurrent use.
+type Source struct {
+	minter Minter
+	opts   Options
+	flight singleflight.Group
+	base   context.Context // bounds every mint; ends with Close
+	close  context.CancelFunc
+
+	mu          sync.Mutex
+	current     *issued
+	lastAttempt time.Time
+	lastErr     error
+}
+
+// issued is a minted token and its timeline.
+type issued struct {
+	token     string
+	renewAt   time.Time // zero for a token that never expires
+	expiresAt time.Time // zero for a token that never expires
+}
+
+// NewSource returns a Source minting through minter. It mints nothing until
+// a token is asked for.
+func NewSource(minter Minter, opts Options) *Source {
+	opts.applyDefaults()
+	base, cancel := context.WithCancel(context.Background())
+	return &Source{minter: minter, opts: opts, base: base, close: cancel}
+}
+
+// ErrUnavailable is the error of Token when no valid token can be had.
+var ErrUnavailable = errors.New("no valid M2M token can be had from Clerk right now")
+
+// Token returns a valid token: the current one while it is fresh enough
+// (starting the next mint in the background once its renewal point has
+// passed), else a new one, minted once for all concurrent callers, each of
+// which stops waiting when its own context ends. Its error wraps
+// ErrUnavailable, and Clerk's error when there was one.
+func (s *Source) Token(ctx context.Context) (string, error) {
+	now := s.opts.Now()
+	s.mu.Lock()
+	current, paced := s.current, now.Sub(s.lastAttempt) < s.opts.RetryInterval && s.lastErr != nil
+	s.mu.Unlock()
+	if current != nil && s.valid(current, now) {
+		if !current.renewAt.IsZero() && !now.Before(current.renewAt) && !paced {
+			s.flight.DoChan("mint", s.mint) // renew in the background; the call goes on with the current token
+		}
+		return current.token, nil
+	}
+	if paced {
+		return "", s.unavailable()
+	}
+	select {
+	case res := <-s.flight.DoChan("mint", s.mint):
+		if res.Err != nil {
+			return "", res.Err
+		}
+		return res.Val.(string), nil
+	case <-ctx.Done():
+		return "", errors.Join(ErrUnavailable, ctx.Err())
+	}
+}
+
+// RetryAfter is how long a caller refused a token should wait.
+func (s *Source) RetryAfter() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return max(time.Second, s.opts.RetryInterval-s.opts.Now().Sub(s.lastAttempt))
+}
+
+// Close stops any mint under way.
+func (s *Source) Close() { s.close() }
+
+func (s *Source) valid(t *issued, now time.Time) bool {
+	return t.expiresAt.IsZero() || now.Before(t.expiresAt.Add(-s.opts.Margin))
+}
+
+func (s *Source) unavailable() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return errors.Join(ErrUnavailable, s.lastErr)
+}
+
+// mint asks Clerk for a token and makes it the current one.
+func (s *Source) mint() (any, error) {
+	start := s.opts.Now()
+	ctx, cancel := context.WithTimeout(s.base, s.opts.Timeout)
+	defer cancel()
+	created, err := s.minter.CreateM2MToken(ctx, s.opts.Token)
+	if s.opts.OnMint != nil {
+		s.opts.OnMint(err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastAttempt, s.lastErr = start, err
+	if err != nil {
+		return nil, errors.Join(ErrUnavailable, err)
+	}
+	s.current = s.timeline(created, start)
+	return created.Token, nil
+}
+
+// timeline places a minted token's renewal point at RenewAt of its
+// lifetime, which Clerk states (the lifetime asked for stands in when it
+// does not).
+func (s *Source) timeline(created *backend.CreatedM2MToken, mintedAt time.Time) *issued {
+	t := &issued{token: created.Token}
+	switch {
+	case created.Expiration != nil:
+		t.expiresAt = backend.Time(*created.Expiration)
+	case s.opts.Token.SecondsUntilExpiration > 0:
+		t.expiresAt = mintedAt.Add(time.Duration(s.opts.Token.SecondsUntilExpiration) * time.Second)
+	default:
+		return t // never expires: never renewed
+	}
+	t.renewAt = mintedAt.Add(time.Duration(float64(t.expiresAt.Sub(mintedAt)) * s.opts.RenewAt))
+	return t
+}

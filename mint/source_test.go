@@ -1,0 +1,206 @@
+package mint
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/caddy-clerk/clerk-m2m/backend"
+)
+
+var start = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+
+// clock is a settable clock.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// fakeMinter mints numbered tokens valid for lifetime from the clock's now,
+// or fails, counting calls.
+type fakeMinter struct {
+	clock    *clock
+	lifetime time.Duration
+	delay    time.Duration
+	hang     bool
+	mints    atomic.Int32
+	mu       sync.Mutex
+	err      error
+}
+
+func (f *fakeMinter) CreateM2MToken(ctx context.Context, _ backend.CreateM2MTokenOptions) (*backend.CreatedM2MToken, error) {
+	n := f.mints.Add(1)
+	if f.hang {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	time.Sleep(f.delay)
+	f.mu.Lock()
+	err := f.err
+	f.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	created := &backend.CreatedM2MToken{Token: fmt.Sprintf("mt_token_%d", n)}
+	if f.lifetime > 0 {
+		expiration := f.clock.Now().Add(f.lifetime).UnixMilli()
+		created.Expiration = &expiration
+	}
+	return created, nil
+}
+
+func (f *fakeMinter) fail(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.err = err
+}
+
+func newSource(lifetime time.Duration) (*Source, *fakeMinter, *clock) {
+	c := &clock{now: start}
+	m := &fakeMinter{clock: c, lifetime: lifetime}
+	return NewSource(m, Options{Now: c.Now, Token: backend.CreateM2MTokenOptions{SecondsUntilExpiration: int64(lifetime / time.Second)}}), m, c
+}
+
+func token(t *testing.T, s *Source) string {
+	t.Helper()
+	tok, err := s.Token(context.Background())
+	require.NoError(t, err)
+	return tok
+}
+
+func TestOneTokenForMany(t *testing.T) {
+	s, m, c := newSource(time.Hour)
+	first := token(t, s)
+	for range 20 {
+		c.advance(time.Minute)
+		assert.Equal(t, first, token(t, s))
+	}
+	assert.Equal(t, int32(1), m.mints.Load())
+}
+
+func TestABurstOfFirstCallsMintsOnce(t *testing.T) {
+	s, m, _ := newSource(time.Hour)
+	m.delay = 50 * time.Millisecond
+	tokens := make(chan string, 50)
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() { tokens <- token(t, s) })
+	}
+	wg.Wait()
+	close(tokens)
+	for tok := range tokens {
+		assert.Equal(t, "mt_token_1", tok)
+	}
+	assert.Equal(t, int32(1), m.mints.Load())
+}
+
+func TestRenewedInTheBackgroundAtHalfLife(t *testing.T) {
+	s, m, c := newSource(time.Hour)
+	first := token(t, s)
+	c.advance(29 * time.Minute)
+	assert.Equal(t, first, token(t, s))
+	assert.Equal(t, int32(1), m.mints.Load(), "not yet")
+
+	c.advance(2 * time.Minute) // past the half of its life
+	assert.Equal(t, first, token(t, s), "the call does not wait for the renewal")
+	require.Eventually(t, func() bool { return token(t, s) == "mt_token_2" }, time.Second, 5*time.Millisecond)
+	assert.Equal(t, int32(2), m.mints.Load())
+}
+
+func TestCurrentTokenServesThroughAnOutage(t *testing.T) {
+	s, m, c := newSource(time.Hour)
+	first := token(t, s)
+	m.fail(&backend.Error{Status: 503})
+	c.advance(31 * time.Minute) // past the renewal point
+	assert.Equal(t, first, token(t, s), "Clerk is down, the token is still valid")
+	require.Eventually(t, func() bool { return m.mints.Load() == 2 }, time.Second, 5*time.Millisecond, "a renewal was tried")
+	for range 10 {
+		assert.Equal(t, first, token(t, s))
+	}
+	time.Sleep(20 * time.Millisecond)
+	assert.Equal(t, int32(2), m.mints.Load(), "failed renewals are paced, not one per call")
+	c.advance(5 * time.Second)
+	assert.Equal(t, first, token(t, s))
+	require.Eventually(t, func() bool { return m.mints.Load() == 3 }, time.Second, 5*time.Millisecond, "and tried again later")
+
+	c.advance(28*time.Minute + 55*time.Second) // within the 10s margin of expiry
+	_, err := s.Token(context.Background())
+	require.ErrorIs(t, err, ErrUnavailable)
+	assert.Equal(t, backend.KindUnavailable, backend.KindOf(err))
+	assert.GreaterOrEqual(t, s.RetryAfter(), time.Second)
+
+	m.fail(nil)
+	c.advance(5 * time.Second)
+	assert.Equal(t, "mt_token_"+fmt.Sprint(m.mints.Load()+1), token(t, s), "minted again once Clerk is back")
+}
+
+func TestFailuresWithoutATokenArePaced(t *testing.T) {
+	s, m, c := newSource(time.Hour)
+	m.fail(&backend.Error{Status: 401, Code: "machine_secret_key_invalid"})
+	for range 10 {
+		_, err := s.Token(context.Background())
+		require.ErrorIs(t, err, ErrUnavailable)
+		assert.Equal(t, backend.KindKeyRejected, backend.KindOf(err), "the cause is kept")
+	}
+	assert.Equal(t, int32(1), m.mints.Load(), "one attempt per retry interval")
+	c.advance(5 * time.Second)
+	_, _ = s.Token(context.Background())
+	assert.Equal(t, int32(2), m.mints.Load())
+}
+
+func TestNeverExpiringTokensAreNeverRenewed(t *testing.T) {
+	s, m, c := newSource(0)
+	first := token(t, s)
+	c.advance(1000 * time.Hour)
+	assert.Equal(t, first, token(t, s))
+	time.Sleep(20 * time.Millisecond)
+	assert.Equal(t, int32(1), m.mints.Load())
+}
+
+func TestCallerGivesUpWithItsContextAndCloseStopsTheMint(t *testing.T) {
+	s, m, _ := newSource(time.Hour)
+	m.hang = true
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	_, err := s.Token(ctx)
+	require.ErrorIs(t, err, ErrUnavailable)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+
+	done := make(chan struct{})
+	go func() {
+		s.Close()
+		_, _, _ = s.flight.Do("mint", func() (any, error) { return nil, errors.New("the hanging mint has ended") })
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Close did not end the mint under way")
+	}
+}
+
+func TestMarginShrinksForShortLifetimes(t *testing.T) {
+	s, _, _ := newSource(30 * time.Second)
+	assert.Equal(t, 3*time.Second, s.opts.Margin)
+	s, _, _ = newSource(time.Hour)
+	assert.Equal(t, 10*time.Second, s.opts.Margin)
+}
