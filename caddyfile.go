@@ -28,6 +28,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    machine_secret_key <ak_…>
 //	    jwt_key            <PEM text or file>
 //	    api_url            <url>
+//	    publishable_key    <pk_…>
 //	    accept             <type> [<type>…]
 //	    require_scopes     <scope> [<scope>…]
 //	    allowed_subjects   <id> [<id>…]
@@ -42,13 +43,21 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	}
 //
 // Every subdirective is optional; without a block, the keys come from the
-// CLERK_SECRET_KEY, CLERK_MACHINE_SECRET_KEY, CLERK_JWT_KEY and CLERK_API_URL
-// environment variables. Key, URL and type values may be placeholders such as
-// {env.NAME} or {file.path}, expanded when the configuration loads.
+// CLERK_SECRET_KEY, CLERK_MACHINE_SECRET_KEY, CLERK_JWT_KEY,
+// CLERK_PUBLISHABLE_KEY and CLERK_API_URL environment variables. Keys, URLs
+// and lists may be placeholders such as {env.NAME} or {file.path}, expanded
+// when the configuration loads.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	return unmarshalBlock(d, h.unmarshalSubdirective)
+}
+
+// unmarshalBlock reads a directive that takes no argument on its line, only
+// a block of subdirectives, each given at most once, handing each to read.
+func unmarshalBlock(d *caddyfile.Dispenser, read func(d *caddyfile.Dispenser, name string) error) error {
 	d.Next() // the directive's name
+	directive := d.Val()
 	if d.NextArg() {
-		return d.Errf("clerk_m2m takes no arguments on its line, only a block of subdirectives; got %q", d.Val())
+		return d.Errf("%s takes no arguments on its line, only a block of subdirectives; got %q", directive, d.Val())
 	}
 	seen := make(map[string]bool)
 	for d.NextBlock(0) {
@@ -57,7 +66,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("subdirective %s given twice", name)
 		}
 		seen[name] = true
-		if err := h.unmarshalSubdirective(d, name); err != nil {
+		if err := read(d, name); err != nil {
 			return err
 		}
 	}
@@ -74,6 +83,8 @@ func (h *Handler) unmarshalSubdirective(d *caddyfile.Dispenser, name string) err
 		return singleArg(d, &h.JWTKey)
 	case "api_url":
 		return singleArg(d, &h.APIURL)
+	case "publishable_key":
+		return singleArg(d, &h.PublishableKey)
 	case "accept":
 		return listArgs(d, &h.Accept)
 	case "require_scopes":
@@ -100,7 +111,7 @@ func (h *Handler) unmarshalSubdirective(d *caddyfile.Dispenser, name string) err
 		return durationArg(d, name, &h.JWKSMaxStale)
 	default:
 		return d.Errf("unknown subdirective %q in clerk_m2m (known: secret_key, machine_secret_key, jwt_key, "+
-			"api_url, accept, require_scopes, allowed_subjects, authorized_parties, optional, strip_authorization, "+
+			"api_url, publishable_key, accept, require_scopes, allowed_subjects, authorized_parties, optional, strip_authorization, "+
 			"disable_metrics, timeout, clock_skew, cache_ttl, jwks_max_stale)", name)
 	}
 }

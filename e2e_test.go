@@ -139,7 +139,7 @@ http://localhost:9080 {
 // developer's own Clerk keys never leak into it.
 func clearEnv(t *testing.T) {
 	t.Helper()
-	for _, name := range []string{"CLERK_SECRET_KEY", "CLERK_MACHINE_SECRET_KEY", "CLERK_JWT_KEY", "CLERK_API_URL"} {
+	for _, name := range []string{"CLERK_SECRET_KEY", "CLERK_MACHINE_SECRET_KEY", "CLERK_JWT_KEY", "CLERK_API_URL", "CLERK_PUBLISHABLE_KEY"} {
 		t.Setenv(name, "")
 	}
 }

@@ -39,10 +39,10 @@ func (h *Handler) refuse(w http.ResponseWriter, repl *caddy.Replacer, err error)
 	case verify.ReasonUnavailable, verify.ReasonRateLimited:
 		status = http.StatusServiceUnavailable
 		w.Header().Set("Retry-After", retryAfterSeconds(verr.RetryAfter))
-		h.alerts.clerkTrouble(verr)
+		h.alerts.clerkTrouble("Clerk cannot verify credentials right now; refusing them with 503", verr.Reason, verr.Err)
 	case verify.ReasonMisconfigured:
 		status = http.StatusInternalServerError
-		h.alerts.misconfigured(verr)
+		h.alerts.misconfigured(verr.Err)
 	case verify.ReasonInsufficientScope:
 		status = http.StatusForbidden
 		w.Header().Set("WWW-Authenticate", h.insufficientScopeChallenge(verr))
@@ -106,16 +106,15 @@ func newAlerter(logger *zap.Logger) *alerter {
 	}
 }
 
-func (a *alerter) clerkTrouble(err *verify.Error) {
+func (a *alerter) clerkTrouble(what string, reason verify.Reason, err error) {
 	a.trouble.Do(func() {
-		a.logger.Warn("Clerk cannot verify credentials right now; refusing them with 503 (logged once a minute while it lasts)",
-			zap.String("reason", string(err.Reason)), zap.Error(err.Err))
+		a.logger.Warn(what+" (logged once a minute while it lasts)", zap.String("reason", string(reason)), zap.Error(err))
 	})
 }
 
-func (a *alerter) misconfigured(err *verify.Error) {
+func (a *alerter) misconfigured(err error) {
 	a.misconfig.Do(func() {
 		a.logger.Error("Clerk rejected the configured secret key; check secret_key and machine_secret_key "+
-			"(logged once a minute while it lasts)", zap.Error(err.Err))
+			"(logged once a minute while it lasts)", zap.Error(err))
 	})
 }

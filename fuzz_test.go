@@ -6,8 +6,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
-// FuzzUnmarshalCaddyfile feeds the directive's parser any block: it may
-// refuse it, but never panic.
+// FuzzUnmarshalCaddyfile feeds the directives' parsers (clerk_m2m and
+// clerk_m2m_token) any block: they may refuse it, but never panic.
 func FuzzUnmarshalCaddyfile(f *testing.F) {
 	for _, seed := range []string{
 		"clerk_m2m",
@@ -15,6 +15,7 @@ func FuzzUnmarshalCaddyfile(f *testing.F) {
 		"clerk_m2m {\n require_scopes a b c\n allowed_subjects mch_1\n authorized_parties https://a\n timeout 2s\n}",
 		"clerk_m2m {\n jwt_key `-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----`\n}",
 		"clerk_m2m {\n cache_ttl\n}", "clerk_m2m x {", "clerk_m2m {\n {\n}\n}", "clerk_m2m {\n timeout -1ns\n}",
+		"clerk_m2m_token {\n format jwt\n renew_at 80%\n claims {\n team billing\n }\n}", "clerk_m2m_token {\n claims {\n",
 	} {
 		f.Add(seed)
 	}
@@ -24,5 +25,6 @@ func FuzzUnmarshalCaddyfile(f *testing.F) {
 			return
 		}
 		_ = new(Handler).UnmarshalCaddyfile(caddyfile.NewDispenser(tokens))
+		_ = new(TokenHandler).UnmarshalCaddyfile(caddyfile.NewDispenser(tokens))
 	})
 }

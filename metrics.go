@@ -30,6 +30,7 @@ type moduleMetrics struct {
 	cacheLookups  *prometheus.CounterVec
 	jwksFetches   *prometheus.CounterVec
 	jwksAge       keySetAges
+	mints         *prometheus.CounterVec
 }
 
 func newMetrics() moduleMetrics {
@@ -54,6 +55,8 @@ func newMetrics() moduleMetrics {
 			"outcome"),
 		jwksAge: keySetAges{desc: prometheus.NewDesc(prometheus.BuildFQName(namespace, subsystem, "jwks_age_seconds"),
 			"Age of the signing keys in use (the oldest set, for each Backend API).", []string{"api_url"}, nil)},
+		mints: counter("token_mints_total", "M2M tokens minted by clerk_m2m_token, by format and outcome (success, failure).",
+			"token_format", "outcome"),
 	}
 }
 
@@ -62,7 +65,7 @@ func newMetrics() moduleMetrics {
 // registered it) is fine.
 func registerMetrics(registry *prometheus.Registry) error {
 	for _, collector := range []prometheus.Collector{metrics.verifications, metrics.clerkRequests, metrics.clerkLatency,
-		metrics.cacheLookups, metrics.jwksFetches, metrics.jwksAge} {
+		metrics.cacheLookups, metrics.jwksFetches, metrics.jwksAge, metrics.mints} {
 		if err := registry.Register(collector); err != nil {
 			if already := (prometheus.AlreadyRegisteredError{}); !errors.As(err, &already) {
 				return err
@@ -99,11 +102,18 @@ func observeCacheLookup(cache string, hit bool) {
 }
 
 func observeJWKSFetch(err error) {
-	outcome := "success"
+	metrics.jwksFetches.WithLabelValues(successOrFailure(err)).Inc()
+}
+
+func observeMint(format string, err error) {
+	metrics.mints.WithLabelValues(format, successOrFailure(err)).Inc()
+}
+
+func successOrFailure(err error) string {
 	if err != nil {
-		outcome = "failure"
+		return "failure"
 	}
-	metrics.jwksFetches.WithLabelValues(outcome).Inc()
+	return "success"
 }
 
 // keySetAges reports, when scraped, the age of the signing keys of every

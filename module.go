@@ -119,6 +119,13 @@ type Handler struct {
 	// Default: `{env.CLERK_API_URL}`, else `https://api.clerk.com`.
 	APIURL string `json:"api_url,omitempty"`
 
+	// The instance's publishable key (`pk_live_…` or `pk_test_…`). Without
+	// a secret key or `jwt_key`, JWTs are verified with the signing keys the
+	// instance's Frontend API publishes (`/.well-known/jwks.json`, named by
+	// the key, never by a token), so a gateway that takes only JWTs needs no
+	// secret at all. Default: `{env.CLERK_PUBLISHABLE_KEY}`.
+	PublishableKey string `json:"publishable_key,omitempty"`
+
 	// The credential types to accept: `m2m_token`, `api_key`,
 	// `oauth_token`, `session_token`, or `any` for all four. Other types are
 	// refused without calling Clerk. Default: `["m2m_token"]`.
@@ -174,6 +181,7 @@ type Handler struct {
 	machineSecretKey string
 	jwtKey           string
 	apiURL           string
+	frontendURL      string // from the publishable key
 	accept           verify.TokenTypes
 	policy           verify.Policy
 	parties          []string
@@ -232,26 +240,43 @@ func (h *Handler) expand() error {
 		{"machine_secret_key", h.MachineSecretKey, "{env.CLERK_MACHINE_SECRET_KEY}", &h.machineSecretKey},
 		{"jwt_key", h.JWTKey, "{env.CLERK_JWT_KEY}", &h.jwtKey},
 		{"api_url", h.APIURL, "{env.CLERK_API_URL}", &h.apiURL},
+		{"publishable_key", h.PublishableKey, "{env.CLERK_PUBLISHABLE_KEY}", &h.frontendURL},
 	} {
-		value := field.value
-		if value == "" {
-			value = field.fallback
-		}
-		expanded, err := repl.ReplaceOrErr(value, false, true)
-		if err != nil {
-			return fmt.Errorf("%s: %v", field.name, err)
-		}
-		*field.dest = strings.TrimSpace(expanded)
-		if field.value != "" && *field.dest == "" {
-			// A missing file or unset variable must not quietly mean "no key".
-			return fmt.Errorf("%s is set to %q, which is empty: is the file or environment variable there?",
-				field.name, field.value)
+		if err := expandField(repl, field.name, field.value, field.fallback, field.dest); err != nil {
+			return err
 		}
 	}
 	if h.apiURL == "" {
 		h.apiURL = backend.DefaultURL
 	}
+	if h.frontendURL != "" {
+		frontendURL, err := backend.FrontendAPIURL(h.frontendURL)
+		if err != nil {
+			return fmt.Errorf("publishable_key: %v", err)
+		}
+		h.frontendURL = frontendURL
+	}
 	return h.expandAccept(repl)
+}
+
+// expandField resolves placeholders in a configured value, or in its
+// environment default when it is not set, and trims the result. A value set
+// explicitly that expands to nothing (Caddy reads a missing file as empty)
+// is an error: it must not quietly mean "no key".
+func expandField(repl *caddy.Replacer, name, value, fallback string, dest *string) error {
+	explicit := value != ""
+	if !explicit {
+		value = fallback
+	}
+	expanded, err := repl.ReplaceOrErr(value, false, true)
+	if err != nil {
+		return fmt.Errorf("%s: %v", name, err)
+	}
+	*dest = strings.TrimSpace(expanded)
+	if explicit && *dest == "" {
+		return fmt.Errorf("%s is set to %q, which is empty: is the file or environment variable there?", name, value)
+	}
+	return nil
 }
 
 // expandAccept resolves the accepted types and the lists of the policy.
@@ -309,7 +334,7 @@ func (h *Handler) buildVerifier(ctx caddy.Context) error {
 	if !h.DisableMetrics {
 		opts.OnCacheLookup = observeCacheLookup
 	}
-	if h.secretKey != "" || h.machineSecretKey != "" {
+	if h.secretKey != "" || h.machineSecretKey != "" || h.frontendURL != "" {
 		if err := h.useSharedInstance(ctx, &opts); err != nil {
 			return err
 		}
@@ -326,7 +351,7 @@ func (h *Handler) buildVerifier(ctx caddy.Context) error {
 		zap.String("accept", h.accept.String()),
 		zap.String("api_url", h.apiURL),
 		zap.String("opaque_tokens_verified_with", opaqueVerification(h.machineSecretKey, h.secretKey)),
-		zap.String("jwts_verified_with", jwtVerification(h.jwtKey, h.secretKey)))
+		zap.String("jwts_verified_with", jwtVerification(h.jwtKey, h.secretKey, h.frontendURL)))
 	return nil
 }
 
@@ -337,10 +362,11 @@ func (h *Handler) useSharedInstance(ctx caddy.Context, opts *verify.Options) err
 	}
 	h.warnIfCleartext(apiURL)
 	settings := instanceSettings{
-		apiURL:    apiURL,
-		secretKey: h.secretKey,
-		timeout:   time.Duration(h.Timeout),
-		maxStale:  time.Duration(h.JWKSMaxStale),
+		apiURL:      apiURL,
+		secretKey:   h.secretKey,
+		frontendURL: h.frontendURL,
+		timeout:     time.Duration(h.Timeout),
+		maxStale:    time.Duration(h.JWKSMaxStale),
 	}
 	inst, err := loadInstance(settings, h.logger)
 	if err != nil {
@@ -361,7 +387,9 @@ func (h *Handler) useSharedInstance(ctx caddy.Context, opts *verify.Options) err
 	if err != nil {
 		return err
 	}
-	opts.Backend = client
+	if h.secretKey != "" || h.machineSecretKey != "" {
+		opts.Backend = client
+	}
 	if inst.keys != nil {
 		opts.Keys = inst.keys
 	}
@@ -412,12 +440,14 @@ func opaqueVerification(machineKey, secretKey string) string {
 	}
 }
 
-func jwtVerification(jwtKey, secretKey string) string {
+func jwtVerification(jwtKey, secretKey, frontendURL string) string {
 	switch {
 	case jwtKey != "":
 		return "jwt_key"
 	case secretKey != "":
 		return "jwks"
+	case frontendURL != "":
+		return "frontend_api_jwks"
 	default:
 		return "none"
 	}
@@ -450,10 +480,12 @@ func (h *Handler) Validate() error {
 // checkKeysCover refuses a configuration that accepts a type no configured
 // key can verify, saying what to set.
 func (h *Handler) checkKeysCover() error {
-	if h.accept.Has(verify.M2MToken) && h.secretKey == "" && h.machineSecretKey == "" && h.jwtKey == "" {
+	jwtKeys := h.secretKey != "" || h.jwtKey != "" || h.frontendURL != ""
+	if h.accept.Has(verify.M2MToken) && h.machineSecretKey == "" && !jwtKeys {
 		return errors.New("accepting m2m_token needs a key: set machine_secret_key (or CLERK_MACHINE_SECRET_KEY) " +
-			"or secret_key (or CLERK_SECRET_KEY) to verify opaque tokens and JWTs, or jwt_key (or CLERK_JWT_KEY) " +
-			"to verify JWTs without any network call")
+			"or secret_key (or CLERK_SECRET_KEY) to verify opaque tokens and JWTs, jwt_key (or CLERK_JWT_KEY) " +
+			"to verify JWTs without any network call, or publishable_key (or CLERK_PUBLISHABLE_KEY) to verify JWTs " +
+			"with no secret")
 	}
 	for _, tokenType := range []verify.TokenType{verify.APIKey, verify.OAuthToken} {
 		if h.accept.Has(tokenType) && h.secretKey == "" {
@@ -461,9 +493,9 @@ func (h *Handler) checkKeysCover() error {
 				"with the instance secret key, not with a machine secret key", tokenType)
 		}
 	}
-	if h.accept.Has(verify.SessionToken) && h.secretKey == "" && h.jwtKey == "" {
+	if h.accept.Has(verify.SessionToken) && !jwtKeys {
 		return errors.New("accepting session_token needs secret_key (or CLERK_SECRET_KEY) to fetch the signing keys, " +
-			"or jwt_key (or CLERK_JWT_KEY)")
+			"or jwt_key (or CLERK_JWT_KEY), or publishable_key (or CLERK_PUBLISHABLE_KEY)")
 	}
 	return nil
 }

@@ -22,7 +22,7 @@ import (
 // clearClerkEnv makes the environment defaults empty for one test.
 func clearClerkEnv(t testing.TB) {
 	t.Helper()
-	for _, name := range []string{"CLERK_SECRET_KEY", "CLERK_MACHINE_SECRET_KEY", "CLERK_JWT_KEY", "CLERK_API_URL"} {
+	for _, name := range []string{"CLERK_SECRET_KEY", "CLERK_MACHINE_SECRET_KEY", "CLERK_JWT_KEY", "CLERK_API_URL", "CLERK_PUBLISHABLE_KEY"} {
 		t.Setenv(name, "")
 	}
 }

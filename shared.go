@@ -1,6 +1,7 @@
 package clerkm2m
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
@@ -20,26 +21,38 @@ import (
 var instances = caddy.NewUsagePool()
 
 // instance is one Clerk instance as seen from this process: the HTTP client
-// that calls its Backend API and, with a secret key, the key set that
-// verifies its JWTs.
+// that calls its Backend API and the key set that verifies its JWTs,
+// fetched from the Backend API with a secret key, else from the Frontend
+// API named by a publishable key.
 type instance struct {
 	apiURL     string
 	httpClient *http.Client
-	keys       *verify.RemoteKeys // nil without a secret key
+	keys       *verify.RemoteKeys // nil without a secret or publishable key
 }
 
 // instanceSettings are what makes two handlers' instances the same one.
 type instanceSettings struct {
-	apiURL    string
-	secretKey string
-	timeout   time.Duration
-	maxStale  time.Duration
+	apiURL      string
+	secretKey   string
+	frontendURL string // used for keys only without a secret key
+	timeout     time.Duration
+	maxStale    time.Duration
 }
 
 // poolKey names the instance without holding the secret key itself.
 func (s instanceSettings) poolKey() string {
 	sum := sha256.Sum256([]byte(s.secretKey))
-	return strings.Join([]string{s.apiURL, hex.EncodeToString(sum[:]), s.timeout.String(), s.maxStale.String()}, "|")
+	return strings.Join([]string{s.apiURL, hex.EncodeToString(sum[:]), s.keysFromFrontend(), s.timeout.String(),
+		s.maxStale.String()}, "|")
+}
+
+// keysFromFrontend is the Frontend API to fetch keys from, when there is no
+// secret key to fetch them from the Backend API.
+func (s instanceSettings) keysFromFrontend() string {
+	if s.secretKey != "" {
+		return ""
+	}
+	return s.frontendURL
 }
 
 // loadInstance returns the shared instance for s, creating it on first use.
@@ -60,17 +73,11 @@ func releaseInstance(s instanceSettings) {
 
 func newInstance(s instanceSettings, logger *zap.Logger) (*instance, error) {
 	inst := &instance{apiURL: s.apiURL, httpClient: backend.NewHTTPClient()}
-	if s.secretKey == "" {
-		return inst, nil
+	fetcher, err := s.jwksFetcher(inst.httpClient)
+	if err != nil || fetcher == nil {
+		return inst, err
 	}
-	jwksClient, err := backend.New(backend.Options{
-		URL: s.apiURL, SecretKey: s.secretKey, UserAgent: userAgent(), HTTPClient: inst.httpClient,
-		Observe: observeClerkRequest,
-	})
-	if err != nil {
-		return nil, err
-	}
-	inst.keys = verify.NewRemoteKeys(jwksClient, verify.JWKSOptions{
+	inst.keys = verify.NewRemoteKeys(fetcher, verify.JWKSOptions{
 		Timeout:  s.timeout,
 		MaxStale: s.maxStale,
 		Logger:   logger.Named("jwks"),
@@ -78,6 +85,28 @@ func newInstance(s instanceSettings, logger *zap.Logger) (*instance, error) {
 	})
 	return inst, nil
 }
+
+// jwksFetcher fetches the signing keys from the Backend API with the secret
+// key, else from the Frontend API; nil when neither is configured.
+func (s instanceSettings) jwksFetcher(httpClient *http.Client) (verify.JWKSFetcher, error) {
+	opts := backend.Options{UserAgent: userAgent(), HTTPClient: httpClient, Observe: observeClerkRequest}
+	switch {
+	case s.secretKey != "":
+		opts.URL, opts.SecretKey = s.apiURL, s.secretKey
+		return backend.New(opts)
+	case s.frontendURL != "":
+		opts.URL = s.frontendURL
+		client, err := backend.New(opts)
+		return frontendJWKS{client}, err
+	default:
+		return nil, nil
+	}
+}
+
+// frontendJWKS fetches the public key set of the Frontend API.
+type frontendJWKS struct{ *backend.Client }
+
+func (f frontendJWKS) JWKS(ctx context.Context) (*backend.JWKS, error) { return f.FrontendJWKS(ctx) }
 
 // start begins the instance's background work, once.
 func (i *instance) start() {

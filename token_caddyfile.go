@@ -1,0 +1,113 @@
+package clerkm2m
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("clerk_m2m_token", parseTokenCaddyfile)
+	// Right before reverse_proxy: the token goes on the request that is
+	// forwarded, after any request_header that would remove Authorization.
+	httpcaddyfile.RegisterDirectiveOrder("clerk_m2m_token", httpcaddyfile.Before, "reverse_proxy")
+}
+
+func parseTokenCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	handler := new(TokenHandler)
+	err := handler.UnmarshalCaddyfile(h.Dispenser)
+	return handler, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	clerk_m2m_token [<matcher>] {
+//	    machine_secret_key <ak_…>
+//	    api_url            <url>
+//	    format             opaque|jwt
+//	    ttl                <duration>
+//	    renew_at           <share of the lifetime: 0.5 or 50%>
+//	    header             <name>
+//	    timeout            <duration>
+//	    claims {
+//	        <name> <value>
+//	        ...
+//	    }
+//	    disable_metrics
+//	}
+//
+// Every subdirective is optional; without a block, the key comes from
+// CLERK_MACHINE_SECRET_KEY and the Backend API from CLERK_API_URL.
+func (h *TokenHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	return unmarshalBlock(d, h.unmarshalSubdirective)
+}
+
+func (h *TokenHandler) unmarshalSubdirective(d *caddyfile.Dispenser, name string) error {
+	switch name {
+	case "machine_secret_key":
+		return singleArg(d, &h.MachineSecretKey)
+	case "api_url":
+		return singleArg(d, &h.APIURL)
+	case "format":
+		return singleArg(d, &h.Format)
+	case "header":
+		return singleArg(d, &h.Header)
+	case "ttl":
+		return durationArg(d, name, &h.TTL)
+	case "timeout":
+		return durationArg(d, name, &h.Timeout)
+	case "renew_at":
+		return shareArg(d, &h.RenewAt)
+	case "claims":
+		return claimsBlock(d, &h.Claims)
+	case "disable_metrics":
+		return flagArg(d, &h.DisableMetrics)
+	default:
+		return d.Errf("unknown subdirective %q in clerk_m2m_token (known: machine_secret_key, api_url, format, ttl, "+
+			"renew_at, header, timeout, claims, disable_metrics)", name)
+	}
+}
+
+// shareArg reads a share: a fraction (0.5) or a percentage (50%).
+func shareArg(d *caddyfile.Dispenser, dest *float64) error {
+	var text string
+	if err := singleArg(d, &text); err != nil {
+		return err
+	}
+	number, percent := strings.CutSuffix(text, "%")
+	share, err := strconv.ParseFloat(number, 64)
+	if err != nil {
+		return d.Errf("renew_at: %q is neither a fraction (0.5) nor a percentage (50%%)", text)
+	}
+	if percent {
+		share /= 100
+	}
+	*dest = share
+	return nil
+}
+
+// claimsBlock reads a block of "<name> <value>" lines.
+func claimsBlock(d *caddyfile.Dispenser, dest *map[string]string) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	*dest = make(map[string]string)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		name := d.Val()
+		var value string
+		if err := singleArg(d, &value); err != nil {
+			return err
+		}
+		if _, dup := (*dest)[name]; dup {
+			return d.Errf("claim %s given twice", name)
+		}
+		(*dest)[name] = value
+	}
+	if len(*dest) == 0 {
+		return d.Err("claims: the block names no claim")
+	}
+	return nil
+}

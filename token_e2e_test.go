@@ -1,0 +1,190 @@
+package clerkm2m_test
+
+import (
+	"encoding/base64"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
+)
+
+// Service A calls service B. A's sidecar (the /a* routes) adds A's token to
+// A's outgoing calls; B's gateway (the /b route) verifies them.
+var tokenCaddyfile = testGlobals("") + `
+http://localhost:9080 {
+	handle /a/* {
+		clerk_m2m_token {
+			machine_secret_key {{A_KEY}}
+			api_url {{CLERK}}
+		}
+		reverse_proxy {{UPSTREAM}}
+	}
+	handle /a-burst/* {
+		clerk_m2m_token {
+			machine_secret_key {{A_KEY}}
+			api_url {{CLERK}}
+			claims {
+				purpose burst
+			}
+		}
+		reverse_proxy {{UPSTREAM}}
+	}
+	handle_path /a-to-b/* {
+		clerk_m2m_token {
+			machine_secret_key {{A_KEY}}
+			api_url {{CLERK}}
+			format jwt
+			ttl 10m
+		}
+		rewrite * /b{uri}
+		reverse_proxy localhost:9080
+	}
+	handle /b/* {
+		clerk_m2m {
+			secret_key {{SECRET}}
+			machine_secret_key {{B_KEY}}
+			api_url {{CLERK}}
+			require_scopes {{B_ID}}
+		}
+		reverse_proxy {{UPSTREAM}} {
+			header_up X-Clerk-Subject {http.auth.user.id}
+			header_up X-Clerk-Token-Format {http.auth.user.token_format}
+		}
+	}
+	handle /pk/* {
+		clerk_m2m {
+			publishable_key {{PUBLISHABLE_KEY}}
+		}
+		reverse_proxy {{UPSTREAM}} {
+			header_up X-Clerk-Subject {http.auth.user.id}
+		}
+	}
+}
+`
+
+func TestBothEndsOfM2M(t *testing.T) {
+	clearEnv(t)
+	clerk := backendtest.New()
+	defer clerk.Close()
+	a, b := clerk.NewMachine("service-a"), clerk.NewMachine("service-b")
+	clerk.GrantScopes(a, b.ID)
+	host := strings.TrimPrefix(clerk.URL, "http://") // the fake's Frontend API, on loopback
+	publishable := "pk_test_" + base64.RawStdEncoding.EncodeToString([]byte(host+"$"))
+	e := &e2e{t: t, clerk: clerk, gateway: b, caller: a, tester: caddytest.NewTester(t)}
+	e.tester.InitServer(strings.NewReplacer(
+		"{{A_KEY}}", a.SecretKey, "{{B_KEY}}", b.SecretKey, "{{B_ID}}", b.ID, "{{SECRET}}", clerk.SecretKey(),
+		"{{CLERK}}", clerk.URL, "{{UPSTREAM}}", strings.TrimPrefix(echoUpstream(t).URL, "http://"),
+		"{{PUBLISHABLE_KEY}}", publishable,
+	).Replace(tokenCaddyfile), "caddyfile")
+	const create = "/m2m_tokens"
+
+	t.Run("20 sequential requests carry one minted token", func(t *testing.T) {
+		var tokens []string
+		for range 20 {
+			resp, seen := e.send("/a/x", func(req *http.Request) { req.Header.Set("Authorization", "Bearer client-sent") })
+			require.Equal(t, http.StatusOK, resp.StatusCode)
+			tokens = append(tokens, seen["Authorization"])
+		}
+		assert.True(t, strings.HasPrefix(tokens[0], "Bearer mt_"), "the client's Authorization is replaced: %q", tokens[0])
+		for _, token := range tokens {
+			assert.Equal(t, tokens[0], token)
+		}
+		assert.Equal(t, 1, clerk.Calls(create))
+		assert.Equal(t, "Bearer "+a.SecretKey, lastRequest(t, clerk, create).Header.Get("Authorization"))
+	})
+
+	t.Run("a burst of first requests mints once", func(t *testing.T) {
+		before := clerk.Calls(create)
+		clerk.SetFault(backendtest.Fault{Path: create, Delay: 200 * time.Millisecond})
+		defer clerk.ClearFaults()
+		statuses := e.burst("/a-burst/x", func(int) string { return "ignored" }, 50)
+		assert.Equal(t, map[int]int{http.StatusOK: 50}, statuses)
+		assert.Equal(t, 1, clerk.Calls(create)-before, "50 concurrent first requests, one mint")
+	})
+
+	t.Run("with Clerk failing, the cached token keeps flowing", func(t *testing.T) {
+		resp, seen := e.request("/a/x")
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		clerk.SetFault(backendtest.Fault{Status: http.StatusServiceUnavailable})
+		defer clerk.ClearFaults()
+		for range 5 {
+			resp, again := e.request("/a/x")
+			require.Equal(t, http.StatusOK, resp.StatusCode)
+			assert.Equal(t, seen["Authorization"], again["Authorization"])
+		}
+	})
+
+	t.Run("a JWT minted on one end is accepted by clerk_m2m on the other", func(t *testing.T) {
+		before := clerk.Calls("/m2m_tokens/verify")
+		for range 3 {
+			resp, seen := e.request("/a-to-b/invoices")
+			require.Equal(t, http.StatusOK, resp.StatusCode)
+			assert.Equal(t, a.ID, seen["X-Clerk-Subject"], "B sees A as the caller")
+			assert.Equal(t, "jwt", seen["X-Clerk-Token-Format"])
+			assert.Equal(t, 2, strings.Count(seen["Authorization"], "."), "a JWT went over: Bearer h.p.s")
+		}
+		assert.Equal(t, before, clerk.Calls("/m2m_tokens/verify"), "B verified it without asking Clerk")
+	})
+
+	t.Run("publishable_key alone verifies M2M JWTs", func(t *testing.T) {
+		public := lastRequest(t, clerk, "/.well-known/jwks.json") // fetched when the configuration started
+		assert.Empty(t, public.Header.Get("Authorization"), "the public JWKS is fetched with no secret")
+		clerk.ResetCalls()
+		jwt := clerk.MintM2MJWT(a, backendtest.JWTOptions{TokenOptions: backendtest.TokenOptions{Scopes: []string{b.ID}}})
+		resp, seen := e.bearer("/pk/x", jwt)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		assert.Equal(t, a.ID, seen["X-Clerk-Subject"])
+		resp, _ = e.bearer("/pk/x", "mt_0123456789abcdef0123456789abcdef")
+		assert.Equal(t, http.StatusUnauthorized, resp.StatusCode, "no secret: opaque tokens cannot be verified")
+		assert.Empty(t, clerk.Requests(), "and verifying asks nothing of Clerk")
+	})
+}
+
+func TestNoTokenCanBeHad(t *testing.T) {
+	clearEnv(t)
+	clerk := backendtest.New()
+	defer clerk.Close()
+	a := clerk.NewMachine("service-a")
+	upstream := strings.TrimPrefix(echoUpstream(t).URL, "http://")
+	config := testGlobals("") + `
+http://localhost:9080 {
+	handle /down/* {
+		clerk_m2m_token {
+			machine_secret_key ` + a.SecretKey + `
+			api_url ` + clerk.URL + `
+		}
+		reverse_proxy ` + upstream + `
+	}
+	handle /wrong-key/* {
+		clerk_m2m_token {
+			machine_secret_key ak_00000000000000000000000000000000
+			api_url ` + clerk.URL + `
+		}
+		reverse_proxy ` + upstream + `
+	}
+	handle_errors {
+		header X-Clerk-Error {http.auth.clerk_m2m_token.error}
+		respond "refused" {http.error.status_code}
+	}
+}
+`
+	e := &e2e{t: t, clerk: clerk, caller: a, tester: caddytest.NewTester(t)}
+	e.tester.InitServer(config, "caddyfile")
+
+	clerk.SetFault(backendtest.Fault{Path: "/m2m_tokens", Status: http.StatusServiceUnavailable})
+	resp, _ := e.request("/down/x")
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Equal(t, "clerk_unavailable", resp.Header.Get("X-Clerk-Error"))
+	assert.NotEmpty(t, resp.Header.Get("Retry-After"))
+	clerk.ClearFaults()
+
+	resp, _ = e.request("/wrong-key/x")
+	assert.Equal(t, http.StatusInternalServerError, resp.StatusCode, "Clerk rejects the machine key")
+	assert.Equal(t, "misconfigured", resp.Header.Get("X-Clerk-Error"))
+}

@@ -1,0 +1,133 @@
+package clerkm2m
+
+import (
+	"encoding/base64"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
+)
+
+func TestTokenCaddyfile(t *testing.T) {
+	h := new(TokenHandler)
+	require.NoError(t, h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(`clerk_m2m_token {
+		machine_secret_key {env.A_KEY}
+		api_url https://clerk.example.com
+		format jwt
+		ttl 15m
+		renew_at 80%
+		header X-Service-Token
+		timeout 2s
+		claims {
+			team billing
+			region {env.REGION}
+		}
+		disable_metrics
+	}`)))
+	assert.Equal(t, &TokenHandler{MachineSecretKey: "{env.A_KEY}", APIURL: "https://clerk.example.com", Format: "jwt",
+		TTL: caddy.Duration(15 * time.Minute), RenewAt: 0.8, Header: "X-Service-Token", Timeout: caddy.Duration(2 * time.Second),
+		Claims: map[string]string{"team": "billing", "region": "{env.REGION}"}, DisableMetrics: true}, h)
+
+	h = new(TokenHandler)
+	require.NoError(t, h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("clerk_m2m_token {\n renew_at 0.25\n}")))
+	assert.Equal(t, 0.25, h.RenewAt)
+
+	for name, tc := range map[string]struct{ input, want string }{
+		"unknown":         {"clerk_m2m_token {\n token_ttl 1h\n}", `unknown subdirective "token_ttl"`},
+		"argument":        {"clerk_m2m_token ak_x", "takes no arguments"},
+		"bad share":       {"clerk_m2m_token {\n renew_at half\n}", "neither a fraction"},
+		"empty claims":    {"clerk_m2m_token {\n claims {\n }\n}", "names no claim"},
+		"claim twice":     {"clerk_m2m_token {\n claims {\n a 1\n a 2\n }\n}", "claim a given twice"},
+		"claim no value":  {"clerk_m2m_token {\n claims {\n a\n }\n}", "wrong argument count"},
+		"given twice":     {"clerk_m2m_token {\n format jwt\n format opaque\n}", "format given twice"},
+		"claims argument": {"clerk_m2m_token {\n claims x {\n a 1\n }\n}", "wrong argument count"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := new(TokenHandler).UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+func provisionToken(t *testing.T, h *TokenHandler) error {
+	t.Helper()
+	t.Cleanup(func() { _ = h.Cleanup() })
+	if err := h.Provision(newContext(t)); err != nil {
+		return err
+	}
+	return h.Validate()
+}
+
+func TestTokenValidation(t *testing.T) {
+	clearClerkEnv(t)
+	t.Setenv("CLERK_M2M_TEST_REGION", "eu")
+	h := &TokenHandler{MachineSecretKey: "ak_x", Claims: map[string]string{"region": "{env.CLERK_M2M_TEST_REGION}"}}
+	require.NoError(t, provisionToken(t, h))
+	assert.Equal(t, "opaque", h.Format)
+	assert.Equal(t, caddy.Duration(time.Hour), h.TTL)
+	assert.Equal(t, 0.5, h.RenewAt)
+	assert.Equal(t, "Authorization", h.Header)
+	assert.Equal(t, map[string]any{"region": "eu"}, h.claims)
+
+	for name, tc := range map[string]struct {
+		handler TokenHandler
+		want    string
+	}{
+		"no key":             {TokenHandler{}, "set machine_secret_key (or CLERK_MACHINE_SECRET_KEY)"},
+		"instance key":       {TokenHandler{MachineSecretKey: "sk_live_x"}, "never with the instance secret key"},
+		"not a key":          {TokenHandler{MachineSecretKey: "hunter2"}, "starting with ak_"},
+		"format":             {TokenHandler{MachineSecretKey: "ak_x", Format: "paseto"}, "format must be opaque or jwt"},
+		"ttl":                {TokenHandler{MachineSecretKey: "ak_x", TTL: caddy.Duration(time.Millisecond)}, "ttl must be at least 1s"},
+		"renew_at over 100%": {TokenHandler{MachineSecretKey: "ak_x", RenewAt: 1.5}, "renew_at must be a share"},
+		"header":             {TokenHandler{MachineSecretKey: "ak_x", Header: "X Token"}, "not a valid header name"},
+		"key from nowhere":   {TokenHandler{MachineSecretKey: "{file./nonexistent}"}, "which is empty"},
+		"api url":            {TokenHandler{MachineSecretKey: "ak_x", APIURL: "clerk.example.com"}, "api_url:"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := tc.handler
+			err := provisionToken(t, &h)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+func TestMintsAreCounted(t *testing.T) {
+	clearClerkEnv(t)
+	clerk := backendtest.New()
+	defer clerk.Close()
+	h := &TokenHandler{MachineSecretKey: clerk.NewMachine("a").SecretKey, APIURL: clerk.URL, Format: "jwt"}
+	require.NoError(t, provisionToken(t, h))
+	before := testutil.ToFloat64(metrics.mints.WithLabelValues("jwt", "success"))
+	_, err := h.source.Token(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, 1.0, testutil.ToFloat64(metrics.mints.WithLabelValues("jwt", "success"))-before)
+}
+
+func TestPublishableKeys(t *testing.T) {
+	clearClerkEnv(t)
+	valid := "pk_live_" + base64.RawStdEncoding.EncodeToString([]byte("clerk.example.com$"))
+	h := &Handler{PublishableKey: valid}
+	require.NoError(t, provision(t, h), "a publishable key alone can verify M2M JWTs")
+	assert.Equal(t, "https://clerk.example.com", h.frontendURL)
+
+	t.Setenv("CLERK_PUBLISHABLE_KEY", valid)
+	require.NoError(t, provision(t, &Handler{Accept: []string{"session_token"}}), "from the environment too")
+
+	for name, key := range map[string]string{
+		"secret key":   "sk_live_x",
+		"garbage":      "pk_test_%%%",
+		"a path in it": "pk_test_" + base64.RawStdEncoding.EncodeToString([]byte("evil.example.com/x$")),
+	} {
+		err := provision(t, &Handler{PublishableKey: key})
+		require.Error(t, err, name)
+		assert.Contains(t, err.Error(), "publishable_key: invalid publishable key")
+	}
+}
