@@ -31,11 +31,12 @@ func exampleEnv(t *testing.T, clerk *backendtest.Server) (secretFile string) {
 	for name, value := range map[string]string{
 		"CLERK_SECRET_KEY": clerk.SecretKey(), "CLERK_MACHINE_SECRET_KEY": "ak_examples", "CLERK_API_URL": clerk.URL,
 		"CLERK_JWT_KEY": clerk.PublicKeyPEM(), "GATEWAY_MACHINE_SECRET_KEY": "ak_gateway", "GATEWAY_MACHINE_ID": "mch_gateway",
+		"A_MACHINE_SECRET_KEY": "ak_service_a", "B_MACHINE_SECRET_KEY": "ak_service_b", "B_MACHINE_ID": "mch_service_b",
 	} {
 		t.Setenv(name, value)
 	}
 	for _, name := range []string{"PORT", "UPSTREAM", "MACHINE_ID", "APP_ORIGIN", "BILLING", "PARTNERS", "APP",
-		"BILLING_MACHINE_ID", "CLERK_SECRET_KEY_FILE"} {
+		"BILLING_MACHINE_ID", "CLERK_SECRET_KEY_FILE", "A_SIDECAR", "B_GATEWAY", "B_SERVICE", "TOKEN_FORMAT"} {
 		t.Setenv(name, "") // restored after the test...
 		require.NoError(t, os.Unsetenv(name))
 	}
@@ -58,9 +59,10 @@ func TestExamples(t *testing.T) {
 	secretFile := exampleEnv(t, clerk)
 	files, err := filepath.Glob("examples/*Caddyfile")
 	require.NoError(t, err)
-	require.GreaterOrEqual(t, len(files), 6)
+	files = append(files, "examples/two-services/Caddyfile")
+	require.GreaterOrEqual(t, len(files), 7)
 	for _, file := range files {
-		t.Run(filepath.Base(file), func(t *testing.T) {
+		t.Run(exampleName(file), func(t *testing.T) {
 			source, err := os.ReadFile(file)
 			require.NoError(t, err)
 			assert.Equal(t, string(source), string(caddyfile.Format(source)), "caddy fmt would change it")
@@ -70,7 +72,7 @@ func TestExamples(t *testing.T) {
 			assert.Empty(t, warnings)
 			var pretty bytes.Buffer
 			require.NoError(t, json.Indent(&pretty, bytes.ReplaceAll(adapted, []byte(secretFile), []byte(defaultSecretFile)), "", "\t"))
-			golden := filepath.Join("testdata", "examples", strings.TrimSuffix(filepath.Base(file), ".Caddyfile")+".json")
+			golden := filepath.Join("testdata", "examples", exampleName(file)+".json")
 			if os.Getenv("UPDATE_GOLDEN") != "" {
 				require.NoError(t, os.WriteFile(golden, append(pretty.Bytes(), '\n'), 0o644))
 			}
@@ -84,6 +86,15 @@ func TestExamples(t *testing.T) {
 			require.NoError(t, caddy.Validate(&cfg))
 		})
 	}
+}
+
+// exampleName is examples/<name>.Caddyfile's or examples/<name>/Caddyfile's
+// name.
+func exampleName(file string) string {
+	if filepath.Base(file) == "Caddyfile" && filepath.Dir(file) != "examples" {
+		return filepath.Base(filepath.Dir(file))
+	}
+	return strings.TrimSuffix(filepath.Base(file), ".Caddyfile")
 }
 
 // startExample runs an example as it is, plus test globals, in front of

@@ -9,7 +9,6 @@ package main
 import (
 	_ "embed"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,13 +21,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
-	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	_ "github.com/caddyserver/caddy/v2/modules/standard"
-
-	_ "github.com/caddy-clerk/clerk-m2m"
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
+	"github.com/caddy-clerk/clerk-m2m/examples/internal/demo"
 )
 
 //go:embed Caddyfile
@@ -40,7 +34,7 @@ func main() {
 	flag.Parse()
 
 	if *check {
-		*addr = freeAddr()
+		*addr = demo.FreeAddr()
 	}
 	demo, err := start(*addr)
 	if err != nil {
@@ -61,8 +55,8 @@ func main() {
 	<-interrupted
 }
 
-// demo is the running quickstart.
-type demo struct {
+// quickstart is the running demo.
+type quickstart struct {
 	gateway  string // base URL of Caddy
 	clerk    *backendtest.Server
 	service  *backendtest.Machine // the machine the gateway stands for
@@ -71,8 +65,8 @@ type demo struct {
 }
 
 // start runs the fake Clerk, the demo service and Caddy listening on addr.
-func start(addr string) (*demo, error) {
-	d := &demo{gateway: "http://" + addr, clerk: backendtest.New(), upstream: httptest.NewServer(http.HandlerFunc(echoIdentity))}
+func start(addr string) (*quickstart, error) {
+	d := &quickstart{gateway: "http://" + addr, clerk: backendtest.New(), upstream: httptest.NewServer(demo.EchoIdentity("the invoices API"))}
 	d.service = d.clerk.NewMachine("invoices-api")
 	d.caller = d.clerk.NewMachine("billing-job")
 	d.clerk.GrantScopes(d.caller, d.service.ID)
@@ -81,61 +75,36 @@ func start(addr string) (*demo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("-addr %q: %v", addr, err)
 	}
-	for name, value := range map[string]string{
+	err = demo.StartCaddy(caddyfile, map[string]string{
 		"CLERK_SECRET_KEY":         d.clerk.SecretKey(),
 		"CLERK_MACHINE_SECRET_KEY": d.service.SecretKey,
 		"CLERK_API_URL":            d.clerk.URL,
 		"QUICKSTART_ADDR":          addr,
 		"QUICKSTART_HOST":          host,
 		"QUICKSTART_UPSTREAM":      strings.TrimPrefix(d.upstream.URL, "http://"),
-	} {
-		if err := os.Setenv(name, value); err != nil {
-			return nil, err
-		}
-	}
-	config, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt(caddyfile, nil)
+	})
 	if err != nil {
-		return nil, fmt.Errorf("adapting the Caddyfile: %v", err)
-	}
-	for _, w := range warnings {
-		fmt.Fprintln(os.Stderr, "quickstart: Caddyfile:", w.Message)
-	}
-	if err := caddy.Load(config, true); err != nil {
 		d.clerk.Close()
 		d.upstream.Close()
-		return nil, fmt.Errorf("starting Caddy on %s: %v", addr, err)
+		return nil, fmt.Errorf("on %s: %v", addr, err)
 	}
 	return d, nil
 }
 
-func (d *demo) stop() {
-	_ = caddy.Stop()
+func (d *quickstart) stop() {
+	demo.StopCaddy()
 	d.upstream.Close()
 	d.clerk.Close()
 }
 
-// echoIdentity is the demo service: it answers with the identity the
-// gateway passed on.
-func echoIdentity(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]string{
-		"message":      "hello from the invoices API",
-		"caller":       r.Header.Get("X-Clerk-Subject"),
-		"token_type":   r.Header.Get("X-Clerk-Token-Type"),
-		"token_format": r.Header.Get("X-Clerk-Token-Format"),
-		"scopes":       r.Header.Get("X-Clerk-Scopes"),
-		"claims":       r.Header.Get("X-Clerk-Claims"),
-	})
-}
-
-func (d *demo) opaqueToken() string {
+func (d *quickstart) opaqueToken() string {
 	token, _ := d.clerk.CreateM2MToken(d.caller, backendtest.TokenOptions{
 		Scopes: []string{d.service.ID}, Claims: map[string]any{"job": "nightly-billing"}, TTL: time.Hour,
 	})
 	return token
 }
 
-func (d *demo) jwt(opts backendtest.JWTOptions) string {
+func (d *quickstart) jwt(opts backendtest.JWTOptions) string {
 	opts.Scopes = []string{d.service.ID}
 	if opts.TTL == 0 {
 		opts.TTL = time.Hour
@@ -143,7 +112,7 @@ func (d *demo) jwt(opts backendtest.JWTOptions) string {
 	return d.clerk.MintM2MJWT(d.caller, opts)
 }
 
-func (d *demo) explain(out io.Writer) {
+func (d *quickstart) explain(out io.Writer) {
 	fmt.Fprintf(out, `caddy-clerk-m2m quickstart
 
   gateway (Caddy + clerk_m2m)  %s
@@ -185,7 +154,7 @@ type checkCase struct {
 
 // check makes each request, prints a table of outcomes, and reports whether
 // every one was as expected.
-func (d *demo) check(out io.Writer) bool {
+func (d *quickstart) check(out io.Writer) bool {
 	outage := func() func() {
 		d.clerk.SetFault(backendtest.Fault{Status: http.StatusServiceUnavailable})
 		return d.clerk.ClearFaults
@@ -219,7 +188,7 @@ func (d *demo) check(out io.Writer) bool {
 }
 
 // try makes one request through the gateway and summarises the answer.
-func (d *demo) try(c checkCase) (int, string) {
+func (d *quickstart) try(c checkCase) (int, string) {
 	if c.setup != nil {
 		defer c.setup()()
 	}
@@ -244,15 +213,5 @@ func (d *demo) try(c checkCase) (int, string) {
 	if err := json.Unmarshal(body, &echoed); err != nil {
 		return resp.StatusCode, "unexpected body"
 	}
-	return resp.StatusCode, fmt.Sprintf("caller %s, %s %s", echoed["caller"], echoed["token_format"], echoed["token_type"])
-}
-
-// freeAddr finds a loopback port nobody listens on.
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(errors.New("quickstart: no free loopback port: " + err.Error()))
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return resp.StatusCode, fmt.Sprintf("caller %s, %s %s", echoed["subject"], echoed["token_format"], echoed["token_type"])
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"testing"
+
+	"github.com/caddy-clerk/clerk-m2m/examples/internal/demo"
 )
 
 // TestCheck runs the quickstart's self-check, the same as
@@ -11,7 +13,7 @@ func TestCheck(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Caddy")
 	}
-	d, err := start(freeAddr())
+	d, err := start(demo.FreeAddr())
 	if err != nil {
 		t.Fatal(err)
 	}

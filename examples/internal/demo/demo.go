@@ -1,0 +1,70 @@
+// Package demo holds what the runnable examples share: Caddy started
+// in-process from an embedded Caddyfile, a demo service that echoes the
+// identity it is given, and free loopback ports.
+package demo
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	_ "github.com/caddy-clerk/clerk-m2m"
+)
+
+// StartCaddy sets env (the Caddyfile reads it), adapts the Caddyfile and
+// runs it in this process.
+func StartCaddy(caddyfile []byte, env map[string]string) error {
+	for name, value := range env {
+		if err := os.Setenv(name, value); err != nil {
+			return err
+		}
+	}
+	config, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt(caddyfile, nil)
+	if err != nil {
+		return fmt.Errorf("adapting the Caddyfile: %v", err)
+	}
+	for _, w := range warnings {
+		fmt.Fprintln(os.Stderr, "Caddyfile:", w.Message)
+	}
+	if err := caddy.Load(config, true); err != nil {
+		return fmt.Errorf("starting Caddy: %v", err)
+	}
+	return nil
+}
+
+// StopCaddy stops what StartCaddy started.
+func StopCaddy() { _ = caddy.Stop() }
+
+// EchoIdentity is a demo service: it answers, as JSON, with the identity
+// the gateway passed on in X-Clerk-* headers.
+func EchoIdentity(name string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		seen := map[string]string{"message": "hello from " + name}
+		for header, values := range r.Header {
+			if field, ok := strings.CutPrefix(header, "X-Clerk-"); ok {
+				seen[strings.ReplaceAll(strings.ToLower(field), "-", "_")] = values[0]
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(seen)
+	}
+}
+
+// FreeAddr finds a loopback address nobody listens on.
+func FreeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(errors.New("no free loopback port: " + err.Error()))
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
