@@ -525,3 +525,31 @@ func secretFragments(secret string, size int) []string {
 	}
 	return fragments
 }
+
+// TestJWTKeyMeansNoJWKS: with jwt_key, the signing keys are never fetched,
+// even when a secret key is also set (for opaque tokens), as in Clerk's SDK.
+func TestJWTKeyMeansNoJWKS(t *testing.T) {
+	clearEnv(t)
+	clerk := backendtest.New()
+	defer clerk.Close()
+	gateway, caller := clerk.NewMachine("gateway"), clerk.NewMachine("caller")
+	keyFile := filepath.Join(t.TempDir(), "clerk-jwt.pem")
+	require.NoError(t, os.WriteFile(keyFile, []byte(clerk.PublicKeyPEM()), 0o600))
+	e := &e2e{t: t, clerk: clerk, gateway: gateway, caller: caller, tester: caddytest.NewTester(t)}
+	e.tester.InitServer(testGlobals("")+`
+http://localhost:9080 {
+	clerk_m2m {
+		jwt_key `+keyFile+`
+		secret_key `+clerk.SecretKey()+`
+		api_url `+clerk.URL+`
+	}
+	respond "through"
+}
+`, "caddyfile")
+	granted := backendtest.TokenOptions{Scopes: []string{gateway.ID}}
+	assert.Equal(t, http.StatusOK, e.rawStatus("/", "Bearer "+clerk.MintM2MJWT(caller, backendtest.JWTOptions{TokenOptions: granted})))
+	opaque, _ := clerk.CreateM2MToken(caller, granted)
+	assert.Equal(t, http.StatusOK, e.rawStatus("/", "Bearer "+opaque), "the secret key still verifies opaque tokens")
+	time.Sleep(100 * time.Millisecond) // time enough for a fetch at start to show
+	assert.Zero(t, clerk.Calls("/v1/jwks"), "the JWKS was fetched although jwt_key is set")
+}

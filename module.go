@@ -232,6 +232,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 // fields.
 func (h *Handler) expand() error {
 	repl := caddy.NewReplacer()
+	var publishableKey string
 	for _, field := range []struct {
 		name, value, fallback string
 		dest                  *string
@@ -240,7 +241,7 @@ func (h *Handler) expand() error {
 		{"machine_secret_key", h.MachineSecretKey, "{env.CLERK_MACHINE_SECRET_KEY}", &h.machineSecretKey},
 		{"jwt_key", h.JWTKey, "{env.CLERK_JWT_KEY}", &h.jwtKey},
 		{"api_url", h.APIURL, "{env.CLERK_API_URL}", &h.apiURL},
-		{"publishable_key", h.PublishableKey, "{env.CLERK_PUBLISHABLE_KEY}", &h.frontendURL},
+		{"publishable_key", h.PublishableKey, "{env.CLERK_PUBLISHABLE_KEY}", &publishableKey},
 	} {
 		if err := expandField(repl, field.name, field.value, field.fallback, field.dest); err != nil {
 			return err
@@ -249,8 +250,8 @@ func (h *Handler) expand() error {
 	if h.apiURL == "" {
 		h.apiURL = backend.DefaultURL
 	}
-	if h.frontendURL != "" {
-		frontendURL, err := backend.FrontendAPIURL(h.frontendURL)
+	if publishableKey != "" {
+		frontendURL, err := backend.FrontendAPIURL(publishableKey)
 		if err != nil {
 			return fmt.Errorf("publishable_key: %v", err)
 		}
@@ -365,6 +366,7 @@ func (h *Handler) useSharedInstance(ctx caddy.Context, opts *verify.Options) err
 		apiURL:      apiURL,
 		secretKey:   h.secretKey,
 		frontendURL: h.frontendURL,
+		staticKeys:  h.jwtKey != "",
 		timeout:     time.Duration(h.Timeout),
 		maxStale:    time.Duration(h.JWKSMaxStale),
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -35,6 +36,7 @@ type instanceSettings struct {
 	apiURL      string
 	secretKey   string
 	frontendURL string // used for keys only without a secret key
+	staticKeys  bool   // jwt_key is set: no key set is fetched at all
 	timeout     time.Duration
 	maxStale    time.Duration
 }
@@ -42,14 +44,14 @@ type instanceSettings struct {
 // poolKey names the instance without holding the secret key itself.
 func (s instanceSettings) poolKey() string {
 	sum := sha256.Sum256([]byte(s.secretKey))
-	return strings.Join([]string{s.apiURL, hex.EncodeToString(sum[:]), s.keysFromFrontend(), s.timeout.String(),
-		s.maxStale.String()}, "|")
+	return strings.Join([]string{s.apiURL, hex.EncodeToString(sum[:]), s.keysFromFrontend(), strconv.FormatBool(s.staticKeys),
+		s.timeout.String(), s.maxStale.String()}, "|")
 }
 
 // keysFromFrontend is the Frontend API to fetch keys from, when there is no
-// secret key to fetch them from the Backend API.
+// secret key to fetch them from the Backend API (and no jwt_key).
 func (s instanceSettings) keysFromFrontend() string {
-	if s.secretKey != "" {
+	if s.secretKey != "" || s.staticKeys {
 		return ""
 	}
 	return s.frontendURL
@@ -87,10 +89,13 @@ func newInstance(s instanceSettings, logger *zap.Logger) (*instance, error) {
 }
 
 // jwksFetcher fetches the signing keys from the Backend API with the secret
-// key, else from the Frontend API; nil when neither is configured.
+// key, else from the Frontend API; nil when neither is configured, or when
+// jwt_key makes fetching them pointless.
 func (s instanceSettings) jwksFetcher(httpClient *http.Client) (verify.JWKSFetcher, error) {
 	opts := backend.Options{UserAgent: userAgent(), HTTPClient: httpClient, Observe: observeClerkRequest}
 	switch {
+	case s.staticKeys:
+		return nil, nil
 	case s.secretKey != "":
 		opts.URL, opts.SecretKey = s.apiURL, s.secretKey
 		return backend.New(opts)
