@@ -13,32 +13,15 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/caddy-clerk/clerk-m2m/backend"
+	"github.com/caddy-clerk/clerk-m2m/internal/testclock"
 )
 
 var start = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 
-// clock is a settable clock.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // fakeMinter mints numbered tokens valid for lifetime from the clock's now,
 // or fails, counting calls.
 type fakeMinter struct {
-	clock    *clock
+	clock    *testclock.Clock
 	lifetime time.Duration
 	delay    time.Duration
 	hang     bool
@@ -74,8 +57,8 @@ func (f *fakeMinter) fail(err error) {
 	f.err = err
 }
 
-func newSource(lifetime time.Duration) (*Source, *fakeMinter, *clock) {
-	c := &clock{now: start}
+func newSource(lifetime time.Duration) (*Source, *fakeMinter, *testclock.Clock) {
+	c := testclock.New(start)
 	m := &fakeMinter{clock: c, lifetime: lifetime}
 	return NewSource(m, Options{Now: c.Now, Token: backend.CreateM2MTokenOptions{SecondsUntilExpiration: int64(lifetime / time.Second)}}), m, c
 }
@@ -91,7 +74,7 @@ func TestOneTokenForMany(t *testing.T) {
 	s, m, c := newSource(time.Hour)
 	first := token(t, s)
 	for range 20 {
-		c.advance(time.Minute)
+		c.Advance(time.Minute)
 		assert.Equal(t, first, token(t, s))
 	}
 	assert.Equal(t, int32(1), m.mints.Load())
@@ -116,11 +99,11 @@ func TestABurstOfFirstCallsMintsOnce(t *testing.T) {
 func TestRenewedInTheBackgroundAtHalfLife(t *testing.T) {
 	s, m, c := newSource(time.Hour)
 	first := token(t, s)
-	c.advance(29 * time.Minute)
+	c.Advance(29 * time.Minute)
 	assert.Equal(t, first, token(t, s))
 	assert.Equal(t, int32(1), m.mints.Load(), "not yet")
 
-	c.advance(2 * time.Minute) // past the half of its life
+	c.Advance(2 * time.Minute) // past the half of its life
 	assert.Equal(t, first, token(t, s), "the call does not wait for the renewal")
 	require.Eventually(t, func() bool { return token(t, s) == "mt_token_2" }, time.Second, 5*time.Millisecond)
 	assert.Equal(t, int32(2), m.mints.Load())
@@ -130,7 +113,7 @@ func TestCurrentTokenServesThroughAnOutage(t *testing.T) {
 	s, m, c := newSource(time.Hour)
 	first := token(t, s)
 	m.fail(&backend.Error{Status: 503})
-	c.advance(31 * time.Minute) // past the renewal point
+	c.Advance(31 * time.Minute) // past the renewal point
 	assert.Equal(t, first, token(t, s), "Clerk is down, the token is still valid")
 	require.Eventually(t, func() bool { return m.mints.Load() == 2 }, time.Second, 5*time.Millisecond, "a renewal was tried")
 	for range 10 {
@@ -138,18 +121,18 @@ func TestCurrentTokenServesThroughAnOutage(t *testing.T) {
 	}
 	time.Sleep(20 * time.Millisecond)
 	assert.Equal(t, int32(2), m.mints.Load(), "failed renewals are paced, not one per call")
-	c.advance(5 * time.Second)
+	c.Advance(5 * time.Second)
 	assert.Equal(t, first, token(t, s))
 	require.Eventually(t, func() bool { return m.mints.Load() == 3 }, time.Second, 5*time.Millisecond, "and tried again later")
 
-	c.advance(28*time.Minute + 55*time.Second) // within the 10s margin of expiry
+	c.Advance(28*time.Minute + 55*time.Second) // within the 10s margin of expiry
 	_, err := s.Token(context.Background())
 	require.ErrorIs(t, err, ErrUnavailable)
 	assert.Equal(t, backend.KindUnavailable, backend.KindOf(err))
 	assert.GreaterOrEqual(t, s.RetryAfter(), time.Second)
 
 	m.fail(nil)
-	c.advance(5 * time.Second)
+	c.Advance(5 * time.Second)
 	assert.Equal(t, "mt_token_"+fmt.Sprint(m.mints.Load()+1), token(t, s), "minted again once Clerk is back")
 }
 
@@ -162,7 +145,7 @@ func TestFailuresWithoutATokenArePaced(t *testing.T) {
 		assert.Equal(t, backend.KindKeyRejected, backend.KindOf(err), "the cause is kept")
 	}
 	assert.Equal(t, int32(1), m.mints.Load(), "one attempt per retry interval")
-	c.advance(5 * time.Second)
+	c.Advance(5 * time.Second)
 	_, _ = s.Token(context.Background())
 	assert.Equal(t, int32(2), m.mints.Load())
 }
@@ -170,7 +153,7 @@ func TestFailuresWithoutATokenArePaced(t *testing.T) {
 func TestNeverExpiringTokensAreNeverRenewed(t *testing.T) {
 	s, m, c := newSource(0)
 	first := token(t, s)
-	c.advance(1000 * time.Hour)
+	c.Advance(1000 * time.Hour)
 	assert.Equal(t, first, token(t, s))
 	time.Sleep(20 * time.Millisecond)
 	assert.Equal(t, int32(1), m.mints.Load())

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/caddy-clerk/clerk-m2m/backend"
+	"github.com/caddy-clerk/clerk-m2m/internal/testclock"
 )
 
 // slowBackend answers every M2M verification after a delay, counting
@@ -39,12 +40,12 @@ func (s *slowBackend) VerifyM2MToken(ctx context.Context, token string) (*backen
 	return &backend.M2MToken{Object: "machine_to_machine_token", ID: "mt_" + token[3:], Subject: "mch_caller", Expiration: &expiration}, nil
 }
 
-func cachingVerifier(b Backend, c *clock, ttl time.Duration, entries int) *Verifier {
+func cachingVerifier(b Backend, c *testclock.Clock, ttl time.Duration, entries int) *Verifier {
 	return New(Options{Accept: TypesOf(M2MToken), Backend: b, Now: c.Now, CacheTTL: ttl, CacheEntries: entries, Timeout: time.Second})
 }
 
 func TestOpaqueCacheReusesAVerification(t *testing.T) {
-	c := &clock{now: testNow}
+	c := testclock.New(testNow)
 	b := &slowBackend{expiry: testNow.Add(time.Hour)}
 	v := cachingVerifier(b, c, 30*time.Second, 0)
 	for range 50 {
@@ -54,19 +55,19 @@ func TestOpaqueCacheReusesAVerification(t *testing.T) {
 	}
 	assert.Equal(t, int32(1), b.calls.Load(), "50 sequential verifications within the TTL make one call")
 
-	c.advance(30 * time.Second)
+	c.Advance(30 * time.Second)
 	_, err := v.Verify(context.Background(), "mt_one")
 	require.NoError(t, err)
 	assert.Equal(t, int32(2), b.calls.Load(), "after the TTL Clerk is asked again")
 }
 
 func TestOpaqueCacheNeverOutlivesTheToken(t *testing.T) {
-	c := &clock{now: testNow}
+	c := testclock.New(testNow)
 	b := &slowBackend{expiry: testNow.Add(10 * time.Second)}
 	v := cachingVerifier(b, c, time.Minute, 0)
 	_, err := v.Verify(context.Background(), "mt_short")
 	require.NoError(t, err)
-	c.advance(10 * time.Second)
+	c.Advance(10 * time.Second)
 	b.expiry = testNow // Clerk now reports the token expired
 	_, err = v.Verify(context.Background(), "mt_short")
 	requireReason(t, err, ReasonExpired)
@@ -74,7 +75,7 @@ func TestOpaqueCacheNeverOutlivesTheToken(t *testing.T) {
 }
 
 func TestOpaqueCacheOffStillSharesConcurrentCalls(t *testing.T) {
-	c := &clock{now: testNow}
+	c := testclock.New(testNow)
 	b := &slowBackend{delay: 50 * time.Millisecond, expiry: testNow.Add(time.Hour)}
 	v := cachingVerifier(b, c, 0, 0)
 	_, err := v.Verify(context.Background(), "mt_x")
@@ -92,7 +93,7 @@ func TestOpaqueCacheOffStillSharesConcurrentCalls(t *testing.T) {
 }
 
 func TestOpaqueCacheConcurrentFirstUseMakesOneCall(t *testing.T) {
-	c := &clock{now: testNow}
+	c := testclock.New(testNow)
 	b := &slowBackend{delay: 50 * time.Millisecond, expiry: testNow.Add(time.Hour)}
 	v := cachingVerifier(b, c, 30*time.Second, 0)
 	concurrently(100, func() {
@@ -103,7 +104,7 @@ func TestOpaqueCacheConcurrentFirstUseMakesOneCall(t *testing.T) {
 }
 
 func TestOpaqueCacheWaiterKeepsItsOwnDeadline(t *testing.T) {
-	c := &clock{now: testNow}
+	c := testclock.New(testNow)
 	b := &slowBackend{delay: 300 * time.Millisecond, expiry: testNow.Add(time.Hour)}
 	v := cachingVerifier(b, c, 30*time.Second, 0)
 
@@ -124,7 +125,7 @@ func TestOpaqueCacheWaiterKeepsItsOwnDeadline(t *testing.T) {
 }
 
 func TestOpaqueCacheLeaderCancellationDoesNotFailOthers(t *testing.T) {
-	c := &clock{now: testNow}
+	c := testclock.New(testNow)
 	b := &slowBackend{delay: 100 * time.Millisecond, expiry: testNow.Add(time.Hour)}
 	v := cachingVerifier(b, c, 30*time.Second, 0)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -137,7 +138,7 @@ func TestOpaqueCacheLeaderCancellationDoesNotFailOthers(t *testing.T) {
 }
 
 func TestOpaqueCacheRemembersRefusalsForASecond(t *testing.T) {
-	c := &clock{now: testNow}
+	c := testclock.New(testNow)
 	b := &slowBackend{err: &backend.Error{Status: 404}, expiry: testNow.Add(time.Hour)}
 	v := cachingVerifier(b, c, 30*time.Second, 0)
 	for range 3 {
@@ -146,7 +147,7 @@ func TestOpaqueCacheRemembersRefusalsForASecond(t *testing.T) {
 	}
 	assert.Equal(t, int32(1), b.calls.Load())
 
-	c.advance(negativeTTL)
+	c.Advance(negativeTTL)
 	b.err = nil // the token now exists (minted a moment ago, say)
 	_, err := v.Verify(context.Background(), "mt_unknown")
 	require.NoError(t, err, "a refusal is not remembered beyond a second")
@@ -154,7 +155,7 @@ func TestOpaqueCacheRemembersRefusalsForASecond(t *testing.T) {
 }
 
 func TestOpaqueCacheDoesNotKeepTrouble(t *testing.T) {
-	c := &clock{now: testNow}
+	c := testclock.New(testNow)
 	b := &slowBackend{err: errors.New("outage"), expiry: testNow.Add(time.Hour)}
 	v := cachingVerifier(b, c, 30*time.Second, 0)
 	for range 3 {
@@ -168,7 +169,7 @@ func TestOpaqueCacheDoesNotKeepTrouble(t *testing.T) {
 }
 
 func TestOpaqueCacheIsBounded(t *testing.T) {
-	c := &clock{now: testNow}
+	c := testclock.New(testNow)
 	b := &slowBackend{expiry: testNow.Add(time.Hour)}
 	v := cachingVerifier(b, c, time.Minute, 10)
 	for i := range 25 {
@@ -185,14 +186,14 @@ func TestOpaqueCacheIsBounded(t *testing.T) {
 }
 
 func TestOpaqueCacheDropsExpiredEntries(t *testing.T) {
-	c := &clock{now: testNow}
+	c := testclock.New(testNow)
 	b := &slowBackend{expiry: testNow.Add(time.Hour)}
 	v := cachingVerifier(b, c, time.Second, 0)
 	for i := range 5 {
 		_, err := v.Verify(context.Background(), fmt.Sprintf("mt_%d", i))
 		require.NoError(t, err)
 	}
-	c.advance(2 * time.Second)
+	c.Advance(2 * time.Second)
 	for i := range 5 {
 		_, err := v.Verify(context.Background(), fmt.Sprintf("mt_%d", i))
 		require.NoError(t, err)
@@ -202,7 +203,7 @@ func TestOpaqueCacheDropsExpiredEntries(t *testing.T) {
 
 func TestJWTCacheSkipsTheWorkOnRepeats(t *testing.T) {
 	private, _ := signingKeys(t)
-	c := &clock{now: testNow}
+	c := testclock.New(testNow)
 	keys := &countingKeys{key: rsaKey(private, "RS256")}
 	v := New(Options{Accept: TypesOf(M2MToken), Keys: keys, ClockSkew: 5 * time.Second, Now: c.Now})
 	token := sign(t, private, m2mHeader(), m2mPayload())
@@ -218,25 +219,25 @@ func TestJWTCacheSkipsTheWorkOnRepeats(t *testing.T) {
 
 func TestJWTCacheRechecksTimesOnEveryHit(t *testing.T) {
 	private, _ := signingKeys(t)
-	c := &clock{now: testNow}
+	c := testclock.New(testNow)
 	v := New(Options{Accept: TypesOf(M2MToken), Keys: &countingKeys{key: rsaKey(private, "")}, ClockSkew: 5 * time.Second, Now: c.Now})
 	now := testNow.Unix()
 	token := sign(t, private, m2mHeader(), with(m2mPayload(), map[string]any{"exp": now + 60}))
 	_, err := v.Verify(context.Background(), token)
 	require.NoError(t, err)
 
-	c.advance(64 * time.Second)
+	c.Advance(64 * time.Second)
 	_, err = v.Verify(context.Background(), token)
 	require.NoError(t, err, "within the skew after exp")
-	c.advance(time.Second)
+	c.Advance(time.Second)
 	_, err = v.Verify(context.Background(), token)
 	requireReason(t, err, ReasonExpired)
 
 	early := sign(t, private, m2mHeader(), with(m2mPayload(), map[string]any{"nbf": testNow.Unix() + 3, "exp": now + 3600}))
-	c.now = testNow
+	c.Set(testNow)
 	_, err = v.Verify(context.Background(), early)
 	require.NoError(t, err, "nbf within the skew")
-	c.now = testNow.Add(-3 * time.Second) // a clock that stepped back
+	c.Set(testNow.Add(-3 * time.Second)) // a clock that stepped back
 	_, err = v.Verify(context.Background(), early)
 	requireReason(t, err, ReasonInvalid)
 }

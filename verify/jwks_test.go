@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/caddy-clerk/clerk-m2m/backend"
+	"github.com/caddy-clerk/clerk-m2m/internal/testclock"
 )
 
 // fakeJWKS serves a key set (or an error) and counts fetches.
@@ -53,28 +54,10 @@ func (f *fakeJWKS) set(keys []json.RawMessage, err error) {
 	f.keys, f.err = keys, err
 }
 
-// clock is a settable test clock.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-func newRemote(t *testing.T, keys ...json.RawMessage) (*RemoteKeys, *fakeJWKS, *clock) {
+func newRemote(t *testing.T, keys ...json.RawMessage) (*RemoteKeys, *fakeJWKS, *testclock.Clock) {
 	t.Helper()
 	f := &fakeJWKS{keys: keys}
-	c := &clock{now: testNow}
+	c := testclock.New(testNow)
 	return NewRemoteKeys(f, JWKSOptions{Now: c.Now, Timeout: time.Second}), f, c
 }
 
@@ -134,7 +117,7 @@ func TestRemoteKeysMadeUpKidsCostABoundedFewFetches(t *testing.T) {
 	}
 	assert.Equal(t, int32(refetchBurst), f.fetches.Load())
 
-	c.advance(5 * time.Second)
+	c.Advance(5 * time.Second)
 	_, err := r.Key(context.Background(), "ins_made_up_again")
 	requireReason(t, err, ReasonInvalid)
 	assert.Equal(t, int32(refetchBurst+1), f.fetches.Load(), "one more fetch per interval")
@@ -159,7 +142,7 @@ func TestRemoteKeysRefreshAfterMaxAgeWithoutBlocking(t *testing.T) {
 	require.NoError(t, err)
 
 	f.set([]json.RawMessage{jwkJSON(&b.PublicKey, "ins_a", "RS256")}, nil)
-	c.advance(5*time.Minute + time.Second)
+	c.Advance(5*time.Minute + time.Second)
 	key, err := r.Key(context.Background(), "ins_a")
 	require.NoError(t, err)
 	assert.Equal(t, a.N, key.Public.N, "the old key is served while the refresh runs")
@@ -177,18 +160,18 @@ func TestRemoteKeysKeepTheLastGoodSetForMaxStale(t *testing.T) {
 	require.NoError(t, err)
 
 	f.set(nil, &backend.Error{Status: 503})
-	c.advance(30 * time.Minute)
+	c.Advance(30 * time.Minute)
 	_, err = r.Key(context.Background(), "ins_a")
 	require.NoError(t, err, "within the stale window the last good key is used")
 	waitFor(t, func() bool { return f.fetches.Load() == 2 })
 
-	c.advance(36 * time.Minute) // 66 minutes after the fetch: past MaxAge + MaxStale
+	c.Advance(36 * time.Minute) // 66 minutes after the fetch: past MaxAge + MaxStale
 	_, err = r.Key(context.Background(), "ins_a")
 	verr := requireReason(t, err, ReasonUnavailable)
 	assert.Positive(t, verr.RetryAfter)
 
 	f.set([]json.RawMessage{jwkJSON(&a.PublicKey, "ins_a", "RS256")}, nil)
-	c.advance(5 * time.Second)
+	c.Advance(5 * time.Second)
 	_, err = r.Key(context.Background(), "ins_a")
 	assert.NoError(t, err, "recovers once Clerk answers again")
 }
@@ -208,7 +191,7 @@ func TestRemoteKeysAnEmptySetDoesNotReplaceAGoodOne(t *testing.T) {
 	require.NoError(t, err)
 
 	f.set([]json.RawMessage{}, nil)
-	c.advance(5*time.Minute + time.Second)
+	c.Advance(5*time.Minute + time.Second)
 	_, err = r.Key(context.Background(), "ins_a")
 	require.NoError(t, err)
 	waitFor(t, func() bool { return f.fetches.Load() == 2 })
@@ -414,20 +397,20 @@ func TestRemoteKeysStopCancelsAHangingFetch(t *testing.T) {
 func TestRemoteKeysReportFetchesAndAge(t *testing.T) {
 	a, _ := signingKeys(t)
 	f := &fakeJWKS{err: &backend.Error{Status: 503}}
-	c := &clock{now: testNow}
+	c := testclock.New(testNow)
 	var fetches []error
 	r := NewRemoteKeys(f, JWKSOptions{Now: c.Now, OnFetch: func(err error) { fetches = append(fetches, err) }})
 	_, known := r.Age()
 	assert.False(t, known)
 	_, _ = r.Key(context.Background(), "ins_a")
 	f.set([]json.RawMessage{jwkJSON(&a.PublicKey, "ins_a", "RS256")}, nil)
-	c.advance(5 * time.Second)
+	c.Advance(5 * time.Second)
 	_, err := r.Key(context.Background(), "ins_a")
 	require.NoError(t, err)
 	require.Len(t, fetches, 2)
 	assert.Error(t, fetches[0])
 	assert.NoError(t, fetches[1])
-	c.advance(42 * time.Second)
+	c.Advance(42 * time.Second)
 	age, known := r.Age()
 	assert.True(t, known)
 	assert.Equal(t, 42*time.Second, age)
