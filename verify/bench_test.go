@@ -98,22 +98,19 @@ func BenchmarkVerifyM2MJWTUncached(b *testing.B) {
 func BenchmarkVerifyM2MJWTCached(b *testing.B) {
 	token, private := benchToken(b)
 	v := New(Options{Accept: TypesOf(M2MToken), Keys: &StaticKey{key: Key{ID: testKid, Public: &private.PublicKey}}, ClockSkew: 5 * time.Second})
-	if _, err := v.Verify(context.Background(), token); err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := v.Verify(context.Background(), token); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchCachedVerify(b, v, token)
 }
 
 // BenchmarkVerifyOpaqueCached is an opaque token whose verification is
 // cached: compare with BenchmarkFloorSHA256.
 func BenchmarkVerifyOpaqueCached(b *testing.B) {
 	v := New(Options{Accept: TypesOf(M2MToken), Backend: &fakeBackend{answer: m2mAnswer(nil)}, CacheTTL: time.Hour, Now: fixedClock})
-	const token = "mt_f7f0ba8c3b4843ce7d85fcdd5e71853e"
+	benchCachedVerify(b, v, "mt_f7f0ba8c3b4843ce7d85fcdd5e71853e")
+}
+
+// benchCachedVerify verifies token once, outside the measure, so that the
+// loop measures the cached answer.
+func benchCachedVerify(b *testing.B, v *Verifier, token string) {
 	if _, err := v.Verify(context.Background(), token); err != nil {
 		b.Fatal(err)
 	}
