@@ -35,10 +35,32 @@ func StartCaddy(caddyfile []byte, env map[string]string) error {
 	for _, w := range warnings {
 		fmt.Fprintln(os.Stderr, "Caddyfile:", w.Message)
 	}
+	config, err = withoutAutosave(config)
+	if err != nil {
+		return err
+	}
 	if err := caddy.Load(config, true); err != nil {
 		return fmt.Errorf("starting Caddy: %v", err)
 	}
 	return nil
+}
+
+// withoutAutosave turns off Caddy's autosave of the config: a demo must not
+// overwrite the autosave.json that `caddy run --resume` would load.
+func withoutAutosave(config []byte) ([]byte, error) {
+	var parsed caddy.Config
+	if err := json.Unmarshal(config, &parsed); err != nil {
+		return nil, fmt.Errorf("reading the adapted config: %v", err)
+	}
+	if parsed.Admin == nil {
+		parsed.Admin = new(caddy.AdminConfig)
+	}
+	if parsed.Admin.Config == nil {
+		parsed.Admin.Config = new(caddy.ConfigSettings)
+	}
+	persist := false
+	parsed.Admin.Config.Persist = &persist
+	return json.Marshal(parsed)
 }
 
 // StopCaddy stops what StartCaddy started.
