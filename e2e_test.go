@@ -58,7 +58,9 @@ func echoUpstream(t *testing.T) *httptest.Server {
 // testGlobals are the global options every test configuration starts
 // with: caddytest's admin endpoint and ports, and extra options.
 func testGlobals(extra string) string {
-	return "{\n\tadmin localhost:2999\n\thttp_port 9080\n\thttps_port 9443\n\tgrace_period 1ns\n\tskip_install_trust\n" +
+	// persist_config off: tests must not replace the autosave.json that a
+	// developer's own `caddy run --resume` loads.
+	return "{\n\tadmin localhost:2999\n\tpersist_config off\n\thttp_port 9080\n\thttps_port 9443\n\tgrace_period 1ns\n\tskip_install_trust\n" +
 		extra + "}\n"
 }
 
