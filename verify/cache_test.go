@@ -257,6 +257,27 @@ func TestJWTCacheForgetsTokensOfARotatedOutKey(t *testing.T) {
 	requireReason(t, err, ReasonInvalid)
 }
 
+func TestJWTCacheSurvivesARefreshThatKeepsTheKey(t *testing.T) {
+	a, b := signingKeys(t)
+	r, f, c := newRemote(t, jwkJSON(&a.PublicKey, testKid, "RS256"))
+	var hits []bool
+	v := New(Options{Accept: TypesOf(M2MToken), Keys: r, ClockSkew: 5 * time.Second, Now: c.Now,
+		OnCacheLookup: func(_ string, hit bool) { hits = append(hits, hit) }})
+	token := sign(t, a, m2mHeader(), m2mPayload())
+	_, err := v.Verify(context.Background(), token)
+	require.NoError(t, err)
+
+	require.NoError(t, r.refresh(context.Background(), false)) // the same key again
+	_, err = v.Verify(context.Background(), token)
+	require.NoError(t, err)
+	assert.Equal(t, []bool{false, true}, hits, "a refresh that brings back the same key keeps the cache")
+
+	f.set([]json.RawMessage{jwkJSON(&b.PublicKey, testKid, "RS256")}, nil) // the same kid, another key
+	require.NoError(t, r.refresh(context.Background(), false))
+	_, err = v.Verify(context.Background(), token)
+	requireReason(t, err, ReasonInvalid)
+}
+
 func TestJWTCacheIsBounded(t *testing.T) {
 	private, _ := signingKeys(t)
 	v := New(Options{Accept: TypesOf(M2MToken), Keys: &countingKeys{key: rsaKey(private, "")}, Now: fixedClock, CacheEntries: 5})

@@ -305,8 +305,20 @@ func (r *RemoteKeys) fetch() error {
 			zap.Error(err), zap.Int("keys_kept", len(r.keys)))
 		return err
 	}
+	keepUnchanged(keys, r.keys)
 	r.keys, r.fetchedAt, r.lastErr = keys, r.opts.Now(), nil
 	return nil
+}
+
+// keepUnchanged puts the keys of old that a fetch brought back unchanged
+// into fresh, in place of their new copies: Current compares pointers, and
+// JWTs verified with a key that did not change stay cached across refreshes.
+func keepUnchanged(fresh, old map[string]*Key) {
+	for id, key := range fresh {
+		if prev, ok := old[id]; ok && prev.Algorithm == key.Algorithm && prev.Public.Equal(key.Public) {
+			fresh[id] = prev
+		}
+	}
 }
 
 // fetchKeys fetches the set and keeps its usable keys; a set with none is a
