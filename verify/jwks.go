@@ -133,8 +133,9 @@ func (r *RemoteKeys) Start() {
 	})
 }
 
-// Stop ends the refresher and any fetch under way, and waits for them. The
-// source still answers from the set it holds, but fetches no more.
+// Stop ends the refresher and waits for it, and cancels any fetch under way
+// (which is then neither logged nor reported as a failure). The source
+// still answers from the set it holds, but fetches no more.
 func (r *RemoteKeys) Stop() {
 	r.stopBase()
 	r.startOnce.Do(func() { close(r.stopped) })
@@ -153,7 +154,8 @@ func (r *RemoteKeys) keepFresh() {
 		case <-timer.C:
 		}
 		if r.untilNextRefresh(0) > 0 {
-			continue // refreshed on demand meanwhile
+			failures = 0 // refreshed on demand meanwhile: wait for the next renewal
+			continue
 		}
 		if err := r.refresh(r.base, false); err != nil {
 			failures++
@@ -293,7 +295,9 @@ func (r *RemoteKeys) fetch() error {
 	ctx, cancel := context.WithTimeout(r.base, r.opts.Timeout)
 	defer cancel()
 	keys, err := r.fetchKeys(ctx)
-
+	if err != nil && r.base.Err() != nil {
+		return err // cut short by Stop: not a failure of Clerk's
+	}
 	if r.opts.OnFetch != nil {
 		r.opts.OnFetch(err)
 	}

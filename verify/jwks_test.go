@@ -382,7 +382,8 @@ func TestRemoteKeysRefresherBacksOffWhileFailing(t *testing.T) {
 
 func TestRemoteKeysStopCancelsAHangingFetch(t *testing.T) {
 	f := &fakeJWKS{delay: time.Hour}
-	r := NewRemoteKeys(f, JWKSOptions{Timeout: time.Hour})
+	var failures atomic.Int32
+	r := NewRemoteKeys(f, JWKSOptions{Timeout: time.Hour, OnFetch: func(error) { failures.Add(1) }})
 	r.Start()
 	waitFor(t, func() bool { return f.fetches.Load() == 1 })
 	stopped := make(chan struct{})
@@ -392,6 +393,8 @@ func TestRemoteKeysStopCancelsAHangingFetch(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("Stop waited for a hanging fetch")
 	}
+	_ = r.refresh(context.Background(), false) // joins the cancelled fetch until it returns
+	assert.Zero(t, failures.Load(), "a fetch cancelled by Stop is not reported as Clerk failing")
 }
 
 func TestRemoteKeysReportFetchesAndAge(t *testing.T) {
