@@ -54,7 +54,8 @@ func newMetrics() moduleMetrics {
 		jwksFetches: counter("jwks_fetches_total", "Fetches of Clerk's signing keys, by outcome (success, failure).",
 			"outcome"),
 		jwksAge: keySetAges{desc: prometheus.NewDesc(prometheus.BuildFQName(namespace, subsystem, "jwks_age_seconds"),
-			"Age of the signing keys in use (the oldest set, for each Backend API).", []string{"api_url"}, nil)},
+			"Age of the signing keys in use (the oldest set, for each Clerk API they are fetched from).",
+			[]string{"api_url"}, nil)},
 		mints: counter("token_mints_total", "M2M tokens minted by clerk_m2m_token, by format and outcome (success, failure).",
 			"token_format", "outcome"),
 	}
@@ -128,15 +129,15 @@ func (k keySetAges) Collect(ch chan<- prometheus.Metric) {
 	oldest := map[string]float64{}
 	instances.Range(func(_, value any) bool {
 		inst := value.(*instance)
-		if inst.keys == nil {
+		if inst.keys == nil || !inst.metrics {
 			return true
 		}
-		if age, fetched := inst.keys.Age(); fetched && age.Seconds() >= oldest[inst.apiURL] {
-			oldest[inst.apiURL] = age.Seconds()
+		if age, fetched := inst.keys.Age(); fetched && age.Seconds() >= oldest[inst.keysURL] {
+			oldest[inst.keysURL] = age.Seconds()
 		}
 		return true
 	})
-	for apiURL, age := range oldest {
-		ch <- prometheus.MustNewConstMetric(k.desc, prometheus.GaugeValue, age, apiURL)
+	for keysURL, age := range oldest {
+		ch <- prometheus.MustNewConstMetric(k.desc, prometheus.GaugeValue, age, keysURL)
 	}
 }

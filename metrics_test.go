@@ -66,3 +66,23 @@ func TestHandlerCountsOutcomes(t *testing.T) {
 	assert.Equal(t, verified, counter("m2m_token", "opaque", "verified"), "disable_metrics counts nothing")
 	assert.Equal(t, hits, lookups("opaque", "hit"))
 }
+
+// TestDisableMetricsCoversTheSigningKeys: a handler with disable_metrics
+// does not count the key fetches it makes, nor report their age.
+func TestDisableMetricsCoversTheSigningKeys(t *testing.T) {
+	clearClerkEnv(t)
+	clerk := backendtest.New()
+	defer clerk.Close()
+	caller := clerk.NewMachine("caller")
+	quiet := &Handler{SecretKey: clerk.SecretKey(), APIURL: clerk.URL, DisableMetrics: true}
+	require.NoError(t, provision(t, quiet))
+	fetches := testutil.ToFloat64(metrics.jwksFetches.WithLabelValues("success"))
+	calls := testutil.ToFloat64(metrics.clerkRequests.WithLabelValues("/v1/jwks", "ok"))
+
+	_, err := through(t, quiet, "Bearer "+clerk.MintM2MJWT(caller, backendtest.JWTOptions{}))
+	require.NoError(t, err)
+	require.Equal(t, 1, clerk.Calls("/v1/jwks"))
+	assert.Equal(t, fetches, testutil.ToFloat64(metrics.jwksFetches.WithLabelValues("success")), "the key fetch is not counted")
+	assert.Equal(t, calls, testutil.ToFloat64(metrics.clerkRequests.WithLabelValues("/v1/jwks", "ok")), "nor its call to Clerk")
+	assert.Zero(t, testutil.CollectAndCount(metrics.jwksAge), "nor the age of its keys")
+}

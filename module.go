@@ -151,7 +151,8 @@ type Handler struct {
 
 	// Do not count verifications and calls to Clerk for this handler in the
 	// caddy_clerk_m2m_* metrics (they are registered when Caddy's `metrics`
-	// global option is on).
+	// global option is on). Such a handler fetches its signing keys apart
+	// from the handlers that are counted.
 	DisableMetrics bool `json:"disable_metrics,omitempty"`
 
 	// Origins a session token may have been issued to (its `azp` claim,
@@ -367,6 +368,7 @@ func (h *Handler) useSharedInstance(ctx caddy.Context, opts *verify.Options) err
 		secretKey:   h.secretKey,
 		frontendURL: h.frontendURL,
 		staticKeys:  h.jwtKey != "",
+		metrics:     !h.DisableMetrics,
 		timeout:     time.Duration(h.Timeout),
 		maxStale:    time.Duration(h.JWKSMaxStale),
 	}

@@ -26,7 +26,8 @@ var instances = caddy.NewUsagePool()
 // fetched from the Backend API with a secret key, else from the Frontend
 // API named by a publishable key.
 type instance struct {
-	apiURL     string
+	keysURL    string // the API the keys are fetched from, for the jwks_age metric
+	metrics    bool   // reported in the caddy_clerk_m2m_* metrics
 	httpClient *http.Client
 	keys       *verify.RemoteKeys // nil without a secret or publishable key
 }
@@ -37,6 +38,7 @@ type instanceSettings struct {
 	secretKey   string
 	frontendURL string // used for keys only without a secret key
 	staticKeys  bool   // jwt_key is set: no key set is fetched at all
+	metrics     bool   // key fetches and calls to Clerk are counted
 	timeout     time.Duration
 	maxStale    time.Duration
 }
@@ -45,7 +47,7 @@ type instanceSettings struct {
 func (s instanceSettings) poolKey() string {
 	sum := sha256.Sum256([]byte(s.secretKey))
 	return strings.Join([]string{s.apiURL, hex.EncodeToString(sum[:]), s.keysFromFrontend(), strconv.FormatBool(s.staticKeys),
-		s.timeout.String(), s.maxStale.String()}, "|")
+		strconv.FormatBool(s.metrics), s.timeout.String(), s.maxStale.String()}, "|")
 }
 
 // keysFromFrontend is the Frontend API to fetch keys from, when there is no
@@ -74,37 +76,40 @@ func releaseInstance(s instanceSettings) {
 }
 
 func newInstance(s instanceSettings, logger *zap.Logger) (*instance, error) {
-	inst := &instance{apiURL: s.apiURL, httpClient: backend.NewHTTPClient()}
-	fetcher, err := s.jwksFetcher(inst.httpClient)
+	inst := &instance{metrics: s.metrics, httpClient: backend.NewHTTPClient()}
+	fetcher, keysURL, err := s.jwksFetcher(inst.httpClient)
 	if err != nil || fetcher == nil {
 		return inst, err
 	}
-	inst.keys = verify.NewRemoteKeys(fetcher, verify.JWKSOptions{
-		Timeout:  s.timeout,
-		MaxStale: s.maxStale,
-		Logger:   logger.Named("jwks"),
-		OnFetch:  observeJWKSFetch,
-	})
+	opts := verify.JWKSOptions{Timeout: s.timeout, MaxStale: s.maxStale, Logger: logger.Named("jwks")}
+	if s.metrics {
+		opts.OnFetch = observeJWKSFetch
+	}
+	inst.keys, inst.keysURL = verify.NewRemoteKeys(fetcher, opts), keysURL
 	return inst, nil
 }
 
 // jwksFetcher fetches the signing keys from the Backend API with the secret
-// key, else from the Frontend API; nil when neither is configured, or when
-// jwt_key makes fetching them pointless.
-func (s instanceSettings) jwksFetcher(httpClient *http.Client) (verify.JWKSFetcher, error) {
-	opts := backend.Options{UserAgent: userAgent(), HTTPClient: httpClient, Observe: observeClerkRequest}
+// key, else from the Frontend API, and says which; nil when neither is
+// configured, or when jwt_key makes fetching them pointless.
+func (s instanceSettings) jwksFetcher(httpClient *http.Client) (verify.JWKSFetcher, string, error) {
+	opts := backend.Options{UserAgent: userAgent(), HTTPClient: httpClient}
+	if s.metrics {
+		opts.Observe = observeClerkRequest
+	}
 	switch {
 	case s.staticKeys:
-		return nil, nil
+		return nil, "", nil
 	case s.secretKey != "":
 		opts.URL, opts.SecretKey = s.apiURL, s.secretKey
-		return backend.New(opts)
+		client, err := backend.New(opts)
+		return client, s.apiURL, err
 	case s.frontendURL != "":
 		opts.URL = s.frontendURL
 		client, err := backend.New(opts)
-		return frontendJWKS{client}, err
+		return frontendJWKS{client}, s.frontendURL, err
 	default:
-		return nil, nil
+		return nil, "", nil
 	}
 }
 

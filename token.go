@@ -171,22 +171,26 @@ func (h *TokenHandler) loadSource() error {
 	if len(h.claims) > 0 {
 		token.Claims = h.claims
 	}
-	settings, err := json.Marshal([]any{apiURL, h.machineSecretKey, token, h.RenewAt, h.Timeout})
+	settings, err := json.Marshal([]any{apiURL, h.machineSecretKey, token, h.RenewAt, h.Timeout, h.DisableMetrics})
 	if err != nil {
 		return err
 	}
 	sum := sha256.Sum256(settings)
 	h.sourceKey = hex.EncodeToString(sum[:])
+	clientOpts := backend.Options{URL: apiURL, MachineSecretKey: h.machineSecretKey, UserAgent: userAgent()}
+	sourceOpts := mint.Options{Token: token, RenewAt: h.RenewAt, Timeout: time.Duration(h.Timeout)}
+	if !h.DisableMetrics {
+		format := h.Format // not h: the source outlives this handler
+		clientOpts.Observe = observeClerkRequest
+		sourceOpts.OnMint = func(err error) { observeMint(format, err) }
+	}
 	shared, _, err := tokenSources.LoadOrNew(h.sourceKey, func() (caddy.Destructor, error) {
-		httpClient := backend.NewHTTPClient()
-		client, err := backend.New(backend.Options{URL: apiURL, MachineSecretKey: h.machineSecretKey,
-			UserAgent: userAgent(), HTTPClient: httpClient, Observe: observeClerkRequest})
+		clientOpts.HTTPClient = backend.NewHTTPClient()
+		client, err := backend.New(clientOpts)
 		if err != nil {
 			return nil, err
 		}
-		source := mint.NewSource(client, mint.Options{Token: token, RenewAt: h.RenewAt, Timeout: time.Duration(h.Timeout),
-			OnMint: func(err error) { observeMint(h.Format, err) }})
-		return &sharedSource{Source: source, httpClient: httpClient}, nil
+		return &sharedSource{Source: mint.NewSource(client, sourceOpts), httpClient: clientOpts.HTTPClient}, nil
 	})
 	if err != nil {
 		return err

@@ -109,6 +109,14 @@ func TestMintsAreCounted(t *testing.T) {
 	_, err := h.source.Token(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, 1.0, testutil.ToFloat64(metrics.mints.WithLabelValues("jwt", "success"))-before)
+
+	quiet := &TokenHandler{MachineSecretKey: clerk.NewMachine("b").SecretKey, APIURL: clerk.URL, Format: "jwt", DisableMetrics: true}
+	require.NoError(t, provisionToken(t, quiet))
+	calls := testutil.ToFloat64(metrics.clerkRequests.WithLabelValues("/m2m_tokens", "ok"))
+	_, err = quiet.source.Token(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, 1.0, testutil.ToFloat64(metrics.mints.WithLabelValues("jwt", "success"))-before, "disable_metrics counts no mint")
+	assert.Equal(t, calls, testutil.ToFloat64(metrics.clerkRequests.WithLabelValues("/m2m_tokens", "ok")), "nor its call to Clerk")
 }
 
 func TestPublishableKeys(t *testing.T) {
