@@ -22,7 +22,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -111,8 +110,8 @@ func TestAdversarialTokens(t *testing.T) {
 	logFile := filepath.Join(t.TempDir(), "caddy.log")
 	config := strings.NewReplacer("{{LOG}}", logFile, "{{SECRET}}", clerk.SecretKey(), "{{GATEWAY_KEY}}", gateway.SecretKey,
 		"{{CLERK}}", clerk.URL).Replace(adversarialCaddyfile)
-	e := &e2e{t: t, clerk: clerk, gateway: gateway, caller: caller, tester: caddytest.NewTester(t), logFile: logFile}
-	e.tester.InitServer(config, "caddyfile")
+	e := &e2e{t: t, clerk: clerk, gateway: gateway, caller: caller, tester: newTester(t), logFile: logFile}
+	loadConfig(t, e.tester, config)
 	evil := newAttacker(t)
 
 	kid := clerk.KeyID()

@@ -13,7 +13,6 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -111,9 +110,9 @@ func startExample(t *testing.T, name string, env map[string]string) *e2e {
 	}
 	source, err := os.ReadFile(filepath.Join("examples", name))
 	require.NoError(t, err)
-	e := &e2e{t: t, clerk: clerk, gateway: clerk.NewMachine("gateway"), caller: clerk.NewMachine("caller"), tester: caddytest.NewTester(t)}
+	e := &e2e{t: t, clerk: clerk, gateway: clerk.NewMachine("gateway"), caller: clerk.NewMachine("caller"), tester: newTester(t)}
 	t.Setenv("CLERK_MACHINE_SECRET_KEY", e.gateway.SecretKey)
-	e.tester.InitServer(testGlobals("")+string(source), "caddyfile")
+	loadConfig(t, e.tester, testGlobals("")+string(source))
 	return e
 }
 

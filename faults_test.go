@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -42,9 +41,9 @@ func startFaults(t *testing.T, before func(*backendtest.Server)) *e2e {
 		before(clerk)
 	}
 	e := &e2e{t: t, clerk: clerk, gateway: clerk.NewMachine("gateway"), caller: clerk.NewMachine("caller"),
-		logFile: filepath.Join(t.TempDir(), "caddy.log"), tester: caddytest.NewTester(t)}
-	e.tester.InitServer(strings.NewReplacer("{{LOG}}", e.logFile, "{{SECRET}}", clerk.SecretKey(),
-		"{{GATEWAY_KEY}}", e.gateway.SecretKey, "{{CLERK}}", clerk.URL).Replace(faultsCaddyfile), "caddyfile")
+		logFile: filepath.Join(t.TempDir(), "caddy.log"), tester: newTester(t)}
+	loadConfig(t, e.tester, strings.NewReplacer("{{LOG}}", e.logFile, "{{SECRET}}", clerk.SecretKey(),
+		"{{GATEWAY_KEY}}", e.gateway.SecretKey, "{{CLERK}}", clerk.URL).Replace(faultsCaddyfile))
 	return e
 }
 

@@ -55,9 +55,9 @@ func TestLoadWithFaults(t *testing.T) {
 	other := backendtest.New()
 	defer other.Close()
 	gateway, caller := clerk.NewMachine("gateway"), clerk.NewMachine("caller")
-	tester := caddytest.NewTester(t)
-	tester.InitServer(strings.NewReplacer("{{SECRET}}", clerk.SecretKey(), "{{GATEWAY_KEY}}", gateway.SecretKey,
-		"{{CLERK}}", clerk.URL, "{{TIMEOUT}}", timeout.String()).Replace(loadCaddyfile), "caddyfile")
+	tester := newTester(t)
+	loadConfig(t, tester, strings.NewReplacer("{{SECRET}}", clerk.SecretKey(), "{{GATEWAY_KEY}}", gateway.SecretKey,
+		"{{CLERK}}", clerk.URL, "{{TIMEOUT}}", timeout.String()).Replace(loadCaddyfile))
 
 	granted := backendtest.TokenOptions{Scopes: []string{gateway.ID}, TTL: time.Hour}
 	var valid, forged []string
@@ -89,7 +89,7 @@ func TestLoadWithFaults(t *testing.T) {
 	// the baseline, so that growth after the main run means a leak.
 	warmup := loadRun(t, clerk, get, valid, forged, isValid, 2*time.Second, timeout)
 	clerk.ResetCalls() // the fake's own log of requests is not the module's memory
-	before := atRest(tester)
+	before, resentBefore := atRest(tester), resends(tester)
 	run := loadRun(t, clerk, get, valid, forged, isValid, duration, timeout)
 	clerk.ResetCalls()
 	after := atRest(tester)
@@ -103,6 +103,7 @@ func TestLoadWithFaults(t *testing.T) {
 		assert.Zero(t, r.healthy5xx, "5xx answers while Clerk was healthy")
 		assert.Zero(t, r.statuses[0], "requests that got no answer")
 	}
+	assert.Equal(t, resentBefore, resends(tester), "connections dropped unanswered under load (resent by the client)")
 	assert.Positive(t, run.statuses[http.StatusOK])
 	assert.Positive(t, run.statuses[http.StatusServiceUnavailable], "Clerk's failures were noticed")
 	assert.LessOrEqual(t, after.goroutines, before.goroutines+before.goroutines/5, "goroutines grew")

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -35,9 +34,9 @@ func TestMetricsOnTheAdminEndpoint(t *testing.T) {
 	clerk := backendtest.New()
 	defer clerk.Close()
 	gateway, caller := clerk.NewMachine("gateway"), clerk.NewMachine("caller")
-	e := &e2e{t: t, clerk: clerk, gateway: gateway, caller: caller, tester: caddytest.NewTester(t)}
-	e.tester.InitServer(strings.NewReplacer("{{SECRET}}", clerk.SecretKey(), "{{GATEWAY_KEY}}", gateway.SecretKey,
-		"{{CLERK}}", clerk.URL).Replace(metricsCaddyfile), "caddyfile")
+	e := &e2e{t: t, clerk: clerk, gateway: gateway, caller: caller, tester: newTester(t)}
+	loadConfig(t, e.tester, strings.NewReplacer("{{SECRET}}", clerk.SecretKey(), "{{GATEWAY_KEY}}", gateway.SecretKey,
+		"{{CLERK}}", clerk.URL).Replace(metricsCaddyfile))
 	require.Eventually(t, func() bool { return clerk.Calls("/v1/jwks") == 1 }, 5*time.Second, 10*time.Millisecond)
 
 	token, _ := clerk.CreateM2MToken(caller, backendtest.TokenOptions{Scopes: []string{gateway.ID}})

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -31,7 +30,7 @@ func TestClientsCannotSpoofIdentityHeaders(t *testing.T) {
 	}
 	example, err := os.ReadFile("examples/Caddyfile")
 	require.NoError(t, err)
-	e := &e2e{t: t, clerk: clerk, gateway: gateway, caller: caller, tester: caddytest.NewTester(t)}
+	e := &e2e{t: t, clerk: clerk, gateway: gateway, caller: caller, tester: newTester(t)}
 
 	forged := func(token string) func(*http.Request) {
 		return func(req *http.Request) {
@@ -50,7 +49,7 @@ func TestClientsCannotSpoofIdentityHeaders(t *testing.T) {
 	jwt := clerk.MintM2MJWT(caller, backendtest.JWTOptions{TokenOptions: granted})
 
 	t.Run("as recommended", func(t *testing.T) {
-		e.tester.InitServer(testGlobals("")+string(example), "caddyfile")
+		loadConfig(t, e.tester, testGlobals("")+string(example))
 		for name, token := range map[string]string{"opaque": opaque, "JWT": jwt} {
 			resp, seen := e.send("/", forged(token))
 			require.Equal(t, http.StatusOK, resp.StatusCode, name)
@@ -69,7 +68,7 @@ func TestClientsCannotSpoofIdentityHeaders(t *testing.T) {
 	t.Run("with optional and no token", func(t *testing.T) {
 		optional := strings.Replace(string(example), "\t\tstrip_authorization\n", "\t\tstrip_authorization\n\t\toptional\n", 1)
 		require.NotEqual(t, string(example), optional)
-		e.tester.InitServer(testGlobals("")+optional, "caddyfile")
+		loadConfig(t, e.tester, testGlobals("")+optional)
 		resp, seen := e.send("/", forged(""))
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		assert.Equal(t, map[string]string{"X-Clerk-Machine-Id": "", "X-Clerk-Scopes": "", "X-Clerk-Claims": ""}, seen,
@@ -80,8 +79,8 @@ func TestClientsCannotSpoofIdentityHeaders(t *testing.T) {
 func TestStripAuthorizationRemovesTheSessionCookieOnly(t *testing.T) {
 	e := startTypes(t)
 	session := e.clerk.MintSessionJWT(e.user, backendtest.SessionOptions{AuthorizedParty: "https://app.example.com"})
-	e.tester.InitServer(strings.Replace(e.config, "\t\t\tauthorized_parties https://app.example.com\n",
-		"\t\t\tauthorized_parties https://app.example.com\n\t\t\tstrip_authorization\n", 1), "caddyfile")
+	loadConfig(t, e.tester, strings.Replace(e.config, "\t\t\tauthorized_parties https://app.example.com\n",
+		"\t\t\tauthorized_parties https://app.example.com\n\t\t\tstrip_authorization\n", 1))
 	resp, seen := e.send("/app/x", func(req *http.Request) {
 		req.AddCookie(&http.Cookie{Name: "theme", Value: "dark"})
 		req.AddCookie(&http.Cookie{Name: "__session", Value: session})

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -76,12 +75,12 @@ func TestBothEndsOfM2M(t *testing.T) {
 	clerk.GrantScopes(a, b.ID)
 	host := strings.TrimPrefix(clerk.URL, "http://") // the fake's Frontend API, on loopback
 	publishable := "pk_test_" + base64.RawStdEncoding.EncodeToString([]byte(host+"$"))
-	e := &e2e{t: t, clerk: clerk, gateway: b, caller: a, tester: caddytest.NewTester(t)}
-	e.tester.InitServer(strings.NewReplacer(
+	e := &e2e{t: t, clerk: clerk, gateway: b, caller: a, tester: newTester(t)}
+	loadConfig(t, e.tester, strings.NewReplacer(
 		"{{A_KEY}}", a.SecretKey, "{{B_KEY}}", b.SecretKey, "{{B_ID}}", b.ID, "{{SECRET}}", clerk.SecretKey(),
 		"{{CLERK}}", clerk.URL, "{{UPSTREAM}}", strings.TrimPrefix(echoUpstream(t).URL, "http://"),
 		"{{PUBLISHABLE_KEY}}", publishable,
-	).Replace(tokenCaddyfile), "caddyfile")
+	).Replace(tokenCaddyfile))
 	const create = "/m2m_tokens"
 
 	t.Run("20 sequential requests carry one minted token", func(t *testing.T) {
@@ -174,8 +173,8 @@ http://localhost:9080 {
 	}
 }
 `
-	e := &e2e{t: t, clerk: clerk, caller: a, tester: caddytest.NewTester(t)}
-	e.tester.InitServer(config, "caddyfile")
+	e := &e2e{t: t, clerk: clerk, caller: a, tester: newTester(t)}
+	loadConfig(t, e.tester, config)
 
 	clerk.SetFault(backendtest.Fault{Path: "/m2m_tokens", Status: http.StatusServiceUnavailable})
 	resp, _ := e.request("/down/x")

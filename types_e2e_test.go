@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -126,8 +125,8 @@ func startTypes(t *testing.T) *typesEnv {
 		"{{CLERK}}", clerk.URL,
 		"{{UPSTREAM}}", strings.TrimPrefix(echoUpstream(t).URL, "http://"),
 	).Replace(typesCaddyfile)
-	env.tester = caddytest.NewTester(t)
-	env.tester.InitServer(config, "caddyfile")
+	env.tester = newTester(t)
+	loadConfig(t, env.tester, config)
 	return &typesEnv{e2e: env, user: "user_2GIpXOEpVyJw51rkZn9Kmnc6Sxr", config: config}
 }
 
