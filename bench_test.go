@@ -1,7 +1,6 @@
 package clerkm2m
 
 import (
-	"context"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -31,7 +30,7 @@ func serve(b *testing.B, handler caddyhttp.MiddlewareHandler, authorization stri
 		req.Header.Set("Authorization", authorization)
 	}
 	repl := caddy.NewReplacer()
-	req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, repl))
+	req = asCaddyWould(req, repl)
 	w := httptest.NewRecorder()
 	if err := handler.ServeHTTP(w, req, ok); err != nil || w.Code != http.StatusOK {
 		b.Fatalf("status %d, error %v", w.Code, err)

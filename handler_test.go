@@ -14,6 +14,15 @@ import (
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
 )
 
+// asCaddyWould gives req the context Caddy's server gives every request:
+// its replacer, and its variables (with the two Caddy always sets).
+func asCaddyWould(req *http.Request, repl *caddy.Replacer) *http.Request {
+	ctx := context.WithValue(req.Context(), caddy.ReplacerCtxKey, repl)
+	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{
+		caddyhttp.TrustedProxyVarKey: false, caddyhttp.ClientIPVarKey: "192.0.2.1"})
+	return req.WithContext(ctx)
+}
+
 // through runs one request through h with an earlier handler's identity
 // already in the replacer, and returns what the next handler could read.
 func through(t *testing.T, h *Handler, authorization string) (map[string]string, error) {
@@ -25,7 +34,7 @@ func through(t *testing.T, h *Handler, authorization string) (map[string]string,
 	repl := caddy.NewReplacer()
 	repl.Set(userPrefix+"id", "user_from_an_earlier_handler")
 	repl.Set(userPrefix+"role", "admin")
-	req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, repl))
+	req = asCaddyWould(req, repl)
 	var seen map[string]string
 	err := h.ServeHTTP(httptest.NewRecorder(), req, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
 		seen = map[string]string{}
@@ -67,4 +76,40 @@ func TestIdentityReplacesWhateverWasThere(t *testing.T) {
 	var handlerErr caddyhttp.HandlerError
 	require.ErrorAs(t, err, &handlerErr)
 	assert.Equal(t, http.StatusUnauthorized, handlerErr.StatusCode)
+}
+
+// TestALaterHandlersIdentityIsSeen: with two clerk_m2m handlers on one
+// request, the placeholders answer with the identity of the one that ran
+// last, also when the first let the request through anonymously.
+func TestALaterHandlersIdentityIsSeen(t *testing.T) {
+	clearClerkEnv(t)
+	clerk := backendtest.New()
+	defer clerk.Close()
+	machines := &Handler{MachineSecretKey: clerk.NewMachine("gateway").SecretKey, APIURL: clerk.URL, Optional: true}
+	require.NoError(t, provision(t, machines))
+	users := &Handler{SecretKey: clerk.SecretKey(), APIURL: clerk.URL, Accept: []string{"session_token"},
+		AuthorizedParties: []string{"https://app.example.com"}}
+	require.NoError(t, provision(t, users))
+
+	const user = "user_2GIpXOEpVyJw51rkZn9Kmnc6Sxr"
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	req.AddCookie(&http.Cookie{Name: "__session", Value: clerk.MintSessionJWT(user, backendtest.SessionOptions{AuthorizedParty: "https://app.example.com"})})
+	repl := caddy.NewReplacer()
+	req = asCaddyWould(req, repl)
+	var seen []string
+	read := func() {
+		id, _ := repl.GetString(userPrefix + "id")
+		tokenType, _ := repl.GetString(userPrefix + "token_type")
+		seen = append(seen, id+" "+tokenType)
+	}
+	err := machines.ServeHTTP(httptest.NewRecorder(), req, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		read()
+		return users.ServeHTTP(w, r, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
+			read()
+			return nil
+		}))
+	}))
+	require.NoError(t, err)
+	assert.Equal(t, []string{" ", user + " session_token"}, seen)
+	assert.Empty(t, repl.ReplaceAll("{http.vars."+identityHolderVar+"}", ""), "the holder never renders")
 }

@@ -530,7 +530,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	token, source, err := verify.Credential(r, h.accept.Has(verify.SessionToken))
 	if err != nil && h.Optional && verify.ReasonOf(err) == verify.ReasonMissing {
 		h.count("", "", outcomeAnonymous)
-		setAnonymousPlaceholders(repl)
+		publishIdentity(r.Context(), repl, nil)
 		return next.ServeHTTP(w, r)
 	}
 	var identity *verify.Identity
@@ -545,7 +545,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.refuse(w, repl, err)
 	}
 	h.count(identity.TokenType, identity.Format, outcomeVerified)
-	setIdentityPlaceholders(repl, identity)
+	publishIdentity(r.Context(), repl, identity)
 	addAccessLogFields(r, identity)
 	if h.StripAuthorization {
 		stripCredential(r, source)

@@ -1,11 +1,13 @@
 package clerkm2m
 
 import (
+	"context"
 	"encoding/json"
 	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/caddy-clerk/clerk-m2m/verify"
 )
@@ -13,31 +15,51 @@ import (
 // userPrefix starts every identity placeholder.
 const userPrefix = "http.auth.user."
 
-// setIdentityPlaceholders publishes a verified identity as the
-// {http.auth.user.*} placeholders. They are answered on demand from the
-// identity, so a request pays only for the ones something reads. Values an
-// earlier handler set under the same names are removed first: they would
-// shadow the identity.
-func setIdentityPlaceholders(repl *caddy.Replacer, id *verify.Identity) {
+// identityHolderVar names, in the request's variables, the identity that
+// the {http.auth.user.*} placeholders answer from. No placeholder can spell
+// it (it starts with a NUL).
+const identityHolderVar = "\x00clerk_m2m.identity"
+
+// identityHolder is the identity a request's placeholders answer from; nil
+// for an anonymous request.
+type identityHolder struct{ id *verify.Identity }
+
+// String keeps the holder out of any text it could be rendered into.
+func (*identityHolder) String() string { return "" }
+
+// publishIdentity makes the {http.auth.user.*} placeholders answer from id,
+// on demand, so that a request pays only for the ones something reads; a
+// nil id publishes "no identity": every one of them is known and empty, so
+// that a handler reading one (header_up X-User {http.auth.user.id}) gets
+// nothing rather than the placeholder's own text.
+//
+// A request has one holder, however many clerk_m2m handlers it passes: the
+// replacer asks its providers in the order they were added, so a second
+// provider would be shadowed by the first, and the identity a later
+// handler verified hidden behind an earlier one's. The holder is kept in
+// the request's variables, which Caddy makes for every request with room
+// to spare. Values another handler set under the same names are removed:
+// they would shadow the identity.
+func publishIdentity(ctx context.Context, repl *caddy.Replacer, id *verify.Identity) {
 	repl.DeleteByPrefix(userPrefix)
-	repl.Map(func(key string) (any, bool) {
-		name, ok := strings.CutPrefix(key, userPrefix)
-		if !ok {
-			return nil, false
-		}
-		return identityPlaceholder(id, name)
-	})
+	if holder, ok := caddyhttp.GetVar(ctx, identityHolderVar).(*identityHolder); ok {
+		holder.id = id
+		return
+	}
+	holder := &identityHolder{id: id}
+	caddyhttp.SetVar(ctx, identityHolderVar, holder)
+	repl.Map(holder.placeholder)
 }
 
-// setAnonymousPlaceholders publishes "no identity": every
-// {http.auth.user.*} placeholder is known and empty, so that a handler
-// reading one (header_up X-User {http.auth.user.id}) gets nothing rather
-// than the placeholder's own text, or a value an earlier handler set.
-func setAnonymousPlaceholders(repl *caddy.Replacer) {
-	repl.DeleteByPrefix(userPrefix)
-	repl.Map(func(key string) (any, bool) {
-		return "", strings.HasPrefix(key, userPrefix)
-	})
+func (h *identityHolder) placeholder(key string) (any, bool) {
+	name, ok := strings.CutPrefix(key, userPrefix)
+	switch {
+	case !ok:
+		return nil, false
+	case h.id == nil:
+		return "", true
+	}
+	return identityPlaceholder(h.id, name)
 }
 
 // identityPlaceholder answers {http.auth.user.<name>}.
