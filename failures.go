@@ -1,6 +1,7 @@
 package clerkm2m
 
 import (
+	"context"
 	"errors"
 	"math"
 	"net/http"
@@ -22,6 +23,18 @@ const errorPlaceholder = "http.auth.clerk_m2m.error"
 // defaultRetryAfter is advertised on a 503 when Clerk did not say how long
 // to wait.
 const defaultRetryAfter = 5 * time.Second
+
+// statusClientClosedRequest is what a request ends with when its client
+// went away before the answer: nginx's 499, which Caddy's reverse_proxy
+// uses too.
+const statusClientClosedRequest = 499
+
+// clientGone reports whether err says no more than that the request's
+// client went away while Clerk was being asked: no fault of Clerk's, and
+// nothing to answer, count or alert on.
+func clientGone(r *http.Request, err error) bool {
+	return r.Context().Err() != nil && errors.Is(err, context.Canceled)
+}
 
 // refuse answers a request whose credential was not verified: it sets the
 // reason placeholder and the challenge or Retry-After header, and returns

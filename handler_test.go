@@ -5,13 +5,18 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
+	"github.com/caddy-clerk/clerk-m2m/verify"
 )
 
 // asCaddyWould gives req the context Caddy's server gives every request:
@@ -112,4 +117,42 @@ func TestALaterHandlersIdentityIsSeen(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []string{" ", user + " session_token"}, seen)
 	assert.Empty(t, repl.ReplaceAll("{http.vars."+identityHolderVar+"}", ""), "the holder never renders")
+}
+
+// TestAClientThatLeftIsNoClerkOutage: when the client goes away while Clerk
+// is being asked, the request ends with 499, and neither handler reports
+// Clerk as failing.
+func TestAClientThatLeftIsNoClerkOutage(t *testing.T) {
+	clearClerkEnv(t)
+	clerk := backendtest.New()
+	defer clerk.Close()
+	gateway := clerk.NewMachine("gateway")
+	token, _ := clerk.CreateM2MToken(clerk.NewMachine("caller"), backendtest.TokenOptions{Scopes: []string{gateway.ID}})
+	clerk.SetFault(backendtest.Fault{Hang: true})
+	verifier := &Handler{MachineSecretKey: gateway.SecretKey, APIURL: clerk.URL}
+	require.NoError(t, provision(t, verifier))
+	minter := &TokenHandler{MachineSecretKey: clerk.NewMachine("minter").SecretKey, APIURL: clerk.URL}
+	require.NoError(t, provisionToken(t, minter))
+	core, warnings := observer.New(zap.WarnLevel)
+	verifier.alerts, minter.alerts = newAlerter(zap.New(core)), newAlerter(zap.New(core))
+	unavailable := func() float64 {
+		return testutil.ToFloat64(metrics.verifications.WithLabelValues("m2m_token", "opaque", string(verify.ReasonUnavailable)))
+	}
+	before := unavailable()
+
+	for name, handler := range map[string]caddyhttp.MiddlewareHandler{"clerk_m2m": verifier, "clerk_m2m_token": minter} {
+		ctx, leave := context.WithCancel(context.Background())
+		req := asCaddyWould(httptest.NewRequestWithContext(ctx, http.MethodGet, "/", nil), caddy.NewReplacer())
+		req.Header.Set("Authorization", "Bearer "+token)
+		time.AfterFunc(50*time.Millisecond, leave)
+		err := handler.ServeHTTP(httptest.NewRecorder(), req, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
+			t.Errorf("%s passed the request on", name)
+			return nil
+		}))
+		var handlerErr caddyhttp.HandlerError
+		require.ErrorAs(t, err, &handlerErr, name)
+		assert.Equal(t, 499, handlerErr.StatusCode, name)
+	}
+	assert.Zero(t, warnings.Len(), "no alert about Clerk")
+	assert.Equal(t, before, unavailable(), "no clerk_unavailable counted")
 }

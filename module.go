@@ -541,6 +541,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		err = h.policy.Check(identity)
 	}
 	if err != nil {
+		if clientGone(r, err) {
+			return caddyhttp.Error(statusClientClosedRequest, err)
+		}
 		h.countRefusal(token, err)
 		return h.refuse(w, repl, err)
 	}

@@ -244,6 +244,9 @@ func (h *TokenHandler) Validate() error {
 // the request when none can be had.
 func (h *TokenHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	token, err := h.source.Token(r.Context())
+	if clientGone(r, err) {
+		return caddyhttp.Error(statusClientClosedRequest, err)
+	}
 	if err != nil {
 		return h.refuse(w, r, err)
 	}

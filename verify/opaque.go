@@ -29,7 +29,7 @@ func (v *Verifier) verifyWithClerk(ctx context.Context, tok *Token, key tokenKey
 		}
 		return res.Val.(*Identity), nil
 	case <-ctx.Done():
-		return nil, &Error{Reason: ReasonUnavailable, Description: "Clerk did not answer in time", Err: ctx.Err()}
+		return nil, &Error{Reason: ReasonUnavailable, TokenType: tok.Type, Description: "Clerk did not answer in time", Err: ctx.Err()}
 	}
 }
 

@@ -4,7 +4,8 @@
 //
 // A credential is first classified from its shape alone (Classify), so that
 // a token of a type the caller does not accept is refused before any
-// cryptography or network call. JWTs are verified locally against keys from a
+// signature check or network call (a verified credential is looked up in a
+// cache first, by its SHA-256). JWTs are verified locally against keys from a
 // KeySource; opaque tokens are verified by Clerk's Backend API through
 // package backend. Every refusal is an *Error whose Reason says what went
 // wrong in terms a gateway can map to an HTTP status.
