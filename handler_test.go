@@ -156,3 +156,24 @@ func TestAClientThatLeftIsNoClerkOutage(t *testing.T) {
 	assert.Zero(t, warnings.Len(), "no alert about Clerk")
 	assert.Equal(t, before, unavailable(), "no clerk_unavailable counted")
 }
+
+func TestStripCookieLeavesTheOtherPairsAsSent(t *testing.T) {
+	for name, tc := range map[string]struct{ sent, want []string }{
+		"alone":             {[]string{"__session=eyJ"}, nil},
+		"first":             {[]string{"__session=eyJ; theme=dark"}, []string{"theme=dark"}},
+		"middle":            {[]string{"a=1; __session=eyJ; b=2"}, []string{"a=1; b=2"}},
+		"twice":             {[]string{"__session=x;a=1;__session=y"}, []string{"a=1"}},
+		"unparseable kept":  {[]string{`bad name=1; __session=eyJ; q="a"b"`}, []string{`bad name=1; q="a"b"`}},
+		"headers kept":      {[]string{"a=1", "__session=eyJ", "b=2; __session=eyJ"}, []string{"a=1", "b=2"}},
+		"a lookalike kept":  {[]string{"__session_x=1; x__session=2"}, []string{"__session_x=1; x__session=2"}},
+		"no cookie at all":  {nil, nil},
+		"spaces around it":  {[]string{"a=1 ;  __session =eyJ ; b=2"}, []string{"a=1 ; b=2"}},
+		"value holds names": {[]string{"a=__session=1"}, []string{"a=__session=1"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			header := http.Header{"Cookie": tc.sent}
+			stripCookie(header, verify.SessionCookie)
+			assert.Equal(t, tc.want, header["Cookie"])
+		})
+	}
+}

@@ -596,11 +596,28 @@ func stripCredential(r *http.Request, source verify.Source) {
 		r.Header.Del("Authorization")
 		return
 	}
-	others := slices.DeleteFunc(r.Cookies(), func(c *http.Cookie) bool { return c.Name == verify.SessionCookie })
-	r.Header.Del("Cookie")
-	for _, cookie := range others {
-		r.AddCookie(cookie)
+	stripCookie(r.Header, verify.SessionCookie)
+}
+
+// stripCookie removes every name=value pair of the cookie name from the
+// Cookie headers and leaves the other pairs as they were sent: reparsing
+// them would drop those Go cannot parse, and merge the headers.
+func stripCookie(header http.Header, name string) {
+	var kept []string
+	for _, line := range header.Values("Cookie") {
+		pairs := slices.DeleteFunc(strings.Split(line, ";"), func(pair string) bool {
+			pairName, _, _ := strings.Cut(pair, "=")
+			return strings.TrimSpace(pairName) == name
+		})
+		if rest := strings.TrimSpace(strings.Join(pairs, ";")); rest != "" {
+			kept = append(kept, rest)
+		}
 	}
+	if len(kept) == 0 {
+		header.Del("Cookie")
+		return
+	}
+	header["Cookie"] = kept
 }
 
 // Cleanup releases the shared instance; the last configuration to release
