@@ -173,7 +173,7 @@ type Handler struct {
 	CacheTTL *caddy.Duration `json:"cache_ttl,omitempty"`
 
 	// How long Clerk's signing keys keep being used when they cannot be
-	// refreshed (they are refreshed every 5 minutes). After that, JWTs are
+	// refreshed (they are renewed every 4 minutes). After that, JWTs are
 	// refused with 503 until Clerk answers again. Default: 1h.
 	JWKSMaxStale caddy.Duration `json:"jwks_max_stale,omitempty"`
 

@@ -70,8 +70,9 @@ type TokenHandler struct {
 	// when the configuration loads.
 	Claims map[string]string `json:"claims,omitempty"`
 
-	// The share of a token's lifetime after which the next one is minted,
-	// between 0 and 1. Default: 0.5.
+	// The share of a token's lifetime after which the next one is minted:
+	// above 0 and at most 1 (in the Caddyfile, also a percentage such as
+	// `50%`). Default: 0.5.
 	RenewAt float64 `json:"renew_at,omitempty"`
 
 	// The request header that carries the token: `Authorization` (as
@@ -230,7 +231,7 @@ func (h *TokenHandler) Validate() error {
 		return fmt.Errorf("format must be opaque or jwt, not %q", h.Format)
 	case time.Duration(h.TTL) < time.Second:
 		return errors.New("ttl must be at least 1s")
-	case h.RenewAt <= 0 || h.RenewAt > 1:
+	case !(h.RenewAt > 0 && h.RenewAt <= 1):
 		return fmt.Errorf("renew_at must be a share of the lifetime, above 0 and at most 1 (or 100%%), not %v", h.RenewAt)
 	case !httpguts.ValidHeaderFieldName(h.Header):
 		return fmt.Errorf("header %q is not a valid header name", h.Header)

@@ -85,6 +85,9 @@ func shareArg(d *caddyfile.Dispenser, dest *float64) error {
 	if percent {
 		share /= 100
 	}
+	if !(share > 0 && share <= 1) { // also refuses NaN
+		return d.Errf("renew_at: %q is not a share of the lifetime above 0 and at most 1 (or 100%%)", text)
+	}
 	*dest = share
 	return nil
 }

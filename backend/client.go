@@ -1,6 +1,8 @@
-// Package backend is a small client for the parts of Clerk's Backend API
-// (BAPI) that a gateway needs: verifying opaque machine tokens and fetching
-// the instance's signing keys (JWKS).
+// Package backend is a small client for the parts of Clerk's API that a
+// gateway needs: verifying opaque credentials (M2M tokens, API keys, OAuth
+// access tokens) and fetching the instance's signing keys (JWKS) through the
+// Backend API (BAPI), minting M2M tokens for a machine, and fetching the
+// public JWKS of the Frontend API that a publishable key names.
 //
 // It knows Clerk's HTTP API (paths, headers, which secret authenticates which
 // endpoint, JSON shapes, error bodies) and nothing of the rules that decide
@@ -150,9 +152,6 @@ func NewHTTPClient() *http.Client {
 		},
 	}
 }
-
-// URL returns the base URL the client calls.
-func (c *Client) URL() string { return c.baseURL }
 
 // do sends one API call, retrying network failures and 5xx answers (up to
 // attempts tries in all) while the context's budget allows, and decodes a
