@@ -234,22 +234,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 func (h *Handler) expand() error {
 	repl := caddy.NewReplacer()
 	var publishableKey string
-	for _, field := range []struct {
-		name, value, fallback string
-		dest                  *string
-	}{
-		{"secret_key", h.SecretKey, "{env.CLERK_SECRET_KEY}", &h.secretKey},
-		{"machine_secret_key", h.MachineSecretKey, "{env.CLERK_MACHINE_SECRET_KEY}", &h.machineSecretKey},
-		{"jwt_key", h.JWTKey, "{env.CLERK_JWT_KEY}", &h.jwtKey},
-		{"api_url", h.APIURL, "{env.CLERK_API_URL}", &h.apiURL},
-		{"publishable_key", h.PublishableKey, "{env.CLERK_PUBLISHABLE_KEY}", &publishableKey},
-	} {
-		if err := expandField(repl, field.name, field.value, field.fallback, field.dest); err != nil {
-			return err
-		}
-	}
-	if h.apiURL == "" {
-		h.apiURL = backend.DefaultURL
+	if err := expandFields(repl,
+		field{name: "secret_key", value: h.SecretKey, fallback: "{env.CLERK_SECRET_KEY}", dest: &h.secretKey},
+		machineSecretKeyField(h.MachineSecretKey, &h.machineSecretKey),
+		field{name: "jwt_key", value: h.JWTKey, fallback: "{env.CLERK_JWT_KEY}", dest: &h.jwtKey},
+		apiURLField(h.APIURL, &h.apiURL),
+		field{name: "publishable_key", value: h.PublishableKey, fallback: "{env.CLERK_PUBLISHABLE_KEY}", dest: &publishableKey},
+	); err != nil {
+		return err
 	}
 	if publishableKey != "" {
 		frontendURL, err := backend.FrontendAPIURL(publishableKey)
@@ -261,22 +253,45 @@ func (h *Handler) expand() error {
 	return h.expandAccept(repl)
 }
 
-// expandField resolves placeholders in a configured value, or in its
+// field is a configured value that may hold placeholders: its name, the
+// value (which defaults to fallback when not set), where the expanded value
+// goes, and what it is when it expands to nothing (usually nothing).
+type field struct {
+	name, value, fallback string
+	dest                  *string
+	otherwise             string
+}
+
+// apiURLField and machineSecretKeyField are the fields both handlers have.
+func apiURLField(value string, dest *string) field {
+	return field{"api_url", value, "{env.CLERK_API_URL}", dest, backend.DefaultURL}
+}
+
+func machineSecretKeyField(value string, dest *string) field {
+	return field{name: "machine_secret_key", value: value, fallback: "{env.CLERK_MACHINE_SECRET_KEY}", dest: dest}
+}
+
+// expandFields resolves placeholders in each configured value, or in its
 // environment default when it is not set, and trims the result. A value set
 // explicitly that expands to nothing (Caddy reads a missing file as empty)
 // is an error: it must not quietly mean "no key".
-func expandField(repl *caddy.Replacer, name, value, fallback string, dest *string) error {
-	explicit := value != ""
-	if !explicit {
-		value = fallback
-	}
-	expanded, err := repl.ReplaceOrErr(value, false, true)
-	if err != nil {
-		return fmt.Errorf("%s: %v", name, err)
-	}
-	*dest = strings.TrimSpace(expanded)
-	if explicit && *dest == "" {
-		return fmt.Errorf("%s is set to %q, which is empty: is the file or environment variable there?", name, value)
+func expandFields(repl *caddy.Replacer, fields ...field) error {
+	for _, f := range fields {
+		value, explicit := f.value, f.value != ""
+		if !explicit {
+			value = f.fallback
+		}
+		expanded, err := repl.ReplaceOrErr(value, false, true)
+		if err != nil {
+			return fmt.Errorf("%s: %v", f.name, err)
+		}
+		*f.dest = strings.TrimSpace(expanded)
+		if explicit && *f.dest == "" {
+			return fmt.Errorf("%s is set to %q, which is empty: is the file or environment variable there?", f.name, value)
+		}
+		if *f.dest == "" {
+			*f.dest = f.otherwise
+		}
 	}
 	return nil
 }

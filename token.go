@@ -136,19 +136,11 @@ func (h *TokenHandler) Provision(ctx caddy.Context) error {
 
 func (h *TokenHandler) expand() error {
 	repl := caddy.NewReplacer()
-	for _, field := range []struct {
-		name, value, fallback string
-		dest                  *string
-	}{
-		{"machine_secret_key", h.MachineSecretKey, "{env.CLERK_MACHINE_SECRET_KEY}", &h.machineSecretKey},
-		{"api_url", h.APIURL, "{env.CLERK_API_URL}", &h.apiURL},
-	} {
-		if err := expandField(repl, field.name, field.value, field.fallback, field.dest); err != nil {
-			return err
-		}
-	}
-	if h.apiURL == "" {
-		h.apiURL = backend.DefaultURL
+	if err := expandFields(repl,
+		machineSecretKeyField(h.MachineSecretKey, &h.machineSecretKey),
+		apiURLField(h.APIURL, &h.apiURL),
+	); err != nil {
+		return err
 	}
 	h.claims = make(map[string]any, len(h.Claims))
 	for name, value := range h.Claims {
