@@ -46,19 +46,32 @@ func Classify(token string) (*Token, error) {
 	if looksLikeJWT(token) {
 		return classifyJWT(token)
 	}
-	for _, kind := range []struct {
-		prefix    string
-		tokenType TokenType
-	}{
-		{M2MTokenPrefix, M2MToken},
-		{OAuthTokenPrefix, OAuthToken},
-		{APIKeyPrefix, APIKey},
-	} {
-		if strings.HasPrefix(token, kind.prefix) && len(token) > len(kind.prefix) {
-			return &Token{Type: kind.tokenType, Format: Opaque, raw: token}, nil
-		}
+	if kind, ok := opaqueKindOf(token); ok && len(token) > len(kind.prefix) {
+		return &Token{Type: kind.tokenType, Format: Opaque, raw: token}, nil
 	}
 	return nil, invalid("", "the token is not a Clerk credential")
+}
+
+// opaqueKind is the prefix that makes a credential opaque, and its type.
+type opaqueKind struct {
+	prefix    string
+	tokenType TokenType
+}
+
+var opaqueKinds = []opaqueKind{
+	{M2MTokenPrefix, M2MToken},
+	{OAuthTokenPrefix, OAuthToken},
+	{APIKeyPrefix, APIKey},
+}
+
+// opaqueKindOf finds the opaque kind token's prefix names, if any.
+func opaqueKindOf(token string) (opaqueKind, bool) {
+	for _, kind := range opaqueKinds {
+		if strings.HasPrefix(token, kind.prefix) {
+			return kind, true
+		}
+	}
+	return opaqueKind{}, false
 }
 
 func classifyJWT(token string) (*Token, error) {

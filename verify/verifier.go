@@ -3,7 +3,6 @@ package verify
 import (
 	"context"
 	"errors"
-	"strings"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -178,8 +177,8 @@ func FormatOf(token string) Format {
 // isOpaque tells which cache may hold token: the opaque credentials have
 // prefixes no JWT can start with.
 func isOpaque(token string) bool {
-	return strings.HasPrefix(token, M2MTokenPrefix) || strings.HasPrefix(token, OAuthTokenPrefix) ||
-		strings.HasPrefix(token, APIKeyPrefix)
+	_, ok := opaqueKindOf(token)
+	return ok
 }
 
 func notAccepted(tokenType TokenType, description string) *Error {
