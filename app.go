@@ -2,6 +2,7 @@ package clerkm2m
 
 import (
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 )
 
 func init() {
@@ -15,7 +16,13 @@ func init() {
 type App struct {
 	// Registered while the configuration is provisioned and read when it
 	// starts; Caddy does both in one goroutine, one after the other.
-	instances []*instance
+	instances []registered
+}
+
+// registered is an instance and the logger of the handler that loaded it.
+type registered struct {
+	inst   *instance
+	logger *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -26,16 +33,17 @@ func (App) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// register has inst started with the configuration.
-func (a *App) register(inst *instance) {
-	a.instances = append(a.instances, inst)
+// register has inst started with the configuration, logging to logger.
+func (a *App) register(inst *instance, logger *zap.Logger) {
+	a.instances = append(a.instances, registered{inst, logger})
 }
 
 // Start starts the registered instances (those still running from the
-// previous configuration carry on as they were).
+// previous configuration carry on as they were), and has them log from now
+// on where this configuration says: the previous one's logs may close.
 func (a *App) Start() error {
-	for _, inst := range a.instances {
-		inst.start()
+	for _, r := range a.instances {
+		r.inst.start(r.logger)
 	}
 	return nil
 }

@@ -140,3 +140,37 @@ func TestJWKSFaultsAtStart(t *testing.T) {
 		})
 	}
 }
+
+// TestKeyFetchProblemsAreLoggedWhereTheConfigInUseSays: the signing keys
+// outlive a reload, and so would the logger they were made with; their
+// warnings go to the logs of the configuration in use.
+func TestKeyFetchProblemsAreLoggedWhereTheConfigInUseSays(t *testing.T) {
+	clearEnv(t)
+	clerk := backendtest.New()
+	defer clerk.Close()
+	gateway, caller := clerk.NewMachine("gateway"), clerk.NewMachine("caller")
+	e := &e2e{t: t, clerk: clerk, gateway: gateway, caller: caller, tester: newTester(t)}
+	config := func(logFile string) string {
+		return testGlobals("\tlog {\n\t\toutput file "+logFile+"\n\t\tlevel WARN\n\t}\n") + `
+http://localhost:9080 {
+	clerk_m2m {
+		secret_key ` + clerk.SecretKey() + `
+		api_url ` + clerk.URL + `
+	}
+	respond "through"
+}
+`
+	}
+	first, second := filepath.Join(t.TempDir(), "first.log"), filepath.Join(t.TempDir(), "second.log")
+	loadConfig(t, e.tester, config(first))
+	granted := backendtest.TokenOptions{Scopes: []string{gateway.ID}}
+	require.Equal(t, http.StatusOK, e.rawStatus("/", "Bearer "+clerk.MintM2MJWT(caller, backendtest.JWTOptions{TokenOptions: granted})))
+	loadConfig(t, e.tester, config(second))
+
+	clerk.SetFault(backendtest.Fault{Path: "/v1/jwks", Status: http.StatusInternalServerError})
+	unknownKey := clerk.MintM2MJWT(caller, backendtest.JWTOptions{TokenOptions: granted, Header: map[string]any{"kid": "ins_rotated"}})
+	assert.Equal(t, http.StatusUnauthorized, e.rawStatus("/", "Bearer "+unknownKey), "no such key, and no new set")
+	const warning = "fetching Clerk's signing keys failed"
+	require.Eventually(t, func() bool { return strings.Contains(readLog(t, second), warning) }, 5*time.Second, 10*time.Millisecond)
+	assert.NotContains(t, readLog(t, first), warning)
+}

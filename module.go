@@ -416,7 +416,7 @@ func (h *Handler) useSharedInstance(ctx caddy.Context, opts *verify.Options) err
 	if err != nil {
 		return err
 	}
-	app.(*App).register(inst)
+	app.(*App).register(inst, h.logger)
 	return nil
 }
 

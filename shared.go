@@ -81,7 +81,7 @@ func newInstance(s instanceSettings, logger *zap.Logger) (*instance, error) {
 	if err != nil || fetcher == nil {
 		return inst, err
 	}
-	opts := verify.JWKSOptions{Timeout: s.timeout, MaxStale: s.maxStale, Logger: logger.Named("jwks")}
+	opts := verify.JWKSOptions{Timeout: s.timeout, MaxStale: s.maxStale, Logger: jwksLogger(logger)}
 	if s.metrics {
 		opts.OnFetch = observeJWKSFetch
 	}
@@ -119,11 +119,15 @@ type frontendJWKS struct{ *backend.Client }
 func (f frontendJWKS) JWKS(ctx context.Context) (*backend.JWKS, error) { return f.FrontendJWKS(ctx) }
 
 // start begins the instance's background work, once.
-func (i *instance) start() {
+func (i *instance) start(logger *zap.Logger) {
 	if i.keys != nil {
+		i.keys.SetLogger(jwksLogger(logger))
 		i.keys.Start()
 	}
 }
+
+// jwksLogger is where an instance's key source logs.
+func jwksLogger(logger *zap.Logger) *zap.Logger { return logger.Named("jwks") }
 
 // Destruct stops the instance's background work and closes its idle
 // connections, when the last configuration using it is unloaded.

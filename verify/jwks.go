@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -38,7 +39,8 @@ type JWKSOptions struct {
 	// interval. It also spaces retries of a failing refresh. Default 5s.
 	RefetchInterval time.Duration
 
-	// Logger receives one line per fetch problem. Default: no logging.
+	// Logger receives one line per fetch problem (see also SetLogger).
+	// Default: no logging.
 	Logger *zap.Logger
 
 	// OnFetch, if set, is told how each fetch of the set ended (nil: it
@@ -97,6 +99,8 @@ type RemoteKeys struct {
 	startOnce sync.Once
 	stopped   chan struct{} // closed when the refresher has returned
 
+	logger atomic.Pointer[zap.Logger]
+
 	mu          sync.RWMutex
 	keys        map[string]*Key
 	fetchedAt   time.Time // of keys; zero until a fetch succeeds
@@ -109,7 +113,7 @@ type RemoteKeys struct {
 func NewRemoteKeys(fetcher JWKSFetcher, opts JWKSOptions) *RemoteKeys {
 	opts.applyDefaults()
 	base, stop := context.WithCancel(context.Background())
-	return &RemoteKeys{
+	r := &RemoteKeys{
 		fetcher:  fetcher,
 		opts:     opts,
 		onDemand: rate.NewLimiter(rate.Every(opts.RefetchInterval), refetchBurst),
@@ -117,7 +121,14 @@ func NewRemoteKeys(fetcher JWKSFetcher, opts JWKSOptions) *RemoteKeys {
 		stopBase: stop,
 		stopped:  make(chan struct{}),
 	}
+	r.logger.Store(opts.Logger)
+	return r
 }
+
+// SetLogger sends the lines about fetch problems to logger from now on: a
+// source that outlives the configuration that made it logs where the
+// configuration in use says.
+func (r *RemoteKeys) SetLogger(logger *zap.Logger) { r.logger.Store(logger) }
 
 // Start fetches the set in the background right away and keeps it fresh:
 // renewed at four fifths of MaxAge, retried with growing pauses (from
@@ -305,7 +316,7 @@ func (r *RemoteKeys) fetch() error {
 	defer r.mu.Unlock()
 	if err != nil {
 		r.lastErr = err
-		r.opts.Logger.Warn("fetching Clerk's signing keys failed; keeping the last good keys, if any",
+		r.logger.Load().Warn("fetching Clerk's signing keys failed; keeping the last good keys, if any",
 			zap.Error(err), zap.Int("keys_kept", len(r.keys)))
 		return err
 	}
@@ -336,7 +347,7 @@ func (r *RemoteKeys) fetchKeys(ctx context.Context) (map[string]*Key, error) {
 	for i, raw := range set.Keys {
 		key, err := parseJWK(raw)
 		if err != nil {
-			r.opts.Logger.Warn("skipping a key of Clerk's JWKS that cannot verify Clerk JWTs",
+			r.logger.Load().Warn("skipping a key of Clerk's JWKS that cannot verify Clerk JWTs",
 				zap.Int("index", i), zap.Error(err))
 			continue
 		}
