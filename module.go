@@ -379,13 +379,13 @@ func (h *Handler) useSharedInstance(ctx caddy.Context, opts *verify.Options) err
 	}
 	h.warnIfCleartext(apiURL)
 	settings := instanceSettings{
-		apiURL:      apiURL,
-		secretKey:   h.secretKey,
-		frontendURL: h.frontendURL,
-		staticKeys:  h.jwtKey != "",
-		metrics:     !h.DisableMetrics,
-		timeout:     time.Duration(h.Timeout),
-		maxStale:    time.Duration(h.JWKSMaxStale),
+		apiURL:   apiURL,
+		metrics:  !h.DisableMetrics,
+		timeout:  time.Duration(h.Timeout),
+		maxStale: time.Duration(h.JWKSMaxStale),
+	}
+	if h.jwtKey == "" { // with jwt_key, no key set is ever fetched
+		settings.secretKey, settings.frontendURL = h.secretKey, h.frontendURL
 	}
 	inst, err := loadInstance(settings, h.logger)
 	if err != nil {

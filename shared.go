@@ -35,9 +35,8 @@ type instance struct {
 // instanceSettings are what makes two handlers' instances the same one.
 type instanceSettings struct {
 	apiURL      string
-	secretKey   string
-	frontendURL string // used for keys only without a secret key
-	staticKeys  bool   // jwt_key is set: no key set is fetched at all
+	secretKey   string // fetches the keys from the Backend API; "" with jwt_key
+	frontendURL string // fetches them without a secret key; "" with jwt_key
 	metrics     bool   // key fetches and calls to Clerk are counted
 	timeout     time.Duration
 	maxStale    time.Duration
@@ -46,14 +45,14 @@ type instanceSettings struct {
 // poolKey names the instance without holding the secret key itself.
 func (s instanceSettings) poolKey() string {
 	sum := sha256.Sum256([]byte(s.secretKey))
-	return strings.Join([]string{s.apiURL, hex.EncodeToString(sum[:]), s.keysFromFrontend(), strconv.FormatBool(s.staticKeys),
-		strconv.FormatBool(s.metrics), s.timeout.String(), s.maxStale.String()}, "|")
+	return strings.Join([]string{s.apiURL, hex.EncodeToString(sum[:]), s.keysFromFrontend(), strconv.FormatBool(s.metrics),
+		s.timeout.String(), s.maxStale.String()}, "|")
 }
 
 // keysFromFrontend is the Frontend API to fetch keys from, when there is no
-// secret key to fetch them from the Backend API (and no jwt_key).
+// secret key to fetch them from the Backend API.
 func (s instanceSettings) keysFromFrontend() string {
-	if s.secretKey != "" || s.staticKeys {
+	if s.secretKey != "" {
 		return ""
 	}
 	return s.frontendURL
@@ -91,15 +90,13 @@ func newInstance(s instanceSettings, logger *zap.Logger) (*instance, error) {
 
 // jwksFetcher fetches the signing keys from the Backend API with the secret
 // key, else from the Frontend API, and says which; nil when neither is
-// configured, or when jwt_key makes fetching them pointless.
+// configured (as with jwt_key).
 func (s instanceSettings) jwksFetcher(httpClient *http.Client) (verify.JWKSFetcher, string, error) {
 	opts := backend.Options{UserAgent: userAgent(), HTTPClient: httpClient}
 	if s.metrics {
 		opts.Observe = observeClerkRequest
 	}
 	switch {
-	case s.staticKeys:
-		return nil, "", nil
 	case s.secretKey != "":
 		opts.URL, opts.SecretKey = s.apiURL, s.secretKey
 		client, err := backend.New(opts)
