@@ -223,7 +223,7 @@ func (h *TokenHandler) Validate() error {
 		return fmt.Errorf("format must be opaque or jwt, not %q", h.Format)
 	case time.Duration(h.TTL) < time.Second:
 		return errors.New("ttl must be at least 1s")
-	case !(h.RenewAt > 0 && h.RenewAt <= 1):
+	case !isShare(h.RenewAt):
 		return fmt.Errorf("renew_at must be a share of the lifetime, above 0 and at most 1 (or 100%%), not %v", h.RenewAt)
 	case !httpguts.ValidHeaderFieldName(h.Header):
 		return fmt.Errorf("header %q is not a valid header name", h.Header)
@@ -273,6 +273,10 @@ func (h *TokenHandler) Cleanup() error {
 	}
 	return nil
 }
+
+// isShare reports whether x is a share of a lifetime: above 0 and at most 1
+// (NaN is not).
+func isShare(x float64) bool { return x > 0 && x <= 1 }
 
 // Interface guards
 var (

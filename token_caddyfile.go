@@ -85,7 +85,7 @@ func shareArg(d *caddyfile.Dispenser, dest *float64) error {
 	if percent {
 		share /= 100
 	}
-	if !(share > 0 && share <= 1) { // also refuses NaN
+	if !isShare(share) { // refused here: 0 would otherwise mean the default
 		return d.Errf("renew_at: %q is not a share of the lifetime above 0 and at most 1 (or 100%%)", text)
 	}
 	*dest = share
