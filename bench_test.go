@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
+	"github.com/caddy-clerk/clerk-m2m/internal/testenv"
 )
 
 // ok is the next handler: it answers 200 and reads one placeholder, as a
@@ -52,7 +53,7 @@ func BenchmarkHandlerBaseline(b *testing.B) {
 }
 
 func benchHandler(b *testing.B, h *Handler) *Handler {
-	clearClerkEnv(b)
+	testenv.ClearClerk(b)
 	if err := provision(b, h); err != nil {
 		b.Fatal(err)
 	}

@@ -1,10 +1,8 @@
-package clerkm2m_test
+package clerkm2m
 
 import (
 	"bytes"
 	"encoding/json"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
+	"github.com/caddy-clerk/clerk-m2m/internal/testenv"
 )
 
 // exampleEnv is the environment the examples read, with nothing set that
@@ -24,7 +23,7 @@ import (
 // only for a variable that is unset).
 func exampleEnv(t *testing.T, clerk *backendtest.Server) (secretFile string) {
 	t.Helper()
-	clearEnv(t)
+	testenv.ClearClerk(t)
 	secretFile = filepath.Join(t.TempDir(), "clerk_secret_key")
 	require.NoError(t, os.WriteFile(secretFile, []byte(clerk.SecretKey()+"\n"), 0o600))
 	for name, value := range map[string]string{
@@ -94,75 +93,4 @@ func exampleName(file string) string {
 		return filepath.Base(filepath.Dir(file))
 	}
 	return strings.TrimSuffix(filepath.Base(file), ".Caddyfile")
-}
-
-// startExample runs an example as it is, plus test globals, in front of
-// the echo upstream, against a fake Clerk.
-func startExample(t *testing.T, name string, env map[string]string) *e2e {
-	t.Helper()
-	clerk := backendtest.New()
-	t.Cleanup(clerk.Close)
-	exampleEnv(t, clerk)
-	t.Setenv("PORT", "9080")
-	t.Setenv("UPSTREAM", strings.TrimPrefix(echoUpstream(t).URL, "http://"))
-	for key, value := range env {
-		t.Setenv(key, value)
-	}
-	source, err := os.ReadFile(filepath.Join("examples", name))
-	require.NoError(t, err)
-	e := &e2e{t: t, clerk: clerk, gateway: clerk.NewMachine("gateway"), caller: clerk.NewMachine("caller"), tester: newTester(t)}
-	t.Setenv("CLERK_MACHINE_SECRET_KEY", e.gateway.SecretKey)
-	loadConfig(t, e.tester, testGlobals("")+string(source))
-	return e
-}
-
-func TestProblemDetailsExample(t *testing.T) {
-	e := startExample(t, "problem-details.Caddyfile", nil)
-	for authorization, want := range map[string]map[string]any{
-		"": {"type": "https://errors.example.com/token_missing", "title": "Unauthorized", "status": 401.0,
-			"detail": "Send a Clerk credential: Authorization: Bearer <token>."},
-		"Bearer mt_0123456789abcdef0123456789abcdef": {"type": "https://errors.example.com/token_invalid", "status": 401.0,
-			"title": "Unauthorized", "detail": "The credential is not valid for this service."},
-		"Bearer ak_x": {"type": "https://errors.example.com/token_type_not_accepted", "status": 401.0,
-			"title": "Unauthorized", "detail": "This service does not accept this kind of credential."},
-	} {
-		req, err := http.NewRequest(http.MethodGet, gatewayURL+"/", nil)
-		require.NoError(t, err)
-		if authorization != "" {
-			req.Header.Set("Authorization", authorization)
-		}
-		resp, err := e.tester.Client.Do(req)
-		require.NoError(t, err)
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		assert.Equal(t, "application/problem+json", resp.Header.Get("Content-Type"))
-		assert.NotEmpty(t, resp.Header.Get("WWW-Authenticate"))
-		var problem map[string]any
-		require.NoError(t, json.Unmarshal(body, &problem), "%s", body)
-		assert.Equal(t, want, problem)
-	}
-}
-
-func TestCORSExample(t *testing.T) {
-	e := startExample(t, "cors.Caddyfile", map[string]string{"APP_ORIGIN": "https://app.example.com"})
-	resp, _ := e.send("/invoices", func(req *http.Request) {
-		req.Method = http.MethodOptions
-		req.Header.Set("Origin", "https://app.example.com")
-		req.Header.Set("Access-Control-Request-Method", "POST")
-	})
-	assert.Equal(t, http.StatusNoContent, resp.StatusCode, "a preflight needs no credential")
-	assert.Equal(t, "https://app.example.com", resp.Header.Get("Access-Control-Allow-Origin"))
-	assert.Contains(t, resp.Header.Get("Access-Control-Allow-Headers"), "Authorization")
-
-	resp, _ = e.request("/invoices")
-	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
-	assert.Equal(t, "https://app.example.com", resp.Header.Get("Access-Control-Allow-Origin"), "the app can read the 401")
-
-	user := "user_2GIpXOEpVyJw51rkZn9Kmnc6Sxr"
-	session := e.clerk.MintSessionJWT(user, backendtest.SessionOptions{AuthorizedParty: "https://app.example.com"})
-	resp, seen := e.send("/invoices", func(req *http.Request) {
-		req.AddCookie(&http.Cookie{Name: "__session", Value: session})
-	})
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	assert.Equal(t, user, seen["X-Clerk-User-Id"])
 }

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
+	"github.com/caddy-clerk/clerk-m2m/internal/testenv"
 	"github.com/caddy-clerk/clerk-m2m/verify"
 )
 
@@ -56,7 +57,7 @@ func through(t *testing.T, h *Handler, authorization string) (map[string]string,
 }
 
 func TestIdentityReplacesWhateverWasThere(t *testing.T) {
-	clearClerkEnv(t)
+	testenv.ClearClerk(t)
 	clerk := backendtest.New()
 	defer clerk.Close()
 	gateway := clerk.NewMachine("gateway")
@@ -87,7 +88,7 @@ func TestIdentityReplacesWhateverWasThere(t *testing.T) {
 // request, the placeholders answer with the identity of the one that ran
 // last, also when the first let the request through anonymously.
 func TestALaterHandlersIdentityIsSeen(t *testing.T) {
-	clearClerkEnv(t)
+	testenv.ClearClerk(t)
 	clerk := backendtest.New()
 	defer clerk.Close()
 	machines := &Handler{MachineSecretKey: clerk.NewMachine("gateway").SecretKey, APIURL: clerk.URL, Optional: true}
@@ -123,7 +124,7 @@ func TestALaterHandlersIdentityIsSeen(t *testing.T) {
 // is being asked, the request ends with 499, and neither handler reports
 // Clerk as failing.
 func TestAClientThatLeftIsNoClerkOutage(t *testing.T) {
-	clearClerkEnv(t)
+	testenv.ClearClerk(t)
 	clerk := backendtest.New()
 	defer clerk.Close()
 	gateway := clerk.NewMachine("gateway")

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
+	"github.com/caddy-clerk/clerk-m2m/internal/testenv"
 )
 
 func TestMetricsRegisterOncePerRegistryAndAgainOnReload(t *testing.T) {
@@ -27,7 +28,7 @@ func TestMetricsRegisterOncePerRegistryAndAgainOnReload(t *testing.T) {
 }
 
 func TestHandlerCountsOutcomes(t *testing.T) {
-	clearClerkEnv(t)
+	testenv.ClearClerk(t)
 	clerk := backendtest.New()
 	defer clerk.Close()
 	gateway := clerk.NewMachine("gateway")
@@ -71,7 +72,7 @@ func TestHandlerCountsOutcomes(t *testing.T) {
 // TestDisableMetricsCoversTheSigningKeys: a handler with disable_metrics
 // does not count the key fetches it makes, nor report their age.
 func TestDisableMetricsCoversTheSigningKeys(t *testing.T) {
-	clearClerkEnv(t)
+	testenv.ClearClerk(t)
 	clerk := backendtest.New()
 	defer clerk.Close()
 	caller := clerk.NewMachine("caller")

@@ -16,16 +16,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
+	"github.com/caddy-clerk/clerk-m2m/internal/testenv"
 	"github.com/caddy-clerk/clerk-m2m/verify"
 )
-
-// clearClerkEnv makes the environment defaults empty for one test.
-func clearClerkEnv(t testing.TB) {
-	t.Helper()
-	for _, name := range []string{"CLERK_SECRET_KEY", "CLERK_MACHINE_SECRET_KEY", "CLERK_JWT_KEY", "CLERK_API_URL", "CLERK_PUBLISHABLE_KEY"} {
-		t.Setenv(name, "")
-	}
-}
 
 // newContext returns a context like the one Caddy provisions a
 // configuration's modules with.
@@ -50,7 +43,7 @@ func provision(t testing.TB, h *Handler) error {
 }
 
 func TestProvisionDefaultsFromTheEnvironment(t *testing.T) {
-	clearClerkEnv(t)
+	testenv.ClearClerk(t)
 	t.Setenv("CLERK_SECRET_KEY", "sk_test_from_env")
 	t.Setenv("CLERK_MACHINE_SECRET_KEY", " ak_from_env\n")
 	t.Setenv("CLERK_API_URL", "https://clerk-proxy.example.com/")
@@ -66,7 +59,7 @@ func TestProvisionDefaultsFromTheEnvironment(t *testing.T) {
 }
 
 func TestProvisionExpandsPlaceholders(t *testing.T) {
-	clearClerkEnv(t)
+	testenv.ClearClerk(t)
 	t.Setenv("MY_CLERK_KEY", "sk_live_placeholder")
 	keyFile := filepath.Join(t.TempDir(), "machine-key")
 	require.NoError(t, os.WriteFile(keyFile, []byte("ak_from_file\n"), 0o600))
@@ -79,7 +72,7 @@ func TestProvisionExpandsPlaceholders(t *testing.T) {
 }
 
 func TestProvisionReadsTheJWTKey(t *testing.T) {
-	clearClerkEnv(t)
+	testenv.ClearClerk(t)
 	clerk := backendtest.New()
 	defer clerk.Close()
 	keyFile := filepath.Join(t.TempDir(), "jwt.pem")
@@ -92,7 +85,7 @@ func TestProvisionReadsTheJWTKey(t *testing.T) {
 }
 
 func TestProvisionAndValidateMakeNoNetworkCall(t *testing.T) {
-	clearClerkEnv(t)
+	testenv.ClearClerk(t)
 	var calls atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { calls.Add(1) }))
 	defer srv.Close()
@@ -103,7 +96,7 @@ func TestProvisionAndValidateMakeNoNetworkCall(t *testing.T) {
 }
 
 func TestValidationErrors(t *testing.T) {
-	clearClerkEnv(t)
+	testenv.ClearClerk(t)
 	for name, tc := range map[string]struct {
 		handler Handler
 		want    string
@@ -154,7 +147,7 @@ var testPEM = func() string {
 // TestCaddyValidateRefusesBadConfigs runs what `caddy validate` runs (adapt,
 // load, provision, validate, without starting) on whole Caddyfiles.
 func TestCaddyValidateRefusesBadConfigs(t *testing.T) {
-	clearClerkEnv(t)
+	testenv.ClearClerk(t)
 	for name, tc := range map[string]struct{ block, want string }{
 		"good":                 {"secret_key sk_test_x", ""},
 		"unknown subdirective": {"secret_keys sk_test_x", `unknown subdirective "secret_keys"`},

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
+	"github.com/caddy-clerk/clerk-m2m/internal/testenv"
 )
 
 func TestTokenCaddyfile(t *testing.T) {
@@ -69,7 +70,7 @@ func provisionToken(t *testing.T, h *TokenHandler) error {
 }
 
 func TestTokenValidation(t *testing.T) {
-	clearClerkEnv(t)
+	testenv.ClearClerk(t)
 	t.Setenv("CLERK_M2M_TEST_REGION", "eu")
 	h := &TokenHandler{MachineSecretKey: "ak_x", Claims: map[string]string{"region": "{env.CLERK_M2M_TEST_REGION}"}}
 	require.NoError(t, provisionToken(t, h))
@@ -103,7 +104,7 @@ func TestTokenValidation(t *testing.T) {
 }
 
 func TestMintsAreCounted(t *testing.T) {
-	clearClerkEnv(t)
+	testenv.ClearClerk(t)
 	clerk := backendtest.New()
 	defer clerk.Close()
 	h := &TokenHandler{MachineSecretKey: clerk.NewMachine("a").SecretKey, APIURL: clerk.URL, Format: "jwt"}
@@ -123,7 +124,7 @@ func TestMintsAreCounted(t *testing.T) {
 }
 
 func TestPublishableKeys(t *testing.T) {
-	clearClerkEnv(t)
+	testenv.ClearClerk(t)
 	valid := "pk_live_" + base64.RawStdEncoding.EncodeToString([]byte("clerk.example.com$"))
 	h := &Handler{PublishableKey: valid}
 	require.NoError(t, provision(t, h), "a publishable key alone can verify M2M JWTs")

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"runtime"
 	"strings"
 	"sync"
@@ -710,6 +711,29 @@ func TestCloseUnblocksHangs(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestCloseClientConnections(t *testing.T) {
+	s := newServer(t)
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	// reused reports whether a JWKS request went over a connection opened
+	// before it.
+	reused := func() bool {
+		var reused bool
+		trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) { reused = info.Reused }}
+		req, err := http.NewRequestWithContext(httptrace.WithClientTrace(t.Context(), trace), http.MethodGet, s.URL+"/.well-known/jwks.json", nil)
+		require.NoError(t, err)
+		res, err := client.Do(req)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return reused
+	}
+	assert.False(t, reused(), "the first request opens a connection")
+	assert.True(t, reused(), "which is kept alive")
+	s.CloseClientConnections()
+	assert.False(t, reused(), "a closed connection is not reused")
 }
 
 func TestRequestsAreRecorded(t *testing.T) {

@@ -104,6 +104,12 @@ func (s *Server) Close() {
 	s.srv.Close()
 }
 
+// CloseClientConnections closes every connection to the fake, idle or
+// not, as a restart of Clerk's front end would: a client's next request
+// opens a new one. A test that measures what a client holds at rest (its
+// goroutines, say) can leave its pool of idle connections out this way.
+func (s *Server) CloseClientConnections() { s.srv.CloseClientConnections() }
+
 // SecretKey returns the instance secret key ("sk_test_…"), the equivalent of
 // CLERK_SECRET_KEY.
 func (s *Server) SecretKey() string { return s.secretKey }

@@ -1,4 +1,4 @@
-package clerkm2m_test
+package integration
 
 import (
 	"io"
@@ -14,8 +14,8 @@ import (
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
 )
 
-var metricsCaddyfile = testGlobals("\tmetrics\n") + `
-http://localhost:9080 {
+var metricsCaddyfile = globals("\tmetrics\n") + `
+http://{{GATEWAY}} {
 	clerk_m2m {
 		secret_key {{SECRET}}
 		machine_secret_key {{GATEWAY_KEY}}
@@ -30,13 +30,8 @@ http://localhost:9080 {
 // request, Caddy serves caddy_clerk_m2m_* series, and no label holds a
 // subject, a token or a path.
 func TestMetricsOnTheAdminEndpoint(t *testing.T) {
-	clearEnv(t)
-	clerk := backendtest.New()
-	defer clerk.Close()
-	gateway, caller := clerk.NewMachine("gateway"), clerk.NewMachine("caller")
-	e := &e2e{t: t, clerk: clerk, gateway: gateway, caller: caller, tester: newTester(t)}
-	loadConfig(t, e.tester, strings.NewReplacer("{{SECRET}}", clerk.SecretKey(), "{{GATEWAY_KEY}}", gateway.SecretKey,
-		"{{CLERK}}", clerk.URL).Replace(metricsCaddyfile))
+	e := start(t, metricsCaddyfile)
+	clerk, gateway, caller := e.clerk, e.gateway, e.caller
 	require.Eventually(t, func() bool { return clerk.Calls("/v1/jwks") == 1 }, 5*time.Second, 10*time.Millisecond)
 
 	token, _ := clerk.CreateM2MToken(caller, backendtest.TokenOptions{Scopes: []string{gateway.ID}})
@@ -74,7 +69,7 @@ func TestMetricsOnTheAdminEndpoint(t *testing.T) {
 // caddy_clerk_m2m_* series with their values, and their exposition text.
 func scrapeClerkMetrics(t *testing.T) (map[string]float64, string) {
 	t.Helper()
-	resp, err := http.Get("http://localhost:2999/metrics")
+	resp, err := http.Get(adminURL("/metrics"))
 	require.NoError(t, err)
 	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()

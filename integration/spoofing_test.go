@@ -1,8 +1,9 @@
-package clerkm2m_test
+package integration
 
 import (
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,20 +18,16 @@ import (
 // configuration, examples/Caddyfile, as it is (plus test globals), and
 // sends forged identity headers with every kind of request.
 func TestClientsCannotSpoofIdentityHeaders(t *testing.T) {
-	clearEnv(t)
-	clerk := backendtest.New()
-	defer clerk.Close()
-	gateway := clerk.NewMachine("gateway")
-	caller := clerk.NewMachine("caller")
+	e := newEnv(t)
+	clerk, gateway, caller := e.clerk, e.gateway, e.caller
 	for name, value := range map[string]string{
-		"PORT": "9080", "UPSTREAM": strings.TrimPrefix(echoUpstream(t).URL, "http://"), "MACHINE_ID": gateway.ID,
+		"PORT": strconv.Itoa(httpPort), "UPSTREAM": e.upstream, "MACHINE_ID": gateway.ID,
 		"CLERK_SECRET_KEY": clerk.SecretKey(), "CLERK_MACHINE_SECRET_KEY": gateway.SecretKey, "CLERK_API_URL": clerk.URL,
 	} {
 		t.Setenv(name, value)
 	}
-	example, err := os.ReadFile("examples/Caddyfile")
+	example, err := os.ReadFile("../examples/Caddyfile")
 	require.NoError(t, err)
-	e := &e2e{t: t, clerk: clerk, gateway: gateway, caller: caller, tester: newTester(t)}
 
 	forged := func(token string) func(*http.Request) {
 		return func(req *http.Request) {
@@ -49,7 +46,7 @@ func TestClientsCannotSpoofIdentityHeaders(t *testing.T) {
 	jwt := clerk.MintM2MJWT(caller, backendtest.JWTOptions{TokenOptions: granted})
 
 	t.Run("as recommended", func(t *testing.T) {
-		loadConfig(t, e.tester, testGlobals("")+string(example))
+		e.load(globals("") + string(example))
 		for name, token := range map[string]string{"opaque": opaque, "JWT": jwt} {
 			resp, seen := e.send("/", forged(token))
 			require.Equal(t, http.StatusOK, resp.StatusCode, name)
@@ -68,25 +65,10 @@ func TestClientsCannotSpoofIdentityHeaders(t *testing.T) {
 	t.Run("with optional and no token", func(t *testing.T) {
 		optional := strings.Replace(string(example), "\t\tstrip_authorization\n", "\t\tstrip_authorization\n\t\toptional\n", 1)
 		require.NotEqual(t, string(example), optional)
-		loadConfig(t, e.tester, testGlobals("")+optional)
+		e.load(globals("") + optional)
 		resp, seen := e.send("/", forged(""))
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		assert.Equal(t, map[string]string{"X-Clerk-Machine-Id": "", "X-Clerk-Scopes": "", "X-Clerk-Claims": ""}, seen,
 			"an anonymous request carries empty identity headers, whatever the client sent")
 	})
-}
-
-func TestStripAuthorizationRemovesTheSessionCookieOnly(t *testing.T) {
-	e := startTypes(t)
-	session := e.clerk.MintSessionJWT(e.user, backendtest.SessionOptions{AuthorizedParty: "https://app.example.com"})
-	loadConfig(t, e.tester, strings.Replace(e.config, "\t\t\tauthorized_parties https://app.example.com\n",
-		"\t\t\tauthorized_parties https://app.example.com\n\t\t\tstrip_authorization\n", 1))
-	resp, seen := e.send("/app/x", func(req *http.Request) {
-		req.AddCookie(&http.Cookie{Name: "theme", Value: "dark"})
-		req.AddCookie(&http.Cookie{Name: "__session", Value: session})
-		req.AddCookie(&http.Cookie{Name: "__client_uat", Value: "1700000000"})
-	})
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	assert.Equal(t, "theme=dark; __client_uat=1700000000", seen["Cookie"])
-	assert.Equal(t, e.user, seen["X-Clerk-Subject"])
 }

@@ -1,4 +1,4 @@
-package clerkm2m_test
+package integration
 
 import (
 	"encoding/json"
@@ -14,8 +14,8 @@ import (
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
 )
 
-var faultsCaddyfile = testGlobals(debugLog) + `
-http://localhost:9080 {
+var faultsCaddyfile = globals(debugLog) + `
+http://{{GATEWAY}} {
 	clerk_m2m {
 		secret_key {{SECRET}}
 		machine_secret_key {{GATEWAY_KEY}}
@@ -30,35 +30,30 @@ http://localhost:9080 {
 }
 `
 
-// startFaults runs Caddy against a fresh fake Clerk on which before has
+// startFaults runs Caddy against a fresh fake Clerk on which prepare has
 // been applied first (faults already there when the configuration starts).
-func startFaults(t *testing.T, before func(*backendtest.Server)) *e2e {
+func startFaults(t *testing.T, prepare ...func(*backendtest.Server)) *env {
 	t.Helper()
-	clearEnv(t)
-	clerk := backendtest.New()
-	t.Cleanup(clerk.Close)
-	if before != nil {
-		before(clerk)
-	}
-	e := &e2e{t: t, clerk: clerk, gateway: clerk.NewMachine("gateway"), caller: clerk.NewMachine("caller"),
-		logFile: filepath.Join(t.TempDir(), "caddy.log"), tester: newTester(t)}
-	loadConfig(t, e.tester, strings.NewReplacer("{{LOG}}", e.logFile, "{{SECRET}}", clerk.SecretKey(),
-		"{{GATEWAY_KEY}}", e.gateway.SecretKey, "{{CLERK}}", clerk.URL).Replace(faultsCaddyfile))
+	e := newEnv(t, prepare...)
+	e.load(faultsCaddyfile)
 	return e
 }
 
 // fresh mints a new opaque token, which no cache has seen.
-func (e *e2e) fresh() string {
+func (e *env) fresh() string {
 	token, _ := e.clerk.CreateM2MToken(e.caller, backendtest.TokenOptions{Scopes: []string{e.gateway.ID}, TTL: time.Hour})
 	return token
 }
 
-func (e *e2e) jwt() string {
+func (e *env) jwt() string {
 	return e.clerk.MintM2MJWT(e.caller, backendtest.JWTOptions{TokenOptions: backendtest.TokenOptions{Scopes: []string{e.gateway.ID}}})
 }
 
 func TestClerkFaultsAndRecovery(t *testing.T) {
-	e := startFaults(t, nil)
+	if testing.Short() {
+		t.Skip("bursts that wait out Clerk's hangs and slow answers")
+	}
+	e := startFaults(t)
 	const verify = "/m2m_tokens/verify"
 	for _, tc := range []struct {
 		name       string
@@ -69,7 +64,7 @@ func TestClerkFaultsAndRecovery(t *testing.T) {
 		{"5xx burst", backendtest.Fault{Path: verify, Status: 502}, "clerk_unavailable", "5"},
 		{"429 with Retry-After", backendtest.Fault{Path: verify, Status: 429, RetryAfter: "7"}, "clerk_rate_limited", "7"},
 		{"hanging connection", backendtest.Fault{Path: verify, Hang: true}, "clerk_unavailable", "5"},
-		{"slow-loris body", backendtest.Fault{Path: verify, SlowBody: 20 * time.Millisecond}, "clerk_unavailable", "5"},
+		{"slow-loris body", backendtest.Fault{Path: verify, SlowBody: time.Minute}, "clerk_unavailable", "5"},
 		{"truncated JSON", backendtest.Fault{Path: verify, Truncated: true}, "clerk_unavailable", "5"},
 		{"garbage JSON", backendtest.Fault{Path: verify, Garbage: true}, "clerk_unavailable", "5"},
 		{"wrong Content-Type", backendtest.Fault{Path: verify, ContentType: "text/html"}, "clerk_unavailable", "5"},
@@ -77,12 +72,13 @@ func TestClerkFaultsAndRecovery(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e.clerk.SetFault(tc.fault)
+			// A hanging Clerk never answers, a slow-loris one sends a byte a
+			// minute: an answer at all (before the client gives up) shows
+			// the gateway kept its 500ms budget.
 			for range 5 { // a burst
-				start := time.Now()
 				resp, _ := e.bearer("/", e.fresh())
 				requireRefused(t, resp, http.StatusServiceUnavailable, tc.reason)
 				assert.Equal(t, tc.retryAfter, resp.Header.Get("Retry-After"))
-				assert.Less(t, time.Since(start), 3*time.Second, "answered within the 500ms budget (and retries)")
 			}
 			e.clerk.ClearFaults()
 			resp, _ := e.bearer("/", e.fresh())
@@ -145,27 +141,24 @@ func TestJWKSFaultsAtStart(t *testing.T) {
 // outlive a reload, and so would the logger they were made with; their
 // warnings go to the logs of the configuration in use.
 func TestKeyFetchProblemsAreLoggedWhereTheConfigInUseSays(t *testing.T) {
-	clearEnv(t)
-	clerk := backendtest.New()
-	defer clerk.Close()
-	gateway, caller := clerk.NewMachine("gateway"), clerk.NewMachine("caller")
-	e := &e2e{t: t, clerk: clerk, gateway: gateway, caller: caller, tester: newTester(t)}
+	e := newEnv(t)
+	clerk, gateway, caller := e.clerk, e.gateway, e.caller
 	config := func(logFile string) string {
-		return testGlobals("\tlog {\n\t\toutput file "+logFile+"\n\t\tlevel WARN\n\t}\n") + `
-http://localhost:9080 {
+		return globals("\tlog {\n\t\toutput file "+logFile+"\n\t\tlevel WARN\n\t}\n") + `
+http://{{GATEWAY}} {
 	clerk_m2m {
-		secret_key ` + clerk.SecretKey() + `
-		api_url ` + clerk.URL + `
+		secret_key {{SECRET}}
+		api_url {{CLERK}}
 	}
 	respond "through"
 }
 `
 	}
 	first, second := filepath.Join(t.TempDir(), "first.log"), filepath.Join(t.TempDir(), "second.log")
-	loadConfig(t, e.tester, config(first))
+	e.load(config(first))
 	granted := backendtest.TokenOptions{Scopes: []string{gateway.ID}}
 	require.Equal(t, http.StatusOK, e.rawStatus("/", "Bearer "+clerk.MintM2MJWT(caller, backendtest.JWTOptions{TokenOptions: granted})))
-	loadConfig(t, e.tester, config(second))
+	e.load(config(second))
 
 	clerk.SetFault(backendtest.Fault{Path: "/v1/jwks", Status: http.StatusInternalServerError})
 	unknownKey := clerk.MintM2MJWT(caller, backendtest.JWTOptions{TokenOptions: granted, Header: map[string]any{"kid": "ins_rotated"}})

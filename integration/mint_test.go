@@ -1,4 +1,4 @@
-package clerkm2m_test
+package integration
 
 import (
 	"encoding/base64"
@@ -15,8 +15,8 @@ import (
 
 // Service A calls service B. A's sidecar (the /a* routes) adds A's token to
 // A's outgoing calls; B's gateway (the /b route) verifies them.
-var tokenCaddyfile = testGlobals("") + `
-http://localhost:9080 {
+var mintCaddyfile = globals("") + `
+http://{{GATEWAY}} {
 	handle /a/* {
 		clerk_m2m_token {
 			machine_secret_key {{A_KEY}}
@@ -42,14 +42,14 @@ http://localhost:9080 {
 			ttl 10m
 		}
 		rewrite * /b{uri}
-		reverse_proxy localhost:9080
+		reverse_proxy {{GATEWAY}}
 	}
 	handle /b/* {
 		clerk_m2m {
 			secret_key {{SECRET}}
-			machine_secret_key {{B_KEY}}
+			machine_secret_key {{GATEWAY_KEY}}
 			api_url {{CLERK}}
-			require_scopes {{B_ID}}
+			require_scopes {{GATEWAY_ID}}
 		}
 		reverse_proxy {{UPSTREAM}} {
 			header_up X-Clerk-Subject {http.auth.user.id}
@@ -68,19 +68,14 @@ http://localhost:9080 {
 `
 
 func TestBothEndsOfM2M(t *testing.T) {
-	clearEnv(t)
-	clerk := backendtest.New()
-	defer clerk.Close()
+	e := newEnv(t)
+	clerk := e.clerk
 	a, b := clerk.NewMachine("service-a"), clerk.NewMachine("service-b")
+	e.gateway, e.caller = b, a
 	clerk.GrantScopes(a, b.ID)
 	host := strings.TrimPrefix(clerk.URL, "http://") // the fake's Frontend API, on loopback
 	publishable := "pk_test_" + base64.RawStdEncoding.EncodeToString([]byte(host+"$"))
-	e := &e2e{t: t, clerk: clerk, gateway: b, caller: a, tester: newTester(t)}
-	loadConfig(t, e.tester, strings.NewReplacer(
-		"{{A_KEY}}", a.SecretKey, "{{B_KEY}}", b.SecretKey, "{{B_ID}}", b.ID, "{{SECRET}}", clerk.SecretKey(),
-		"{{CLERK}}", clerk.URL, "{{UPSTREAM}}", strings.TrimPrefix(echoUpstream(t).URL, "http://"),
-		"{{PUBLISHABLE_KEY}}", publishable,
-	).Replace(tokenCaddyfile))
+	e.load(strings.NewReplacer("{{A_KEY}}", a.SecretKey, "{{PUBLISHABLE_KEY}}", publishable).Replace(mintCaddyfile))
 	const create = "/m2m_tokens"
 
 	t.Run("20 sequential requests carry one minted token", func(t *testing.T) {
@@ -146,35 +141,31 @@ func TestBothEndsOfM2M(t *testing.T) {
 }
 
 func TestNoTokenCanBeHad(t *testing.T) {
-	clearEnv(t)
-	clerk := backendtest.New()
-	defer clerk.Close()
-	a := clerk.NewMachine("service-a")
-	upstream := strings.TrimPrefix(echoUpstream(t).URL, "http://")
-	config := testGlobals("") + `
-http://localhost:9080 {
+	e := newEnv(t)
+	clerk := e.clerk
+	e.caller = clerk.NewMachine("service-a")
+	e.load(globals("") + `
+http://{{GATEWAY}} {
 	handle /down/* {
 		clerk_m2m_token {
-			machine_secret_key ` + a.SecretKey + `
-			api_url ` + clerk.URL + `
+			machine_secret_key ` + e.caller.SecretKey + `
+			api_url {{CLERK}}
 		}
-		reverse_proxy ` + upstream + `
+		reverse_proxy {{UPSTREAM}}
 	}
 	handle /wrong-key/* {
 		clerk_m2m_token {
 			machine_secret_key ak_00000000000000000000000000000000
-			api_url ` + clerk.URL + `
+			api_url {{CLERK}}
 		}
-		reverse_proxy ` + upstream + `
+		reverse_proxy {{UPSTREAM}}
 	}
 	handle_errors {
 		header X-Clerk-Error {http.auth.clerk_m2m_token.error}
 		respond "refused" {http.error.status_code}
 	}
 }
-`
-	e := &e2e{t: t, clerk: clerk, caller: a, tester: newTester(t)}
-	loadConfig(t, e.tester, config)
+`)
 
 	clerk.SetFault(backendtest.Fault{Path: "/m2m_tokens", Status: http.StatusServiceUnavailable})
 	resp, _ := e.request("/down/x")

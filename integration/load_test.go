@@ -1,4 +1,4 @@
-package clerkm2m_test
+package integration
 
 import (
 	"fmt"
@@ -14,15 +14,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
 )
 
-var loadCaddyfile = testGlobals(errorLog) + `
-http://localhost:9080 {
+var loadCaddyfile = globals(errorLog) + `
+http://{{GATEWAY}} {
 	clerk_m2m {
 		secret_key {{SECRET}}
 		machine_secret_key {{GATEWAY_KEY}}
@@ -50,15 +49,11 @@ func TestLoadWithFaults(t *testing.T) {
 		require.NoError(t, err)
 	}
 	const timeout = 300 * time.Millisecond
-	clearEnv(t)
-	clerk := backendtest.New()
-	defer clerk.Close()
+	e := newEnv(t)
+	clerk, gateway, caller := e.clerk, e.gateway, e.caller
 	other := backendtest.New()
 	defer other.Close()
-	gateway, caller := clerk.NewMachine("gateway"), clerk.NewMachine("caller")
-	tester := newTester(t)
-	loadConfig(t, tester, strings.NewReplacer("{{SECRET}}", clerk.SecretKey(), "{{GATEWAY_KEY}}", gateway.SecretKey,
-		"{{CLERK}}", clerk.URL, "{{TIMEOUT}}", timeout.String()).Replace(loadCaddyfile))
+	e.load(strings.ReplaceAll(loadCaddyfile, "{{TIMEOUT}}", timeout.String()))
 
 	granted := backendtest.TokenOptions{Scopes: []string{gateway.ID}, TTL: time.Hour}
 	var valid, forged []string
@@ -76,24 +71,24 @@ func TestLoadWithFaults(t *testing.T) {
 		isValid[token] = true
 	}
 	get := func(token string) int {
-		req, _ := http.NewRequest(http.MethodGet, gatewayURL+"/", nil)
+		req, _ := http.NewRequest(http.MethodGet, gatewayURL("/"), nil)
 		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := tester.Client.Do(req)
+		resp, err := e.client.Do(req)
 		if err != nil {
 			return 0
 		}
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	// A first, shorter run fills the connection pools (to Clerk too, up to
-	// 64 idle connections) and the caches; the resting state after it is
-	// the baseline, so that growth after the main run means a leak.
+	// A first, shorter run fills the caches and whatever else grows with
+	// use; the resting state after it is the baseline, so that growth after
+	// the main run means a leak.
 	warmup := loadRun(t, clerk, get, valid, forged, isValid, 2*time.Second, timeout)
 	clerk.ResetCalls() // the fake's own log of requests is not the module's memory
-	before, resentBefore := atRest(tester), resends(tester)
+	before, resentBefore := atRest(e.client, clerk), resends(e.client)
 	run := loadRun(t, clerk, get, valid, forged, isValid, duration, timeout)
 	clerk.ResetCalls()
-	after := atRest(tester)
+	after := atRest(e.client, clerk)
 
 	t.Logf("warm-up: %d requests; main run: %d requests in %s with Clerk failing every other second; answers by status: %v",
 		warmup.sent, run.sent, duration, run.statuses)
@@ -104,7 +99,7 @@ func TestLoadWithFaults(t *testing.T) {
 		assert.Zero(t, r.healthy5xx, "5xx answers while Clerk was healthy")
 		assert.Zero(t, r.statuses[0], "requests that got no answer")
 	}
-	assert.Equal(t, resentBefore, resends(tester), "connections dropped unanswered under load (resent by the client)")
+	assert.Equal(t, resentBefore, resends(e.client), "connections dropped unanswered under load (resent by the client)")
 	assert.Positive(t, run.statuses[http.StatusOK])
 	assert.Positive(t, run.statuses[http.StatusServiceUnavailable], "Clerk's failures were noticed")
 	assert.LessOrEqual(t, after.goroutines, before.goroutines+before.goroutines/5, "goroutines grew")
@@ -192,9 +187,12 @@ type restingState struct {
 	rss        uint64 // bytes; 0 where /proc is not there to tell
 }
 
-// atRest closes idle client connections, lets things settle, and measures.
-func atRest(tester *caddytest.Tester) restingState {
-	tester.Client.CloseIdleConnections()
+// atRest closes the idle connections to Caddy and Caddy's to Clerk, lets
+// things settle, and measures. Connections kept alive are left out: how
+// many there are depends on how busy the machine was, not on a leak.
+func atRest(client *http.Client, clerk *backendtest.Server) restingState {
+	client.CloseIdleConnections()
+	clerk.CloseClientConnections()
 	goroutines := settledGoroutines()
 	debug.FreeOSMemory() // a GC that also hands freed pages back, so that RSS counts what is live
 	var stats runtime.MemStats

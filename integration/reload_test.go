@@ -1,9 +1,8 @@
-package clerkm2m_test
+package integration
 
 import (
 	"fmt"
 	"net/http"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,8 +15,8 @@ import (
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
 )
 
-var reloadCaddyfile = strings.Replace(testGlobals(""), "grace_period 1ns", "grace_period 5s", 1) + `
-http://localhost:9080 {
+var reloadCaddyfile = strings.Replace(globals(""), "grace_period 1ns", "grace_period 5s", 1) + `
+http://{{GATEWAY}} {
 	clerk_m2m {
 		secret_key {{SECRET}}
 		machine_secret_key {{GATEWAY_KEY}}
@@ -28,32 +27,28 @@ http://localhost:9080 {
 }
 `
 
-// TestReloadsKeepKeysWarmAndLeakNothing reloads the configuration 20 times
-// through the admin API while requests keep coming, and checks that no
+// TestReloadsKeepKeysWarmAndLeakNothing reloads the configuration 20 times,
+// back to back, while requests keep coming, and checks that no
 // request fails, that the signing keys are not fetched again, and that no
 // goroutine is left behind.
 func TestReloadsKeepKeysWarmAndLeakNothing(t *testing.T) {
-	clearEnv(t)
-	clerk := backendtest.New()
-	defer clerk.Close()
-	gateway := clerk.NewMachine("gateway")
-	caller := clerk.NewMachine("caller")
-	config := func(generation int) string {
-		return strings.NewReplacer(
-			"{{SECRET}}", clerk.SecretKey(), "{{GATEWAY_KEY}}", gateway.SecretKey,
-			"{{CLERK}}", clerk.URL, "{{GENERATION}}", fmt.Sprint(generation),
-		).Replace(reloadCaddyfile)
+	if testing.Short() {
+		t.Skip("20 reloads under traffic")
 	}
-	tester := newTester(t)
-	loadConfig(t, tester, config(0))
+	e := newEnv(t)
+	clerk, gateway, caller := e.clerk, e.gateway, e.caller
+	config := func(generation int) string {
+		return strings.ReplaceAll(reloadCaddyfile, "{{GENERATION}}", fmt.Sprint(generation))
+	}
+	e.load(config(0))
 
 	granted := backendtest.TokenOptions{Scopes: []string{gateway.ID}, TTL: time.Hour}
 	jwt := clerk.MintM2MJWT(caller, backendtest.JWTOptions{TokenOptions: granted})
 	opaque, _ := clerk.CreateM2MToken(caller, granted)
 	get := func(token string) (int, error) {
-		req, _ := http.NewRequest(http.MethodGet, gatewayURL+"/", nil)
+		req, _ := http.NewRequest(http.MethodGet, gatewayURL("/"), nil)
 		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := tester.Client.Do(req)
+		resp, err := e.client.Do(req)
 		if err != nil {
 			return 0, err
 		}
@@ -70,9 +65,9 @@ func TestReloadsKeepKeysWarmAndLeakNothing(t *testing.T) {
 
 	// Caddy swaps listening sockets on a reload, so a connection may be
 	// reset before a request is answered (plain Caddy does the same); the
-	// tester's client sends such a request again, as any client would. What
+	// test's client sends such a request again, as any client would. What
 	// must never happen is an answer other than 200.
-	resetsBefore := resends(tester)
+	resetsBefore := resends(e.client)
 	var sent, failed atomic.Int32
 	stop := make(chan struct{})
 	var traffic sync.WaitGroup
@@ -94,12 +89,12 @@ func TestReloadsKeepKeysWarmAndLeakNothing(t *testing.T) {
 		})
 	}
 	for generation := 1; generation <= 20; generation++ {
-		tester.InitServer(config(generation), "caddyfile") // back to back, as an operator might
+		e.reload(config(generation)) // back to back, as an operator might
 	}
 	close(stop)
 	traffic.Wait()
 
-	t.Logf("%d requests during 20 reloads, %d connection resets retried", sent.Load(), resends(tester)-resetsBefore)
+	t.Logf("%d requests during 20 reloads, %d connection resets retried", sent.Load(), resends(e.client)-resetsBefore)
 	assert.Zero(t, failed.Load(), "of %d requests sent during the reloads", sent.Load())
 	assert.Positive(t, sent.Load())
 	assert.Equal(t, 1, clerk.Calls("/v1/jwks"), "the keys stayed warm across 20 reloads")
@@ -111,22 +106,8 @@ func TestReloadsKeepKeysWarmAndLeakNothing(t *testing.T) {
 	withoutModule := config(21)
 	start := strings.Index(withoutModule, "\tclerk_m2m {")
 	end := strings.Index(withoutModule, "\theader X-Generation")
-	loadConfig(t, tester, withoutModule[:start]+withoutModule[end:])
+	e.load(withoutModule[:start] + withoutModule[end:])
 	unloaded := settledGoroutines()
 	assert.Less(t, unloaded, after, "goroutines with clerk_m2m: %d, without: %d", after, unloaded)
 	t.Logf("goroutines: %d before the reloads, %d after, %d once clerk_m2m is unloaded", baseline, after, unloaded)
-}
-
-// settledGoroutines counts goroutines once the count stops moving.
-func settledGoroutines() int {
-	count := runtime.NumGoroutine()
-	for range 50 {
-		time.Sleep(20 * time.Millisecond)
-		next := runtime.NumGoroutine()
-		if next == count {
-			return count
-		}
-		count = next
-	}
-	return count
 }

@@ -1,9 +1,8 @@
-package clerkm2m_test
+package integration
 
 import (
 	"fmt"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,37 +12,21 @@ import (
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
 )
 
-// burst sends n requests with the given tokens at once, through the
-// gateway, and returns how many got each status.
-func (e *e2e) burst(path string, tokens func(i int) string, n int) map[int]int {
-	e.t.Helper()
-	var mu sync.Mutex
-	statuses := map[int]int{}
-	start := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			req, _ := http.NewRequest(http.MethodGet, gatewayURL+path, nil)
-			req.Header.Set("Authorization", "Bearer "+tokens(i))
-			<-start
-			resp, err := e.tester.Client.Do(req)
-			status := 0
-			if err == nil {
-				status = resp.StatusCode
-				resp.Body.Close()
-			}
-			mu.Lock()
-			statuses[status]++
-			mu.Unlock()
-		})
+var concurrencyCaddyfile = globals("") + `
+http://{{GATEWAY}} {
+	handle /machine/* {
+		clerk_m2m {
+			secret_key {{SECRET}}
+			machine_secret_key {{GATEWAY_KEY}}
+			api_url {{CLERK}}
+		}
+		respond "through"
 	}
-	close(start)
-	wg.Wait()
-	return statuses
 }
+`
 
 func TestClerkIsCalledOncePerOpaqueToken(t *testing.T) {
-	e := startE2E(t)
+	e := start(t, concurrencyCaddyfile)
 	granted := backendtest.TokenOptions{Scopes: []string{e.gateway.ID}, TTL: time.Hour}
 
 	// A slow Clerk makes the 100 requests really overlap.
@@ -63,7 +46,7 @@ func TestClerkIsCalledOncePerOpaqueToken(t *testing.T) {
 }
 
 func TestKeyRotationAndMadeUpKids(t *testing.T) {
-	e := startE2E(t)
+	e := start(t, concurrencyCaddyfile)
 	require.Eventually(t, func() bool { return e.clerk.Calls("/v1/jwks") == 1 }, 5*time.Second, 10*time.Millisecond)
 	granted := backendtest.JWTOptions{TokenOptions: backendtest.TokenOptions{Scopes: []string{e.gateway.ID}, TTL: time.Hour}}
 

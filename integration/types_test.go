@@ -1,4 +1,4 @@
-package clerkm2m_test
+package integration
 
 import (
 	"net/http"
@@ -12,7 +12,7 @@ import (
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
 )
 
-var typesCaddyfile = testGlobals("") + `
+var typesCaddyfile = globals("") + `
 (identity) {
 	header_up X-Clerk-Subject {http.auth.user.id}
 	header_up X-Clerk-Token-Type {http.auth.user.token_type}
@@ -31,7 +31,7 @@ var typesCaddyfile = testGlobals("") + `
 	api_url {{CLERK}}
 }
 
-http://localhost:9080 {
+http://{{GATEWAY}} {
 	handle /machines/* {
 		clerk_m2m {
 			import clerk
@@ -105,48 +105,26 @@ http://localhost:9080 {
 }
 `
 
-// typesEnv is a Caddy with one route per kind of gate, in front of an echo
-// upstream, against a fake Clerk.
-type typesEnv struct {
-	*e2e
-	user   string // a user of the instance
-	config string // the Caddyfile loaded
-}
-
-func startTypes(t *testing.T) *typesEnv {
-	t.Helper()
-	clearEnv(t)
-	clerk := backendtest.New()
-	t.Cleanup(clerk.Close)
-	env := &e2e{t: t, clerk: clerk, gateway: clerk.NewMachine("gateway"), caller: clerk.NewMachine("caller")}
-	config := strings.NewReplacer(
-		"{{SECRET}}", clerk.SecretKey(),
-		"{{GATEWAY_KEY}}", env.gateway.SecretKey,
-		"{{CLERK}}", clerk.URL,
-		"{{UPSTREAM}}", strings.TrimPrefix(echoUpstream(t).URL, "http://"),
-	).Replace(typesCaddyfile)
-	env.tester = newTester(t)
-	loadConfig(t, env.tester, config)
-	return &typesEnv{e2e: env, user: "user_2GIpXOEpVyJw51rkZn9Kmnc6Sxr", config: config}
-}
+// testUser is a user of the fake Clerk instance.
+const testUser = "user_2GIpXOEpVyJw51rkZn9Kmnc6Sxr"
 
 // cookie sends a GET to path with a __session cookie.
-func (e *typesEnv) cookie(path, token string) (*http.Response, map[string]string) {
+func (e *env) cookie(path, token string) (*http.Response, map[string]string) {
 	e.t.Helper()
 	e.secrets = append(e.secrets, token)
 	return e.send(path, func(req *http.Request) { req.AddCookie(&http.Cookie{Name: "__session", Value: token}) })
 }
 
 func TestEveryCredentialType(t *testing.T) {
-	e := startTypes(t)
+	e := start(t, typesCaddyfile)
 	clerk := e.clerk
 	hour := time.Hour
 
-	apiKey, apiKeyID := clerk.CreateAPIKey(e.user, backendtest.APIKeyOptions{Name: "ci-deploys", Scopes: []string{"read:invoices"}})
+	apiKey, apiKeyID := clerk.CreateAPIKey(testUser, backendtest.APIKeyOptions{Name: "ci-deploys", Scopes: []string{"read:invoices"}})
 	orgKey, _ := clerk.CreateAPIKey("org_acme", backendtest.APIKeyOptions{Name: "acme-sync"})
-	oauthToken, oauthID := clerk.CreateOAuthToken(e.user, backendtest.OAuthOptions{Scopes: []string{"read:invoices"}, TTL: hour})
-	oauthJWT := clerk.MintOAuthJWT(e.user, backendtest.OAuthJWTOptions{OAuthOptions: backendtest.OAuthOptions{Scopes: []string{"profile", "email"}}})
-	session := clerk.MintSessionJWT(e.user, backendtest.SessionOptions{SessionID: "sess_abc", OrgID: "org_acme", AuthorizedParty: "https://app.example.com"})
+	oauthToken, oauthID := clerk.CreateOAuthToken(testUser, backendtest.OAuthOptions{Scopes: []string{"read:invoices"}, TTL: hour})
+	oauthJWT := clerk.MintOAuthJWT(testUser, backendtest.OAuthJWTOptions{OAuthOptions: backendtest.OAuthOptions{Scopes: []string{"profile", "email"}}})
+	session := clerk.MintSessionJWT(testUser, backendtest.SessionOptions{SessionID: "sess_abc", OrgID: "org_acme", AuthorizedParty: "https://app.example.com"})
 	m2mOpaque, m2mID := clerk.CreateM2MToken(e.caller, backendtest.TokenOptions{Scopes: []string{e.gateway.ID}, TTL: hour})
 	m2mJWT := clerk.MintM2MJWT(e.caller, backendtest.JWTOptions{TokenOptions: backendtest.TokenOptions{Scopes: []string{e.gateway.ID}}})
 
@@ -155,15 +133,15 @@ func TestEveryCredentialType(t *testing.T) {
 			name, path, token string
 			want              map[string]string
 		}{
-			{"API key", "/partners/x", apiKey, map[string]string{"X-Clerk-Subject": e.user, "X-Clerk-Token-Type": "api_key",
+			{"API key", "/partners/x", apiKey, map[string]string{"X-Clerk-Subject": testUser, "X-Clerk-Token-Type": "api_key",
 				"X-Clerk-Token-Format": "opaque", "X-Clerk-Token-Id": apiKeyID, "X-Clerk-Name": "ci-deploys", "X-Clerk-Scopes": "read:invoices"}},
 			{"organization's API key", "/partners/x", orgKey, map[string]string{"X-Clerk-Subject": "org_acme", "X-Clerk-Org-Id": "org_acme",
 				"X-Clerk-Token-Type": "api_key"}},
-			{"opaque OAuth token", "/partners/x", oauthToken, map[string]string{"X-Clerk-Subject": e.user, "X-Clerk-Token-Type": "oauth_token",
+			{"opaque OAuth token", "/partners/x", oauthToken, map[string]string{"X-Clerk-Subject": testUser, "X-Clerk-Token-Type": "oauth_token",
 				"X-Clerk-Token-Format": "opaque", "X-Clerk-Token-Id": oauthID, "X-Clerk-Client-Id": clerk.OAuthClientID()}},
-			{"OAuth JWT", "/partners/x", oauthJWT, map[string]string{"X-Clerk-Subject": e.user, "X-Clerk-Token-Type": "oauth_token",
+			{"OAuth JWT", "/partners/x", oauthJWT, map[string]string{"X-Clerk-Subject": testUser, "X-Clerk-Token-Type": "oauth_token",
 				"X-Clerk-Token-Format": "jwt", "X-Clerk-Client-Id": clerk.OAuthClientID(), "X-Clerk-Scopes": "profile email"}},
-			{"session token", "/app/x", session, map[string]string{"X-Clerk-Subject": e.user, "X-Clerk-Token-Type": "session_token",
+			{"session token", "/app/x", session, map[string]string{"X-Clerk-Subject": testUser, "X-Clerk-Token-Type": "session_token",
 				"X-Clerk-Token-Format": "jwt", "X-Clerk-Session-Id": "sess_abc", "X-Clerk-Org-Id": "org_acme"}},
 			{"opaque M2M token", "/machines/x", m2mOpaque, map[string]string{"X-Clerk-Subject": e.caller.ID, "X-Clerk-Token-Type": "m2m_token",
 				"X-Clerk-Token-Id": m2mID}},
@@ -191,21 +169,21 @@ func TestEveryCredentialType(t *testing.T) {
 	})
 
 	t.Run("invalid credentials", func(t *testing.T) {
-		revokedKey, revokedKeyID := clerk.CreateAPIKey(e.user, backendtest.APIKeyOptions{})
+		revokedKey, revokedKeyID := clerk.CreateAPIKey(testUser, backendtest.APIKeyOptions{})
 		clerk.RevokeAPIKey(revokedKeyID)
-		expiredOAuth, _ := clerk.CreateOAuthToken(e.user, backendtest.OAuthOptions{TTL: -time.Minute})
+		expiredOAuth, _ := clerk.CreateOAuthToken(testUser, backendtest.OAuthOptions{TTL: -time.Minute})
 		for name, tc := range map[string]struct{ path, token, reason string }{
 			"unknown API key":           {"/partners/x", "ak_" + strings.Repeat("x", 40), "token_invalid"},
 			"revoked API key":           {"/partners/x", revokedKey, "token_invalid"},
 			"unknown OAuth token":       {"/partners/x", "oat_0123456789abcdef0123456789abcdef", "token_invalid"},
 			"inactive OAuth token":      {"/partners/x", expiredOAuth, "token_invalid"},
-			"OAuth JWT, expired":        {"/partners/x", clerk.MintOAuthJWT(e.user, backendtest.OAuthJWTOptions{OAuthOptions: backendtest.OAuthOptions{TTL: -time.Minute}}), "token_expired"},
-			"session, expired":          {"/app/x", clerk.MintSessionJWT(e.user, backendtest.SessionOptions{TTL: -time.Minute, AuthorizedParty: "https://app.example.com"}), "token_expired"},
-			"session, other party":      {"/app/x", clerk.MintSessionJWT(e.user, backendtest.SessionOptions{AuthorizedParty: "https://evil.example"}), "token_invalid"},
-			"session, no party":         {"/app/x", clerk.MintSessionJWT(e.user, backendtest.SessionOptions{}), "token_invalid"},
-			"session, pending":          {"/app/x", clerk.MintSessionJWT(e.user, backendtest.SessionOptions{Status: "pending", AuthorizedParty: "https://app.example.com"}), "token_invalid"},
-			"JWT-template token":        {"/app/x", clerk.MintTemplateJWT(e.user, map[string]any{"azp": "https://app.example.com"}), "token_invalid"},
-			"template without category": {"/app/x", clerk.MintSessionJWT(e.user, backendtest.SessionOptions{OmitCategory: true, AuthorizedParty: "https://app.example.com", Payload: map[string]any{"sid": nil}}), "token_invalid"},
+			"OAuth JWT, expired":        {"/partners/x", clerk.MintOAuthJWT(testUser, backendtest.OAuthJWTOptions{OAuthOptions: backendtest.OAuthOptions{TTL: -time.Minute}}), "token_expired"},
+			"session, expired":          {"/app/x", clerk.MintSessionJWT(testUser, backendtest.SessionOptions{TTL: -time.Minute, AuthorizedParty: "https://app.example.com"}), "token_expired"},
+			"session, other party":      {"/app/x", clerk.MintSessionJWT(testUser, backendtest.SessionOptions{AuthorizedParty: "https://evil.example"}), "token_invalid"},
+			"session, no party":         {"/app/x", clerk.MintSessionJWT(testUser, backendtest.SessionOptions{}), "token_invalid"},
+			"session, pending":          {"/app/x", clerk.MintSessionJWT(testUser, backendtest.SessionOptions{Status: "pending", AuthorizedParty: "https://app.example.com"}), "token_invalid"},
+			"JWT-template token":        {"/app/x", clerk.MintTemplateJWT(testUser, map[string]any{"azp": "https://app.example.com"}), "token_invalid"},
+			"template without category": {"/app/x", clerk.MintSessionJWT(testUser, backendtest.SessionOptions{OmitCategory: true, AuthorizedParty: "https://app.example.com", Payload: map[string]any{"sid": nil}}), "token_invalid"},
 		} {
 			t.Run(name, func(t *testing.T) {
 				resp, _ := e.bearer(tc.path, tc.token)
@@ -242,7 +220,7 @@ func TestEveryCredentialType(t *testing.T) {
 	t.Run("accept any takes every type", func(t *testing.T) {
 		for name, token := range map[string]string{
 			"mt_": m2mOpaque, "ak_": apiKey, "oat_": oauthToken, "M2M JWT": m2mJWT, "OAuth JWT": oauthJWT,
-			"session JWT": clerk.MintSessionJWT(e.user, backendtest.SessionOptions{}),
+			"session JWT": clerk.MintSessionJWT(testUser, backendtest.SessionOptions{}),
 		} {
 			resp, _ := e.bearer("/any/x", token)
 			assert.Equal(t, http.StatusOK, resp.StatusCode, name)
@@ -277,6 +255,20 @@ func TestEveryCredentialType(t *testing.T) {
 		requireRefused(t, resp, http.StatusUnauthorized, "token_invalid")
 		resp, seen = e.bearer("/optional/x", apiKey)
 		require.Equal(t, http.StatusOK, resp.StatusCode)
-		assert.Equal(t, e.user, seen["X-Clerk-Subject"])
+		assert.Equal(t, testUser, seen["X-Clerk-Subject"])
 	})
+}
+
+func TestStripAuthorizationRemovesTheSessionCookieOnly(t *testing.T) {
+	e := start(t, strings.Replace(typesCaddyfile, "\t\t\tauthorized_parties https://app.example.com\n",
+		"\t\t\tauthorized_parties https://app.example.com\n\t\t\tstrip_authorization\n", 1))
+	session := e.clerk.MintSessionJWT(testUser, backendtest.SessionOptions{AuthorizedParty: "https://app.example.com"})
+	resp, seen := e.send("/app/x", func(req *http.Request) {
+		req.AddCookie(&http.Cookie{Name: "theme", Value: "dark"})
+		req.AddCookie(&http.Cookie{Name: "__session", Value: session})
+		req.AddCookie(&http.Cookie{Name: "__client_uat", Value: "1700000000"})
+	})
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "theme=dark; __client_uat=1700000000", seen["Cookie"])
+	assert.Equal(t, testUser, seen["X-Clerk-Subject"])
 }

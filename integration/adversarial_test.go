@@ -1,7 +1,6 @@
-package clerkm2m_test
+package integration
 
 import (
-	"bufio"
 	"crypto"
 	"crypto/hmac"
 	"crypto/rand"
@@ -10,13 +9,10 @@ import (
 	"crypto/sha512"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"hash"
 	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -28,8 +24,8 @@ import (
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
 )
 
-var adversarialCaddyfile = testGlobals(debugLog) + `
-http://localhost:9080 {
+var adversarialCaddyfile = globals(debugLog) + `
+http://{{GATEWAY}} {
 	log {
 		output file {{LOG}}
 	}
@@ -101,17 +97,10 @@ func hmacToken(newHash func() hash.Hash, secret []byte, header, payload string) 
 }
 
 func TestAdversarialTokens(t *testing.T) {
-	clearEnv(t)
-	clerk := backendtest.New()
-	defer clerk.Close()
+	e := start(t, adversarialCaddyfile)
+	clerk, caller := e.clerk, e.caller
 	other := backendtest.New() // another Clerk instance
 	defer other.Close()
-	gateway, caller := clerk.NewMachine("gateway"), clerk.NewMachine("caller")
-	logFile := filepath.Join(t.TempDir(), "caddy.log")
-	config := strings.NewReplacer("{{LOG}}", logFile, "{{SECRET}}", clerk.SecretKey(), "{{GATEWAY_KEY}}", gateway.SecretKey,
-		"{{CLERK}}", clerk.URL).Replace(adversarialCaddyfile)
-	e := &e2e{t: t, clerk: clerk, gateway: gateway, caller: caller, tester: newTester(t), logFile: logFile}
-	loadConfig(t, e.tester, config)
 	evil := newAttacker(t)
 
 	kid := clerk.KeyID()
@@ -209,28 +198,9 @@ func TestAdversarialTokens(t *testing.T) {
 	assert.Zero(t, evil.asked.Load(), "no request ever went to a URL a token named")
 
 	t.Run("no token, secret or fragment of either in the DEBUG log", func(t *testing.T) {
-		e.secrets = append(e.secrets, clerk.SecretKey(), gateway.SecretKey, caller.SecretKey, other.SecretKey())
+		e.secrets = append(e.secrets, clerk.SecretKey(), e.gateway.SecretKey, caller.SecretKey, other.SecretKey())
 		e.assertNoSecretsLogged(8)
 	})
-}
-
-// rawStatus sends a GET with the given Authorization header lines written
-// as they are (Go's HTTP client refuses to send some of them) and returns
-// the status; a panic in Caddy would show as a 500 or a broken connection.
-func (e *e2e) rawStatus(path string, authorization ...string) int {
-	e.t.Helper()
-	conn, err := net.Dial("tcp", "127.0.0.1:9080")
-	require.NoError(e.t, err)
-	defer conn.Close()
-	request := fmt.Sprintf("GET %s HTTP/1.1\r\nHost: localhost:9080\r\n", path)
-	for _, value := range authorization {
-		request += "Authorization: " + value + "\r\n"
-	}
-	_, _ = conn.Write([]byte(request + "Connection: close\r\n\r\n")) // the server may answer before reading it all
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	require.NoError(e.t, err)
-	resp.Body.Close()
-	return resp.StatusCode
 }
 
 func jsonInt(n int64) string { return mustJSON(n) }
