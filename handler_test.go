@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest/observer"
+	logobserver "go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
 	"github.com/caddy-clerk/clerk-m2m/internal/testenv"
@@ -133,8 +133,8 @@ func TestAClientThatLeftIsNoClerkOutage(t *testing.T) {
 	verifier := &Handler{MachineSecretKey: gateway.SecretKey, APIURL: clerk.URL}
 	require.NoError(t, provision(t, verifier))
 	minter := &TokenHandler{MachineSecretKey: clerk.NewMachine("minter").SecretKey, APIURL: clerk.URL}
-	require.NoError(t, provisionToken(t, minter))
-	core, warnings := observer.New(zap.WarnLevel)
+	require.NoError(t, provision(t, minter))
+	core, warnings := logobserver.New(zap.WarnLevel)
 	verifier.alerts, minter.alerts = newAlerter(zap.New(core)), newAlerter(zap.New(core))
 	unavailable := func() float64 {
 		return testutil.ToFloat64(metrics.verifications.WithLabelValues("m2m_token", "opaque", string(verify.ReasonUnavailable)))

@@ -2,6 +2,9 @@ package clerkm2m
 
 import (
 	"errors"
+	"fmt"
+
+	"github.com/caddyserver/caddy/v2"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -76,25 +79,39 @@ func registerMetrics(registry *prometheus.Registry) error {
 	return nil
 }
 
-// countVerification counts one checked credential.
-func countVerification(tokenType verify.TokenType, format verify.Format, outcome string) {
-	metrics.verifications.WithLabelValues(labelOr(string(tokenType)), labelOr(string(format)), outcome).Inc()
+// observer is told what a handler does, for the caddy_clerk_m2m_* metrics.
+// A handler builds one when it is provisioned: countingObserver when its
+// metrics are on, quietObserver (which counts nothing) with
+// disable_metrics. What handlers share is observed by the rule of sharers.
+type observer interface {
+	verification(tokenType verify.TokenType, format verify.Format, outcome string)
+	cacheLookup(cache string, hit bool)
+	clerkRequest(backend.Attempt)
+	jwksFetch(err error)
+	mint(format string, err error)
 }
 
-// labelOr names what could not be told (a credential that is not one).
-func labelOr(value string) string {
-	if value == "" {
-		return "unknown"
+// newObserver registers the collectors with the configuration's registry
+// and returns the observer that counts, or, with metrics disabled, the one
+// that does not.
+func newObserver(ctx caddy.Context, disabled bool) (observer, error) {
+	if disabled {
+		return quietObserver{}, nil
 	}
-	return value
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return nil, fmt.Errorf("registering metrics: %v", err)
+	}
+	return countingObserver{}, nil
 }
 
-func observeClerkRequest(attempt backend.Attempt) {
-	metrics.clerkRequests.WithLabelValues(attempt.Path, attempt.Result).Inc()
-	metrics.clerkLatency.WithLabelValues(attempt.Path).Observe(attempt.Duration.Seconds())
+// countingObserver counts in the module's collectors.
+type countingObserver struct{}
+
+func (countingObserver) verification(tokenType verify.TokenType, format verify.Format, outcome string) {
+	metrics.verifications.WithLabelValues(labelOrUnknown(string(tokenType)), labelOrUnknown(string(format)), outcome).Inc()
 }
 
-func observeCacheLookup(cache string, hit bool) {
+func (countingObserver) cacheLookup(cache string, hit bool) {
 	result := "miss"
 	if hit {
 		result = "hit"
@@ -102,12 +119,35 @@ func observeCacheLookup(cache string, hit bool) {
 	metrics.cacheLookups.WithLabelValues(cache, result).Inc()
 }
 
-func observeJWKSFetch(err error) {
+func (countingObserver) clerkRequest(attempt backend.Attempt) {
+	metrics.clerkRequests.WithLabelValues(attempt.Path, attempt.Result).Inc()
+	metrics.clerkLatency.WithLabelValues(attempt.Path).Observe(attempt.Duration.Seconds())
+}
+
+func (countingObserver) jwksFetch(err error) {
 	metrics.jwksFetches.WithLabelValues(successOrFailure(err)).Inc()
 }
 
-func observeMint(format string, err error) {
+func (countingObserver) mint(format string, err error) {
 	metrics.mints.WithLabelValues(format, successOrFailure(err)).Inc()
+}
+
+// quietObserver counts nothing: the observer of disable_metrics.
+type quietObserver struct{}
+
+func (quietObserver) verification(verify.TokenType, verify.Format, string) {}
+func (quietObserver) cacheLookup(string, bool)                             {}
+func (quietObserver) clerkRequest(backend.Attempt)                         {}
+func (quietObserver) jwksFetch(error)                                      {}
+func (quietObserver) mint(string, error)                                   {}
+
+// labelOrUnknown names what could not be told (the type of a credential
+// that is not one) "unknown".
+func labelOrUnknown(value string) string {
+	if value == "" {
+		return "unknown"
+	}
+	return value
 }
 
 func successOrFailure(err error) string {
@@ -118,7 +158,7 @@ func successOrFailure(err error) string {
 }
 
 // keySetAges reports, when scraped, the age of the signing keys of every
-// shared instance in use.
+// shared instance in use that is counted (see sharers).
 type keySetAges struct {
 	desc *prometheus.Desc
 }
@@ -127,9 +167,9 @@ func (k keySetAges) Describe(ch chan<- *prometheus.Desc) { ch <- k.desc }
 
 func (k keySetAges) Collect(ch chan<- prometheus.Metric) {
 	oldest := map[string]float64{}
-	instances.Range(func(_, value any) bool {
-		inst := value.(*instance)
-		if inst.keys == nil || !inst.metrics {
+	pool.Range(func(_, value any) bool {
+		inst, ok := value.(*instance)
+		if !ok || inst.keys == nil || !inst.isCounted() {
 			return true
 		}
 		if age, fetched := inst.keys.Age(); fetched && age.Seconds() >= oldest[inst.keysURL] {

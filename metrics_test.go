@@ -19,7 +19,7 @@ func TestMetricsRegisterOncePerRegistryAndAgainOnReload(t *testing.T) {
 	require.NoError(t, registerMetrics(first), "a second handler of the same configuration")
 	second := prometheus.NewPedanticRegistry() // the next configuration's
 	require.NoError(t, registerMetrics(second))
-	countVerification("m2m_token", "jwt", outcomeVerified)
+	countingObserver{}.verification("m2m_token", "jwt", outcomeVerified)
 	for _, registry := range []*prometheus.Registry{first, second} {
 		count, err := testutil.GatherAndCount(registry, "caddy_clerk_m2m_verifications_total")
 		require.NoError(t, err)
@@ -105,4 +105,47 @@ func keySetAgesReported(t *testing.T) []string {
 		}
 	}
 	return apis
+}
+
+// TestSharedKeysAreCountedWhileACountedHandlerHoldsThem: a handler with
+// disable_metrics shares the signing keys of the counted handlers of the
+// same Clerk instance; fetching them is counted while a counted handler
+// holds them, whichever handler's request made the fetch, and the quiet
+// handler's own verifications never are.
+func TestSharedKeysAreCountedWhileACountedHandlerHoldsThem(t *testing.T) {
+	testenv.ClearClerk(t)
+	clerk := backendtest.New()
+	defer clerk.Close()
+	caller := clerk.NewMachine("caller")
+	counted := &Handler{SecretKey: clerk.SecretKey(), APIURL: clerk.URL}
+	require.NoError(t, provision(t, counted))
+	quiet := &Handler{SecretKey: clerk.SecretKey(), APIURL: clerk.URL, DisableMetrics: true}
+	require.NoError(t, provision(t, quiet))
+	fetches := func() float64 { return testutil.ToFloat64(metrics.jwksFetches.WithLabelValues("success")) }
+	calls := func() float64 { return testutil.ToFloat64(metrics.clerkRequests.WithLabelValues("/v1/jwks", "ok")) }
+	verified := func() float64 {
+		return testutil.ToFloat64(metrics.verifications.WithLabelValues("m2m_token", "jwt", "verified"))
+	}
+	misses := func() float64 { return testutil.ToFloat64(metrics.cacheLookups.WithLabelValues("jwt", "miss")) }
+	fetchesBefore, callsBefore, verifiedBefore, missesBefore := fetches(), calls(), verified(), misses()
+
+	_, err := through(t, quiet, "Bearer "+clerk.MintM2MJWT(caller, backendtest.JWTOptions{}))
+	require.NoError(t, err)
+	_, err = through(t, counted, "Bearer "+clerk.MintM2MJWT(caller, backendtest.JWTOptions{}))
+	require.NoError(t, err)
+	assert.Equal(t, 1, clerk.Calls("/v1/jwks"), "one key set for both handlers")
+	assert.Equal(t, 1.0, fetches()-fetchesBefore, "the fetch the quiet handler's request made is counted")
+	assert.Equal(t, 1.0, calls()-callsBefore, "and so is its call to Clerk")
+	assert.Contains(t, keySetAgesReported(t), clerk.URL, "and the age of the keys")
+	assert.Equal(t, 1.0, verified()-verifiedBefore, "only the counted handler's verification is counted")
+	assert.Equal(t, 1.0, misses()-missesBefore, "and its cache lookup")
+
+	require.NoError(t, counted.Cleanup())
+	rotated := clerk.MintM2MJWT(caller, backendtest.JWTOptions{Header: map[string]any{"kid": "ins_rotated"}})
+	_, err = through(t, quiet, "Bearer "+rotated)
+	require.Error(t, err, "no such key")
+	assert.Equal(t, 2, clerk.Calls("/v1/jwks"), "the unknown kid made the keys be fetched again")
+	assert.Equal(t, 1.0, fetches()-fetchesBefore, "held by the quiet handler alone, the keys are no longer counted")
+	assert.Equal(t, 1.0, calls()-callsBefore)
+	assert.NotContains(t, keySetAgesReported(t), clerk.URL)
 }

@@ -6,11 +6,8 @@ package clerkm2m
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -27,15 +24,10 @@ func init() {
 	caddy.RegisterModule(Handler{})
 }
 
-// modulePath is this module's Go import path, used to find its version.
-const modulePath = "github.com/caddy-clerk/clerk-m2m"
-
-// Defaults of the configuration.
+// Defaults of clerk_m2m that package verify does not already have.
 const (
-	defaultTimeout   = 5 * time.Second
 	defaultClockSkew = 5 * time.Second
 	defaultCacheTTL  = 30 * time.Second
-	defaultMaxStale  = time.Hour
 )
 
 // Handler verifies the Clerk credential of every request and lets only
@@ -149,10 +141,10 @@ type Handler struct {
 	// the __session cookie the session token came from.
 	StripAuthorization bool `json:"strip_authorization,omitempty"`
 
-	// Do not count verifications and calls to Clerk for this handler in the
-	// caddy_clerk_m2m_* metrics (they are registered when Caddy's `metrics`
-	// global option is on). Such a handler fetches its signing keys apart
-	// from the handlers that are counted.
+	// Do not count this handler's verifications and calls to Clerk in the
+	// caddy_clerk_m2m_* metrics. It still shares the signing keys of the
+	// other handlers of the same Clerk instance, whose fetches are counted
+	// while one of those handlers is.
 	DisableMetrics bool `json:"disable_metrics,omitempty"`
 
 	// Origins a session token may have been issued to (its `azp` claim,
@@ -188,7 +180,8 @@ type Handler struct {
 	parties          []string
 
 	verifier *verify.Verifier
-	shared   *instanceSettings // of the shared instance in use, if any
+	observer observer
+	keySet   *lease // on the shared instance in use, if any
 	logger   *zap.Logger
 	alerts   *alerter
 }
@@ -209,8 +202,17 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.expand(); err != nil {
 		return err
 	}
+	h.applyDefaults()
+	var err error
+	if h.observer, err = newObserver(ctx, h.DisableMetrics); err != nil {
+		return err
+	}
+	return h.buildVerifier(ctx)
+}
+
+func (h *Handler) applyDefaults() {
 	if h.Timeout == 0 {
-		h.Timeout = caddy.Duration(defaultTimeout)
+		h.Timeout = caddy.Duration(verify.DefaultTimeout)
 	}
 	if h.ClockSkew == nil {
 		h.ClockSkew = durationPtr(defaultClockSkew)
@@ -219,14 +221,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.CacheTTL = durationPtr(defaultCacheTTL)
 	}
 	if h.JWKSMaxStale == 0 {
-		h.JWKSMaxStale = caddy.Duration(defaultMaxStale)
+		h.JWKSMaxStale = caddy.Duration(verify.DefaultMaxStale)
 	}
-	if !h.DisableMetrics {
-		if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
-			return fmt.Errorf("registering metrics: %v", err)
-		}
-	}
-	return h.buildVerifier(ctx)
 }
 
 // expand resolves placeholders and environment defaults in the string
@@ -235,11 +231,11 @@ func (h *Handler) expand() error {
 	repl := caddy.NewReplacer()
 	var publishableKey string
 	if err := expandFields(repl,
-		field{name: "secret_key", value: h.SecretKey, fallback: "{env.CLERK_SECRET_KEY}", dest: &h.secretKey},
+		field{name: "secret_key", configured: h.SecretKey, whenUnset: "{env.CLERK_SECRET_KEY}", dest: &h.secretKey},
 		machineSecretKeyField(h.MachineSecretKey, &h.machineSecretKey),
-		field{name: "jwt_key", value: h.JWTKey, fallback: "{env.CLERK_JWT_KEY}", dest: &h.jwtKey},
+		field{name: "jwt_key", configured: h.JWTKey, whenUnset: "{env.CLERK_JWT_KEY}", dest: &h.jwtKey},
 		apiURLField(h.APIURL, &h.apiURL),
-		field{name: "publishable_key", value: h.PublishableKey, fallback: "{env.CLERK_PUBLISHABLE_KEY}", dest: &publishableKey},
+		field{name: "publishable_key", configured: h.PublishableKey, whenUnset: "{env.CLERK_PUBLISHABLE_KEY}", dest: &publishableKey},
 	); err != nil {
 		return err
 	}
@@ -251,49 +247,6 @@ func (h *Handler) expand() error {
 		h.frontendURL = frontendURL
 	}
 	return h.expandAccept(repl)
-}
-
-// field is a configured value that may hold placeholders: its name, the
-// value (which defaults to fallback when not set), where the expanded value
-// goes, and what it is when it expands to nothing (usually nothing).
-type field struct {
-	name, value, fallback string
-	dest                  *string
-	otherwise             string
-}
-
-// apiURLField and machineSecretKeyField are the fields both handlers have.
-func apiURLField(value string, dest *string) field {
-	return field{"api_url", value, "{env.CLERK_API_URL}", dest, backend.DefaultURL}
-}
-
-func machineSecretKeyField(value string, dest *string) field {
-	return field{name: "machine_secret_key", value: value, fallback: "{env.CLERK_MACHINE_SECRET_KEY}", dest: dest}
-}
-
-// expandFields resolves placeholders in each configured value, or in its
-// environment default when it is not set, and trims the result. A value set
-// explicitly that expands to nothing (Caddy reads a missing file as empty)
-// is an error: it must not quietly mean "no key".
-func expandFields(repl *caddy.Replacer, fields ...field) error {
-	for _, f := range fields {
-		value, explicit := f.value, f.value != ""
-		if !explicit {
-			value = f.fallback
-		}
-		expanded, err := repl.ReplaceOrErr(value, false, true)
-		if err != nil {
-			return fmt.Errorf("%s: %v", f.name, err)
-		}
-		*f.dest = strings.TrimSpace(expanded)
-		if explicit && *f.dest == "" {
-			return fmt.Errorf("%s is set to %q, which is empty: is the file or environment variable there?", f.name, value)
-		}
-		if *f.dest == "" {
-			*f.dest = f.otherwise
-		}
-	}
-	return nil
 }
 
 // expandAccept resolves the accepted types and the lists of the policy.
@@ -322,20 +275,6 @@ func (h *Handler) expandAccept(repl *caddy.Replacer) error {
 	return err
 }
 
-// expandList resolves placeholders in a list; one entry may stand for
-// several values, separated by spaces or commas.
-func expandList(repl *caddy.Replacer, name string, entries []string) ([]string, error) {
-	var values []string
-	for _, entry := range entries {
-		expanded, err := repl.ReplaceOrErr(entry, false, true)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %v", name, err)
-		}
-		values = append(values, strings.FieldsFunc(expanded, func(r rune) bool { return r == ',' || r == ' ' })...)
-	}
-	return values, nil
-}
-
 // buildVerifier wires the Backend API client and the key source that the
 // configured keys allow. What can be shared with other handlers and with
 // the next configuration (connections, signing keys) comes from the shared
@@ -347,9 +286,7 @@ func (h *Handler) buildVerifier(ctx caddy.Context) error {
 		ClockSkew:         time.Duration(*h.ClockSkew),
 		CacheTTL:          time.Duration(*h.CacheTTL),
 		AuthorizedParties: h.parties,
-	}
-	if !h.DisableMetrics {
-		opts.OnCacheLookup = observeCacheLookup
+		OnCacheLookup:     h.observer.cacheLookup,
 	}
 	if h.secretKey != "" || h.machineSecretKey != "" || h.frontendURL != "" {
 		if err := h.useSharedInstance(ctx, &opts); err != nil {
@@ -372,37 +309,24 @@ func (h *Handler) buildVerifier(ctx caddy.Context) error {
 	return nil
 }
 
+// useSharedInstance takes the connections and signing keys of the shared
+// instance, and has the App start it with the configuration.
 func (h *Handler) useSharedInstance(ctx caddy.Context, opts *verify.Options) error {
 	apiURL, err := backend.ParseURL(h.apiURL)
 	if err != nil {
 		return fmt.Errorf("api_url: %v", err)
 	}
-	h.warnIfCleartext(apiURL)
-	settings := instanceSettings{
-		apiURL:   apiURL,
-		metrics:  !h.DisableMetrics,
-		timeout:  time.Duration(h.Timeout),
-		maxStale: time.Duration(h.JWKSMaxStale),
-	}
+	warnIfCleartext(h.logger, apiURL)
+	settings := instanceSettings{APIURL: apiURL, Timeout: time.Duration(h.Timeout), MaxStale: time.Duration(h.JWKSMaxStale)}
 	if h.jwtKey == "" { // with jwt_key, no key set is ever fetched
-		settings.secretKey, settings.frontendURL = h.secretKey, h.frontendURL
+		settings.SecretKey, settings.FrontendURL = h.secretKey, h.frontendURL
 	}
-	inst, err := loadInstance(settings, h.logger)
+	inst, keySet, err := loadInstance(settings, !h.DisableMetrics, h.logger)
 	if err != nil {
 		return err
 	}
-	h.shared = &settings
-	clientOpts := backend.Options{
-		URL:              apiURL,
-		SecretKey:        h.secretKey,
-		MachineSecretKey: h.machineSecretKey,
-		UserAgent:        userAgent(),
-		HTTPClient:       inst.httpClient,
-	}
-	if !h.DisableMetrics {
-		clientOpts.Observe = observeClerkRequest
-	}
-	client, err := backend.New(clientOpts)
+	h.keySet = keySet
+	client, err := newClerkClient(apiURL, clerkKeys{secret: h.secretKey, machine: h.machineSecretKey}, inst.httpClient, h.observer.clerkRequest)
 	if err != nil {
 		return err
 	}
@@ -434,20 +358,6 @@ func loadJWTKey(value string) (*verify.StaticKey, error) {
 	return verify.ParsePEMKey(value)
 }
 
-// warnIfCleartext warns when the secret key would cross a network in the
-// clear: http is fine on loopback (a local proxy or a test), nowhere else.
-func (h *Handler) warnIfCleartext(apiURL string) {
-	u, err := url.Parse(apiURL)
-	if err != nil || u.Scheme != "http" {
-		return
-	}
-	host := u.Hostname()
-	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
-		return
-	}
-	h.logger.Warn("api_url uses plain http: the secret key crosses the network unencrypted", zap.String("api_url", apiURL))
-}
-
 func opaqueVerification(machineKey, secretKey string) string {
 	switch {
 	case machineKey != "":
@@ -472,8 +382,7 @@ func jwtVerification(jwtKey, secretKey, frontendURL string) string {
 	}
 }
 
-// Validate checks the provisioned configuration (DESIGN §4). It makes no
-// network call.
+// Validate checks the provisioned configuration. It makes no network call.
 func (h *Handler) Validate() error {
 	if err := checkKeyPrefixes(h.secretKey, h.machineSecretKey); err != nil {
 		return err
@@ -544,7 +453,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	token, source, err := verify.Credential(r, h.accept.Has(verify.SessionToken))
 	if err != nil && h.Optional && verify.ReasonOf(err) == verify.ReasonMissing {
-		h.count("", "", outcomeAnonymous)
+		h.observer.verification("", "", outcomeAnonymous)
 		publishIdentity(r.Context(), repl, nil)
 		return next.ServeHTTP(w, r)
 	}
@@ -562,7 +471,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.countRefusal(token, err)
 		return h.refuse(w, repl, err)
 	}
-	h.count(identity.TokenType, identity.Format, outcomeVerified)
+	h.observer.verification(identity.TokenType, identity.Format, outcomeVerified)
 	publishIdentity(r.Context(), repl, identity)
 	addAccessLogFields(r, identity)
 	if h.StripAuthorization {
@@ -575,24 +484,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	return next.ServeHTTP(w, r)
 }
 
-// count counts a checked credential, unless metrics are off.
-func (h *Handler) count(tokenType verify.TokenType, format verify.Format, outcome string) {
-	if !h.DisableMetrics {
-		countVerification(tokenType, format, outcome)
-	}
-}
-
 // countRefusal counts a refused credential by its reason.
 func (h *Handler) countRefusal(token string, err error) {
-	if h.DisableMetrics {
-		return
-	}
 	var tokenType verify.TokenType
 	var verr *verify.Error
 	if errors.As(err, &verr) {
 		tokenType = verr.TokenType
 	}
-	countVerification(tokenType, verify.FormatOf(token), string(verify.ReasonOf(err)))
+	h.observer.verification(tokenType, verify.FormatOf(token), string(verify.ReasonOf(err)))
 }
 
 // addAccessLogFields puts the credential's type and id (never the
@@ -638,29 +537,11 @@ func stripCookie(header http.Header, name string) {
 // Cleanup releases the shared instance; the last configuration to release
 // it stops its background work.
 func (h *Handler) Cleanup() error {
-	if h.shared != nil {
-		releaseInstance(*h.shared)
-		h.shared = nil
+	if h.keySet != nil {
+		h.keySet.release()
+		h.keySet = nil
 	}
 	return nil
-}
-
-func durationPtr(d time.Duration) *caddy.Duration {
-	cd := caddy.Duration(d)
-	return &cd
-}
-
-// userAgent is sent to Clerk: the module's name and version.
-func userAgent() string {
-	version := "dev"
-	if info, ok := debug.ReadBuildInfo(); ok {
-		for _, dep := range info.Deps {
-			if dep.Path == modulePath && dep.Version != "" && dep.Version != "(devel)" {
-				version = dep.Version
-			}
-		}
-	}
-	return "caddy-clerk-m2m/" + version
 }
 
 // Interface guards

@@ -31,9 +31,16 @@ func newContext(t testing.TB) caddy.Context {
 	return ctx
 }
 
+// provisioned is what either handler is to Caddy.
+type provisioned interface {
+	caddy.Provisioner
+	caddy.Validator
+	caddy.CleanerUpper
+}
+
 // provision provisions and validates h as Caddy would, and cleans it up
 // when the test ends.
-func provision(t testing.TB, h *Handler) error {
+func provision(t testing.TB, h provisioned) error {
 	t.Helper()
 	t.Cleanup(func() { _ = h.Cleanup() })
 	if err := h.Provision(newContext(t)); err != nil {

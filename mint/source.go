@@ -21,6 +21,15 @@ type Minter interface {
 	CreateM2MToken(ctx context.Context, opts backend.CreateM2MTokenOptions) (*backend.CreatedM2MToken, error)
 }
 
+// Defaults of Options.
+const (
+	// DefaultRenewAt is the share of a token's lifetime after which the
+	// next one is minted.
+	DefaultRenewAt = 0.5
+	// DefaultTimeout is the budget of one mint.
+	DefaultTimeout = 5 * time.Second
+)
+
 // Options tune a Source. Zero values take the defaults.
 type Options struct {
 	// Token is what to mint.
@@ -28,7 +37,7 @@ type Options struct {
 
 	// RenewAt is the share of a token's lifetime after which the next one is
 	// minted, in the background: the calls keep the current token meanwhile.
-	// Default 0.5.
+	// Default DefaultRenewAt.
 	RenewAt float64
 
 	// Margin is how close to its expiry a token is no longer handed out, so
@@ -36,7 +45,7 @@ type Options struct {
 	// for very short lifetimes: a tenth of the lifetime at most).
 	Margin time.Duration
 
-	// Timeout is the budget of one mint. Default 5s.
+	// Timeout is the budget of one mint. Default DefaultTimeout.
 	Timeout time.Duration
 
 	// RetryInterval paces mints after one failed: at most one per interval,
@@ -53,7 +62,7 @@ type Options struct {
 
 func (o *Options) applyDefaults() {
 	if o.RenewAt <= 0 || o.RenewAt > 1 {
-		o.RenewAt = 0.5
+		o.RenewAt = DefaultRenewAt
 	}
 	if o.Margin <= 0 {
 		o.Margin = 10 * time.Second
@@ -62,7 +71,7 @@ func (o *Options) applyDefaults() {
 		o.Margin = min(o.Margin, lifetime/10)
 	}
 	if o.Timeout <= 0 {
-		o.Timeout = 5 * time.Second
+		o.Timeout = DefaultTimeout
 	}
 	if o.RetryInterval <= 0 {
 		o.RetryInterval = 5 * time.Second

@@ -20,9 +20,14 @@ type JWKSFetcher interface {
 	JWKS(ctx context.Context) (*backend.JWKS, error)
 }
 
+// DefaultMaxStale is how long the last good key set keeps being used
+// through failed refreshes, when JWKSOptions does not say.
+const DefaultMaxStale = time.Hour
+
 // JWKSOptions tunes RemoteKeys. Zero values take the defaults.
 type JWKSOptions struct {
-	// Timeout is the budget of one fetch, retries included. Default 5s.
+	// Timeout is the budget of one fetch, retries included. Default
+	// DefaultTimeout.
 	Timeout time.Duration
 
 	// MaxAge is how long a fetched set is used before it is refreshed.
@@ -31,7 +36,7 @@ type JWKSOptions struct {
 
 	// MaxStale is how long past MaxAge the last good set keeps being used
 	// while refreshes fail. After that, JWTs cannot be verified until
-	// Clerk answers again. Default 1 hour.
+	// Clerk answers again. Default DefaultMaxStale.
 	MaxStale time.Duration
 
 	// RefetchInterval paces on-demand fetches (for a kid that is not in the
@@ -53,13 +58,13 @@ type JWKSOptions struct {
 
 func (o *JWKSOptions) applyDefaults() {
 	if o.Timeout <= 0 {
-		o.Timeout = 5 * time.Second
+		o.Timeout = DefaultTimeout
 	}
 	if o.MaxAge <= 0 {
 		o.MaxAge = 5 * time.Minute
 	}
 	if o.MaxStale <= 0 {
-		o.MaxStale = time.Hour
+		o.MaxStale = DefaultMaxStale
 	}
 	if o.RefetchInterval <= 0 {
 		o.RefetchInterval = 5 * time.Second

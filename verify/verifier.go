@@ -18,6 +18,10 @@ type Backend interface {
 	VerifyOAuthToken(ctx context.Context, token string) (*backend.OAuthAccessToken, error)
 }
 
+// DefaultTimeout is the budget of one call to Clerk, retries included, when
+// Options or JWKSOptions do not set one.
+const DefaultTimeout = 5 * time.Second
+
 // Options configures a Verifier.
 type Options struct {
 	// Accept is the set of token types to accept; others are refused with
@@ -32,7 +36,7 @@ type Options struct {
 	Keys KeySource
 
 	// Timeout is the budget of one call to Clerk, retries included.
-	// Default 5s.
+	// Default DefaultTimeout.
 	Timeout time.Duration
 
 	// ClockSkew is the leeway on exp, nbf and iat. Zero means none.
@@ -73,7 +77,7 @@ type Verifier struct {
 // New returns a Verifier. It makes no network call.
 func New(opts Options) *Verifier {
 	if opts.Timeout <= 0 {
-		opts.Timeout = 5 * time.Second
+		opts.Timeout = DefaultTimeout
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now

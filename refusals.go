@@ -14,11 +14,16 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
+	"github.com/caddy-clerk/clerk-m2m/backend"
 	"github.com/caddy-clerk/clerk-m2m/verify"
 )
 
-// errorPlaceholder holds the reason of a refusal, for handle_errors routes.
-const errorPlaceholder = "http.auth.clerk_m2m.error"
+// The placeholders that hold the reason of a refusal, for handle_errors
+// routes: of clerk_m2m, and of clerk_m2m_token.
+const (
+	verifyErrorPlaceholder = "http.auth.clerk_m2m.error"
+	mintErrorPlaceholder   = "http.auth.clerk_m2m_token.error"
+)
 
 // defaultRetryAfter is advertised on a 503 when Clerk did not say how long
 // to wait.
@@ -44,7 +49,7 @@ func (h *Handler) refuse(w http.ResponseWriter, repl *caddy.Replacer, err error)
 	if !errors.As(err, &verr) {
 		verr = &verify.Error{Reason: verify.ReasonInvalid, Err: err}
 	}
-	repl.Set(errorPlaceholder, string(verr.Reason))
+	repl.Set(verifyErrorPlaceholder, string(verr.Reason))
 	status := http.StatusUnauthorized
 	switch verr.Reason {
 	case verify.ReasonMissing:
@@ -77,6 +82,21 @@ func (h *Handler) insufficientScopeChallenge(verr *verify.Error) string {
 		challenge += `, scope="` + quotable(strings.Join(h.policy.RequireScopes, " ")) + `"`
 	}
 	return challenge
+}
+
+// refuse answers a request that could get no token: 500 when Clerk rejects
+// the machine secret key, else 503 with Retry-After.
+func (h *TokenHandler) refuse(w http.ResponseWriter, r *http.Request, err error) error {
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if backend.KindOf(err) == backend.KindKeyRejected {
+		repl.Set(mintErrorPlaceholder, string(verify.ReasonMisconfigured))
+		h.alerts.misconfigured(err)
+		return caddyhttp.Error(http.StatusInternalServerError, err)
+	}
+	repl.Set(mintErrorPlaceholder, string(verify.ReasonUnavailable))
+	w.Header().Set("Retry-After", retryAfterSeconds(h.source.RetryAfter()))
+	h.alerts.clerkTrouble("Clerk cannot mint M2M tokens right now; refusing requests with 503", verify.ReasonUnavailable, err)
+	return caddyhttp.Error(http.StatusServiceUnavailable, err)
 }
 
 // retryAfterSeconds renders a Retry-After delay in whole seconds, rounded up.

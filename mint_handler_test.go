@@ -60,20 +60,11 @@ func TestTokenCaddyfile(t *testing.T) {
 	}
 }
 
-func provisionToken(t *testing.T, h *TokenHandler) error {
-	t.Helper()
-	t.Cleanup(func() { _ = h.Cleanup() })
-	if err := h.Provision(newContext(t)); err != nil {
-		return err
-	}
-	return h.Validate()
-}
-
 func TestTokenValidation(t *testing.T) {
 	testenv.ClearClerk(t)
 	t.Setenv("CLERK_M2M_TEST_REGION", "eu")
 	h := &TokenHandler{MachineSecretKey: "ak_x", Claims: map[string]string{"region": "{env.CLERK_M2M_TEST_REGION}"}}
-	require.NoError(t, provisionToken(t, h))
+	require.NoError(t, provision(t, h))
 	assert.Equal(t, "opaque", h.Format)
 	assert.Equal(t, caddy.Duration(time.Hour), h.TTL)
 	assert.Equal(t, 0.5, h.RenewAt)
@@ -96,7 +87,7 @@ func TestTokenValidation(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			h := tc.handler
-			err := provisionToken(t, &h)
+			err := provision(t, &h)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.want)
 		})
@@ -108,19 +99,43 @@ func TestMintsAreCounted(t *testing.T) {
 	clerk := backendtest.New()
 	defer clerk.Close()
 	h := &TokenHandler{MachineSecretKey: clerk.NewMachine("a").SecretKey, APIURL: clerk.URL, Format: "jwt"}
-	require.NoError(t, provisionToken(t, h))
+	require.NoError(t, provision(t, h))
 	before := testutil.ToFloat64(metrics.mints.WithLabelValues("jwt", "success"))
 	_, err := h.source.Token(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, 1.0, testutil.ToFloat64(metrics.mints.WithLabelValues("jwt", "success"))-before)
 
 	quiet := &TokenHandler{MachineSecretKey: clerk.NewMachine("b").SecretKey, APIURL: clerk.URL, Format: "jwt", DisableMetrics: true}
-	require.NoError(t, provisionToken(t, quiet))
+	require.NoError(t, provision(t, quiet))
 	calls := testutil.ToFloat64(metrics.clerkRequests.WithLabelValues("/m2m_tokens", "ok"))
 	_, err = quiet.source.Token(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, 1.0, testutil.ToFloat64(metrics.mints.WithLabelValues("jwt", "success"))-before, "disable_metrics counts no mint")
 	assert.Equal(t, calls, testutil.ToFloat64(metrics.clerkRequests.WithLabelValues("/m2m_tokens", "ok")), "nor its call to Clerk")
+}
+
+// TestTokenHandlersShareASourceWhateverTheirMetrics: disable_metrics does
+// not make a handler mint its own token; the shared source's mints are
+// counted while a counted handler holds it.
+func TestTokenHandlersShareASourceWhateverTheirMetrics(t *testing.T) {
+	testenv.ClearClerk(t)
+	clerk := backendtest.New()
+	defer clerk.Close()
+	key := clerk.NewMachine("a").SecretKey
+	counted := &TokenHandler{MachineSecretKey: key, APIURL: clerk.URL, Format: "jwt"}
+	require.NoError(t, provision(t, counted))
+	quiet := &TokenHandler{MachineSecretKey: key, APIURL: clerk.URL, Format: "jwt", DisableMetrics: true}
+	require.NoError(t, provision(t, quiet))
+	mints := func() float64 { return testutil.ToFloat64(metrics.mints.WithLabelValues("jwt", "success")) }
+	before := mints()
+
+	fromQuiet, err := quiet.source.Token(t.Context())
+	require.NoError(t, err)
+	fromCounted, err := counted.source.Token(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, fromCounted, fromQuiet, "one token for both")
+	assert.Equal(t, 1, clerk.Calls("/m2m_tokens"))
+	assert.Equal(t, 1.0, mints()-before, "the mint the quiet handler's request made is counted")
 }
 
 func TestPublishableKeys(t *testing.T) {

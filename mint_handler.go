@@ -1,9 +1,6 @@
 package clerkm2m
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -17,19 +14,17 @@ import (
 
 	"github.com/caddy-clerk/clerk-m2m/backend"
 	"github.com/caddy-clerk/clerk-m2m/mint"
-	"github.com/caddy-clerk/clerk-m2m/verify"
 )
 
 func init() {
 	caddy.RegisterModule(TokenHandler{})
 }
 
-// Defaults of clerk_m2m_token.
+// Defaults of clerk_m2m_token that package mint does not already have.
 const (
-	defaultTokenTTL     = time.Hour
-	defaultRenewAt      = 0.5
-	defaultTokenHeader  = "Authorization"
-	tokenErrorPlacehold = "http.auth.clerk_m2m_token.error"
+	defaultTokenFormat = "opaque"
+	defaultTokenTTL    = time.Hour
+	defaultTokenHeader = "Authorization"
 )
 
 // TokenHandler gives the requests it handles an M2M token of the machine
@@ -83,14 +78,16 @@ type TokenHandler struct {
 	// The budget of one call to Clerk. Default: 5s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
-	// Leave this handler's mints out of the `caddy_clerk_m2m_*` metrics.
+	// Leave this handler out of the `caddy_clerk_m2m_*` metrics. It still
+	// shares the token of the other handlers with the same settings, whose
+	// mints are counted while one of those handlers is.
 	DisableMetrics bool `json:"disable_metrics,omitempty"`
 
 	machineSecretKey string
 	apiURL           string
 	claims           map[string]any
-	source           *mint.Source
-	sourceKey        string
+	source           *tokenSource
+	sourceLease      *lease
 	logger           *zap.Logger
 	alerts           *alerter
 }
@@ -111,27 +108,32 @@ func (h *TokenHandler) Provision(ctx caddy.Context) error {
 	if err := h.expand(); err != nil {
 		return err
 	}
+	h.applyDefaults()
+	// What this handler does that is counted, the source does (see
+	// sharers); the collectors must still be in this configuration's
+	// registry for it to show.
+	if _, err := newObserver(ctx, h.DisableMetrics); err != nil {
+		return err
+	}
+	return h.loadSource()
+}
+
+func (h *TokenHandler) applyDefaults() {
 	if h.Format == "" {
-		h.Format = "opaque"
+		h.Format = defaultTokenFormat
 	}
 	if h.TTL == 0 {
 		h.TTL = caddy.Duration(defaultTokenTTL)
 	}
 	if h.RenewAt == 0 {
-		h.RenewAt = defaultRenewAt
+		h.RenewAt = mint.DefaultRenewAt
 	}
 	if h.Header == "" {
 		h.Header = defaultTokenHeader
 	}
 	if h.Timeout == 0 {
-		h.Timeout = caddy.Duration(defaultTimeout)
+		h.Timeout = caddy.Duration(mint.DefaultTimeout)
 	}
-	if !h.DisableMetrics {
-		if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
-			return fmt.Errorf("registering metrics: %v", err)
-		}
-	}
-	return h.loadSource()
 }
 
 func (h *TokenHandler) expand() error {
@@ -153,8 +155,8 @@ func (h *TokenHandler) expand() error {
 	return nil
 }
 
-// loadSource finds or makes the token source for these settings: one per
-// machine, format, lifetime and claims, shared across reloads.
+// loadSource finds or makes the token source for these settings, shared
+// across reloads (see tokenSourceSettings).
 func (h *TokenHandler) loadSource() error {
 	apiURL, err := backend.ParseURL(h.apiURL)
 	if err != nil {
@@ -164,49 +166,14 @@ func (h *TokenHandler) loadSource() error {
 	if len(h.claims) > 0 {
 		token.Claims = h.claims
 	}
-	settings, err := json.Marshal([]any{apiURL, h.machineSecretKey, token, h.RenewAt, h.Timeout, h.DisableMetrics})
-	if err != nil {
-		return err
-	}
-	sum := sha256.Sum256(settings)
-	h.sourceKey = hex.EncodeToString(sum[:])
-	clientOpts := backend.Options{URL: apiURL, MachineSecretKey: h.machineSecretKey, UserAgent: userAgent()}
-	sourceOpts := mint.Options{Token: token, RenewAt: h.RenewAt, Timeout: time.Duration(h.Timeout)}
-	if !h.DisableMetrics {
-		format := h.Format // not h: the source outlives this handler
-		clientOpts.Observe = observeClerkRequest
-		sourceOpts.OnMint = func(err error) { observeMint(format, err) }
-	}
-	shared, _, err := tokenSources.LoadOrNew(h.sourceKey, func() (caddy.Destructor, error) {
-		clientOpts.HTTPClient = backend.NewHTTPClient()
-		client, err := backend.New(clientOpts)
-		if err != nil {
-			return nil, err
-		}
-		return &sharedSource{Source: mint.NewSource(client, sourceOpts), httpClient: clientOpts.HTTPClient}, nil
-	})
-	if err != nil {
-		return err
-	}
-	h.source = shared.(*sharedSource).Source
-	return nil
-}
-
-// tokenSources are the token sources in use, shared across reloads.
-var tokenSources = caddy.NewUsagePool()
-
-// sharedSource is a token source and the connections it mints over.
-type sharedSource struct {
-	*mint.Source
-	httpClient *http.Client
-}
-
-// Destruct stops a mint under way when the last configuration using the
-// source is unloaded.
-func (s *sharedSource) Destruct() error {
-	s.Close()
-	s.httpClient.CloseIdleConnections()
-	return nil
+	h.source, h.sourceLease, err = loadTokenSource(tokenSourceSettings{
+		APIURL:           apiURL,
+		MachineSecretKey: h.machineSecretKey,
+		Token:            token,
+		RenewAt:          h.RenewAt,
+		Timeout:          time.Duration(h.Timeout),
+	}, !h.DisableMetrics)
+	return err
 }
 
 // Validate checks the configuration. It makes no network call.
@@ -250,26 +217,11 @@ func (h *TokenHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	return next.ServeHTTP(w, r)
 }
 
-// refuse answers a request that could get no token: 500 when Clerk rejects
-// the machine secret key, else 503 with Retry-After.
-func (h *TokenHandler) refuse(w http.ResponseWriter, r *http.Request, err error) error {
-	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	if backend.KindOf(err) == backend.KindKeyRejected {
-		repl.Set(tokenErrorPlacehold, string(verify.ReasonMisconfigured))
-		h.alerts.misconfigured(err)
-		return caddyhttp.Error(http.StatusInternalServerError, err)
-	}
-	repl.Set(tokenErrorPlacehold, string(verify.ReasonUnavailable))
-	w.Header().Set("Retry-After", retryAfterSeconds(h.source.RetryAfter()))
-	h.alerts.clerkTrouble("Clerk cannot mint M2M tokens right now; refusing requests with 503", verify.ReasonUnavailable, err)
-	return caddyhttp.Error(http.StatusServiceUnavailable, err)
-}
-
 // Cleanup releases the shared token source.
 func (h *TokenHandler) Cleanup() error {
-	if h.sourceKey != "" {
-		_, _ = tokenSources.Delete(h.sourceKey)
-		h.sourceKey = ""
+	if h.sourceLease != nil {
+		h.sourceLease.release()
+		h.sourceLease = nil
 	}
 	return nil
 }

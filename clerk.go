@@ -1,0 +1,70 @@
+package clerkm2m
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/url"
+	"runtime/debug"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-clerk/clerk-m2m/backend"
+)
+
+// modulePath is this module's Go import path, used to find its version.
+const modulePath = "github.com/caddy-clerk/clerk-m2m"
+
+// clerkKeys are the keys a client of Clerk's API authenticates with: the
+// instance secret key, the machine secret key, both or neither (the
+// Frontend API's public key set needs none).
+type clerkKeys struct {
+	secret, machine string
+}
+
+// newClerkClient is the one place a client of Clerk's API is made: every
+// call carries the module's User-Agent, goes over httpClient (connections
+// shared with what else calls the same Clerk instance), and is told to
+// observe.
+func newClerkClient(apiURL string, keys clerkKeys, httpClient *http.Client, observe func(backend.Attempt)) (*backend.Client, error) {
+	return backend.New(backend.Options{
+		URL:              apiURL,
+		SecretKey:        keys.secret,
+		MachineSecretKey: keys.machine,
+		UserAgent:        userAgent(),
+		HTTPClient:       httpClient,
+		Observe:          observe,
+	})
+}
+
+// userAgent is sent to Clerk: the module's name and version.
+func userAgent() string {
+	version := "dev"
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, dep := range info.Deps {
+			if dep.Path == modulePath && dep.Version != "" && dep.Version != "(devel)" {
+				version = dep.Version
+			}
+		}
+	}
+	return "caddy-clerk-m2m/" + version
+}
+
+// frontendJWKS fetches the public key set of the Frontend API.
+type frontendJWKS struct{ *backend.Client }
+
+func (f frontendJWKS) JWKS(ctx context.Context) (*backend.JWKS, error) { return f.FrontendJWKS(ctx) }
+
+// warnIfCleartext warns when the secret key would cross a network in the
+// clear: http is fine on loopback (a local proxy or a test), nowhere else.
+func warnIfCleartext(logger *zap.Logger, apiURL string) {
+	u, err := url.Parse(apiURL)
+	if err != nil || u.Scheme != "http" {
+		return
+	}
+	host := u.Hostname()
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return
+	}
+	logger.Warn("api_url uses plain http: the secret key crosses the network unencrypted", zap.String("api_url", apiURL))
+}
