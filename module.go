@@ -175,8 +175,9 @@ type Handler struct {
 	jwtKey           string
 	apiURL           string
 	frontendURL      string // from the publishable key
-	accept           verify.TokenTypes
-	policy           verify.Policy
+	accept           []verify.TokenType
+	requireScopes    []string
+	allowedSubjects  []string
 	parties          []string
 
 	verifier *verify.Verifier
@@ -249,7 +250,8 @@ func (h *Handler) expand() error {
 	return h.expandAccept(repl)
 }
 
-// expandAccept resolves the accepted types and the lists of the policy.
+// expandAccept resolves the accepted types and the lists that say who may
+// pass.
 func (h *Handler) expandAccept(repl *caddy.Replacer) error {
 	entries := h.Accept
 	if len(entries) == 0 {
@@ -265,10 +267,10 @@ func (h *Handler) expandAccept(repl *caddy.Replacer) error {
 	if h.accept, err = verify.ParseTokenTypes(names); err != nil {
 		return fmt.Errorf("accept: %v", err)
 	}
-	if h.policy.RequireScopes, err = expandList(repl, "require_scopes", h.RequireScopes); err != nil {
+	if h.requireScopes, err = expandList(repl, "require_scopes", h.RequireScopes); err != nil {
 		return err
 	}
-	if h.policy.AllowedSubjects, err = expandList(repl, "allowed_subjects", h.AllowedSubjects); err != nil {
+	if h.allowedSubjects, err = expandList(repl, "allowed_subjects", h.AllowedSubjects); err != nil {
 		return err
 	}
 	h.parties, err = expandList(repl, "authorized_parties", h.AuthorizedParties)
@@ -286,6 +288,8 @@ func (h *Handler) buildVerifier(ctx caddy.Context) error {
 		ClockSkew:         time.Duration(*h.ClockSkew),
 		CacheTTL:          time.Duration(*h.CacheTTL),
 		AuthorizedParties: h.parties,
+		RequireScopes:     h.requireScopes,
+		AllowedSubjects:   h.allowedSubjects,
 		OnCacheLookup:     h.observer.cacheLookup,
 	}
 	if h.secretKey != "" || h.machineSecretKey != "" || h.frontendURL != "" {
@@ -294,15 +298,15 @@ func (h *Handler) buildVerifier(ctx caddy.Context) error {
 		}
 	}
 	if h.jwtKey != "" {
-		static, err := loadJWTKey(h.jwtKey)
+		key, err := loadJWTKey(h.jwtKey)
 		if err != nil {
 			return fmt.Errorf("jwt_key: %v", err)
 		}
-		opts.Keys = static
+		opts.Keys = key
 	}
 	h.verifier = verify.New(opts)
 	h.logger.Debug("clerk_m2m provisioned",
-		zap.String("accept", h.accept.String()),
+		zap.Any("accept", h.accept),
 		zap.String("api_url", h.apiURL),
 		zap.String("opaque_tokens_verified_with", opaqueVerification(h.machineSecretKey, h.secretKey)),
 		zap.String("jwts_verified_with", jwtVerification(h.jwtKey, h.secretKey, h.frontendURL)))
@@ -345,7 +349,7 @@ func (h *Handler) useSharedInstance(ctx caddy.Context, opts *verify.Options) err
 }
 
 // loadJWTKey reads jwt_key: PEM text, the path of a PEM file, or bare base64.
-func loadJWTKey(value string) (*verify.StaticKey, error) {
+func loadJWTKey(value string) (verify.KeySource, error) {
 	if !strings.Contains(value, "-----BEGIN") {
 		if info, err := os.Stat(value); err == nil && info.Mode().IsRegular() {
 			data, err := os.ReadFile(value)
@@ -355,7 +359,7 @@ func loadJWTKey(value string) (*verify.StaticKey, error) {
 			value = string(data)
 		}
 	}
-	return verify.ParsePEMKey(value)
+	return verify.PEMKey(value)
 }
 
 func opaqueVerification(machineKey, secretKey string) string {
@@ -391,7 +395,7 @@ func (h *Handler) Validate() error {
 		return err
 	}
 	switch {
-	case len(h.parties) > 0 && !h.accept.Has(verify.SessionToken):
+	case len(h.parties) > 0 && !slices.Contains(h.accept, verify.SessionToken):
 		return errors.New("authorized_parties applies to session tokens: accept session_token, or remove it")
 	case h.Timeout <= 0:
 		return errors.New("timeout must be positive")
@@ -408,25 +412,52 @@ func (h *Handler) Validate() error {
 // checkKeysCover refuses a configuration that accepts a type no configured
 // key can verify, saying what to set.
 func (h *Handler) checkKeysCover() error {
-	jwtKeys := h.secretKey != "" || h.jwtKey != "" || h.frontendURL != ""
-	if h.accept.Has(verify.M2MToken) && h.machineSecretKey == "" && !jwtKeys {
-		return errors.New("accepting m2m_token needs a key: set machine_secret_key (or CLERK_MACHINE_SECRET_KEY) " +
-			"or secret_key (or CLERK_SECRET_KEY) to verify opaque tokens and JWTs, jwt_key (or CLERK_JWT_KEY) " +
-			"to verify JWTs without any network call, or publishable_key (or CLERK_PUBLISHABLE_KEY) to verify JWTs " +
-			"with no secret")
+	configured := configuredKeys{
+		secret:  h.secretKey != "",
+		machine: h.machineSecretKey != "",
+		jwts:    h.secretKey != "" || h.jwtKey != "" || h.frontendURL != "",
 	}
-	for _, tokenType := range []verify.TokenType{verify.APIKey, verify.OAuthToken} {
-		if h.accept.Has(tokenType) && h.secretKey == "" {
-			return fmt.Errorf("accepting %s needs secret_key (or CLERK_SECRET_KEY): Clerk verifies them only "+
-				"with the instance secret key, not with a machine secret key", tokenType)
+	for _, tokenType := range h.accept {
+		need, known := keysToVerify[tokenType]
+		if !known {
+			return fmt.Errorf("accepting %s: no keys are known to verify it", tokenType)
 		}
-	}
-	if h.accept.Has(verify.SessionToken) && !jwtKeys {
-		return errors.New("accepting session_token needs secret_key (or CLERK_SECRET_KEY) to fetch the signing keys, " +
-			"or jwt_key (or CLERK_JWT_KEY), or publishable_key (or CLERK_PUBLISHABLE_KEY)")
+		if !need.met(configured) {
+			return fmt.Errorf(need.hint, tokenType)
+		}
 	}
 	return nil
 }
+
+// configuredKeys says which keys a handler has: the instance secret key,
+// a machine secret key, and something that verifies JWTs (the secret key,
+// jwt_key or a publishable key).
+type configuredKeys struct {
+	secret, machine, jwts bool
+}
+
+// keysToVerify says, for each credential type, which configured keys can
+// verify it, and what to tell an operator who accepts it without them (a
+// format for the type's name).
+var keysToVerify = map[verify.TokenType]struct {
+	met  func(configuredKeys) bool
+	hint string
+}{
+	verify.M2MToken: {func(k configuredKeys) bool { return k.machine || k.jwts },
+		"accepting %s needs a key: set machine_secret_key (or CLERK_MACHINE_SECRET_KEY) or secret_key (or CLERK_SECRET_KEY) " +
+			"to verify opaque tokens and JWTs, jwt_key (or CLERK_JWT_KEY) to verify JWTs without any network call, " +
+			"or publishable_key (or CLERK_PUBLISHABLE_KEY) to verify JWTs with no secret"},
+	verify.APIKey:     {func(k configuredKeys) bool { return k.secret }, secretKeyOnly},
+	verify.OAuthToken: {func(k configuredKeys) bool { return k.secret }, secretKeyOnly},
+	verify.SessionToken: {func(k configuredKeys) bool { return k.jwts },
+		"accepting %s needs secret_key (or CLERK_SECRET_KEY) to fetch the signing keys, or jwt_key (or CLERK_JWT_KEY), " +
+			"or publishable_key (or CLERK_PUBLISHABLE_KEY)"},
+}
+
+// secretKeyOnly is the hint for the types Clerk verifies with the instance
+// secret key alone.
+const secretKeyOnly = "accepting %s needs secret_key (or CLERK_SECRET_KEY): Clerk verifies them only " +
+	"with the instance secret key, not with a machine secret key"
 
 // checkKeyPrefixes catches the two keys swapped, or something else pasted.
 func checkKeyPrefixes(secretKey, machineKey string) error {
@@ -451,47 +482,34 @@ func checkKeyPrefixes(secretKey, machineKey string) error {
 // or passes it on with the identity placeholders set.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	token, source, err := verify.Credential(r, h.accept.Has(verify.SessionToken))
-	if err != nil && h.Optional && verify.ReasonOf(err) == verify.ReasonMissing {
-		h.observer.verification("", "", outcomeAnonymous)
-		publishIdentity(r.Context(), repl, nil)
-		return next.ServeHTTP(w, r)
-	}
-	var identity *verify.Identity
-	if err == nil {
-		identity, err = h.verifier.VerifyFrom(r.Context(), token, source)
-	}
-	if err == nil {
-		err = h.policy.Check(identity)
-	}
+	identity, err := h.verifier.VerifyRequest(r)
 	if err != nil {
+		var verr *verify.Error
+		if !errors.As(err, &verr) { // fail closed on what verify does not promise
+			verr = &verify.Error{Reason: verify.ReasonInvalid, Err: err}
+		}
+		if h.Optional && verr.Reason == verify.ReasonMissing {
+			h.observer.verification("", "", outcomeAnonymous)
+			publishIdentity(r.Context(), repl, nil)
+			return next.ServeHTTP(w, r)
+		}
 		if clientGone(r, err) {
 			return caddyhttp.Error(statusClientClosedRequest, err)
 		}
-		h.countRefusal(token, err)
-		return h.refuse(w, repl, err)
+		h.observer.verification(verr.TokenType, verr.Format, string(verr.Reason))
+		return h.refuse(w, repl, verr)
 	}
 	h.observer.verification(identity.TokenType, identity.Format, outcomeVerified)
 	publishIdentity(r.Context(), repl, identity)
 	addAccessLogFields(r, identity)
 	if h.StripAuthorization {
-		stripCredential(r, source)
+		stripCredential(r)
 	}
 	if c := h.logger.Check(zap.DebugLevel, "credential verified"); c != nil {
 		c.Write(zap.String("subject", identity.Subject), zap.String("token_type", string(identity.TokenType)),
 			zap.String("token_format", string(identity.Format)), zap.String("token_id", identity.TokenID))
 	}
 	return next.ServeHTTP(w, r)
-}
-
-// countRefusal counts a refused credential by its reason.
-func (h *Handler) countRefusal(token string, err error) {
-	var tokenType verify.TokenType
-	var verr *verify.Error
-	if errors.As(err, &verr) {
-		tokenType = verr.TokenType
-	}
-	h.observer.verification(tokenType, verify.FormatOf(token), string(verify.ReasonOf(err)))
 }
 
 // addAccessLogFields puts the credential's type and id (never the
@@ -504,9 +522,11 @@ func addAccessLogFields(r *http.Request, identity *verify.Identity) {
 	}
 }
 
-// stripCredential removes the verified credential from the request.
-func stripCredential(r *http.Request, source verify.Source) {
-	if source == verify.FromHeader {
+// stripCredential removes the verified credential from the request: the
+// Authorization header, or, when there is none, the session cookie
+// (VerifyRequest reads the cookie only then).
+func stripCredential(r *http.Request) {
+	if _, fromHeader := r.Header["Authorization"]; fromHeader {
 		r.Header.Del("Authorization")
 		return
 	}

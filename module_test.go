@@ -59,7 +59,7 @@ func TestProvisionDefaultsFromTheEnvironment(t *testing.T) {
 	assert.Equal(t, "sk_test_from_env", h.secretKey)
 	assert.Equal(t, "ak_from_env", h.machineSecretKey, "surrounding blanks are trimmed")
 	assert.Equal(t, "https://clerk-proxy.example.com/", h.apiURL)
-	assert.Equal(t, verify.TypesOf(verify.M2MToken), h.accept)
+	assert.Equal(t, []verify.TokenType{verify.M2MToken}, h.accept)
 	assert.Equal(t, caddy.Duration(5*time.Second), h.Timeout)
 	assert.Equal(t, caddy.Duration(5*time.Second), *h.ClockSkew)
 	assert.Equal(t, caddy.Duration(30*time.Second), *h.CacheTTL)
@@ -142,6 +142,17 @@ func TestValidationErrors(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.want)
 		})
 	}
+}
+
+// TestEveryTypeSaysWhichKeysVerifyIt: a credential type verify knows and
+// this table does not would be refused at load; a row for each.
+func TestEveryTypeSaysWhichKeysVerifyIt(t *testing.T) {
+	all, err := verify.ParseTokenTypes([]string{"any"})
+	require.NoError(t, err)
+	for _, tokenType := range all {
+		assert.Contains(t, keysToVerify, tokenType)
+	}
+	assert.Len(t, keysToVerify, len(all))
 }
 
 // testPEM is a valid RSA public key, for configurations that need one.

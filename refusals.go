@@ -44,11 +44,7 @@ func clientGone(r *http.Request, err error) bool {
 // refuse answers a request whose credential was not verified: it sets the
 // reason placeholder and the challenge or Retry-After header, and returns
 // the HTTP error for Caddy's error handling. It writes no body.
-func (h *Handler) refuse(w http.ResponseWriter, repl *caddy.Replacer, err error) error {
-	var verr *verify.Error
-	if !errors.As(err, &verr) {
-		verr = &verify.Error{Reason: verify.ReasonInvalid, Err: err}
-	}
+func (h *Handler) refuse(w http.ResponseWriter, repl *caddy.Replacer, verr *verify.Error) error {
 	repl.Set(verifyErrorPlaceholder, string(verr.Reason))
 	status := http.StatusUnauthorized
 	switch verr.Reason {
@@ -69,17 +65,17 @@ func (h *Handler) refuse(w http.ResponseWriter, repl *caddy.Replacer, err error)
 			quotable(verr.Description)+`"`)
 	}
 	if c := h.logger.Check(zap.DebugLevel, "credential refused"); c != nil {
-		c.Write(zap.String("reason", string(verr.Reason)), zap.String("token_type", string(verr.TokenType)), zap.Error(err))
+		c.Write(zap.String("reason", string(verr.Reason)), zap.String("token_type", string(verr.TokenType)), zap.Error(verr))
 	}
-	return caddyhttp.Error(status, err)
+	return caddyhttp.Error(status, verr)
 }
 
 // insufficientScopeChallenge is the RFC 6750 challenge of a 403: the
 // scopes the route requires, when that is what failed.
 func (h *Handler) insufficientScopeChallenge(verr *verify.Error) string {
 	challenge := `Bearer realm="clerk", error="insufficient_scope", error_description="` + quotable(verr.Description) + `"`
-	if len(h.policy.RequireScopes) > 0 {
-		challenge += `, scope="` + quotable(strings.Join(h.policy.RequireScopes, " ")) + `"`
+	if len(h.requireScopes) > 0 {
+		challenge += `, scope="` + quotable(strings.Join(h.requireScopes, " ")) + `"`
 	}
 	return challenge
 }

@@ -5,8 +5,20 @@ import (
 	"strings"
 )
 
-// OrgIDPrefix starts the ids of Clerk organizations.
-const OrgIDPrefix = "org_"
+// APIKey is the type of API keys: long-lived keys (ak_…) Clerk issues to
+// users, organizations or machines, verified by Clerk.
+const APIKey TokenType = "api_key"
+
+const (
+	apiKeyPrefix = "ak_"  // API keys
+	orgIDPrefix  = "org_" // organizations, which may own API keys
+)
+
+var apiKeyKind = kind{
+	tokenType: APIKey,
+	prefix:    apiKeyPrefix,
+	askClerk:  (*Verifier).verifyAPIKey,
+}
 
 // verifyAPIKey asks Clerk about an API key (ak_…). The key stands for a
 // user, an organization or a machine: its subject.
@@ -29,7 +41,7 @@ func (v *Verifier) verifyAPIKey(ctx context.Context, secret string) (*Identity, 
 		Name:       answer.Name,
 		claimsJSON: claims,
 	}
-	if strings.HasPrefix(answer.Subject, OrgIDPrefix) {
+	if strings.HasPrefix(answer.Subject, orgIDPrefix) {
 		identity.OrgID = answer.Subject
 	}
 	return identity, nil

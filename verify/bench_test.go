@@ -56,7 +56,7 @@ func BenchmarkFloorSHA256(b *testing.B) {
 func BenchmarkClassifyOpaque(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := Classify("mt_f7f0ba8c3b4843ce7d85fcdd5e71853e"); err != nil {
+		if _, err := classifyToken("mt_f7f0ba8c3b4843ce7d85fcdd5e71853e"); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -66,7 +66,7 @@ func BenchmarkClassifyJWT(b *testing.B) {
 	token, _ := benchToken(b)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := Classify(token); err != nil {
+		if _, err := classifyToken(token); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -80,7 +80,7 @@ func BenchmarkVerifyM2MJWTUncached(b *testing.B) {
 	other := sign(b, private, m2mHeader(), with(m2mPayload(), map[string]any{
 		"jti": "mt_other", "exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix(), "nbf": time.Now().Unix(),
 	}))
-	v := New(Options{Accept: TypesOf(M2MToken), Keys: &StaticKey{key: Key{ID: testKid, Public: &private.PublicKey}},
+	v := New(Options{Accept: []TokenType{M2MToken}, Keys: &staticKey{signingKey{id: testKid, public: &private.PublicKey}},
 		ClockSkew: 5 * time.Second, CacheEntries: 1})
 	tokens := [2]string{token, other}
 	b.ReportAllocs()
@@ -97,14 +97,14 @@ func BenchmarkVerifyM2MJWTUncached(b *testing.B) {
 // BenchmarkFloorSHA256.
 func BenchmarkVerifyM2MJWTCached(b *testing.B) {
 	token, private := benchToken(b)
-	v := New(Options{Accept: TypesOf(M2MToken), Keys: &StaticKey{key: Key{ID: testKid, Public: &private.PublicKey}}, ClockSkew: 5 * time.Second})
+	v := New(Options{Accept: []TokenType{M2MToken}, Keys: &staticKey{signingKey{id: testKid, public: &private.PublicKey}}, ClockSkew: 5 * time.Second})
 	benchCachedVerify(b, v, token)
 }
 
 // BenchmarkVerifyOpaqueCached is an opaque token whose verification is
 // cached: compare with BenchmarkFloorSHA256.
 func BenchmarkVerifyOpaqueCached(b *testing.B) {
-	v := New(Options{Accept: TypesOf(M2MToken), Backend: &fakeBackend{answer: m2mAnswer(nil)}, CacheTTL: time.Hour, Now: fixedClock})
+	v := New(Options{Accept: []TokenType{M2MToken}, Backend: &fakeBackend{answer: m2mAnswer(nil)}, CacheTTL: time.Hour, now: fixedClock})
 	benchCachedVerify(b, v, "mt_f7f0ba8c3b4843ce7d85fcdd5e71853e")
 }
 

@@ -33,7 +33,7 @@ type cacheEntry struct {
 	key       tokenKey
 	identity  *Identity
 	refusal   error
-	signer    *Key // for a JWT, the key that verified it
+	signer    *signingKey // for a JWT, the key that verified it
 	notBefore time.Time
 	until     time.Time
 

@@ -41,7 +41,7 @@ func (s *slowBackend) VerifyM2MToken(ctx context.Context, token string) (*backen
 }
 
 func cachingVerifier(b Backend, c *testclock.Clock, ttl time.Duration, entries int) *Verifier {
-	return New(Options{Accept: TypesOf(M2MToken), Backend: b, Now: c.Now, CacheTTL: ttl, CacheEntries: entries, Timeout: time.Second})
+	return New(Options{Accept: []TokenType{M2MToken}, Backend: b, now: c.Now, CacheTTL: ttl, CacheEntries: entries, Timeout: time.Second})
 }
 
 func TestOpaqueCacheReusesAVerification(t *testing.T) {
@@ -204,8 +204,8 @@ func TestOpaqueCacheDropsExpiredEntries(t *testing.T) {
 func TestJWTCacheSkipsTheWorkOnRepeats(t *testing.T) {
 	private, _ := signingKeys(t)
 	c := testclock.New(testNow)
-	keys := &countingKeys{key: rsaKey(private, "RS256")}
-	v := New(Options{Accept: TypesOf(M2MToken), Keys: keys, ClockSkew: 5 * time.Second, Now: c.Now})
+	keys := &countingKeys{signing: rsaKey(private, "RS256")}
+	v := New(Options{Accept: []TokenType{M2MToken}, Keys: keys, ClockSkew: 5 * time.Second, now: c.Now})
 	token := sign(t, private, m2mHeader(), m2mPayload())
 	first, err := v.Verify(context.Background(), token)
 	require.NoError(t, err)
@@ -220,7 +220,7 @@ func TestJWTCacheSkipsTheWorkOnRepeats(t *testing.T) {
 func TestJWTCacheRechecksTimesOnEveryHit(t *testing.T) {
 	private, _ := signingKeys(t)
 	c := testclock.New(testNow)
-	v := New(Options{Accept: TypesOf(M2MToken), Keys: &countingKeys{key: rsaKey(private, "")}, ClockSkew: 5 * time.Second, Now: c.Now})
+	v := New(Options{Accept: []TokenType{M2MToken}, Keys: &countingKeys{signing: rsaKey(private, "")}, ClockSkew: 5 * time.Second, now: c.Now})
 	now := testNow.Unix()
 	token := sign(t, private, m2mHeader(), with(m2mPayload(), map[string]any{"exp": now + 60}))
 	_, err := v.Verify(context.Background(), token)
@@ -245,13 +245,13 @@ func TestJWTCacheRechecksTimesOnEveryHit(t *testing.T) {
 func TestJWTCacheForgetsTokensOfARotatedOutKey(t *testing.T) {
 	a, b := signingKeys(t)
 	r, f, c := newRemote(t, jwkJSON(&a.PublicKey, testKid, "RS256"))
-	v := New(Options{Accept: TypesOf(M2MToken), Keys: r, ClockSkew: 5 * time.Second, Now: c.Now})
+	v := New(Options{Accept: []TokenType{M2MToken}, Keys: r, ClockSkew: 5 * time.Second, now: c.Now})
 	token := sign(t, a, m2mHeader(), m2mPayload())
 	_, err := v.Verify(context.Background(), token)
 	require.NoError(t, err)
 
 	f.set([]json.RawMessage{jwkJSON(&b.PublicKey, "ins_new", "RS256")}, nil)
-	_, err = r.Key(context.Background(), "ins_new") // the rotation is picked up
+	_, err = r.key(context.Background(), "ins_new") // the rotation is picked up
 	require.NoError(t, err)
 	_, err = v.Verify(context.Background(), token)
 	requireReason(t, err, ReasonInvalid)
@@ -261,7 +261,7 @@ func TestJWTCacheSurvivesARefreshThatKeepsTheKey(t *testing.T) {
 	a, b := signingKeys(t)
 	r, f, c := newRemote(t, jwkJSON(&a.PublicKey, testKid, "RS256"))
 	var hits []bool
-	v := New(Options{Accept: TypesOf(M2MToken), Keys: r, ClockSkew: 5 * time.Second, Now: c.Now,
+	v := New(Options{Accept: []TokenType{M2MToken}, Keys: r, ClockSkew: 5 * time.Second, now: c.Now,
 		OnCacheLookup: func(_ string, hit bool) { hits = append(hits, hit) }})
 	token := sign(t, a, m2mHeader(), m2mPayload())
 	_, err := v.Verify(context.Background(), token)
@@ -280,7 +280,7 @@ func TestJWTCacheSurvivesARefreshThatKeepsTheKey(t *testing.T) {
 
 func TestJWTCacheIsBounded(t *testing.T) {
 	private, _ := signingKeys(t)
-	v := New(Options{Accept: TypesOf(M2MToken), Keys: &countingKeys{key: rsaKey(private, "")}, Now: fixedClock, CacheEntries: 5})
+	v := New(Options{Accept: []TokenType{M2MToken}, Keys: &countingKeys{signing: rsaKey(private, "")}, now: fixedClock, CacheEntries: 5})
 	for i := range 12 {
 		_, err := v.Verify(context.Background(), sign(t, private, m2mHeader(), with(m2mPayload(), map[string]any{"jti": fmt.Sprint(i)})))
 		require.NoError(t, err)
@@ -306,8 +306,8 @@ func TestVerdictCacheGivesUsedEntriesASecondChance(t *testing.T) {
 func TestCacheLookupsAreReported(t *testing.T) {
 	private, _ := signingKeys(t)
 	var lookups []string
-	v := New(Options{Accept: TypesOf(M2MToken), Keys: &countingKeys{key: rsaKey(private, "")}, Backend: &fakeBackend{answer: m2mAnswer(nil)},
-		Now: fixedClock, CacheTTL: time.Minute, OnCacheLookup: func(cache string, hit bool) {
+	v := New(Options{Accept: []TokenType{M2MToken}, Keys: &countingKeys{signing: rsaKey(private, "")}, Backend: &fakeBackend{answer: m2mAnswer(nil)},
+		now: fixedClock, CacheTTL: time.Minute, OnCacheLookup: func(cache string, hit bool) {
 			lookups = append(lookups, fmt.Sprintf("%s %v", cache, hit))
 		}})
 	token := sign(t, private, m2mHeader(), m2mPayload())
@@ -320,6 +320,6 @@ func TestCacheLookupsAreReported(t *testing.T) {
 
 func TestFormatOf(t *testing.T) {
 	for token, want := range map[string]Format{"mt_x": Opaque, "oat_x": Opaque, "ak_x": Opaque, "a.b.c": JWT, "garbage": "", "": ""} {
-		assert.Equal(t, want, FormatOf(token), token)
+		assert.Equal(t, want, formatOf(token, prefixedKind(token)), token)
 	}
 }

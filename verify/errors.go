@@ -22,9 +22,9 @@ const (
 	// ReasonTypeNotAccepted: a credential of a type (or format) this
 	// verifier was not set up to accept.
 	ReasonTypeNotAccepted Reason = "token_type_not_accepted"
-	// ReasonInsufficientScope: a valid credential that the route's Policy
-	// does not let through (a required scope is missing, or the subject is
-	// not among the allowed ones).
+	// ReasonInsufficientScope: a valid credential that Options do not let
+	// through (a required scope is missing, or the subject is not among the
+	// allowed ones).
 	ReasonInsufficientScope Reason = "insufficient_scope"
 	// ReasonUnavailable: Clerk could not be asked, or its keys are not
 	// available; the credential may be valid.
@@ -36,14 +36,19 @@ const (
 	ReasonMisconfigured Reason = "misconfigured"
 )
 
-// Error is a refused credential. Its Description is a fixed, short sentence
-// that is safe to show to the caller; Err carries details for operators. No
-// part of an Error ever contains the credential itself.
+// Error is a refused credential: every error of Verify and VerifyRequest is
+// one. Its Description is a fixed, short sentence that is safe to show to
+// the caller; Err carries details for operators. No part of an Error ever
+// contains the credential itself.
 type Error struct {
 	Reason      Reason
 	Description string
-	// TokenType is the credential's type when it could be classified.
+	// TokenType is the credential's type, when it could be told.
 	TokenType TokenType
+	// Format is how the credential is carried, as far as its shape tells
+	// (opaque when a known prefix starts it, a JWT when it has the form of
+	// one); "" when it is neither, or when there was none.
+	Format Format
 	// RetryAfter is how long to wait before trying again, for the Clerk
 	// reasons; zero when unknown.
 	RetryAfter time.Duration
@@ -75,6 +80,22 @@ func ReasonOf(err error) Reason {
 		return verr.Reason
 	}
 	return ReasonInvalid
+}
+
+// refusal returns err as the *Error a caller gets, carrying format. An
+// *Error may be shared (Clerk's refusals are cached), so it is copied rather
+// than changed; any other error refuses the credential as invalid.
+func refusal(err error, format Format) *Error {
+	var verr *Error
+	if !errors.As(err, &verr) {
+		return &Error{Reason: ReasonInvalid, Format: format, Err: err}
+	}
+	if verr.Format == format {
+		return verr
+	}
+	stamped := *verr
+	stamped.Format = format
+	return &stamped
 }
 
 func invalid(tokenType TokenType, description string) *Error {

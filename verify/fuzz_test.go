@@ -22,14 +22,14 @@ func FuzzBearerToken(f *testing.F) {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, header string) {
-		token, err := BearerToken([]string{header})
+		token, err := bearerToken([]string{header})
 		if err != nil {
 			if token != "" {
 				t.Fatal("a refusal returned a token")
 			}
 			return
 		}
-		if len(token) == 0 || len(token) > MaxTokenLength || !strings.EqualFold(header[:7], "bearer ") || header[7:] != token {
+		if len(token) == 0 || len(token) > maxTokenLength || !strings.EqualFold(header[:7], "bearer ") || header[7:] != token {
 			t.Fatalf("accepted %q as %q", header, token)
 		}
 		for i := 0; i < len(token); i++ {
@@ -52,17 +52,17 @@ func FuzzClassify(f *testing.F) {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, token string) {
-		tok, err := Classify(token)
+		tok, err := classifyToken(token)
 		if err != nil {
 			return
 		}
-		if (tok.Format == JWT) != looksLikeJWT(token) {
-			t.Fatalf("format %s for %q", tok.Format, token)
+		if (tok.format() == JWT) != looksLikeJWT(token) {
+			t.Fatalf("format %s for %q", tok.format(), token)
 		}
-		if tok.Format == Opaque && !isOpaque(token) {
+		if tok.format() == Opaque && prefixedKind(token) == nil {
 			t.Fatalf("opaque token without a known prefix: %q", token)
 		}
-		if tok.Type == M2MToken && tok.Format == JWT && !isMachineSubject(tok.jwt) {
+		if tok.kind.tokenType == M2MToken && tok.format() == JWT && !isMachineSubject(tok.jwt) {
 			t.Fatalf("M2M JWT without a machine subject: %q", token)
 		}
 	})
@@ -154,8 +154,8 @@ func FuzzVerify(f *testing.F) {
 	}
 	f.Add("mt_0123456789abcdef0123456789abcdef")
 	accept, _ := ParseTokenTypes([]string{"any"})
-	v := New(Options{Accept: accept, Keys: &StaticKey{key: Key{ID: testKid, Algorithm: "RS256", Public: &private.PublicKey}},
-		ClockSkew: 5 * time.Second, Now: fixedClock})
+	v := New(Options{Accept: accept, Keys: &staticKey{signingKey{id: testKid, algorithm: "RS256", public: &private.PublicKey}},
+		ClockSkew: 5 * time.Second, now: fixedClock})
 	f.Fuzz(func(t *testing.T, token string) {
 		identity, err := v.Verify(context.Background(), token)
 		if err == nil && !valid[token] {

@@ -79,7 +79,7 @@ func sign(t testing.TB, key *rsa.PrivateKey, header, payload any) string {
 const testKid = "ins_2GIoQhbUpy0hX7B2cVkuTMinXoD"
 
 func m2mHeader() map[string]any {
-	return map[string]any{"alg": "RS256", "typ": "JWT", "kid": testKid, "cat": CategoryM2M}
+	return map[string]any{"alg": "RS256", "typ": "JWT", "kid": testKid, "cat": categoryM2M}
 }
 
 func m2mPayload() map[string]any {
@@ -134,19 +134,19 @@ func jwkJSON(key *rsa.PublicKey, kid, alg string) json.RawMessage {
 
 // countingKeys is a KeySource that records how often it was asked.
 type countingKeys struct {
-	key   *Key
-	calls atomic.Int32
+	signing *signingKey
+	calls   atomic.Int32
 }
 
-func (c *countingKeys) Key(context.Context, string) (*Key, error) {
+func (c *countingKeys) key(context.Context, string) (*signingKey, error) {
 	c.calls.Add(1)
-	return c.key, nil
+	return c.signing, nil
 }
 
-func (c *countingKeys) Current(key *Key) bool { return key == c.key }
+func (c *countingKeys) current(key *signingKey) bool { return key == c.signing }
 
-func rsaKey(private *rsa.PrivateKey, alg string) *Key {
-	return &Key{ID: testKid, Algorithm: alg, Public: &private.PublicKey}
+func rsaKey(private *rsa.PrivateKey, alg string) *signingKey {
+	return &signingKey{id: testKid, algorithm: alg, public: &private.PublicKey}
 }
 
 // concurrently runs f n times at once and waits for all of them.
@@ -177,4 +177,13 @@ func (m2mOnly) VerifyAPIKey(context.Context, string) (*backend.APIKey, error) {
 
 func (m2mOnly) VerifyOAuthToken(context.Context, string) (*backend.OAuthAccessToken, error) {
 	return nil, errors.New("unexpected OAuth verification")
+}
+
+// classifyToken classifies token as the Verifier does.
+func classifyToken(token string) (*classified, error) { return classify(token, prefixedKind(token)) }
+
+func allTypesVerifier(b Backend, keys KeySource, parties ...string) *Verifier {
+	accept, _ := ParseTokenTypes([]string{"any"})
+	return New(Options{Accept: accept, Backend: b, Keys: keys, ClockSkew: 5 * time.Second, now: fixedClock,
+		AuthorizedParties: parties, CacheTTL: time.Minute})
 }

@@ -90,7 +90,7 @@ func TestDuplicateMembersMakeATokenInvalid(t *testing.T) {
 		"duplicate cat in the header":  {`{"alg":"RS256","cat":"cl_B7d4PD111AAA","cat":"cl_B7d4PD333AAA","kid":"` + testKid + `"}`, `{"sub":"mch_1","exp":9999999999}`},
 	} {
 		t.Run(name, func(t *testing.T) {
-			_, err := Classify(sign(t, private, tc.header, tc.payload))
+			_, err := classifyToken(sign(t, private, tc.header, tc.payload))
 			requireReason(t, err, ReasonInvalid)
 		})
 	}

@@ -52,8 +52,7 @@ type JWKSOptions struct {
 	// brought usable keys). For metrics.
 	OnFetch func(error)
 
-	// Now is the clock. Default time.Now.
-	Now func() time.Time
+	now func() time.Time // the clock; time.Now unless a test sets it
 }
 
 func (o *JWKSOptions) applyDefaults() {
@@ -72,8 +71,8 @@ func (o *JWKSOptions) applyDefaults() {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
-	if o.Now == nil {
-		o.Now = time.Now
+	if o.now == nil {
+		o.now = time.Now
 	}
 }
 
@@ -107,7 +106,7 @@ type RemoteKeys struct {
 	logger atomic.Pointer[zap.Logger]
 
 	mu          sync.RWMutex
-	keys        map[string]*Key
+	keys        map[string]*signingKey
 	fetchedAt   time.Time // of keys; zero until a fetch succeeds
 	lastAttempt time.Time
 	lastErr     error
@@ -194,7 +193,7 @@ func (r *RemoteKeys) untilNextRefresh(failures int) time.Duration {
 	if fetchedAt.IsZero() {
 		return 0
 	}
-	return max(0, fetchedAt.Add(r.opts.MaxAge*4/5).Sub(r.opts.Now()))
+	return max(0, fetchedAt.Add(r.opts.MaxAge*4/5).Sub(r.opts.now()))
 }
 
 // Age returns how old the set in use is; false when none was fetched yet.
@@ -204,24 +203,24 @@ func (r *RemoteKeys) Age() (time.Duration, bool) {
 	if r.fetchedAt.IsZero() {
 		return 0, false
 	}
-	return r.opts.Now().Sub(r.fetchedAt), true
+	return r.opts.now().Sub(r.fetchedAt), true
 }
 
-// Current reports whether key is in the set in use, and the set is not past
-// its stale limit.
-func (r *RemoteKeys) Current(key *Key) bool {
-	now := r.opts.Now()
+// current reports whether key is in the set in use, and the set is not
+// past its stale limit.
+func (r *RemoteKeys) current(key *signingKey) bool {
+	now := r.opts.now()
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.keys[key.ID] == key && now.Sub(r.fetchedAt) < r.opts.MaxAge+r.opts.MaxStale
+	return r.keys[key.id] == key && now.Sub(r.fetchedAt) < r.opts.MaxAge+r.opts.MaxStale
 }
 
-// Key returns the key named kid, fetching the set when needed.
-func (r *RemoteKeys) Key(ctx context.Context, kid string) (*Key, error) {
+// key returns the key named kid, fetching the set when needed.
+func (r *RemoteKeys) key(ctx context.Context, kid string) (*signingKey, error) {
 	if kid == "" || len(kid) > maxKeyIDLength {
 		return nil, invalid("", "the token does not name a usable signing key")
 	}
-	now := r.opts.Now()
+	now := r.opts.now()
 	key, age := r.lookup(kid, now)
 	switch {
 	case key != nil && age < r.opts.MaxAge:
@@ -234,7 +233,7 @@ func (r *RemoteKeys) Key(ctx context.Context, kid string) (*Key, error) {
 	if err := r.refresh(ctx, true); err != nil && ctx.Err() != nil {
 		return nil, &Error{Reason: ReasonUnavailable, Description: "Clerk's signing keys could not be fetched in time", Err: err}
 	}
-	now = r.opts.Now()
+	now = r.opts.now()
 	if key, age = r.lookup(kid, now); key != nil && age < r.opts.MaxAge+r.opts.MaxStale {
 		return key, nil
 	}
@@ -242,7 +241,7 @@ func (r *RemoteKeys) Key(ctx context.Context, kid string) (*Key, error) {
 }
 
 // lookup returns the key named kid and the age of the set holding it.
-func (r *RemoteKeys) lookup(kid string, now time.Time) (*Key, time.Duration) {
+func (r *RemoteKeys) lookup(kid string, now time.Time) (*signingKey, time.Duration) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return r.keys[kid], now.Sub(r.fetchedAt)
@@ -290,7 +289,7 @@ var errRefetchPaced = errors.New("on-demand key fetches are paced; not fetching 
 // fetch goes on, bound by Timeout, for the others.
 func (r *RemoteKeys) refresh(ctx context.Context, onDemand bool) error {
 	result := r.group.DoChan("jwks", func() (any, error) {
-		if onDemand && !r.onDemand.AllowN(r.opts.Now(), 1) {
+		if onDemand && !r.onDemand.AllowN(r.opts.now(), 1) {
 			return nil, errRefetchPaced
 		}
 		return nil, r.fetch()
@@ -305,7 +304,7 @@ func (r *RemoteKeys) refresh(ctx context.Context, onDemand bool) error {
 
 func (r *RemoteKeys) fetch() error {
 	r.mu.Lock()
-	r.lastAttempt = r.opts.Now()
+	r.lastAttempt = r.opts.now()
 	r.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(r.base, r.opts.Timeout)
@@ -326,16 +325,16 @@ func (r *RemoteKeys) fetch() error {
 		return err
 	}
 	keepUnchanged(keys, r.keys)
-	r.keys, r.fetchedAt, r.lastErr = keys, r.opts.Now(), nil
+	r.keys, r.fetchedAt, r.lastErr = keys, r.opts.now(), nil
 	return nil
 }
 
 // keepUnchanged puts the keys of old that a fetch brought back unchanged
-// into fresh, in place of their new copies: Current compares pointers, and
+// into fresh, in place of their new copies: current compares pointers, and
 // JWTs verified with a key that did not change stay cached across refreshes.
-func keepUnchanged(fresh, old map[string]*Key) {
+func keepUnchanged(fresh, old map[string]*signingKey) {
 	for id, key := range fresh {
-		if prev, ok := old[id]; ok && prev.Algorithm == key.Algorithm && prev.Public.Equal(key.Public) {
+		if prev, ok := old[id]; ok && prev.algorithm == key.algorithm && prev.public.Equal(key.public) {
 			fresh[id] = prev
 		}
 	}
@@ -343,12 +342,12 @@ func keepUnchanged(fresh, old map[string]*Key) {
 
 // fetchKeys fetches the set and keeps its usable keys; a set with none is a
 // failure, so that it does not replace a good one.
-func (r *RemoteKeys) fetchKeys(ctx context.Context) (map[string]*Key, error) {
+func (r *RemoteKeys) fetchKeys(ctx context.Context) (map[string]*signingKey, error) {
 	set, err := r.fetcher.JWKS(ctx)
 	if err != nil {
 		return nil, err
 	}
-	keys := make(map[string]*Key, len(set.Keys))
+	keys := make(map[string]*signingKey, len(set.Keys))
 	for i, raw := range set.Keys {
 		key, err := parseJWK(raw)
 		if err != nil {
@@ -356,8 +355,8 @@ func (r *RemoteKeys) fetchKeys(ctx context.Context) (map[string]*Key, error) {
 				zap.Int("index", i), zap.Error(err))
 			continue
 		}
-		if _, duplicate := keys[key.ID]; !duplicate {
-			keys[key.ID] = &key
+		if _, duplicate := keys[key.id]; !duplicate {
+			keys[key.id] = &key
 		}
 	}
 	if len(keys) == 0 {

@@ -58,7 +58,7 @@ func newRemote(t *testing.T, keys ...json.RawMessage) (*RemoteKeys, *fakeJWKS, *
 	t.Helper()
 	f := &fakeJWKS{keys: keys}
 	c := testclock.New(testNow)
-	return NewRemoteKeys(f, JWKSOptions{Now: c.Now, Timeout: time.Second}), f, c
+	return NewRemoteKeys(f, JWKSOptions{now: c.Now, Timeout: time.Second}), f, c
 }
 
 // waitFor polls cond until it holds or a second has passed.
@@ -73,10 +73,10 @@ func TestRemoteKeysFetchOnFirstUseOnly(t *testing.T) {
 	assert.Zero(t, f.fetches.Load(), "nothing is fetched before a key is asked for")
 
 	for range 10 {
-		key, err := r.Key(context.Background(), "ins_a")
+		key, err := r.key(context.Background(), "ins_a")
 		require.NoError(t, err)
-		assert.Equal(t, "RS256", key.Algorithm)
-		assert.Equal(t, a.N, key.Public.N)
+		assert.Equal(t, "RS256", key.algorithm)
+		assert.Equal(t, a.N, key.public.N)
 	}
 	assert.Equal(t, int32(1), f.fetches.Load())
 }
@@ -86,7 +86,7 @@ func TestRemoteKeysConcurrentMissesShareOneFetch(t *testing.T) {
 	r, f, _ := newRemote(t, jwkJSON(&a.PublicKey, "ins_a", "RS256"))
 	f.delay = 50 * time.Millisecond
 	concurrently(100, func() {
-		_, err := r.Key(context.Background(), "ins_a")
+		_, err := r.key(context.Background(), "ins_a")
 		assert.NoError(t, err)
 	})
 	assert.Equal(t, int32(1), f.fetches.Load())
@@ -95,16 +95,16 @@ func TestRemoteKeysConcurrentMissesShareOneFetch(t *testing.T) {
 func TestRemoteKeysPickUpARotation(t *testing.T) {
 	a, b := signingKeys(t)
 	r, f, _ := newRemote(t, jwkJSON(&a.PublicKey, "ins_a", "RS256"))
-	_, err := r.Key(context.Background(), "ins_a")
+	_, err := r.key(context.Background(), "ins_a")
 	require.NoError(t, err)
 
 	f.set([]json.RawMessage{jwkJSON(&b.PublicKey, "ins_b", "RS256")}, nil)
-	key, err := r.Key(context.Background(), "ins_b")
+	key, err := r.key(context.Background(), "ins_b")
 	require.NoError(t, err, "an unknown kid triggers a refetch")
-	assert.Equal(t, b.N, key.Public.N)
+	assert.Equal(t, b.N, key.public.N)
 	assert.Equal(t, int32(2), f.fetches.Load())
 
-	_, err = r.Key(context.Background(), "ins_a")
+	_, err = r.key(context.Background(), "ins_a")
 	requireReason(t, err, ReasonInvalid)
 }
 
@@ -112,24 +112,24 @@ func TestRemoteKeysMadeUpKidsCostABoundedFewFetches(t *testing.T) {
 	a, _ := signingKeys(t)
 	r, f, c := newRemote(t, jwkJSON(&a.PublicKey, "ins_a", "RS256"))
 	for i := range 200 {
-		_, err := r.Key(context.Background(), "ins_made_up_"+strings.Repeat("x", i%50))
+		_, err := r.key(context.Background(), "ins_made_up_"+strings.Repeat("x", i%50))
 		requireReason(t, err, ReasonInvalid)
 	}
 	assert.Equal(t, int32(refetchBurst), f.fetches.Load())
 
 	c.Advance(5 * time.Second)
-	_, err := r.Key(context.Background(), "ins_made_up_again")
+	_, err := r.key(context.Background(), "ins_made_up_again")
 	requireReason(t, err, ReasonInvalid)
 	assert.Equal(t, int32(refetchBurst+1), f.fetches.Load(), "one more fetch per interval")
 
-	_, err = r.Key(context.Background(), "ins_a")
+	_, err = r.key(context.Background(), "ins_a")
 	assert.NoError(t, err, "known keys keep working throughout")
 }
 
 func TestRemoteKeysRefuseUnusableKidsWithoutFetching(t *testing.T) {
 	r, f, _ := newRemote(t)
 	for _, kid := range []string{"", strings.Repeat("k", maxKeyIDLength+1)} {
-		_, err := r.Key(context.Background(), kid)
+		_, err := r.key(context.Background(), kid)
 		requireReason(t, err, ReasonInvalid)
 	}
 	assert.Zero(t, f.fetches.Load())
@@ -138,48 +138,48 @@ func TestRemoteKeysRefuseUnusableKidsWithoutFetching(t *testing.T) {
 func TestRemoteKeysRefreshAfterMaxAgeWithoutBlocking(t *testing.T) {
 	a, b := signingKeys(t)
 	r, f, c := newRemote(t, jwkJSON(&a.PublicKey, "ins_a", "RS256"))
-	_, err := r.Key(context.Background(), "ins_a")
+	_, err := r.key(context.Background(), "ins_a")
 	require.NoError(t, err)
 
 	f.set([]json.RawMessage{jwkJSON(&b.PublicKey, "ins_a", "RS256")}, nil)
 	c.Advance(5*time.Minute + time.Second)
-	key, err := r.Key(context.Background(), "ins_a")
+	key, err := r.key(context.Background(), "ins_a")
 	require.NoError(t, err)
-	assert.Equal(t, a.N, key.Public.N, "the old key is served while the refresh runs")
+	assert.Equal(t, a.N, key.public.N, "the old key is served while the refresh runs")
 	waitFor(t, func() bool { return f.fetches.Load() == 2 })
 	waitFor(t, func() bool {
-		key, err := r.Key(context.Background(), "ins_a")
-		return err == nil && key.Public.N.Cmp(b.N) == 0
+		key, err := r.key(context.Background(), "ins_a")
+		return err == nil && key.public.N.Cmp(b.N) == 0
 	})
 }
 
 func TestRemoteKeysKeepTheLastGoodSetForMaxStale(t *testing.T) {
 	a, _ := signingKeys(t)
 	r, f, c := newRemote(t, jwkJSON(&a.PublicKey, "ins_a", "RS256"))
-	_, err := r.Key(context.Background(), "ins_a")
+	_, err := r.key(context.Background(), "ins_a")
 	require.NoError(t, err)
 
 	f.set(nil, &backend.Error{Status: 503})
 	c.Advance(30 * time.Minute)
-	_, err = r.Key(context.Background(), "ins_a")
+	_, err = r.key(context.Background(), "ins_a")
 	require.NoError(t, err, "within the stale window the last good key is used")
 	waitFor(t, func() bool { return f.fetches.Load() == 2 })
 
 	c.Advance(36 * time.Minute) // 66 minutes after the fetch: past MaxAge + MaxStale
-	_, err = r.Key(context.Background(), "ins_a")
+	_, err = r.key(context.Background(), "ins_a")
 	verr := requireReason(t, err, ReasonUnavailable)
 	assert.Positive(t, verr.RetryAfter)
 
 	f.set([]json.RawMessage{jwkJSON(&a.PublicKey, "ins_a", "RS256")}, nil)
 	c.Advance(5 * time.Second)
-	_, err = r.Key(context.Background(), "ins_a")
+	_, err = r.key(context.Background(), "ins_a")
 	assert.NoError(t, err, "recovers once Clerk answers again")
 }
 
 func TestRemoteKeysWithoutAnySetAreUnavailable(t *testing.T) {
 	r, f, _ := newRemote(t)
 	f.set(nil, &backend.Error{Status: 500, Code: "internal_clerk_error"})
-	_, err := r.Key(context.Background(), "ins_a")
+	_, err := r.key(context.Background(), "ins_a")
 	verr := requireReason(t, err, ReasonUnavailable)
 	assert.ErrorContains(t, verr, "internal_clerk_error")
 }
@@ -187,15 +187,15 @@ func TestRemoteKeysWithoutAnySetAreUnavailable(t *testing.T) {
 func TestRemoteKeysAnEmptySetDoesNotReplaceAGoodOne(t *testing.T) {
 	a, _ := signingKeys(t)
 	r, f, c := newRemote(t, jwkJSON(&a.PublicKey, "ins_a", "RS256"))
-	_, err := r.Key(context.Background(), "ins_a")
+	_, err := r.key(context.Background(), "ins_a")
 	require.NoError(t, err)
 
 	f.set([]json.RawMessage{}, nil)
 	c.Advance(5*time.Minute + time.Second)
-	_, err = r.Key(context.Background(), "ins_a")
+	_, err = r.key(context.Background(), "ins_a")
 	require.NoError(t, err)
 	waitFor(t, func() bool { return f.fetches.Load() == 2 })
-	_, err = r.Key(context.Background(), "ins_a")
+	_, err = r.key(context.Background(), "ins_a")
 	assert.NoError(t, err)
 }
 
@@ -229,11 +229,11 @@ func TestRemoteKeysSkipUnusableKeys(t *testing.T) {
 		json.RawMessage(`"not a key"`),
 		jwkJSON(&a.PublicKey, "ins_good", "RS256"),
 	)
-	key, err := r.Key(context.Background(), "ins_good")
+	key, err := r.key(context.Background(), "ins_good")
 	require.NoError(t, err)
-	assert.Equal(t, a.N, key.Public.N)
+	assert.Equal(t, a.N, key.public.N)
 	for _, kid := range []string{"ins_ec", "ins_enc", "ins_oaep", "ins_ops", "ins_small", "ins_private", "ins_hmac"} {
-		_, err := r.Key(context.Background(), kid)
+		_, err := r.key(context.Background(), kid)
 		requireReason(t, err, ReasonInvalid)
 	}
 }
@@ -245,12 +245,12 @@ func TestRemoteKeysWaiterGivesUpWithItsContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err := r.Key(ctx, "ins_a")
+	_, err := r.key(ctx, "ins_a")
 	requireReason(t, err, ReasonUnavailable)
 	assert.Less(t, time.Since(start), 400*time.Millisecond)
 
 	waitFor(t, func() bool {
-		_, err := r.Key(context.Background(), "ins_a")
+		_, err := r.key(context.Background(), "ins_a")
 		return err == nil
 	})
 	assert.Equal(t, int32(1), f.fetches.Load(), "the fetch went on for later callers")
@@ -259,7 +259,7 @@ func TestRemoteKeysWaiterGivesUpWithItsContext(t *testing.T) {
 func TestRemoteKeysNeverRevealKnownKids(t *testing.T) {
 	a, _ := signingKeys(t)
 	r, _, _ := newRemote(t, jwkJSON(&a.PublicKey, "ins_secret_instance", "RS256"))
-	_, err := r.Key(context.Background(), "ins_other")
+	_, err := r.key(context.Background(), "ins_other")
 	require.Error(t, err)
 	assert.NotContains(t, err.Error(), "ins_secret_instance")
 }
@@ -267,7 +267,7 @@ func TestRemoteKeysNeverRevealKnownKids(t *testing.T) {
 func TestJWTVerificationThroughRemoteKeys(t *testing.T) {
 	a, _ := signingKeys(t)
 	r, _, _ := newRemote(t, jwkJSON(&a.PublicKey, testKid, "RS256"))
-	v := New(Options{Accept: TypesOf(M2MToken), Keys: r, Now: fixedClock, ClockSkew: 5 * time.Second})
+	v := New(Options{Accept: []TokenType{M2MToken}, Keys: r, now: fixedClock, ClockSkew: 5 * time.Second})
 	_, err := v.Verify(context.Background(), sign(t, a, m2mHeader(), m2mPayload()))
 	require.NoError(t, err)
 	_, err = v.Verify(context.Background(), sign(t, a, with(m2mHeader(), map[string]any{"kid": "ins_unknown"}), m2mPayload()))
@@ -288,13 +288,13 @@ func TestParsePEMKey(t *testing.T) {
 		"bare base64 with breaks": body[:64] + "\n" + body[64:],
 	} {
 		t.Run(name, func(t *testing.T) {
-			s, err := ParsePEMKey(text)
+			s, err := PEMKey(text)
 			require.NoError(t, err)
-			key, err := s.Key(context.Background(), "any kid at all")
+			key, err := s.key(context.Background(), "any kid at all")
 			require.NoError(t, err)
-			assert.Equal(t, a.N, key.Public.N)
-			assert.Equal(t, "RS256", key.Algorithm)
-			assert.True(t, s.Current(key))
+			assert.Equal(t, a.N, key.public.N)
+			assert.Equal(t, "RS256", key.algorithm)
+			assert.True(t, s.current(key))
 		})
 	}
 }
@@ -312,7 +312,7 @@ func TestParsePEMKeyRefusals(t *testing.T) {
 		"EC key":      {ecPublicPEM(t), "not RSA"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			_, err := ParsePEMKey(tc.text)
+			_, err := PEMKey(tc.text)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.want)
 		})
@@ -342,7 +342,7 @@ func TestRemoteKeysStartFetchesInTheBackground(t *testing.T) {
 	r.Start()
 	r.Start() // idempotent
 	waitFor(t, func() bool { return f.fetches.Load() >= 1 })
-	_, err := r.Key(context.Background(), "ins_a")
+	_, err := r.key(context.Background(), "ins_a")
 	require.NoError(t, err)
 
 	waitFor(t, func() bool { return f.fetches.Load() >= 3 }) // renewed ahead of MaxAge, again and again
@@ -356,7 +356,7 @@ func TestRemoteKeysStartFetchesInTheBackground(t *testing.T) {
 		t.Fatal("Stop returned before the refresher did")
 	}
 
-	_, err = r.Key(context.Background(), "ins_a")
+	_, err = r.key(context.Background(), "ins_a")
 	assert.NoError(t, err, "the set held is still answered from")
 	r.Start()
 	time.Sleep(50 * time.Millisecond)
@@ -375,7 +375,7 @@ func TestRemoteKeysRefresherBacksOffWhileFailing(t *testing.T) {
 	a, _ := signingKeys(t)
 	f.set([]json.RawMessage{jwkJSON(&a.PublicKey, "ins_a", "RS256")}, nil)
 	waitFor(t, func() bool {
-		_, err := r.Key(context.Background(), "ins_a")
+		_, err := r.key(context.Background(), "ins_a")
 		return err == nil
 	})
 }
@@ -402,13 +402,13 @@ func TestRemoteKeysReportFetchesAndAge(t *testing.T) {
 	f := &fakeJWKS{err: &backend.Error{Status: 503}}
 	c := testclock.New(testNow)
 	var fetches []error
-	r := NewRemoteKeys(f, JWKSOptions{Now: c.Now, OnFetch: func(err error) { fetches = append(fetches, err) }})
+	r := NewRemoteKeys(f, JWKSOptions{now: c.Now, OnFetch: func(err error) { fetches = append(fetches, err) }})
 	_, known := r.Age()
 	assert.False(t, known)
-	_, _ = r.Key(context.Background(), "ins_a")
+	_, _ = r.key(context.Background(), "ins_a")
 	f.set([]json.RawMessage{jwkJSON(&a.PublicKey, "ins_a", "RS256")}, nil)
 	c.Advance(5 * time.Second)
-	_, err := r.Key(context.Background(), "ins_a")
+	_, err := r.key(context.Background(), "ins_a")
 	require.NoError(t, err)
 	require.Len(t, fetches, 2)
 	assert.Error(t, fetches[0])

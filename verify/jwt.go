@@ -17,12 +17,12 @@ import (
 // JWT categories, carried in the "cat" JOSE header by Clerk (and covered by
 // the signature). A token of one category must never pass as another.
 const (
-	CategorySession     = "cl_B7d4PD111AAA"
-	CategoryJWTTemplate = "cl_B7d4PD222AAA"
-	CategoryM2M         = "cl_B7d4PD333AAA"
-	// CategoryIgnore is stamped on every kind of token by instances that
+	categorySession     = "cl_B7d4PD111AAA"
+	categoryJWTTemplate = "cl_B7d4PD222AAA"
+	categoryM2M         = "cl_B7d4PD333AAA"
+	// categoryIgnore is stamped on every kind of token by instances that
 	// opted out of categories; it says nothing about the kind.
-	CategoryIgnore = "cl_I7d4PD111III"
+	categoryIgnore = "cl_I7d4PD111III"
 )
 
 // algorithms maps the JWS algorithms Clerk signs with to their hash. Nothing
@@ -223,14 +223,14 @@ func (t *jwtToken) checkHeader(tokenType TokenType, typeOptional bool, allowedTy
 
 // verifySignature checks the signature with key. The key's own algorithm,
 // when it has one, must be the token's.
-func (t *jwtToken) verifySignature(key *Key) error {
-	if key.Algorithm != "" && key.Algorithm != t.header.alg {
+func (t *jwtToken) verifySignature(key *signingKey) error {
+	if key.algorithm != "" && key.algorithm != t.header.alg {
 		return errors.New("the token's algorithm does not match its key")
 	}
 	hash := algorithms[t.header.alg]
 	h := hash.New()
 	h.Write([]byte(t.signed))
-	return rsa.VerifyPKCS1v15(key.Public, hash, h.Sum(nil), t.signature)
+	return rsa.VerifyPKCS1v15(key.public, hash, h.Sum(nil), t.signature)
 }
 
 // validity is when a JWT may be used, by its claims: from notBefore (the

@@ -11,10 +11,11 @@ import (
 var registeredClaims = []string{"iss", "sub", "exp", "nbf", "iat", "jti"}
 
 // jwtKind is what differs between the kinds of JWT Clerk issues: which
-// categories may pass, which header types, and how verified claims become an
-// identity (with the kind's own claim rules).
+// JWTs are of the kind (by their shape, for classification), which
+// categories may pass, which header types, and how verified claims become
+// an identity (with the kind's own claim rules).
 type jwtKind struct {
-	tokenType    TokenType
+	claims       func(*jwtToken) bool
 	categoryOK   func(*jwtHeader) bool
 	typeOptional bool
 	types        []string
@@ -26,26 +27,26 @@ type jwtKind struct {
 // lookup for a token of another category), then the header, the key, the
 // signature, and only then the claims. A valid token is cached until it
 // expires.
-func (v *Verifier) verifyJWT(ctx context.Context, t *jwtToken, kind *jwtKind, cacheKey tokenKey) (*Identity, error) {
-	tokenType := kind.tokenType
-	if !kind.categoryOK(&t.header) {
+func (v *Verifier) verifyJWT(ctx context.Context, t *jwtToken, k *kind, cacheKey tokenKey) (*Identity, error) {
+	tokenType, rules := k.tokenType, k.jwt
+	if !rules.categoryOK(&t.header) {
 		return nil, invalid(tokenType, fmt.Sprintf("the token's category is not that of a %s", tokenType))
 	}
-	if err := t.checkHeader(tokenType, kind.typeOptional, kind.types...); err != nil {
+	if err := t.checkHeader(tokenType, rules.typeOptional, rules.types...); err != nil {
 		return nil, err
 	}
-	key, err := v.opts.Keys.Key(ctx, t.header.kid)
+	key, err := v.opts.Keys.key(ctx, t.header.kid)
 	if err != nil {
 		return nil, withType(err, tokenType)
 	}
 	if err := t.verifySignature(key); err != nil {
 		return nil, invalidBecause(tokenType, "the token's signature does not verify", err)
 	}
-	window, err := t.checkTimes(tokenType, v.opts.Now(), v.opts.ClockSkew)
+	window, err := t.checkTimes(tokenType, v.opts.now(), v.opts.ClockSkew)
 	if err != nil {
 		return nil, err
 	}
-	identity, err := kind.identity(v, t)
+	identity, err := rules.identity(v, t)
 	if err != nil {
 		if _, ruled := err.(*Error); ruled {
 			return nil, err

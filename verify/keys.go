@@ -18,40 +18,42 @@ import (
 // keys; anything smaller is forgeable in practice.
 const minKeyBits = 2048
 
-// Key is a public key that verifies Clerk JWTs.
-type Key struct {
-	// ID is the key's "kid" (for Clerk, the instance id).
-	ID string
-	// Algorithm is the only JWS algorithm the key may be used with, or ""
+// signingKey is a public key that verifies Clerk JWTs.
+type signingKey struct {
+	// id is the key's "kid" (for Clerk, the instance id).
+	id string
+	// algorithm is the only JWS algorithm the key may be used with, or ""
 	// when the key does not say (then any of RS256, RS384, RS512).
-	Algorithm string
-	// Public is the RSA public key.
-	Public *rsa.PublicKey
+	algorithm string
+	public    *rsa.PublicKey
 }
 
-// KeySource finds the key that verifies a token.
+// KeySource holds the keys that verify JWTs: a static key (PEMKey), or the
+// instance's key set, fetched from Clerk (RemoteKeys). It never takes a key
+// from a token.
 type KeySource interface {
-	// Key returns the key for a token whose header names kid. It fails with
+	// key returns the key for a token whose header names kid. It fails with
 	// an *Error: ReasonInvalid when no such key exists, ReasonUnavailable
 	// when the keys cannot be had right now.
-	Key(ctx context.Context, kid string) (*Key, error)
+	key(ctx context.Context, kid string) (*signingKey, error)
 
-	// Current reports whether key is still one of the source's keys, so
+	// current reports whether key is still one of the source's keys, so
 	// that a JWT it verified earlier may still be trusted.
-	Current(key *Key) bool
+	current(key *signingKey) bool
 }
 
-// StaticKey is the networkless key source: one PEM public key, the "JWT
-// public key" of Clerk's dashboard (CLERK_JWT_KEY). As in Clerk's SDKs, the
-// token's kid is not matched against it, and it verifies RS256 only.
-type StaticKey struct {
-	key Key
+// staticKey is the networkless key source: one public key.
+type staticKey struct {
+	signingKey
 }
 
-// ParsePEMKey reads an RSA public key in PEM form ("-----BEGIN PUBLIC
-// KEY-----"), or the bare base64 body of one. Line breaks written as the two
-// characters \n (as they often are in environment files) are understood.
-func ParsePEMKey(text string) (*StaticKey, error) {
+// PEMKey returns the networkless key source: one RSA public key, the "JWT
+// public key" of Clerk's dashboard (CLERK_JWT_KEY), in PEM form ("-----BEGIN
+// PUBLIC KEY-----") or the bare base64 body of one. Line breaks written as
+// the two characters \n (as they often are in environment files) are
+// understood. As in Clerk's SDKs, a token's kid is not matched against it,
+// and it verifies RS256 only.
+func PEMKey(text string) (KeySource, error) {
 	text = strings.TrimSpace(strings.ReplaceAll(text, `\n`, "\n"))
 	if !strings.HasPrefix(text, "-----BEGIN") {
 		body := strings.Join(strings.Fields(text), "")
@@ -71,48 +73,48 @@ func ParsePEMKey(text string) (*StaticKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the JWT key: %v", err)
 	}
-	return &StaticKey{key: Key{ID: "local", Algorithm: "RS256", Public: public}}, nil
+	return &staticKey{signingKey{id: "local", algorithm: "RS256", public: public}}, nil
 }
 
-// Key returns the configured key whatever the kid.
-func (s *StaticKey) Key(context.Context, string) (*Key, error) { return &s.key, nil }
+// key returns the configured key whatever the kid.
+func (s *staticKey) key(context.Context, string) (*signingKey, error) { return &s.signingKey, nil }
 
-// Current is true for the configured key.
-func (s *StaticKey) Current(key *Key) bool { return key == &s.key }
+// current is true for the configured key.
+func (s *staticKey) current(key *signingKey) bool { return key == &s.signingKey }
 
 // parseJWK reads one key of a JWKS and returns it if it can verify Clerk
 // JWTs: an RSA public signing key with a kid, an RS* algorithm (or none
 // named), and at least 2048 bits. Anything else is an error the caller
 // skips, so that one odd key does not make the whole set unusable.
-func parseJWK(raw json.RawMessage) (Key, error) {
+func parseJWK(raw json.RawMessage) (signingKey, error) {
 	parsed, err := jwk.ParseKey(raw)
 	if err != nil {
-		return Key{}, err
+		return signingKey{}, err
 	}
 	if _, ok := parsed.(jwk.RSAPublicKey); !ok {
-		return Key{}, fmt.Errorf("key type %s is not an RSA public key", parsed.KeyType())
+		return signingKey{}, fmt.Errorf("key type %s is not an RSA public key", parsed.KeyType())
 	}
 	if use := parsed.KeyUsage(); use != "" && use != string(jwk.ForSignature) {
-		return Key{}, fmt.Errorf("key use %q is not signing", use)
+		return signingKey{}, fmt.Errorf("key use %q is not signing", use)
 	}
 	if ops := parsed.KeyOps(); len(ops) > 0 && !slices.Contains(ops, jwk.KeyOpVerify) {
-		return Key{}, errors.New("key operations do not include verify")
+		return signingKey{}, errors.New("key operations do not include verify")
 	}
 	alg := ""
 	if a := parsed.Algorithm(); a != nil && a.String() != "" {
 		alg = a.String()
 		if _, ok := algorithms[alg]; !ok {
-			return Key{}, fmt.Errorf("key algorithm %q is not RS256, RS384 or RS512", alg)
+			return signingKey{}, fmt.Errorf("key algorithm %q is not RS256, RS384 or RS512", alg)
 		}
 	}
 	if parsed.KeyID() == "" {
-		return Key{}, errors.New("key has no kid")
+		return signingKey{}, errors.New("key has no kid")
 	}
 	public, err := rsaPublicKey(parsed)
 	if err != nil {
-		return Key{}, err
+		return signingKey{}, err
 	}
-	return Key{ID: parsed.KeyID(), Algorithm: alg, Public: public}, nil
+	return signingKey{id: parsed.KeyID(), algorithm: alg, public: public}, nil
 }
 
 func rsaPublicKey(key jwk.Key) (*rsa.PublicKey, error) {

@@ -7,15 +7,38 @@ import (
 	"strings"
 )
 
-// m2mJWT are the rules of M2M JWTs: the M2M category or none (tokens
-// minted before Clerk's rollout of categories carry none), "typ" JWT or
-// absent.
+// M2MToken is the type of machine-to-machine tokens: what Clerk machines
+// (mch_…) use to call each other, opaque (mt_…) or JWTs.
+const M2MToken TokenType = "m2m_token"
+
+const (
+	m2mTokenPrefix  = "mt_"  // opaque M2M tokens
+	machineIDPrefix = "mch_" // machines, the subjects of M2M tokens
+)
+
+var m2mKind = kind{
+	tokenType: M2MToken,
+	prefix:    m2mTokenPrefix,
+	askClerk:  (*Verifier).verifyOpaqueM2M,
+	jwt:       &m2mJWT,
+}
+
+// m2mJWT are the rules of M2M JWTs: a JWT is one when its "sub" names a
+// machine; it carries the M2M category or none (tokens minted before
+// Clerk's rollout of categories carry none), and "typ" JWT or none.
 var m2mJWT = jwtKind{
-	tokenType:    M2MToken,
-	categoryOK:   func(h *jwtHeader) bool { return !h.hasCat || h.cat == CategoryM2M },
+	claims:       isMachineSubject,
+	categoryOK:   func(h *jwtHeader) bool { return !h.hasCat || h.cat == categoryM2M },
 	typeOptional: true,
 	types:        []string{"JWT"},
 	identity:     func(_ *Verifier, t *jwtToken) (*Identity, error) { return m2mIdentityFromClaims(t) },
+}
+
+// isMachineSubject reports whether the payload's "sub" is a string naming a
+// machine; a "sub" of another type is simply not a machine's.
+func isMachineSubject(t *jwtToken) bool {
+	sub, _, err := t.stringClaim("sub")
+	return err == nil && strings.HasPrefix(sub, machineIDPrefix)
 }
 
 // m2mIdentityFromClaims maps a verified M2M JWT the way Clerk's M2MToken

@@ -18,9 +18,9 @@ import (
 
 // jwtVerifier returns a verifier of M2M tokens with a counting key source
 // holding key.
-func jwtVerifier(key *Key, skew time.Duration) (*Verifier, *countingKeys) {
-	keys := &countingKeys{key: key}
-	return New(Options{Accept: TypesOf(M2MToken), Keys: keys, ClockSkew: skew, Now: fixedClock}), keys
+func jwtVerifier(key *signingKey, skew time.Duration) (*Verifier, *countingKeys) {
+	keys := &countingKeys{signing: key}
+	return New(Options{Accept: []TokenType{M2MToken}, Keys: keys, ClockSkew: skew, now: fixedClock}), keys
 }
 
 func TestM2MJWTValid(t *testing.T) {
@@ -76,7 +76,7 @@ func TestM2MJWTScopesAndClaimsMapping(t *testing.T) {
 
 func TestM2MJWTCategoryIsCheckedBeforeAnyKeyLookup(t *testing.T) {
 	private, _ := signingKeys(t)
-	for _, cat := range []string{CategorySession, CategoryJWTTemplate, CategoryIgnore, "cl_some_future_unknown_cat", ""} {
+	for _, cat := range []string{categorySession, categoryJWTTemplate, categoryIgnore, "cl_some_future_unknown_cat", ""} {
 		v, keys := jwtVerifier(rsaKey(private, "RS256"), 5*time.Second)
 		_, err := v.Verify(context.Background(), sign(t, private, with(m2mHeader(), map[string]any{"cat": cat}), m2mPayload()))
 		verr := requireReason(t, err, ReasonInvalid)
@@ -226,7 +226,7 @@ func TestM2MJWTMalformedClaims(t *testing.T) {
 
 func TestM2MJWTKeySourceErrorsCarryTheType(t *testing.T) {
 	private, _ := signingKeys(t)
-	v := New(Options{Accept: TypesOf(M2MToken), Keys: failingKeys{}, Now: fixedClock})
+	v := New(Options{Accept: []TokenType{M2MToken}, Keys: failingKeys{}, now: fixedClock})
 	_, err := v.Verify(context.Background(), sign(t, private, m2mHeader(), m2mPayload()))
 	verr := requireReason(t, err, ReasonUnavailable)
 	assert.Equal(t, M2MToken, verr.TokenType)
@@ -234,10 +234,10 @@ func TestM2MJWTKeySourceErrorsCarryTheType(t *testing.T) {
 
 type failingKeys struct{}
 
-func (failingKeys) Key(context.Context, string) (*Key, error) {
+func (failingKeys) key(context.Context, string) (*signingKey, error) {
 	return nil, &Error{Reason: ReasonUnavailable, Description: "keys are down"}
 }
-func (failingKeys) Current(*Key) bool { return false }
+func (failingKeys) current(*signingKey) bool { return false }
 
 func splitJWT(token string) []string {
 	var parts []string
@@ -300,7 +300,7 @@ func m2mAnswer(changes func(*backend.M2MToken)) *backend.M2MToken {
 }
 
 func opaqueVerifier(b Backend) *Verifier {
-	return New(Options{Accept: TypesOf(M2MToken), Backend: b, ClockSkew: 5 * time.Second, Now: fixedClock, Timeout: 100 * time.Millisecond})
+	return New(Options{Accept: []TokenType{M2MToken}, Backend: b, ClockSkew: 5 * time.Second, now: fixedClock, Timeout: 100 * time.Millisecond})
 }
 
 func TestOpaqueM2MValid(t *testing.T) {
@@ -392,8 +392,8 @@ func TestOpaqueM2MRespectsTimeout(t *testing.T) {
 func TestTypesNotAcceptedMakeNoCall(t *testing.T) {
 	private, _ := signingKeys(t)
 	b := &fakeBackend{answer: m2mAnswer(nil)}
-	keys := &countingKeys{key: rsaKey(private, "")}
-	v := New(Options{Accept: TypesOf(M2MToken), Backend: b, Keys: keys, Now: fixedClock})
+	keys := &countingKeys{signing: rsaKey(private, "")}
+	v := New(Options{Accept: []TokenType{M2MToken}, Backend: b, Keys: keys, now: fixedClock})
 	for _, token := range []string{
 		"ak_LCWGdaM8mv8K4PC/57IICZQXAeWfCgF30DZaFXHoGn9=",
 		"oat_8XOIucKvqHVr5tYP123456789abcdefghij",
@@ -409,11 +409,11 @@ func TestTypesNotAcceptedMakeNoCall(t *testing.T) {
 
 func TestFormatsWithoutAVerifierAreNotAccepted(t *testing.T) {
 	private, _ := signingKeys(t)
-	jwtOnly := New(Options{Accept: TypesOf(M2MToken), Keys: &countingKeys{key: rsaKey(private, "")}, Now: fixedClock})
+	jwtOnly := New(Options{Accept: []TokenType{M2MToken}, Keys: &countingKeys{signing: rsaKey(private, "")}, now: fixedClock})
 	_, err := jwtOnly.Verify(context.Background(), "mt_abc")
 	requireReason(t, err, ReasonTypeNotAccepted)
 
-	opaqueOnly := New(Options{Accept: TypesOf(M2MToken), Backend: &fakeBackend{answer: m2mAnswer(nil)}, Now: fixedClock})
+	opaqueOnly := New(Options{Accept: []TokenType{M2MToken}, Backend: &fakeBackend{answer: m2mAnswer(nil)}, now: fixedClock})
 	_, err = opaqueOnly.Verify(context.Background(), sign(t, private, m2mHeader(), m2mPayload()))
 	requireReason(t, err, ReasonTypeNotAccepted)
 }

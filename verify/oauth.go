@@ -4,14 +4,33 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 )
 
-// oauthJWT are the rules of OAuth access-token JWTs (RFC 9068): "typ" is
-// required and must be at+jwt or application/at+jwt; Clerk checks no
-// category on them.
+// OAuthToken is the type of OAuth access tokens, which Clerk issues as an
+// OAuth provider to third-party applications acting for a user: opaque
+// (oat_…) or JWTs.
+const OAuthToken TokenType = "oauth_token"
+
+// oauthTokenPrefix starts opaque OAuth access tokens.
+const oauthTokenPrefix = "oat_"
+
+var oauthKind = kind{
+	tokenType: OAuthToken,
+	prefix:    oauthTokenPrefix,
+	askClerk:  (*Verifier).verifyOpaqueOAuth,
+	jwt:       &oauthJWT,
+}
+
+// oauthJWTTypes are the "typ" values of OAuth access-token JWTs (RFC 9068).
+var oauthJWTTypes = []string{"at+jwt", "application/at+jwt"}
+
+// oauthJWT are the rules of OAuth access-token JWTs (RFC 9068): a JWT that
+// is not a machine's is one when its "typ" is at+jwt or application/at+jwt
+// (required); Clerk checks no category on them.
 var oauthJWT = jwtKind{
-	tokenType:  OAuthToken,
+	claims:     func(t *jwtToken) bool { return t.header.hasTyp && slices.Contains(oauthJWTTypes, t.header.typ) },
 	categoryOK: func(*jwtHeader) bool { return true },
 	types:      oauthJWTTypes,
 	identity:   func(_ *Verifier, t *jwtToken) (*Identity, error) { return oauthIdentityFromClaims(t) },

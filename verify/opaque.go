@@ -10,11 +10,12 @@ import (
 // call runs with its own budget, detached from any one request, so that a
 // request giving up does not fail the others; each request stops waiting
 // when its own context ends.
-func (v *Verifier) verifyWithClerk(ctx context.Context, tok *Token, key tokenKey) (*Identity, error) {
+func (v *Verifier) verifyWithClerk(ctx context.Context, tok *classified, key tokenKey) (*Identity, error) {
+	tokenType := tok.kind.tokenType
 	if v.opts.Backend == nil {
-		return nil, notAccepted(tok.Type, "opaque tokens cannot be verified here (no secret key is configured)")
+		return nil, notAccepted(tokenType, "opaque tokens cannot be verified here (no secret key is configured)")
 	}
-	ask := opaqueVerifiers[tok.Type]
+	ask := tok.kind.askClerk
 	result := v.flight.DoChan(string(key[:]), func() (any, error) {
 		callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.opts.Timeout)
 		defer cancel()
@@ -29,15 +30,8 @@ func (v *Verifier) verifyWithClerk(ctx context.Context, tok *Token, key tokenKey
 		}
 		return res.Val.(*Identity), nil
 	case <-ctx.Done():
-		return nil, &Error{Reason: ReasonUnavailable, TokenType: tok.Type, Description: "Clerk did not answer in time", Err: ctx.Err()}
+		return nil, &Error{Reason: ReasonUnavailable, TokenType: tokenType, Description: "Clerk did not answer in time", Err: ctx.Err()}
 	}
-}
-
-// opaqueVerifiers ask Clerk about each type of opaque credential.
-var opaqueVerifiers = map[TokenType]func(*Verifier, context.Context, string) (*Identity, error){
-	M2MToken:   (*Verifier).verifyOpaqueM2M,
-	APIKey:     (*Verifier).verifyAPIKey,
-	OAuthToken: (*Verifier).verifyOpaqueOAuth,
 }
 
 // rememberClerkVerdict caches a success for min(CacheTTL, expiry) and a
@@ -46,7 +40,7 @@ func (v *Verifier) rememberClerkVerdict(key tokenKey, identity *Identity, err er
 	if v.opts.CacheTTL <= 0 {
 		return
 	}
-	now := v.opts.Now()
+	now := v.opts.now()
 	entry := &cacheEntry{key: key, identity: identity, until: now.Add(v.opts.CacheTTL)}
 	switch reason := ReasonOf(err); {
 	case err == nil:

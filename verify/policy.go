@@ -5,20 +5,17 @@ import (
 	"strings"
 )
 
-// Policy is what a route asks of a valid credential, beyond its validity.
-type Policy struct {
-	// RequireScopes must all be among the credential's scopes.
-	RequireScopes []string
-	// AllowedSubjects, when not empty, must include the credential's
-	// subject.
-	AllowedSubjects []string
+// policy is what Options ask of a valid credential, beyond its validity.
+type policy struct {
+	requireScopes   []string // must all be among the credential's scopes
+	allowedSubjects []string // when not empty, must include its subject
 }
 
-// Check returns nil when id satisfies the policy, else an *Error with
+// check returns nil when id satisfies the policy, else an *Error with
 // ReasonInsufficientScope.
-func (p Policy) Check(id *Identity) error {
+func (p policy) check(id *Identity) error {
 	var missing []string
-	for _, scope := range p.RequireScopes {
+	for _, scope := range p.requireScopes {
 		if !slices.Contains(id.Scopes, scope) {
 			missing = append(missing, scope)
 		}
@@ -28,7 +25,7 @@ func (p Policy) Check(id *Identity) error {
 			Description: "the token lacks a required scope",
 			Err:         scopeError(missing)}
 	}
-	if len(p.AllowedSubjects) > 0 && !slices.Contains(p.AllowedSubjects, id.Subject) {
+	if len(p.allowedSubjects) > 0 && !slices.Contains(p.allowedSubjects, id.Subject) {
 		return &Error{Reason: ReasonInsufficientScope, TokenType: id.TokenType,
 			Description: "the token's subject is not allowed here"}
 	}

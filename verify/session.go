@@ -5,15 +5,25 @@ import (
 	"slices"
 )
 
-// sessionJWT are the rules of browser session tokens: "typ" JWT or absent,
-// and no category but the session's (or the one that carries no class):
-// a JWT-template, M2M or unknown category is another kind of token that
-// must never pass as a session, in any mode (stricter than Clerk's "any"
-// mode, which lets template tokens through).
-var sessionJWT = jwtKind{
+// SessionToken is the type of the short-lived JWTs of Clerk's browser
+// sessions, which may also come from the __session cookie.
+const SessionToken TokenType = "session_token"
+
+var sessionKind = kind{
 	tokenType: SessionToken,
+	jwt:       &sessionJWT,
+}
+
+// sessionJWT are the rules of browser session tokens: any JWT that is no
+// other kind's is one (Clerk's SDKs take it as a session's); "typ" JWT or
+// absent, and no category but the session's (or the one that carries no
+// class): a JWT-template, M2M or unknown category is another kind of token
+// that must never pass as a session, in any mode (stricter than Clerk's
+// "any" mode, which lets template tokens through).
+var sessionJWT = jwtKind{
+	claims: func(*jwtToken) bool { return true },
 	categoryOK: func(h *jwtHeader) bool {
-		return !h.hasCat || h.cat == CategorySession || h.cat == CategoryIgnore
+		return !h.hasCat || h.cat == categorySession || h.cat == categoryIgnore
 	},
 	typeOptional: true,
 	types:        []string{"JWT"},

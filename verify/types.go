@@ -1,34 +1,17 @@
-// Package verify decides whether a Clerk credential is valid, by the rules
-// Clerk's own SDKs apply and stricter where they are lax, and turns a valid
-// one into an Identity. It knows nothing of Caddy.
-//
-// A credential is first classified from its shape alone (Classify), so that
-// a token of a type the caller does not accept is refused before any
-// signature check or network call (a verified credential is looked up in a
-// cache first, by its SHA-256). JWTs are verified locally against keys from a
-// KeySource; opaque tokens are verified by Clerk's Backend API through
-// package backend. Every refusal is an *Error whose Reason says what went
-// wrong in terms a gateway can map to an HTTP status.
 package verify
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
-// TokenType is the kind of a Clerk credential, named as Clerk's SDKs name it.
+// TokenType is the type of a Clerk credential, named as Clerk's SDKs name
+// it: M2MToken, APIKey, OAuthToken or SessionToken.
 type TokenType string
 
-// The token types Clerk knows.
-const (
-	M2MToken     TokenType = "m2m_token"
-	APIKey       TokenType = "api_key"
-	OAuthToken   TokenType = "oauth_token"
-	SessionToken TokenType = "session_token"
-)
-
-// Format is how a credential is carried: an opaque string that only Clerk can
-// check, or a JWT that is checked locally.
+// Format is how a credential is carried: an opaque string that only Clerk
+// can check, or a JWT that is checked locally.
 type Format string
 
 // The two formats.
@@ -37,61 +20,45 @@ const (
 	JWT    Format = "jwt"
 )
 
-// AnyType is the accept value that stands for every token type.
-const AnyType = "any"
+// anyType is the name that stands for every token type.
+const anyType = "any"
 
-// TokenTypes is a set of token types.
-type TokenTypes uint8
-
-var typeBits = map[TokenType]TokenTypes{M2MToken: 1, APIKey: 2, OAuthToken: 4, SessionToken: 8}
-
-// allTypes lists the types in the order they are documented.
-var allTypes = []TokenType{M2MToken, APIKey, OAuthToken, SessionToken}
-
-// TypesOf returns the set of the given types.
-func TypesOf(types ...TokenType) TokenTypes {
-	var set TokenTypes
-	for _, t := range types {
-		set |= typeBits[t]
-	}
-	return set
-}
-
-// ParseTokenTypes reads accept values: token type names, or "any" for all.
-func ParseTokenTypes(names []string) (TokenTypes, error) {
-	var set TokenTypes
+// ParseTokenTypes reads names of token types ("m2m_token", "api_key",
+// "oauth_token", "session_token"), or "any" for all of them, and returns the
+// types named, each once, in that order.
+func ParseTokenTypes(names []string) ([]TokenType, error) {
+	named := map[TokenType]bool{}
 	for _, name := range names {
-		if name == AnyType {
-			set |= TypesOf(allTypes...)
+		if name == anyType {
+			for _, k := range kinds {
+				named[k.tokenType] = true
+			}
 			continue
 		}
-		bit, ok := typeBits[TokenType(name)]
-		if !ok {
-			return 0, fmt.Errorf("unknown token type %q: use %s, or %s", name, TypesOf(allTypes...), AnyType)
+		if kindOf(TokenType(name)) == nil {
+			return nil, fmt.Errorf("unknown token type %q: use %s, or %s", name, typeNames(kinds), anyType)
 		}
-		set |= bit
+		named[TokenType(name)] = true
 	}
-	return set, nil
-}
-
-// Has reports whether t is in the set.
-func (s TokenTypes) Has(t TokenType) bool { return s&typeBits[t] != 0 }
-
-// Types lists the members of the set in documentation order.
-func (s TokenTypes) Types() []TokenType {
-	var out []TokenType
-	for _, t := range allTypes {
-		if s.Has(t) {
-			out = append(out, t)
+	var types []TokenType
+	for _, k := range kinds {
+		if named[k.tokenType] {
+			types = append(types, k.tokenType)
 		}
 	}
-	return out
+	return types, nil
 }
 
-func (s TokenTypes) String() string {
-	names := make([]string, 0, len(allTypes))
-	for _, t := range s.Types() {
-		names = append(names, string(t))
+// typeNames lists the types of kinds, separated by commas.
+func typeNames(of []*kind) string {
+	names := make([]string, len(of))
+	for i, k := range of {
+		names[i] = string(k.tokenType)
 	}
 	return strings.Join(names, ", ")
 }
+
+// typeSet is the set of types a Verifier accepts.
+type typeSet []TokenType
+
+func (s typeSet) has(t TokenType) bool { return slices.Contains(s, t) }

@@ -3,6 +3,7 @@ package verify
 import (
 	"context"
 	"errors"
+	"net/http"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -10,8 +11,8 @@ import (
 	"github.com/caddy-clerk/clerk-m2m/backend"
 )
 
-// Backend is what verifying opaque tokens needs from Clerk's Backend API.
-// *backend.Client is one.
+// Backend is what verifying opaque credentials needs from Clerk's Backend
+// API. *backend.Client (with a secret key) is one.
 type Backend interface {
 	VerifyM2MToken(ctx context.Context, token string) (*backend.M2MToken, error)
 	VerifyAPIKey(ctx context.Context, secret string) (*backend.APIKey, error)
@@ -24,15 +25,16 @@ const DefaultTimeout = 5 * time.Second
 
 // Options configures a Verifier.
 type Options struct {
-	// Accept is the set of token types to accept; others are refused with
-	// ReasonTypeNotAccepted before any cryptography or network call.
-	Accept TokenTypes
+	// Accept lists the token types to accept (see ParseTokenTypes); a
+	// credential of another type is refused with ReasonTypeNotAccepted
+	// before any cryptography or network call. Empty accepts none.
+	Accept []TokenType
 
-	// Backend verifies opaque tokens. Nil: opaque tokens are refused as not
+	// Backend verifies opaque credentials. Nil: they are refused as not
 	// accepted.
 	Backend Backend
 
-	// Keys verifies JWTs. Nil: JWTs are refused as not accepted.
+	// Keys verifies JWTs. Nil: they are refused as not accepted.
 	Keys KeySource
 
 	// Timeout is the budget of one call to Clerk, retries included.
@@ -45,6 +47,12 @@ type Options struct {
 	// AuthorizedParties, when not empty, are the origins a session token
 	// may have been issued to: its "azp" must be one of them (and present).
 	AuthorizedParties []string
+
+	// RequireScopes must all be among a valid credential's scopes, and
+	// AllowedSubjects, when not empty, must include its subject; else it is
+	// refused with ReasonInsufficientScope.
+	RequireScopes   []string
+	AllowedSubjects []string
 
 	// CacheTTL is how long a verified opaque token is remembered (never
 	// beyond its expiry), and Clerk's refusal of one for a second; zero
@@ -62,13 +70,14 @@ type Options struct {
 	// quick.
 	OnCacheLookup func(cache string, hit bool)
 
-	// Now is the clock. Default time.Now.
-	Now func() time.Time
+	now func() time.Time // the clock; time.Now unless a test sets it
 }
 
 // Verifier verifies credentials. It is safe for concurrent use.
 type Verifier struct {
 	opts   Options
+	accept typeSet
+	policy policy
 	jwts   *verdictCache
 	opaque *verdictCache
 	flight singleflight.Group // one call to Clerk per opaque token at a time
@@ -79,40 +88,65 @@ func New(opts Options) *Verifier {
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
+	if opts.now == nil {
+		opts.now = time.Now
 	}
-	return &Verifier{opts: opts, jwts: newVerdictCache(opts.CacheEntries), opaque: newVerdictCache(opts.CacheEntries)}
+	return &Verifier{
+		opts:   opts,
+		accept: opts.Accept,
+		policy: policy{requireScopes: opts.RequireScopes, allowedSubjects: opts.AllowedSubjects},
+		jwts:   newVerdictCache(opts.CacheEntries),
+		opaque: newVerdictCache(opts.CacheEntries),
+	}
 }
 
-// Source is where a credential came from.
-type Source int
-
-const (
-	// FromHeader: the Authorization header.
-	FromHeader Source = iota
-	// FromCookie: the __session cookie, which may only hold a session token.
-	FromCookie
-)
-
-// Verify verifies a credential from the Authorization header; see
-// VerifyFrom.
-func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) {
-	return v.VerifyFrom(ctx, token, FromHeader)
+// Verify verifies a credential as presented in an Authorization header
+// (without the "Bearer " scheme). It returns the Identity of a valid
+// credential, or an *Error. A credential verified recently is answered from
+// a cache, at the cost of hashing it.
+func (v *Verifier) Verify(ctx context.Context, credential string) (*Identity, error) {
+	return v.verifyCredential(ctx, credential, false)
 }
 
-// VerifyFrom classifies token, checks that its type is accepted (and, from
-// the cookie, that it is a session token), and verifies it. It returns the
-// Identity of a valid token, or an *Error. A credential verified recently is
-// answered from a cache, at the cost of hashing it.
-func (v *Verifier) VerifyFrom(ctx context.Context, token string, source Source) (*Identity, error) {
-	cache, cacheName := v.jwts, "jwt"
-	if isOpaque(token) {
-		cache, cacheName = v.opaque, "opaque"
+// VerifyRequest verifies the credential of r, bounded by r's context: the
+// bearer token of its Authorization header (exactly one header, the Bearer
+// scheme in any case, one space, one token) or, when it has no
+// Authorization header and session tokens are accepted, its __session
+// cookie (SessionCookie), which may hold only a session token. A request
+// with neither is refused with ReasonMissing.
+func (v *Verifier) VerifyRequest(r *http.Request) (*Identity, error) {
+	token, fromCookie, err := credentialOf(r, v.accept.has(SessionToken))
+	if err != nil {
+		return nil, refusal(err, formatOf(token, prefixedKind(token)))
+	}
+	return v.verifyCredential(r.Context(), token, fromCookie)
+}
+
+// verifyCredential verifies token, applies the policy, and makes every
+// refusal an *Error that carries the credential's type and format.
+func (v *Verifier) verifyCredential(ctx context.Context, token string, fromCookie bool) (*Identity, error) {
+	identity, format, err := v.verify(ctx, token, fromCookie)
+	if err == nil {
+		err = v.policy.check(identity)
+	}
+	if err != nil {
+		return nil, refusal(err, format)
+	}
+	return identity, nil
+}
+
+// verify answers from a cache, or classifies token, checks that its type is
+// accepted (and, from the cookie, that it is a session token), and
+// verifies it, locally or with Clerk. It also says how token is carried.
+func (v *Verifier) verify(ctx context.Context, token string, fromCookie bool) (*Identity, Format, error) {
+	prefixed := prefixedKind(token) // no JWT starts with one: it tells the cache
+	cache, cacheName, format := v.jwts, "jwt", JWT
+	if prefixed != nil {
+		cache, cacheName, format = v.opaque, "opaque", Opaque
 	}
 	key := keyOf(token)
-	entry := cache.get(key, v.opts.Now())
-	if entry != nil && entry.signer != nil && !v.opts.Keys.Current(entry.signer) {
+	entry := cache.get(key, v.opts.now())
+	if entry != nil && entry.signer != nil && !v.opts.Keys.current(entry.signer) {
 		cache.drop(key) // its key was rotated out: verify it again
 		entry = nil
 	}
@@ -121,68 +155,45 @@ func (v *Verifier) VerifyFrom(ctx context.Context, token string, source Source) 
 	}
 	if entry != nil {
 		if entry.refusal != nil {
-			return nil, entry.refusal
+			return nil, format, entry.refusal
 		}
-		return entry.identity, checkSource(entry.identity.TokenType, source)
+		return entry.identity, format, checkSource(entry.identity.TokenType, fromCookie)
 	}
-	tok, err := Classify(token)
+	tok, err := classify(token, prefixed)
 	if err != nil {
-		return nil, err
+		return nil, formatOf(token, prefixed), err
 	}
-	if err := checkSource(tok.Type, source); err != nil {
-		return nil, err
+	tokenType, format := tok.kind.tokenType, tok.format()
+	if err := checkSource(tokenType, fromCookie); err != nil {
+		return nil, format, err
 	}
-	if !v.opts.Accept.Has(tok.Type) {
-		return nil, notAccepted(tok.Type, "this route does not accept "+string(tok.Type)+"s")
+	if !v.accept.has(tokenType) {
+		return nil, format, notAccepted(tokenType, "this route does not accept "+string(tokenType)+"s")
 	}
-	if tok.Format == JWT {
-		return v.verifyLocally(ctx, tok, key)
+	var identity *Identity
+	if tok.jwt != nil {
+		identity, err = v.verifyLocally(ctx, tok, key)
+	} else {
+		identity, err = v.verifyWithClerk(ctx, tok, key)
 	}
-	return v.verifyWithClerk(ctx, tok, key)
+	return identity, format, err
 }
 
 // checkSource keeps machine credentials out of cookies, as Clerk does:
 // only a browser session travels in __session.
-func checkSource(tokenType TokenType, source Source) error {
-	if source == FromCookie && tokenType != SessionToken {
+func checkSource(tokenType TokenType, fromCookie bool) error {
+	if fromCookie && tokenType != SessionToken {
 		return notAccepted(tokenType, "only session tokens are read from the __session cookie")
 	}
 	return nil
 }
 
 // verifyLocally verifies a JWT with the configured keys.
-func (v *Verifier) verifyLocally(ctx context.Context, tok *Token, key tokenKey) (*Identity, error) {
+func (v *Verifier) verifyLocally(ctx context.Context, tok *classified, key tokenKey) (*Identity, error) {
 	if v.opts.Keys == nil {
-		return nil, notAccepted(tok.Type, "JWTs cannot be verified here (neither a secret key nor a JWT key is configured)")
+		return nil, notAccepted(tok.kind.tokenType, "JWTs cannot be verified here (neither a secret key nor a JWT key is configured)")
 	}
-	return v.verifyJWT(ctx, tok.jwt, jwtKinds[tok.Type], key)
-}
-
-// jwtKinds are the rules of each kind of JWT.
-var jwtKinds = map[TokenType]*jwtKind{
-	M2MToken:     &m2mJWT,
-	OAuthToken:   &oauthJWT,
-	SessionToken: &sessionJWT,
-}
-
-// FormatOf tells how a credential is carried, from its shape alone: JWT,
-// opaque (a known prefix), or "" when it is neither.
-func FormatOf(token string) Format {
-	switch {
-	case isOpaque(token):
-		return Opaque
-	case looksLikeJWT(token):
-		return JWT
-	default:
-		return ""
-	}
-}
-
-// isOpaque tells which cache may hold token: the opaque credentials have
-// prefixes no JWT can start with.
-func isOpaque(token string) bool {
-	_, ok := opaqueKindOf(token)
-	return ok
+	return v.verifyJWT(ctx, tok.jwt, tok.kind, key)
 }
 
 func notAccepted(tokenType TokenType, description string) *Error {

@@ -5,16 +5,16 @@ import (
 	"strings"
 )
 
-// MaxTokenLength is the longest credential that is looked at. Clerk's tokens
+// maxTokenLength is the longest credential that is looked at. Clerk's tokens
 // are well under 4 KiB; anything longer is refused before it is parsed.
-const MaxTokenLength = 16 << 10
+const maxTokenLength = 16 << 10
 
-// BearerToken extracts the credential from the values of a request's
+// bearerToken extracts the credential from the values of a request's
 // Authorization header, strictly: exactly one header, the scheme "Bearer"
 // (in any case), one space, and a token made of RFC 6750 b64token
 // characters. No header at all is ReasonMissing; anything else that is not
 // such a credential is ReasonInvalid.
-func BearerToken(authorization []string) (string, error) {
+func bearerToken(authorization []string) (string, error) {
 	switch len(authorization) {
 	case 0:
 		return "", &Error{Reason: ReasonMissing, Description: "no bearer token in the Authorization header"}
@@ -33,17 +33,18 @@ func BearerToken(authorization []string) (string, error) {
 }
 
 // SessionCookie is the cookie in which Clerk's frontend keeps the session
-// token.
+// token, and from which VerifyRequest reads one.
 const SessionCookie = "__session"
 
-// Credential finds the credential of a request: the Authorization header
-// (by BearerToken's rules) or, when it is absent and sessions are accepted,
-// the __session cookie. A request with neither has ReasonMissing; one with
-// several __session cookies is refused rather than guessed at.
-func Credential(r *http.Request, acceptSessions bool) (string, Source, error) {
+// credentialOf finds the credential of a request: the Authorization header
+// (by bearerToken's rules) or, when it is absent and sessions are accepted,
+// the __session cookie (fromCookie). A request with neither has
+// ReasonMissing; one with several __session cookies is refused rather than
+// guessed at.
+func credentialOf(r *http.Request, acceptSessions bool) (token string, fromCookie bool, err error) {
 	if authorization := r.Header.Values("Authorization"); len(authorization) > 0 || !acceptSessions {
-		token, err := BearerToken(authorization)
-		return token, FromHeader, err
+		token, err := bearerToken(authorization)
+		return token, false, err
 	}
 	var values []string
 	for _, cookie := range r.CookiesNamed(SessionCookie) {
@@ -53,11 +54,11 @@ func Credential(r *http.Request, acceptSessions bool) (string, Source, error) {
 	}
 	switch len(values) {
 	case 0:
-		return "", FromCookie, &Error{Reason: ReasonMissing, Description: "no bearer token, and no session cookie"}
+		return "", true, &Error{Reason: ReasonMissing, Description: "no bearer token, and no session cookie"}
 	case 1:
-		return values[0], FromCookie, checkTokenSyntax(values[0])
+		return values[0], true, checkTokenSyntax(values[0])
 	default:
-		return "", FromCookie, invalid("", "more than one session cookie")
+		return "", true, invalid("", "more than one session cookie")
 	}
 }
 
@@ -68,7 +69,7 @@ func checkTokenSyntax(token string) error {
 	switch {
 	case token == "":
 		return invalid("", "the bearer token is empty")
-	case len(token) > MaxTokenLength:
+	case len(token) > maxTokenLength:
 		return invalid("", "the bearer token is too long")
 	}
 	for i := 0; i < len(token); i++ {

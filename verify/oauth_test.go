@@ -1,0 +1,95 @@
+package verify
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/caddy-clerk/clerk-m2m/backend"
+)
+
+func TestOpaqueOAuthTokens(t *testing.T) {
+	expiration := testNow.Add(time.Hour).UnixMilli()
+	answer := func(change func(*backend.OAuthAccessToken)) *backend.OAuthAccessToken {
+		a := &backend.OAuthAccessToken{Object: "clerk_idp_oauth_access_token", ID: "oat_2VTWUzvGC5UhdJCNx6xG1D98edc",
+			ClientID: "client_2VTWUzvGC5UhdJCNx6xG1D98edc", Subject: "user_1", Scopes: []string{"read:foo"}, Expiration: &expiration}
+		if change != nil {
+			change(a)
+		}
+		return a
+	}
+	const token = "oat_8XOIucKvqHVr5tYP123456789abcdefghij"
+	id, err := allTypesVerifier(&fakeBackend{oauth: answer(nil)}, nil).Verify(context.Background(), token)
+	require.NoError(t, err)
+	assert.Equal(t, "user_1", id.Subject)
+	assert.Equal(t, OAuthToken, id.TokenType)
+	assert.Equal(t, "client_2VTWUzvGC5UhdJCNx6xG1D98edc", id.ClientID)
+	assert.Equal(t, []string{"read:foo"}, id.Scopes)
+
+	inactive := false
+	for name, tc := range map[string]struct {
+		answer *backend.OAuthAccessToken
+		want   Reason
+	}{
+		"not active": {&backend.OAuthAccessToken{Active: &inactive}, ReasonInvalid},
+		"revoked":    {answer(func(a *backend.OAuthAccessToken) { a.Revoked = true }), ReasonInvalid},
+		"expired":    {answer(func(a *backend.OAuthAccessToken) { a.Expired = true }), ReasonExpired},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := allTypesVerifier(&fakeBackend{oauth: tc.answer}, nil).Verify(context.Background(), token)
+			requireReason(t, err, tc.want)
+		})
+	}
+}
+
+func oauthHeader() map[string]any {
+	return map[string]any{"alg": "RS256", "kid": testKid, "typ": "at+jwt"}
+}
+
+func oauthPayload() map[string]any {
+	now := testNow.Unix()
+	return map[string]any{"client_id": "client_2VTWUzvGC5UhdJCNx6xG1D98edc", "sub": "user_2vYVtestTESTtestTESTtestTESTtest",
+		"jti": "oat_2xKa9Bgv7NxMRDFyQw8LpZ3cTmU1vHjE", "iat": now, "exp": now + 300, "scope": "read:foo write:bar"}
+}
+
+func TestOAuthJWTs(t *testing.T) {
+	private, _ := signingKeys(t)
+	v := allTypesVerifier(nil, &countingKeys{signing: rsaKey(private, "RS256")})
+	for name, tc := range map[string]struct {
+		header, payload map[string]any
+		wantScopes      []string
+	}{
+		"at+jwt with scope":          {oauthHeader(), oauthPayload(), []string{"read:foo", "write:bar"}},
+		"application/at+jwt":         {with(oauthHeader(), map[string]any{"typ": "application/at+jwt"}), oauthPayload(), []string{"read:foo", "write:bar"}},
+		"scp preferred over scope":   {oauthHeader(), with(oauthPayload(), map[string]any{"scp": []string{"a"}}), []string{"a"}},
+		"no scopes":                  {oauthHeader(), with(oauthPayload(), map[string]any{"scope": nil}), []string{}},
+		"a category does not matter": {with(oauthHeader(), map[string]any{"cat": categorySession}), oauthPayload(), []string{"read:foo", "write:bar"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			id, err := v.Verify(context.Background(), sign(t, private, tc.header, tc.payload))
+			require.NoError(t, err)
+			assert.Equal(t, OAuthToken, id.TokenType)
+			assert.Equal(t, JWT, id.Format)
+			assert.Equal(t, "user_2vYVtestTESTtestTESTtestTESTtest", id.Subject)
+			assert.Equal(t, "client_2VTWUzvGC5UhdJCNx6xG1D98edc", id.ClientID)
+			assert.Equal(t, "oat_2xKa9Bgv7NxMRDFyQw8LpZ3cTmU1vHjE", id.TokenID)
+			assert.Equal(t, tc.wantScopes, id.Scopes)
+		})
+	}
+	for name, payload := range map[string]map[string]any{
+		"sub missing":        with(oauthPayload(), map[string]any{"sub": nil}),
+		"sub a number":       with(oauthPayload(), map[string]any{"sub": 123}),
+		"sub an object":      with(oauthPayload(), map[string]any{"sub": map[string]any{}}),
+		"scp not strings":    with(oauthPayload(), map[string]any{"scp": []int{1}}),
+		"client_id a number": with(oauthPayload(), map[string]any{"client_id": 7}),
+		"expired":            with(oauthPayload(), map[string]any{"exp": testNow.Unix() - 100}),
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := v.Verify(context.Background(), sign(t, private, oauthHeader(), payload))
+			require.Error(t, err, "refused without a panic")
+		})
+	}
+}
