@@ -49,4 +49,47 @@
 // ReasonRateLimited to 503, ReasonMisconfigured (Clerk rejected the key
 // this Verifier uses) to 500. The Error also says the credential's type and
 // format as far as they could be told, and never holds the credential.
+//
+// # Why JWTs are parsed here, and keys by jwx
+//
+// JWTs are decoded and checked by this package's own code (jwt.go,
+// jsonscan.go), not by a JOSE library, for strictness first: one token must
+// have one meaning and one spelling, because a token that two parsers read
+// differently is a token one of them can be fooled by.
+//
+//   - Header and payload must be JSON objects in valid UTF-8 whose member
+//     names are distinct, escaped spellings included ("s\u0075b" is "sub"):
+//     parsers disagree on which of two members wins.
+//   - Base64url must be unpadded and canonical (no stray trailing bits), so
+//     that no two strings are the same token.
+//   - A token carrying crit, jku, jwk, x5u or x5c is refused, never
+//     interpreted: no key or key URL is ever taken from a token.
+//   - The algorithm must be RS256, RS384 or RS512 and agree with the key;
+//     typ and Clerk's cat header are checked before any key lookup.
+//
+// jwx/v2, the library the project otherwise uses for JOSE, verifies every
+// one of these tokens when signed with the right key: duplicate claims and
+// header members (one of the two is used), escaped duplicates, invalid UTF-8,
+// padded base64 and other spellings of the same bytes, crit, jku, x5u, jwk
+// and x5c (ignored), and a typ Clerk does not use. A test
+// (TestWhatJWXAcceptsIsRefusedHere) keeps this list true.
+//
+// The hot path gains too: a JWT not seen before costs one RSA verification
+// and a few microseconds of parsing, where jwx's jwt.Parse costs about 1.7
+// times as much with ten times the allocations (BenchmarkVerifyM2MJWTUncached
+// against BenchmarkJWXParse).
+//
+// jwx is kept where it serves: reading keys, from Clerk's JWKS and from the
+// operator's PEM (jwk.ParseKey), input that comes from Clerk or the
+// configuration, never from a client.
+//
+// Every parser a client can reach is fuzzed (fuzz_test.go, seeds in
+// testdata/fuzz): FuzzBearerToken (the Authorization header), FuzzClassify
+// (any string, classified), FuzzScanObject (the JSON object scanner, which
+// must accept exactly the objects encoding/json decodes with distinct
+// members, with the same values) and FuzzVerify (the whole verifier: no
+// mutation of a signed token may verify). CI runs each for a few seconds;
+// longer runs are made by hand:
+//
+//	go test -run '^$' -fuzz '^FuzzVerify$' -fuzztime 30m ./verify/
 package verify
