@@ -1,6 +1,9 @@
 package clerkm2m
 
 import (
+	"slices"
+	"strings"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
@@ -48,12 +51,42 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // and lists may be placeholders such as {env.NAME} or {file.path}, expanded
 // when the configuration loads.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	return unmarshalBlock(d, h.unmarshalSubdirective)
+	return handlerSubdirectives.unmarshal(d, h)
 }
 
-// unmarshalBlock reads a directive that takes no argument on its line, only
-// a block of subdirectives, each given at most once, handing each to read.
-func unmarshalBlock(d *caddyfile.Dispenser, read func(d *caddyfile.Dispenser, name string) error) error {
+// handlerSubdirectives are clerk_m2m's, in the order its syntax lists them.
+var handlerSubdirectives = block[Handler]{
+	textArg("secret_key", func(h *Handler) *string { return &h.SecretKey }),
+	textArg("machine_secret_key", func(h *Handler) *string { return &h.MachineSecretKey }),
+	textArg("jwt_key", func(h *Handler) *string { return &h.JWTKey }),
+	textArg("api_url", func(h *Handler) *string { return &h.APIURL }),
+	textArg("publishable_key", func(h *Handler) *string { return &h.PublishableKey }),
+	listArg("accept", func(h *Handler) *[]string { return &h.Accept }),
+	listArg("require_scopes", func(h *Handler) *[]string { return &h.RequireScopes }),
+	listArg("allowed_subjects", func(h *Handler) *[]string { return &h.AllowedSubjects }),
+	listArg("authorized_parties", func(h *Handler) *[]string { return &h.AuthorizedParties }),
+	flagArg("optional", func(h *Handler) *bool { return &h.Optional }),
+	flagArg("strip_authorization", func(h *Handler) *bool { return &h.StripAuthorization }),
+	flagArg("disable_metrics", func(h *Handler) *bool { return &h.DisableMetrics }),
+	durationArg("timeout", func(h *Handler) *caddy.Duration { return &h.Timeout }),
+	optionalDurationArg("clock_skew", func(h *Handler) **caddy.Duration { return &h.ClockSkew }),
+	optionalDurationArg("cache_ttl", func(h *Handler) **caddy.Duration { return &h.CacheTTL }),
+	durationArg("jwks_max_stale", func(h *Handler) *caddy.Duration { return &h.JWKSMaxStale }),
+}
+
+// subdirective is one line of a directive's block: its name, and how its
+// arguments are read into the handler H.
+type subdirective[H any] struct {
+	name string
+	read func(d *caddyfile.Dispenser, h *H) error
+}
+
+// block is a directive's subdirectives, in the order its syntax lists them.
+type block[H any] []subdirective[H]
+
+// unmarshal reads a directive that takes no argument on its line, only a
+// block of subdirectives of b, each given at most once.
+func (b block[H]) unmarshal(d *caddyfile.Dispenser, h *H) error {
 	d.Next() // the directive's name
 	directive := d.Val()
 	if d.NextArg() {
@@ -66,54 +99,65 @@ func unmarshalBlock(d *caddyfile.Dispenser, read func(d *caddyfile.Dispenser, na
 			return d.Errf("subdirective %s given twice", name)
 		}
 		seen[name] = true
-		if err := read(d, name); err != nil {
+		i := slices.IndexFunc(b, func(s subdirective[H]) bool { return s.name == name })
+		if i < 0 {
+			return d.Errf("unknown subdirective %q in %s (known: %s)", name, directive, strings.Join(b.names(), ", "))
+		}
+		if err := b[i].read(d, h); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (h *Handler) unmarshalSubdirective(d *caddyfile.Dispenser, name string) error {
-	switch name {
-	case "secret_key":
-		return singleArg(d, &h.SecretKey)
-	case "machine_secret_key":
-		return singleArg(d, &h.MachineSecretKey)
-	case "jwt_key":
-		return singleArg(d, &h.JWTKey)
-	case "api_url":
-		return singleArg(d, &h.APIURL)
-	case "publishable_key":
-		return singleArg(d, &h.PublishableKey)
-	case "accept":
-		return listArgs(d, &h.Accept)
-	case "require_scopes":
-		return listArgs(d, &h.RequireScopes)
-	case "allowed_subjects":
-		return listArgs(d, &h.AllowedSubjects)
-	case "authorized_parties":
-		return listArgs(d, &h.AuthorizedParties)
-	case "optional":
-		return flagArg(d, &h.Optional)
-	case "strip_authorization":
-		return flagArg(d, &h.StripAuthorization)
-	case "disable_metrics":
-		return flagArg(d, &h.DisableMetrics)
-	case "timeout":
-		return durationArg(d, name, &h.Timeout)
-	case "clock_skew":
-		h.ClockSkew = new(caddy.Duration)
-		return durationArg(d, name, h.ClockSkew)
-	case "cache_ttl":
-		h.CacheTTL = new(caddy.Duration)
-		return durationArg(d, name, h.CacheTTL)
-	case "jwks_max_stale":
-		return durationArg(d, name, &h.JWKSMaxStale)
-	default:
-		return d.Errf("unknown subdirective %q in clerk_m2m (known: secret_key, machine_secret_key, jwt_key, "+
-			"api_url, publishable_key, accept, require_scopes, allowed_subjects, authorized_parties, optional, strip_authorization, "+
-			"disable_metrics, timeout, clock_skew, cache_ttl, jwks_max_stale)", name)
+// names lists the subdirectives of b.
+func (b block[H]) names() []string {
+	names := make([]string, len(b))
+	for i, s := range b {
+		names[i] = s.name
 	}
+	return names
+}
+
+// textArg is a subdirective of one argument.
+func textArg[H any](name string, field func(*H) *string) subdirective[H] {
+	return subdirective[H]{name, func(d *caddyfile.Dispenser, h *H) error { return singleArg(d, field(h)) }}
+}
+
+// listArg is a subdirective of one or more arguments.
+func listArg[H any](name string, field func(*H) *[]string) subdirective[H] {
+	return subdirective[H]{name, func(d *caddyfile.Dispenser, h *H) error {
+		*field(h) = d.RemainingArgs()
+		if len(*field(h)) == 0 {
+			return d.ArgErr()
+		}
+		return nil
+	}}
+}
+
+// flagArg is a subdirective that takes no argument.
+func flagArg[H any](name string, field func(*H) *bool) subdirective[H] {
+	return subdirective[H]{name, func(d *caddyfile.Dispenser, h *H) error {
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		*field(h) = true
+		return nil
+	}}
+}
+
+// durationArg is a subdirective of one duration.
+func durationArg[H any](name string, field func(*H) *caddy.Duration) subdirective[H] {
+	return subdirective[H]{name, func(d *caddyfile.Dispenser, h *H) error { return readDuration(d, name, field(h)) }}
+}
+
+// optionalDurationArg is a subdirective of one duration whose field tells
+// "not set" (the default) from 0.
+func optionalDurationArg[H any](name string, field func(*H) **caddy.Duration) subdirective[H] {
+	return subdirective[H]{name, func(d *caddyfile.Dispenser, h *H) error {
+		*field(h) = new(caddy.Duration)
+		return readDuration(d, name, *field(h))
+	}}
 }
 
 // singleArg reads the one argument of a subdirective.
@@ -128,25 +172,8 @@ func singleArg(d *caddyfile.Dispenser, dest *string) error {
 	return nil
 }
 
-// flagArg reads a subdirective that takes no argument.
-func flagArg(d *caddyfile.Dispenser, dest *bool) error {
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	*dest = true
-	return nil
-}
-
-// listArgs reads the one or more arguments of a subdirective.
-func listArgs(d *caddyfile.Dispenser, dest *[]string) error {
-	*dest = d.RemainingArgs()
-	if len(*dest) == 0 {
-		return d.ArgErr()
-	}
-	return nil
-}
-
-func durationArg(d *caddyfile.Dispenser, name string, dest *caddy.Duration) error {
+// readDuration reads the one argument of a subdirective as a duration.
+func readDuration(d *caddyfile.Dispenser, name string, dest *caddy.Duration) error {
 	var text string
 	if err := singleArg(d, &text); err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -42,33 +43,21 @@ func parseTokenCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, e
 // Every subdirective is optional; without a block, the key comes from
 // CLERK_MACHINE_SECRET_KEY and the Backend API from CLERK_API_URL.
 func (h *TokenHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	return unmarshalBlock(d, h.unmarshalSubdirective)
+	return mintSubdirectives.unmarshal(d, h)
 }
 
-func (h *TokenHandler) unmarshalSubdirective(d *caddyfile.Dispenser, name string) error {
-	switch name {
-	case "machine_secret_key":
-		return singleArg(d, &h.MachineSecretKey)
-	case "api_url":
-		return singleArg(d, &h.APIURL)
-	case "format":
-		return singleArg(d, &h.Format)
-	case "header":
-		return singleArg(d, &h.Header)
-	case "ttl":
-		return durationArg(d, name, &h.TTL)
-	case "timeout":
-		return durationArg(d, name, &h.Timeout)
-	case "renew_at":
-		return shareArg(d, &h.RenewAt)
-	case "claims":
-		return claimsBlock(d, &h.Claims)
-	case "disable_metrics":
-		return flagArg(d, &h.DisableMetrics)
-	default:
-		return d.Errf("unknown subdirective %q in clerk_m2m_token (known: machine_secret_key, api_url, format, ttl, "+
-			"renew_at, header, timeout, claims, disable_metrics)", name)
-	}
+// mintSubdirectives are clerk_m2m_token's, in the order its syntax lists
+// them.
+var mintSubdirectives = block[TokenHandler]{
+	textArg("machine_secret_key", func(h *TokenHandler) *string { return &h.MachineSecretKey }),
+	textArg("api_url", func(h *TokenHandler) *string { return &h.APIURL }),
+	textArg("format", func(h *TokenHandler) *string { return &h.Format }),
+	durationArg("ttl", func(h *TokenHandler) *caddy.Duration { return &h.TTL }),
+	{"renew_at", func(d *caddyfile.Dispenser, h *TokenHandler) error { return shareArg(d, &h.RenewAt) }},
+	textArg("header", func(h *TokenHandler) *string { return &h.Header }),
+	durationArg("timeout", func(h *TokenHandler) *caddy.Duration { return &h.Timeout }),
+	{"claims", func(d *caddyfile.Dispenser, h *TokenHandler) error { return claimsBlock(d, &h.Claims) }},
+	flagArg("disable_metrics", func(h *TokenHandler) *bool { return &h.DisableMetrics }),
 }
 
 // shareArg reads a share: a fraction (0.5) or a percentage (50%).

@@ -58,16 +58,16 @@ type TokenHandler struct {
 	Format string `json:"format,omitempty"`
 
 	// The tokens' lifetime (Clerk's `seconds_until_expiration`).
-	// Default: 1h.
+	// Default: `1h`.
 	TTL caddy.Duration `json:"ttl,omitempty"`
 
 	// Custom claims the tokens carry. Values may be placeholders, expanded
-	// when the configuration loads.
+	// when the configuration loads. Default: none.
 	Claims map[string]string `json:"claims,omitempty"`
 
 	// The share of a token's lifetime after which the next one is minted:
 	// above 0 and at most 1 (in the Caddyfile, also a percentage such as
-	// `50%`). Default: 0.5.
+	// `50%`). Default: `0.5`.
 	RenewAt float64 `json:"renew_at,omitempty"`
 
 	// The request header that carries the token: `Authorization` (as
@@ -75,12 +75,12 @@ type TokenHandler struct {
 	// Default: `Authorization`.
 	Header string `json:"header,omitempty"`
 
-	// The budget of one call to Clerk. Default: 5s.
+	// The budget of one call to Clerk. Default: `5s`.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
 	// Leave this handler out of the `caddy_clerk_m2m_*` metrics. It still
 	// shares the token of the other handlers with the same settings, whose
-	// mints are counted while one of those handlers is.
+	// mints are counted while one of those handlers is. Default: off.
 	DisableMetrics bool `json:"disable_metrics,omitempty"`
 
 	machineSecretKey string

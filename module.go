@@ -83,11 +83,11 @@ const (
 // | `{http.auth.user.name}` | API keys: the key's name |
 //
 // The access log gets the caller as `user_id`, and the credential's
-// `token_type` and `token_id` (never the credential). With Caddy's `metrics`
-// global option on, the admin endpoint serves `caddy_clerk_m2m_*` metrics:
-// verifications by type, format and outcome, requests to Clerk by endpoint
-// and result with their latency, cache hits and misses, fetches and age of
-// the signing keys.
+// `token_type` and `token_id` (never the credential). The admin endpoint's
+// `/metrics` serves `caddy_clerk_m2m_*` metrics (with or without Caddy's
+// `metrics` global option): verifications by type, format and outcome,
+// requests to Clerk by endpoint and result with their latency, cache hits
+// and misses, fetches and age of the signing keys.
 type Handler struct {
 	// The instance secret key (`sk_live_…` or `sk_test_…`). It verifies opaque
 	// M2M tokens (when no machine secret key is set) and fetches the signing
@@ -120,53 +120,57 @@ type Handler struct {
 
 	// The credential types to accept: `m2m_token`, `api_key`,
 	// `oauth_token`, `session_token`, or `any` for all four. Other types are
-	// refused without calling Clerk. Default: `["m2m_token"]`.
+	// refused without calling Clerk. Default: `m2m_token`.
 	Accept []string `json:"accept,omitempty"`
 
 	// Scopes a valid credential must all carry, else 403. For M2M JWTs,
 	// which Clerk checks for no audience at all, requiring this machine's
 	// own id (`mch_…`) restores the check Clerk makes for opaque tokens.
+	// Default: none.
 	RequireScopes []string `json:"require_scopes,omitempty"`
 
 	// Subjects (`mch_…`, `user_…`, `org_…`) allowed through; any other
-	// valid credential gets 403. Empty: any subject.
+	// valid credential gets 403. Default: any subject.
 	AllowedSubjects []string `json:"allowed_subjects,omitempty"`
 
 	// Let requests without any credential through, with no identity
 	// placeholders set. A credential that is presented must still be valid.
+	// Default: off.
 	Optional bool `json:"optional,omitempty"`
 
 	// Remove the credential from the request once it is verified, so that
 	// no later handler or upstream sees it: the Authorization header, or
-	// the __session cookie the session token came from.
+	// the __session cookie the session token came from. Default: off.
 	StripAuthorization bool `json:"strip_authorization,omitempty"`
 
 	// Do not count this handler's verifications and calls to Clerk in the
 	// caddy_clerk_m2m_* metrics. It still shares the signing keys of the
 	// other handlers of the same Clerk instance, whose fetches are counted
-	// while one of those handlers is.
+	// while one of those handlers is. Default: off.
 	DisableMetrics bool `json:"disable_metrics,omitempty"`
 
 	// Origins a session token may have been issued to (its `azp` claim,
 	// e.g. `https://app.example.com`); when set, a session token without
 	// `azp`, or with another, is refused. Only with `session_token`.
+	// Default: none.
 	AuthorizedParties []string `json:"authorized_parties,omitempty"`
 
-	// The whole budget of one call to Clerk, retries included. Default: 5s.
+	// The whole budget of one call to Clerk, retries included.
+	// Default: `5s`.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
 	// Leeway when checking a token's expiry and start times; 0 means none.
-	// Default: 5s.
+	// Default: `5s`.
 	ClockSkew *caddy.Duration `json:"clock_skew,omitempty"`
 
 	// How long the verification of an opaque token may be reused before
 	// Clerk is asked again (never beyond the token's expiry); 0 turns reuse
-	// off. Default: 30s.
+	// off. Default: `30s`.
 	CacheTTL *caddy.Duration `json:"cache_ttl,omitempty"`
 
 	// How long Clerk's signing keys keep being used when they cannot be
 	// refreshed (they are renewed every 4 minutes). After that, JWTs are
-	// refused with 503 until Clerk answers again. Default: 1h.
+	// refused with 503 until Clerk answers again. Default: `1h`.
 	JWKSMaxStale caddy.Duration `json:"jwks_max_stale,omitempty"`
 
 	// Expanded at provision.

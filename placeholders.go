@@ -62,36 +62,37 @@ func (h *identityHolder) placeholder(key string) (any, bool) {
 	return identityPlaceholder(h.id, name)
 }
 
+// identityPlaceholders are the {http.auth.user.<name>} placeholders of a
+// verified identity, in the order the docs list them, with how each is
+// read; {http.auth.user.claims.<path>} comes after them.
+var identityPlaceholders = []struct {
+	name  string
+	value func(*verify.Identity) string
+}{
+	{"id", func(id *verify.Identity) string { return id.Subject }},
+	{"token_type", func(id *verify.Identity) string { return string(id.TokenType) }},
+	{"token_format", func(id *verify.Identity) string { return string(id.Format) }},
+	{"token_id", func(id *verify.Identity) string { return id.TokenID }},
+	{"scopes", func(id *verify.Identity) string { return strings.Join(id.Scopes, " ") }},
+	{"claims", func(id *verify.Identity) string { return id.ClaimsJSON() }},
+	{"expires_at", expiresAt},
+	{"client_id", func(id *verify.Identity) string { return id.ClientID }},
+	{"session_id", func(id *verify.Identity) string { return id.SessionID }},
+	{"org_id", func(id *verify.Identity) string { return id.OrgID }},
+	{"name", func(id *verify.Identity) string { return id.Name }},
+}
+
+// claimPlaceholderPrefix starts {http.auth.user.claims.<path>}.
+const claimPlaceholderPrefix = "claims."
+
 // identityPlaceholder answers {http.auth.user.<name>}.
 func identityPlaceholder(id *verify.Identity, name string) (any, bool) {
-	switch name {
-	case "id":
-		return id.Subject, true
-	case "token_type":
-		return string(id.TokenType), true
-	case "token_format":
-		return string(id.Format), true
-	case "token_id":
-		return id.TokenID, true
-	case "scopes":
-		return strings.Join(id.Scopes, " "), true
-	case "expires_at":
-		if id.ExpiresAt.IsZero() {
-			return "", true
+	for _, p := range identityPlaceholders {
+		if p.name == name {
+			return p.value(id), true
 		}
-		return strconv.FormatInt(id.ExpiresAt.Unix(), 10), true
-	case "claims":
-		return id.ClaimsJSON(), true
-	case "client_id":
-		return id.ClientID, true
-	case "session_id":
-		return id.SessionID, true
-	case "org_id":
-		return id.OrgID, true
-	case "name":
-		return id.Name, true
 	}
-	path, ok := strings.CutPrefix(name, "claims.")
+	path, ok := strings.CutPrefix(name, claimPlaceholderPrefix)
 	if !ok {
 		return nil, false
 	}
@@ -100,6 +101,14 @@ func identityPlaceholder(id *verify.Identity, name string) (any, bool) {
 		return nil, false
 	}
 	return renderClaim(value), true
+}
+
+// expiresAt is the expiry in Unix seconds; empty when there is none.
+func expiresAt(id *verify.Identity) string {
+	if id.ExpiresAt.IsZero() {
+		return ""
+	}
+	return strconv.FormatInt(id.ExpiresAt.Unix(), 10)
 }
 
 func lookupClaim(claims map[string]any, path string) (any, bool) {

@@ -1,0 +1,298 @@
+package clerkm2m
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"os"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/caddy-clerk/clerk-m2m/internal/testenv"
+)
+
+// The subdirectives of each directive are said in five places: the parser's
+// table (the source), the handler's JSON fields with their doc comments
+// (the user docs Caddy's site renders), the syntax in UnmarshalCaddyfile's
+// doc comment, and the README's syntax block and table. These tests keep
+// them one.
+
+// directiveDocs are where each directive is documented.
+var directiveDocs = []struct {
+	directive, readmeSection string
+	source, parser, typeName string   // the files of the handler and its parser, and its type
+	names                    []string // from the parser
+	handler                  any
+}{
+	{"clerk_m2m", "## Subdirectives", "module.go", "caddyfile.go", "Handler", handlerSubdirectives.names(), Handler{}},
+	{"clerk_m2m_token", "## The calling end", "mint_handler.go", "mint_caddyfile.go", "TokenHandler", mintSubdirectives.names(), TokenHandler{}},
+}
+
+func TestSubdirectivesAreDocumentedAsParsed(t *testing.T) {
+	readme := readFile(t, "README.md")
+	for _, doc := range directiveDocs {
+		t.Run(doc.directive, func(t *testing.T) {
+			section := markdownSection(t, readme, doc.readmeSection)
+			assert.ElementsMatch(t, doc.names, jsonFields(doc.handler), "the JSON fields are the subdirectives")
+			assert.Equal(t, doc.names, syntaxNames(t, section, doc.directive, "\t"), "the README's syntax block")
+			unmarshalDoc := methodDoc(t, doc.parser, doc.typeName, "UnmarshalCaddyfile")
+			assert.Equal(t, doc.names, syntaxNames(t, unmarshalDoc, doc.directive, "\t    "), "UnmarshalCaddyfile's doc comment")
+
+			fieldDocs := fieldDocs(t, doc.source, doc.typeName)
+			rows := tableRows(t, section, "| subdirective | default | meaning |")
+			var names []string
+			for _, row := range rows {
+				name := strings.Trim(row[0], "`")
+				names = append(names, name)
+				assert.Equal(t, defaultOf(t, fieldDocs[name]), row[1], "the README's default of %s is its field's", name)
+			}
+			assert.Equal(t, doc.names, names, "the README's table")
+		})
+	}
+}
+
+func TestUnknownSubdirectivesListTheParsersNames(t *testing.T) {
+	_, err := parse(t, "clerk_m2m {\n secret sk_test_abc\n}")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "(known: "+strings.Join(handlerSubdirectives.names(), ", ")+")")
+	err = new(TokenHandler).UnmarshalCaddyfile(caddyfile.NewTestDispenser("clerk_m2m_token {\n token_ttl 1h\n}"))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "(known: "+strings.Join(mintSubdirectives.names(), ", ")+")")
+}
+
+// TestDocumentedDefaultsAreApplied: the defaults the field docs state are
+// the values Provision gives an empty configuration, and every
+// environment variable they name is one the tests clear.
+func TestDocumentedDefaultsAreApplied(t *testing.T) {
+	testenv.ClearClerk(t)
+	t.Setenv("CLERK_MACHINE_SECRET_KEY", "ak_docs")
+	verifier, minter := &Handler{}, &TokenHandler{}
+	require.NoError(t, provision(t, verifier))
+	require.NoError(t, provision(t, minter))
+	applied := map[string]map[string]any{
+		"Handler": {
+			"accept": string(verifier.accept[0]), "api_url": verifier.apiURL, "timeout": verifier.Timeout,
+			"clock_skew": *verifier.ClockSkew, "cache_ttl": *verifier.CacheTTL, "jwks_max_stale": verifier.JWKSMaxStale,
+		},
+		"TokenHandler": {
+			"api_url": minter.apiURL, "format": minter.Format, "ttl": minter.TTL, "renew_at": minter.RenewAt,
+			"header": minter.Header, "timeout": minter.Timeout,
+		},
+	}
+	var envNames []string
+	for _, doc := range directiveDocs {
+		for name, text := range fieldDocs(t, doc.source, doc.typeName) {
+			def := defaultOf(t, text)
+			for _, m := range regexp.MustCompile(`\{env\.(\w+)\}`).FindAllStringSubmatch(def, -1) {
+				envNames = append(envNames, m[1])
+			}
+			value, ok := applied[doc.typeName][name]
+			if !ok {
+				continue
+			}
+			literal := regexp.MustCompile("`([^`{]+)`$").FindStringSubmatch(def)
+			require.NotNil(t, literal, "%s.%s: no value in %q", doc.typeName, name, def)
+			assert.Equal(t, value, parseDefault(t, literal[1], value), "%s.%s", doc.typeName, name)
+		}
+	}
+	slices.Sort(envNames)
+	assert.ElementsMatch(t, testenv.ClerkVariables, slices.Compact(envNames), "the variables the defaults read are the ones tests clear")
+}
+
+func TestPlaceholdersAreDocumentedAsAnswered(t *testing.T) {
+	var names []string
+	for _, p := range identityPlaceholders {
+		names = append(names, "{"+userPrefix+p.name+"}")
+	}
+	claim := "{" + userPrefix + claimPlaceholderPrefix + "<path>}"
+	for where, text := range map[string]string{
+		"README":                markdownSection(t, readFile(t, "README.md"), "## Placeholders"),
+		"Handler's doc comment": typeDoc(t, "module.go", "Handler"),
+	} {
+		var documented []string
+		for _, row := range tableRows(t, text, "| placeholder | value |") {
+			if placeholder := strings.Trim(row[0], "`"); placeholder != claim {
+				documented = append(documented, placeholder)
+			}
+		}
+		assert.Equal(t, names, documented, where)
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return string(data)
+}
+
+// markdownSection is the text under a heading, up to the next heading of
+// its level.
+func markdownSection(t *testing.T, markdown, heading string) string {
+	t.Helper()
+	start := strings.Index(markdown, "\n"+heading)
+	require.GreaterOrEqual(t, start, 0, "no %q", heading)
+	rest := markdown[start+1+len(heading):]
+	if end := strings.Index(rest, "\n"+strings.Fields(heading)[0]+" "); end >= 0 {
+		rest = rest[:end]
+	}
+	return rest
+}
+
+// tableRows returns the cells of the rows of the first table under header.
+func tableRows(t *testing.T, text, header string) [][]string {
+	t.Helper()
+	var rows [][]string
+	in := false
+	for line := range strings.Lines(text) {
+		line = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "//"))
+		switch {
+		case line == header:
+			in = true
+		case in && strings.HasPrefix(line, "|-"):
+		case in && strings.HasPrefix(line, "|"):
+			var cells []string
+			for _, cell := range strings.Split(strings.Trim(line, "|"), "|") {
+				cells = append(cells, strings.TrimSpace(cell))
+			}
+			rows = append(rows, cells)
+		case in:
+			return rows
+		}
+	}
+	require.NotEmpty(t, rows, "no table %q", header)
+	return rows
+}
+
+// syntaxNames lists the subdirectives of the syntax block of directive in
+// text: the first word of the lines indented by indent inside it.
+func syntaxNames(t *testing.T, text, directive, indent string) []string {
+	t.Helper()
+	start := strings.Index(text, directive+" [<matcher>] {\n")
+	require.GreaterOrEqual(t, start, 0, "no syntax of %s", directive)
+	var names []string
+	for line := range strings.Lines(text[start:]) {
+		line = strings.TrimSuffix(line, "\n")
+		if strings.TrimSpace(line) == "}" && !strings.HasPrefix(line, indent) {
+			break
+		}
+		rest, ok := strings.CutPrefix(line, indent)
+		if ok && rest != "" && rest[0] != ' ' && rest[0] != '\t' && rest != "}" {
+			names = append(names, strings.Fields(rest)[0])
+		}
+	}
+	return names
+}
+
+// jsonFields lists the JSON names of a handler's configuration.
+func jsonFields(handler any) []string {
+	var names []string
+	for i, of := 0, reflect.TypeOf(handler); i < of.NumField(); i++ {
+		if name, _, _ := strings.Cut(of.Field(i).Tag.Get("json"), ","); name != "" {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// goFile parses one of this package's files with its comments.
+func goFile(t *testing.T, path string) *ast.File {
+	t.Helper()
+	file, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.ParseComments)
+	require.NoError(t, err)
+	return file
+}
+
+// typeDoc is the doc comment of a type declared in path.
+func typeDoc(t *testing.T, path, typeName string) string {
+	t.Helper()
+	for _, decl := range goFile(t, path).Decls {
+		if gen, ok := decl.(*ast.GenDecl); ok && gen.Tok == token.TYPE && gen.Specs[0].(*ast.TypeSpec).Name.Name == typeName {
+			return gen.Doc.Text()
+		}
+	}
+	t.Fatalf("no type %s in %s", typeName, path)
+	return ""
+}
+
+// methodDoc is the doc comment of a method of typeName declared in path.
+func methodDoc(t *testing.T, path, typeName, method string) string {
+	t.Helper()
+	for _, decl := range goFile(t, path).Decls {
+		fn, ok := decl.(*ast.FuncDecl)
+		if !ok || fn.Name.Name != method || fn.Recv == nil {
+			continue
+		}
+		if star, ok := fn.Recv.List[0].Type.(*ast.StarExpr); ok && star.X.(*ast.Ident).Name == typeName {
+			return fn.Doc.Text()
+		}
+	}
+	t.Fatalf("no method %s.%s in %s", typeName, method, path)
+	return ""
+}
+
+// fieldDocs returns the doc comments of a configuration type's fields, by
+// JSON name, each on one line.
+func fieldDocs(t *testing.T, path, typeName string) map[string]string {
+	t.Helper()
+	docs := map[string]string{}
+	ast.Inspect(goFile(t, path), func(n ast.Node) bool {
+		spec, ok := n.(*ast.TypeSpec)
+		if !ok || spec.Name.Name != typeName {
+			return true
+		}
+		for _, field := range spec.Type.(*ast.StructType).Fields.List {
+			if field.Tag == nil {
+				continue
+			}
+			tag, err := strconv.Unquote(field.Tag.Value)
+			require.NoError(t, err)
+			name, _, _ := strings.Cut(reflect.StructTag(tag).Get("json"), ",")
+			docs[name] = strings.Join(strings.Fields(field.Doc.Text()), " ")
+		}
+		return false
+	})
+	require.NotEmpty(t, docs, "no type %s in %s", typeName, path)
+	return docs
+}
+
+// defaultOf is what a field's doc comment says its default is: its last
+// sentence, "Default: …".
+func defaultOf(t *testing.T, doc string) string {
+	t.Helper()
+	_, def, found := strings.Cut(doc, "Default: ")
+	require.True(t, found, "no default in %q", doc)
+	require.True(t, strings.HasSuffix(def, ".") && !strings.Contains(def, ". "), "the default is not the last sentence of %q", doc)
+	return strings.TrimSuffix(def, ".")
+}
+
+// parseDefault reads a documented default as the kind of value like is.
+func parseDefault(t *testing.T, text string, like any) any {
+	t.Helper()
+	switch like.(type) {
+	case caddy.Duration:
+		d, err := caddy.ParseDuration(text)
+		require.NoError(t, err)
+		return caddy.Duration(d)
+	case time.Duration:
+		d, err := caddy.ParseDuration(text)
+		require.NoError(t, err)
+		return d
+	case float64:
+		f, err := strconv.ParseFloat(text, 64)
+		require.NoError(t, err)
+		return f
+	default:
+		return text
+	}
+}
