@@ -18,7 +18,7 @@ import (
 // header_up would.
 var ok = caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	_, _ = repl.GetString(userPrefix + "id")
+	_, _ = repl.GetString(identityPlaceholderPrefix + "id")
 	w.WriteHeader(http.StatusOK)
 	return nil
 })

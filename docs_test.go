@@ -35,7 +35,7 @@ var directiveDocs = []struct {
 	handler                  any
 }{
 	{"clerk_m2m", "## Subdirectives", "module.go", "caddyfile.go", "Handler", handlerSubdirectives.names(), Handler{}},
-	{"clerk_m2m_token", "## The calling end", "mint_handler.go", "mint_caddyfile.go", "TokenHandler", mintSubdirectives.names(), TokenHandler{}},
+	{"clerk_m2m_token", "## The calling end", "mint_handler.go", "mint_caddyfile.go", "MintHandler", mintSubdirectives.names(), MintHandler{}},
 }
 
 func TestSubdirectivesAreDocumentedAsParsed(t *testing.T) {
@@ -65,7 +65,7 @@ func TestUnknownSubdirectivesListTheParsersNames(t *testing.T) {
 	_, err := parse(t, "clerk_m2m {\n secret sk_test_abc\n}")
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "(known: "+strings.Join(handlerSubdirectives.names(), ", ")+")")
-	err = new(TokenHandler).UnmarshalCaddyfile(caddyfile.NewTestDispenser("clerk_m2m_token {\n token_ttl 1h\n}"))
+	err = new(MintHandler).UnmarshalCaddyfile(caddyfile.NewTestDispenser("clerk_m2m_token {\n token_ttl 1h\n}"))
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "(known: "+strings.Join(mintSubdirectives.names(), ", ")+")")
 }
@@ -76,7 +76,7 @@ func TestUnknownSubdirectivesListTheParsersNames(t *testing.T) {
 func TestDocumentedDefaultsAreApplied(t *testing.T) {
 	testenv.ClearClerk(t)
 	t.Setenv("CLERK_MACHINE_SECRET_KEY", "ak_docs")
-	verifier, minter := &Handler{}, &TokenHandler{}
+	verifier, minter := &Handler{}, &MintHandler{}
 	require.NoError(t, provision(t, verifier))
 	require.NoError(t, provision(t, minter))
 	applied := map[string]map[string]any{
@@ -84,7 +84,7 @@ func TestDocumentedDefaultsAreApplied(t *testing.T) {
 			"accept": string(verifier.accept[0]), "api_url": verifier.apiURL, "timeout": verifier.Timeout,
 			"clock_skew": *verifier.ClockSkew, "cache_ttl": *verifier.CacheTTL, "jwks_max_stale": verifier.JWKSMaxStale,
 		},
-		"TokenHandler": {
+		"MintHandler": {
 			"api_url": minter.apiURL, "format": minter.Format, "ttl": minter.TTL, "renew_at": minter.RenewAt,
 			"header": minter.Header, "timeout": minter.Timeout,
 		},
@@ -112,9 +112,9 @@ func TestDocumentedDefaultsAreApplied(t *testing.T) {
 func TestPlaceholdersAreDocumentedAsAnswered(t *testing.T) {
 	var names []string
 	for _, p := range identityPlaceholders {
-		names = append(names, "{"+userPrefix+p.name+"}")
+		names = append(names, "{"+identityPlaceholderPrefix+p.name+"}")
 	}
-	claim := "{" + userPrefix + claimPlaceholderPrefix + "<path>}"
+	claim := "{" + identityPlaceholderPrefix + claimPlaceholderPrefix + "<path>}"
 	for where, text := range map[string]string{
 		"README":                markdownSection(t, readFile(t, "README.md"), "## Placeholders"),
 		"Handler's doc comment": typeDoc(t, "module.go", "Handler"),

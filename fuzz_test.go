@@ -25,6 +25,6 @@ func FuzzUnmarshalCaddyfile(f *testing.F) {
 			return
 		}
 		_ = new(Handler).UnmarshalCaddyfile(caddyfile.NewDispenser(tokens))
-		_ = new(TokenHandler).UnmarshalCaddyfile(caddyfile.NewDispenser(tokens))
+		_ = new(MintHandler).UnmarshalCaddyfile(caddyfile.NewDispenser(tokens))
 	})
 }

@@ -38,18 +38,18 @@ func through(t *testing.T, h *Handler, authorization string) (map[string]string,
 		req.Header.Set("Authorization", authorization)
 	}
 	repl := caddy.NewReplacer()
-	repl.Set(userPrefix+"id", "user_from_an_earlier_handler")
-	repl.Set(userPrefix+"role", "admin")
+	repl.Set(identityPlaceholderPrefix+"id", "user_from_an_earlier_handler")
+	repl.Set(identityPlaceholderPrefix+"role", "admin")
 	req = asCaddyWould(req, repl)
 	var seen map[string]string
 	err := h.ServeHTTP(httptest.NewRecorder(), req, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
 		seen = map[string]string{}
 		for _, name := range []string{"id", "role", "token_type", "claims", "claims.job"} {
-			seen[name], _ = repl.GetString(userPrefix + name)
+			seen[name], _ = repl.GetString(identityPlaceholderPrefix + name)
 		}
 		for _, name := range []string{"id", "token_type", "claims"} {
-			_, known := repl.GetString(userPrefix + name)
-			require.True(t, known, "{%s%s} must be known, even when empty", userPrefix, name)
+			_, known := repl.GetString(identityPlaceholderPrefix + name)
+			require.True(t, known, "{%s%s} must be known, even when empty", identityPlaceholderPrefix, name)
 		}
 		return nil
 	}))
@@ -104,8 +104,8 @@ func TestALaterHandlersIdentityIsSeen(t *testing.T) {
 	req = asCaddyWould(req, repl)
 	var seen []string
 	read := func() {
-		id, _ := repl.GetString(userPrefix + "id")
-		tokenType, _ := repl.GetString(userPrefix + "token_type")
+		id, _ := repl.GetString(identityPlaceholderPrefix + "id")
+		tokenType, _ := repl.GetString(identityPlaceholderPrefix + "token_type")
 		seen = append(seen, id+" "+tokenType)
 	}
 	err := machines.ServeHTTP(httptest.NewRecorder(), req, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
@@ -132,7 +132,7 @@ func TestAClientThatLeftIsNoClerkOutage(t *testing.T) {
 	clerk.SetFault(backendtest.Fault{Hang: true})
 	verifier := &Handler{MachineSecretKey: gateway.SecretKey, APIURL: clerk.URL}
 	require.NoError(t, provision(t, verifier))
-	minter := &TokenHandler{MachineSecretKey: clerk.NewMachine("minter").SecretKey, APIURL: clerk.URL}
+	minter := &MintHandler{MachineSecretKey: clerk.NewMachine("minter").SecretKey, APIURL: clerk.URL}
 	require.NoError(t, provision(t, minter))
 	core, warnings := logobserver.New(zap.WarnLevel)
 	verifier.alerts, minter.alerts = newAlerter(zap.New(core)), newAlerter(zap.New(core))

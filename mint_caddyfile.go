@@ -18,7 +18,7 @@ func init() {
 }
 
 func parseTokenCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	handler := new(TokenHandler)
+	handler := new(MintHandler)
 	err := handler.UnmarshalCaddyfile(h.Dispenser)
 	return handler, err
 }
@@ -42,22 +42,22 @@ func parseTokenCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, e
 //
 // Every subdirective is optional; without a block, the key comes from
 // CLERK_MACHINE_SECRET_KEY and the Backend API from CLERK_API_URL.
-func (h *TokenHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+func (h *MintHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return mintSubdirectives.unmarshal(d, h)
 }
 
 // mintSubdirectives are clerk_m2m_token's, in the order its syntax lists
 // them.
-var mintSubdirectives = block[TokenHandler]{
-	textArg("machine_secret_key", func(h *TokenHandler) *string { return &h.MachineSecretKey }),
-	textArg("api_url", func(h *TokenHandler) *string { return &h.APIURL }),
-	textArg("format", func(h *TokenHandler) *string { return &h.Format }),
-	durationArg("ttl", func(h *TokenHandler) *caddy.Duration { return &h.TTL }),
-	{"renew_at", func(d *caddyfile.Dispenser, h *TokenHandler) error { return shareArg(d, &h.RenewAt) }},
-	textArg("header", func(h *TokenHandler) *string { return &h.Header }),
-	durationArg("timeout", func(h *TokenHandler) *caddy.Duration { return &h.Timeout }),
-	{"claims", func(d *caddyfile.Dispenser, h *TokenHandler) error { return claimsBlock(d, &h.Claims) }},
-	flagArg("disable_metrics", func(h *TokenHandler) *bool { return &h.DisableMetrics }),
+var mintSubdirectives = block[MintHandler]{
+	textArg("machine_secret_key", func(h *MintHandler) *string { return &h.MachineSecretKey }),
+	textArg("api_url", func(h *MintHandler) *string { return &h.APIURL }),
+	textArg("format", func(h *MintHandler) *string { return &h.Format }),
+	durationArg("ttl", func(h *MintHandler) *caddy.Duration { return &h.TTL }),
+	{"renew_at", func(d *caddyfile.Dispenser, h *MintHandler) error { return shareArg(d, &h.RenewAt) }},
+	textArg("header", func(h *MintHandler) *string { return &h.Header }),
+	durationArg("timeout", func(h *MintHandler) *caddy.Duration { return &h.Timeout }),
+	{"claims", func(d *caddyfile.Dispenser, h *MintHandler) error { return claimsBlock(d, &h.Claims) }},
+	flagArg("disable_metrics", func(h *MintHandler) *bool { return &h.DisableMetrics }),
 }
 
 // shareArg reads a share: a fraction (0.5) or a percentage (50%).

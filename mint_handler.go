@@ -17,7 +17,7 @@ import (
 )
 
 func init() {
-	caddy.RegisterModule(TokenHandler{})
+	caddy.RegisterModule(MintHandler{})
 }
 
 // Defaults of clerk_m2m_token that package mint does not already have.
@@ -27,7 +27,7 @@ const (
 	defaultTokenHeader = "Authorization"
 )
 
-// TokenHandler gives the requests it handles an M2M token of the machine
+// MintHandler gives the requests it handles an M2M token of the machine
 // it stands for, minted by Clerk, so that the service behind (another
 // service's clerk_m2m gateway, say) sees a verified caller: Caddy as the
 // sidecar on the calling end. It sets the token in `Authorization: Bearer
@@ -43,7 +43,7 @@ const (
 // `misconfigured`). The token is shared by all handlers with the same
 // settings and kept across configuration reloads. Neither the token nor
 // the key is ever logged.
-type TokenHandler struct {
+type MintHandler struct {
 	// The secret key of the machine the tokens are minted for (`ak_…`);
 	// only a machine secret key may mint.
 	// Default: `{env.CLERK_MACHINE_SECRET_KEY}`.
@@ -93,16 +93,16 @@ type TokenHandler struct {
 }
 
 // CaddyModule returns the Caddy module information.
-func (TokenHandler) CaddyModule() caddy.ModuleInfo {
+func (MintHandler) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
 		ID:  "http.handlers.clerk_m2m_token",
-		New: func() caddy.Module { return new(TokenHandler) },
+		New: func() caddy.Module { return new(MintHandler) },
 	}
 }
 
 // Provision expands placeholders, applies defaults and loads the shared
 // token source. It mints nothing.
-func (h *TokenHandler) Provision(ctx caddy.Context) error {
+func (h *MintHandler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.alerts = newAlerter(h.logger)
 	if err := h.expand(); err != nil {
@@ -118,7 +118,7 @@ func (h *TokenHandler) Provision(ctx caddy.Context) error {
 	return h.loadSource()
 }
 
-func (h *TokenHandler) applyDefaults() {
+func (h *MintHandler) applyDefaults() {
 	if h.Format == "" {
 		h.Format = defaultTokenFormat
 	}
@@ -136,7 +136,7 @@ func (h *TokenHandler) applyDefaults() {
 	}
 }
 
-func (h *TokenHandler) expand() error {
+func (h *MintHandler) expand() error {
 	repl := caddy.NewReplacer()
 	if err := expandFields(repl,
 		machineSecretKeyField(h.MachineSecretKey, &h.machineSecretKey),
@@ -157,7 +157,7 @@ func (h *TokenHandler) expand() error {
 
 // loadSource finds or makes the token source for these settings, shared
 // across reloads (see tokenSourceSettings).
-func (h *TokenHandler) loadSource() error {
+func (h *MintHandler) loadSource() error {
 	apiURL, err := backend.ParseURL(h.apiURL)
 	if err != nil {
 		return fmt.Errorf("api_url: %v", err)
@@ -177,7 +177,7 @@ func (h *TokenHandler) loadSource() error {
 }
 
 // Validate checks the configuration. It makes no network call.
-func (h *TokenHandler) Validate() error {
+func (h *MintHandler) Validate() error {
 	switch {
 	case h.machineSecretKey == "":
 		return errors.New("minting tokens needs the machine's secret key: set machine_secret_key (or CLERK_MACHINE_SECRET_KEY)")
@@ -202,7 +202,7 @@ func (h *TokenHandler) Validate() error {
 
 // ServeHTTP puts the machine's current token on the request, or refuses
 // the request when none can be had.
-func (h *TokenHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+func (h *MintHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	token, err := h.source.Token(r.Context())
 	if clientGone(r, err) {
 		return caddyhttp.Error(statusClientClosedRequest, err)
@@ -218,7 +218,7 @@ func (h *TokenHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 }
 
 // Cleanup releases the shared token source.
-func (h *TokenHandler) Cleanup() error {
+func (h *MintHandler) Cleanup() error {
 	if h.sourceLease != nil {
 		h.sourceLease.release()
 		h.sourceLease = nil
@@ -232,8 +232,8 @@ func isShare(x float64) bool { return x > 0 && x <= 1 }
 
 // Interface guards
 var (
-	_ caddy.Provisioner           = (*TokenHandler)(nil)
-	_ caddy.Validator             = (*TokenHandler)(nil)
-	_ caddy.CleanerUpper          = (*TokenHandler)(nil)
-	_ caddyhttp.MiddlewareHandler = (*TokenHandler)(nil)
+	_ caddy.Provisioner           = (*MintHandler)(nil)
+	_ caddy.Validator             = (*MintHandler)(nil)
+	_ caddy.CleanerUpper          = (*MintHandler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*MintHandler)(nil)
 )

@@ -16,7 +16,7 @@ import (
 )
 
 func TestTokenCaddyfile(t *testing.T) {
-	h := new(TokenHandler)
+	h := new(MintHandler)
 	require.NoError(t, h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(`clerk_m2m_token {
 		machine_secret_key {env.A_KEY}
 		api_url https://clerk.example.com
@@ -31,11 +31,11 @@ func TestTokenCaddyfile(t *testing.T) {
 		}
 		disable_metrics
 	}`)))
-	assert.Equal(t, &TokenHandler{MachineSecretKey: "{env.A_KEY}", APIURL: "https://clerk.example.com", Format: "jwt",
+	assert.Equal(t, &MintHandler{MachineSecretKey: "{env.A_KEY}", APIURL: "https://clerk.example.com", Format: "jwt",
 		TTL: caddy.Duration(15 * time.Minute), RenewAt: 0.8, Header: "X-Service-Token", Timeout: caddy.Duration(2 * time.Second),
 		Claims: map[string]string{"team": "billing", "region": "{env.REGION}"}, DisableMetrics: true}, h)
 
-	h = new(TokenHandler)
+	h = new(MintHandler)
 	require.NoError(t, h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("clerk_m2m_token {\n renew_at 0.25\n}")))
 	assert.Equal(t, 0.25, h.RenewAt)
 
@@ -53,7 +53,7 @@ func TestTokenCaddyfile(t *testing.T) {
 		"claims argument": {"clerk_m2m_token {\n claims x {\n a 1\n }\n}", "wrong argument count"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			err := new(TokenHandler).UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
+			err := new(MintHandler).UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.want)
 		})
@@ -63,7 +63,7 @@ func TestTokenCaddyfile(t *testing.T) {
 func TestTokenValidation(t *testing.T) {
 	testenv.ClearClerk(t)
 	t.Setenv("CLERK_M2M_TEST_REGION", "eu")
-	h := &TokenHandler{MachineSecretKey: "ak_x", Claims: map[string]string{"region": "{env.CLERK_M2M_TEST_REGION}"}}
+	h := &MintHandler{MachineSecretKey: "ak_x", Claims: map[string]string{"region": "{env.CLERK_M2M_TEST_REGION}"}}
 	require.NoError(t, provision(t, h))
 	assert.Equal(t, "opaque", h.Format)
 	assert.Equal(t, caddy.Duration(time.Hour), h.TTL)
@@ -72,18 +72,18 @@ func TestTokenValidation(t *testing.T) {
 	assert.Equal(t, map[string]any{"region": "eu"}, h.claims)
 
 	for name, tc := range map[string]struct {
-		handler TokenHandler
+		handler MintHandler
 		want    string
 	}{
-		"no key":             {TokenHandler{}, "set machine_secret_key (or CLERK_MACHINE_SECRET_KEY)"},
-		"instance key":       {TokenHandler{MachineSecretKey: "sk_live_x"}, "never with the instance secret key"},
-		"not a key":          {TokenHandler{MachineSecretKey: "hunter2"}, "starting with ak_"},
-		"format":             {TokenHandler{MachineSecretKey: "ak_x", Format: "paseto"}, "format must be opaque or jwt"},
-		"ttl":                {TokenHandler{MachineSecretKey: "ak_x", TTL: caddy.Duration(time.Millisecond)}, "ttl must be at least 1s"},
-		"renew_at over 100%": {TokenHandler{MachineSecretKey: "ak_x", RenewAt: 1.5}, "renew_at must be a share"},
-		"header":             {TokenHandler{MachineSecretKey: "ak_x", Header: "X Token"}, "not a valid header name"},
-		"key from nowhere":   {TokenHandler{MachineSecretKey: "{file./nonexistent}"}, "which is empty"},
-		"api url":            {TokenHandler{MachineSecretKey: "ak_x", APIURL: "clerk.example.com"}, "api_url:"},
+		"no key":             {MintHandler{}, "set machine_secret_key (or CLERK_MACHINE_SECRET_KEY)"},
+		"instance key":       {MintHandler{MachineSecretKey: "sk_live_x"}, "never with the instance secret key"},
+		"not a key":          {MintHandler{MachineSecretKey: "hunter2"}, "starting with ak_"},
+		"format":             {MintHandler{MachineSecretKey: "ak_x", Format: "paseto"}, "format must be opaque or jwt"},
+		"ttl":                {MintHandler{MachineSecretKey: "ak_x", TTL: caddy.Duration(time.Millisecond)}, "ttl must be at least 1s"},
+		"renew_at over 100%": {MintHandler{MachineSecretKey: "ak_x", RenewAt: 1.5}, "renew_at must be a share"},
+		"header":             {MintHandler{MachineSecretKey: "ak_x", Header: "X Token"}, "not a valid header name"},
+		"key from nowhere":   {MintHandler{MachineSecretKey: "{file./nonexistent}"}, "which is empty"},
+		"api url":            {MintHandler{MachineSecretKey: "ak_x", APIURL: "clerk.example.com"}, "api_url:"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			h := tc.handler
@@ -98,14 +98,14 @@ func TestMintsAreCounted(t *testing.T) {
 	testenv.ClearClerk(t)
 	clerk := backendtest.New()
 	defer clerk.Close()
-	h := &TokenHandler{MachineSecretKey: clerk.NewMachine("a").SecretKey, APIURL: clerk.URL, Format: "jwt"}
+	h := &MintHandler{MachineSecretKey: clerk.NewMachine("a").SecretKey, APIURL: clerk.URL, Format: "jwt"}
 	require.NoError(t, provision(t, h))
 	before := testutil.ToFloat64(metrics.mints.WithLabelValues("jwt", "success"))
 	_, err := h.source.Token(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, 1.0, testutil.ToFloat64(metrics.mints.WithLabelValues("jwt", "success"))-before)
 
-	quiet := &TokenHandler{MachineSecretKey: clerk.NewMachine("b").SecretKey, APIURL: clerk.URL, Format: "jwt", DisableMetrics: true}
+	quiet := &MintHandler{MachineSecretKey: clerk.NewMachine("b").SecretKey, APIURL: clerk.URL, Format: "jwt", DisableMetrics: true}
 	require.NoError(t, provision(t, quiet))
 	calls := testutil.ToFloat64(metrics.clerkRequests.WithLabelValues("/m2m_tokens", "ok"))
 	_, err = quiet.source.Token(t.Context())
@@ -122,9 +122,9 @@ func TestTokenHandlersShareASourceWhateverTheirMetrics(t *testing.T) {
 	clerk := backendtest.New()
 	defer clerk.Close()
 	key := clerk.NewMachine("a").SecretKey
-	counted := &TokenHandler{MachineSecretKey: key, APIURL: clerk.URL, Format: "jwt"}
+	counted := &MintHandler{MachineSecretKey: key, APIURL: clerk.URL, Format: "jwt"}
 	require.NoError(t, provision(t, counted))
-	quiet := &TokenHandler{MachineSecretKey: key, APIURL: clerk.URL, Format: "jwt", DisableMetrics: true}
+	quiet := &MintHandler{MachineSecretKey: key, APIURL: clerk.URL, Format: "jwt", DisableMetrics: true}
 	require.NoError(t, provision(t, quiet))
 	mints := func() float64 { return testutil.ToFloat64(metrics.mints.WithLabelValues("jwt", "success")) }
 	before := mints()

@@ -174,15 +174,15 @@ type Handler struct {
 	JWKSMaxStale caddy.Duration `json:"jwks_max_stale,omitempty"`
 
 	// Expanded at provision.
-	secretKey        string
-	machineSecretKey string
-	jwtKey           string
-	apiURL           string
-	frontendURL      string // from the publishable key
-	accept           []verify.TokenType
-	requireScopes    []string
-	allowedSubjects  []string
-	parties          []string
+	secretKey         string
+	machineSecretKey  string
+	jwtKey            string
+	apiURL            string
+	frontendURL       string // from the publishable key
+	accept            []verify.TokenType
+	requireScopes     []string
+	allowedSubjects   []string
+	authorizedParties []string
 
 	verifier *verify.Verifier
 	observer observer
@@ -277,7 +277,7 @@ func (h *Handler) expandAccept(repl *caddy.Replacer) error {
 	if h.allowedSubjects, err = expandList(repl, "allowed_subjects", h.AllowedSubjects); err != nil {
 		return err
 	}
-	h.parties, err = expandList(repl, "authorized_parties", h.AuthorizedParties)
+	h.authorizedParties, err = expandList(repl, "authorized_parties", h.AuthorizedParties)
 	return err
 }
 
@@ -291,7 +291,7 @@ func (h *Handler) buildVerifier(ctx caddy.Context) error {
 		Timeout:           time.Duration(h.Timeout),
 		ClockSkew:         time.Duration(*h.ClockSkew),
 		CacheTTL:          time.Duration(*h.CacheTTL),
-		AuthorizedParties: h.parties,
+		AuthorizedParties: h.authorizedParties,
 		RequireScopes:     h.requireScopes,
 		AllowedSubjects:   h.allowedSubjects,
 		OnCacheLookup:     h.observer.cacheLookup,
@@ -312,8 +312,8 @@ func (h *Handler) buildVerifier(ctx caddy.Context) error {
 	h.logger.Debug("clerk_m2m provisioned",
 		zap.Any("accept", h.accept),
 		zap.String("api_url", h.apiURL),
-		zap.String("opaque_tokens_verified_with", opaqueVerification(h.machineSecretKey, h.secretKey)),
-		zap.String("jwts_verified_with", jwtVerification(h.jwtKey, h.secretKey, h.frontendURL)))
+		zap.String("opaque_tokens_verified_with", opaqueVerifiedWith(h.machineSecretKey, h.secretKey)),
+		zap.String("jwts_verified_with", jwtsVerifiedWith(h.jwtKey, h.secretKey, h.frontendURL)))
 	return nil
 }
 
@@ -366,7 +366,7 @@ func loadJWTKey(value string) (verify.KeySource, error) {
 	return verify.PEMKey(value)
 }
 
-func opaqueVerification(machineKey, secretKey string) string {
+func opaqueVerifiedWith(machineKey, secretKey string) string {
 	switch {
 	case machineKey != "":
 		return "machine_secret_key"
@@ -377,7 +377,7 @@ func opaqueVerification(machineKey, secretKey string) string {
 	}
 }
 
-func jwtVerification(jwtKey, secretKey, frontendURL string) string {
+func jwtsVerifiedWith(jwtKey, secretKey, frontendURL string) string {
 	switch {
 	case jwtKey != "":
 		return "jwt_key"
@@ -399,7 +399,7 @@ func (h *Handler) Validate() error {
 		return err
 	}
 	switch {
-	case len(h.parties) > 0 && !slices.Contains(h.accept, verify.SessionToken):
+	case len(h.authorizedParties) > 0 && !slices.Contains(h.accept, verify.SessionToken):
 		return errors.New("authorized_parties applies to session tokens: accept session_token, or remove it")
 	case h.Timeout <= 0:
 		return errors.New("timeout must be positive")

@@ -12,8 +12,8 @@ import (
 	"github.com/caddy-clerk/clerk-m2m/verify"
 )
 
-// userPrefix starts every identity placeholder.
-const userPrefix = "http.auth.user."
+// identityPlaceholderPrefix starts every identity placeholder.
+const identityPlaceholderPrefix = "http.auth.user."
 
 // identityHolderVar names, in the request's variables, the identity that
 // the {http.auth.user.*} placeholders answer from. No placeholder can spell
@@ -41,7 +41,7 @@ func (*identityHolder) String() string { return "" }
 // to spare. Values another handler set under the same names are removed:
 // they would shadow the identity.
 func publishIdentity(ctx context.Context, repl *caddy.Replacer, id *verify.Identity) {
-	repl.DeleteByPrefix(userPrefix)
+	repl.DeleteByPrefix(identityPlaceholderPrefix)
 	if holder, ok := caddyhttp.GetVar(ctx, identityHolderVar).(*identityHolder); ok {
 		holder.id = id
 		return
@@ -52,7 +52,7 @@ func publishIdentity(ctx context.Context, repl *caddy.Replacer, id *verify.Ident
 }
 
 func (h *identityHolder) placeholder(key string) (any, bool) {
-	name, ok := strings.CutPrefix(key, userPrefix)
+	name, ok := strings.CutPrefix(key, identityPlaceholderPrefix)
 	switch {
 	case !ok:
 		return nil, false

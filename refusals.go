@@ -82,7 +82,7 @@ func (h *Handler) insufficientScopeChallenge(verr *verify.Error) string {
 
 // refuse answers a request that could get no token: 500 when Clerk rejects
 // the machine secret key, else 503 with Retry-After.
-func (h *TokenHandler) refuse(w http.ResponseWriter, r *http.Request, err error) error {
+func (h *MintHandler) refuse(w http.ResponseWriter, r *http.Request, err error) error {
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if backend.KindOf(err) == backend.KindKeyRejected {
 		repl.Set(mintErrorPlaceholder, string(verify.ReasonMisconfigured))
