@@ -11,17 +11,25 @@ import (
 )
 
 func init() {
-	httpcaddyfile.RegisterHandlerDirective("clerk_m2m", parseCaddyfile)
 	// Before basic_auth, like the other authentication directives: after
 	// rewrites, and before request_header, so that it can use the identity
 	// placeholders, and before the handlers that serve the request.
-	httpcaddyfile.RegisterDirectiveOrder("clerk_m2m", httpcaddyfile.Before, "basic_auth")
+	registerDirective[Handler]("clerk_m2m", httpcaddyfile.Before, "basic_auth")
 }
 
-func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	handler := new(Handler)
-	err := handler.UnmarshalCaddyfile(h.Dispenser)
-	return handler, err
+// registerDirective registers the directive of handler H, set up from the
+// directive's block, in Caddy's order of directives at position to anchor.
+func registerDirective[H any, P interface {
+	*H
+	caddyhttp.MiddlewareHandler
+	caddyfile.Unmarshaler
+}](name string, position httpcaddyfile.Positional, anchor string) {
+	httpcaddyfile.RegisterHandlerDirective(name, func(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+		handler := P(new(H))
+		err := handler.UnmarshalCaddyfile(h.Dispenser)
+		return handler, err
+	})
+	httpcaddyfile.RegisterDirectiveOrder(name, position, anchor)
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:

@@ -7,20 +7,12 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 func init() {
-	httpcaddyfile.RegisterHandlerDirective("clerk_m2m_token", parseTokenCaddyfile)
 	// Right before reverse_proxy: the token goes on the request that is
 	// forwarded, after any request_header that would remove Authorization.
-	httpcaddyfile.RegisterDirectiveOrder("clerk_m2m_token", httpcaddyfile.Before, "reverse_proxy")
-}
-
-func parseTokenCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	handler := new(MintHandler)
-	err := handler.UnmarshalCaddyfile(h.Dispenser)
-	return handler, err
+	registerDirective[MintHandler]("clerk_m2m_token", httpcaddyfile.Before, "reverse_proxy")
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
