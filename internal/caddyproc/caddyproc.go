@@ -7,18 +7,15 @@ package caddyproc
 
 import (
 	"bytes"
-	"context"
-	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caddy-clerk/clerk-m2m/internal/testproc"
 )
 
 // readyTimeout bounds how long a started Caddy may take to answer.
@@ -73,9 +70,8 @@ type Ports struct {
 // Process is a running Caddy.
 type Process struct {
 	Ports Ports
-	cmd   *exec.Cmd
-	log   *lockedBuffer
-	done  chan struct{}
+	proc  *testproc.Process
+	dir   string // its Caddyfile and XDG folders
 }
 
 // Start runs Caddy with the Caddyfile that config returns for the ports
@@ -86,77 +82,41 @@ type Process struct {
 func Start(t testing.TB, config func(Ports) string, env ...string) *Process {
 	t.Helper()
 	bin := Binary(t)
-	for attempt := 1; ; attempt++ {
-		p, err := start(bin, config, env)
-		if err == nil {
-			t.Cleanup(func() { p.stop(t) })
-			return p
-		}
-		if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
-			t.Fatalf("starting caddy: %v", err)
-		}
+	p, err := testproc.OnFreePorts(2, func(ports []int) (*Process, error) {
+		return start(bin, config, Ports{HTTP: ports[0], Admin: ports[1]}, env)
+	})
+	if err != nil {
+		t.Fatalf("starting caddy: %v", err)
 	}
+	t.Cleanup(func() {
+		p.proc.Stop(t)
+		_ = os.RemoveAll(p.dir)
+	})
+	return p
 }
 
-func start(bin string, config func(Ports) string, env []string) (*Process, error) {
-	ports, err := freePorts()
-	if err != nil {
-		return nil, err
-	}
+func start(bin string, config func(Ports) string, ports Ports, env []string) (*Process, error) {
 	dir, err := os.MkdirTemp("", "caddyproc-run-")
 	if err != nil {
 		return nil, err
 	}
 	configFile := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(configFile, []byte(config(ports)), 0o600); err != nil {
+		_ = os.RemoveAll(dir)
 		return nil, err
 	}
-	p := &Process{Ports: ports, log: new(lockedBuffer), done: make(chan struct{})}
-	p.cmd = exec.Command(bin, "run", "--config", configFile, "--adapter", "caddyfile")
+	p := &Process{Ports: ports, dir: dir}
+	cmd := exec.Command(bin, "run", "--config", configFile, "--adapter", "caddyfile")
 	// XDG dirs in the temporary folder: no autosave.json or certificates
 	// written where a developer's own Caddy keeps them.
-	p.cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+dir, "XDG_DATA_HOME="+dir, "HOME="+dir)
-	p.cmd.Env = append(p.cmd.Env, env...)
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if err := p.cmd.Start(); err != nil {
+	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+dir, "XDG_DATA_HOME="+dir, "HOME="+dir)
+	cmd.Env = append(cmd.Env, env...)
+	p.proc, err = testproc.Start("caddy", cmd, testproc.Answers(p.AdminURL()+"/config/"), readyTimeout)
+	if err != nil {
+		_ = os.RemoveAll(dir)
 		return nil, err
 	}
-	go func() {
-		_ = p.cmd.Wait()
-		_ = os.RemoveAll(dir)
-		close(p.done)
-	}()
-	if err := p.waitReady(); err != nil {
-		p.kill()
-		return nil, fmt.Errorf("%v\n%s", err, p.log.String())
-	}
 	return p, nil
-}
-
-// waitReady polls the admin endpoint until it answers, the process exits,
-// or readyTimeout passes.
-func (p *Process) waitReady() error {
-	client := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(readyTimeout)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		resp, err := client.Get(p.AdminURL() + "/config/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-p.done:
-			return errors.New("caddy exited before it was ready")
-		case <-tick.C:
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("caddy did not answer on %s within %v", p.AdminURL(), readyTimeout)
-		}
-	}
 }
 
 // URL is the base URL of the sites (plain http on loopback).
@@ -166,57 +126,4 @@ func (p *Process) URL() string { return fmt.Sprintf("http://127.0.0.1:%d", p.Por
 func (p *Process) AdminURL() string { return fmt.Sprintf("http://127.0.0.1:%d", p.Ports.Admin) }
 
 // Output is what Caddy has logged so far.
-func (p *Process) Output() string { return p.log.String() }
-
-// stop ends the process gracefully (Caddy stops on SIGINT), killing it if
-// it does not end in time.
-func (p *Process) stop(t testing.TB) {
-	_ = p.cmd.Process.Signal(os.Interrupt)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	select {
-	case <-p.done:
-	case <-ctx.Done():
-		p.kill()
-	}
-	if t.Failed() {
-		t.Logf("caddy output:\n%s", p.log.String())
-	}
-}
-
-func (p *Process) kill() {
-	_ = p.cmd.Process.Kill()
-	<-p.done
-}
-
-// freePorts asks the kernel for two free loopback ports.
-func freePorts() (Ports, error) {
-	var ports [2]int
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return Ports{}, err
-		}
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-		defer l.Close()
-	}
-	return Ports{HTTP: ports[0], Admin: ports[1]}, nil
-}
-
-// lockedBuffer collects the process's output while tests read it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+func (p *Process) Output() string { return p.proc.Output() }
