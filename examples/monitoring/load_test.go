@@ -20,11 +20,13 @@ import (
 const rounds = 2
 
 // gatewayCaddyfile is a gateway (/gateway/), a route whose machine secret
-// key Clerk does not know (/misconfigured/), and, for each round, two
-// calling ends (/call/<n>/) that mint JWTs of the caller machine and call
-// the gateway with them. Each calling end has a lifetime of its own, so
-// that each has a token source of its own: a source paces mints after one
-// failed, and each round needs a fresh failure and a fresh success.
+// key Clerk does not know (/misconfigured/), the metrics (/metrics, served
+// by the metrics handler as the README shows for a Prometheus on another
+// host), and, for each round, two calling ends (/call/<n>/) that mint JWTs
+// of the caller machine and call the gateway with them. Each calling end
+// has a lifetime of its own, so that each has a token source of its own: a
+// source paces mints after one failed, and each round needs a fresh
+// failure and a fresh success.
 func gatewayCaddyfile(p caddyproc.Ports) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `{
@@ -50,6 +52,9 @@ http://127.0.0.1:%d {
 			api_url {env.FAKE_CLERK_URL}
 		}
 		respond "never"
+	}
+	handle /metrics {
+		metrics
 	}
 `, p.Admin, p.HTTP, p.HTTP)
 	for source := 1; source <= 2*rounds; source++ {

@@ -71,7 +71,7 @@ func TestRulesAndDashboardOnARealPrometheus(t *testing.T) {
 	}
 	dash := readDashboard(t)
 	f := startFixture(t)
-	target := f.caddy.AdminURL()[len("http://"):]
+	target := f.caddy.URL()[len("http://"):]
 	prom := startPrometheus(t, binary, rules, scrapeJob, target)
 	prom.waitFor(t, "a first scrape of the module's series", `caddy_clerk_m2m_jwks_age_seconds{job="`+scrapeJob+`"}`)
 
