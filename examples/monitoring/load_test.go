@@ -154,7 +154,8 @@ func (f *fixture) runLoad(round, n int) {
 	f.repeat(1, request{fmt.Sprintf("/call/%d/", succeeding), "", http.StatusOK})
 }
 
-// jwt mints an M2M JWT of m, granted access to the gateway, expiring in ttl.
+// jwt mints an M2M JWT of m expiring in ttl, with the gateway among its
+// scopes when m is the caller.
 func (f *fixture) jwt(m *backendtest.Machine, ttl time.Duration) string {
 	var scopes []string
 	if m == f.caller {
