@@ -250,6 +250,24 @@ func secretParam(body []byte, fields ...string) (string, *clerkError) {
 	return *secret, nil
 }
 
+// credentialOf returns the credential a verify request names, whatever
+// the route, so that a fault can be narrowed to it; "" when there is none.
+func credentialOf(body []byte) string {
+	var p params
+	if json.Unmarshal(body, &p) != nil {
+		return ""
+	}
+	for _, v := range []verifier{m2mVerifier, apiKeyVerifier, oauthVerifier} {
+		for _, name := range v.fields {
+			var secret string
+			if json.Unmarshal(p[name], &secret) == nil && secret != "" {
+				return secret
+			}
+		}
+	}
+	return ""
+}
+
 // createToken serves POST /m2m_tokens: a machine creates a token whose
 // subject is itself and whose scopes are the machines it was granted.
 func (s *Server) createToken(c *call) reply {

@@ -142,6 +142,8 @@ type tokenRecord struct {
 	claims           json.RawMessage // M2M tokens and API keys
 	name             string          // API keys
 	clientID         string          // OAuth access tokens
+	audience         []string        // OAuth access tokens
+	actor            *Actor          // OAuth access tokens
 	revocationReason *string         // nil while not revoked
 	expiresAt        time.Time
 	lastUsedAt       time.Time
