@@ -560,6 +560,11 @@ func TestSignRaw(t *testing.T) {
 		_, err := jws.Verify([]byte(token), jws.WithKey(jwa.RS384, publicKey(t, s)))
 		assert.NoError(t, err)
 	})
+	t.Run("segments as given", func(t *testing.T) {
+		token := s.SignSegments("eyJhbGciOiJSUzI1NiJ9", "e30=")
+		assert.True(t, strings.HasPrefix(token, "eyJhbGciOiJSUzI1NiJ9.e30=."))
+		assert.True(t, verifyPKCS1(t, s, token, crypto.SHA256))
+	})
 	t.Run("header that is not an object", func(t *testing.T) {
 		token := s.SignRaw(json.RawMessage(`"x"`), json.RawMessage(`{}`))
 		assert.True(t, verifyPKCS1(t, s, token, crypto.SHA256))

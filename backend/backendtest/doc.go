@@ -69,5 +69,6 @@
 // They differ the way Clerk's tokens do: M2M JWTs have "sub" "mch_…" and
 // "cat" M2MCategory; OAuth JWTs have "typ" "at+jwt" and no "cat"; session
 // tokens have a "sid" and "cat" SessionCategory; JWT-template tokens have no
-// "sid" and "cat" JWTTemplateCategory. SignRaw signs anything else.
+// "sid" and "cat" JWTTemplateCategory. SignRaw signs anything else, and
+// SignSegments segments encoded by hand.
 package backendtest
