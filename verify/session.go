@@ -78,18 +78,28 @@ func (v *Verifier) checkAuthorizedParty(t *jwtToken) error {
 	return nil
 }
 
-// sessionOrganization returns the active organization of a session: "o.id"
-// in version 2 session tokens, "org_id" in version 1.
+// sessionOrganization returns the active organization of a session, read
+// by the token's version as Clerk's SDK reads it: "o.id" when "v" is 2,
+// "org_id" otherwise (a version 1 token may carry an "o" too).
 func sessionOrganization(t *jwtToken) (string, error) {
-	if raw, present := t.claim("o"); present {
-		var org struct {
-			ID string `json:"id"`
-		}
-		if err := json.Unmarshal(raw, &org); err != nil {
-			return "", err
-		}
-		return org.ID, nil
+	if !isVersion2(t) {
+		orgID, _, err := t.stringClaim("org_id")
+		return orgID, err
 	}
-	orgID, _, err := t.stringClaim("org_id")
-	return orgID, err
+	raw, present := t.claim("o")
+	if !present {
+		return "", nil
+	}
+	var org struct {
+		ID string `json:"id"`
+	}
+	err := json.Unmarshal(raw, &org)
+	return org.ID, err
+}
+
+// isVersion2 reports whether a session token's "v" is the number 2.
+func isVersion2(t *jwtToken) bool {
+	raw, _ := t.claim("v")
+	version, ok := jsonNumber(raw)
+	return ok && version == 2
 }

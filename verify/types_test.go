@@ -173,10 +173,24 @@ func TestSessionTokens(t *testing.T) {
 	assert.Equal(t, []string{}, id.Scopes)
 	assert.Equal(t, "admin", id.Claims()["o"].(map[string]any)["rol"])
 
-	v1 := with(sessionPayload(), map[string]any{"v": nil, "o": nil, "org_id": "org_v1"})
-	id, err = v.Verify(context.Background(), sign(t, private, sessionHeader(), v1))
-	require.NoError(t, err)
-	assert.Equal(t, "org_v1", id.OrgID, "version 1: org_id")
+	for name, tc := range map[string]struct {
+		changes map[string]any
+		org     string
+	}{
+		"version 1":                  {map[string]any{"v": nil, "o": nil, "org_id": "org_v1"}, "org_v1"},
+		"version 1 with o too":       {map[string]any{"v": nil, "org_id": "org_v1"}, "org_v1"},
+		"version 2 with org_id too":  {map[string]any{"org_id": "org_v1"}, "org_1"},
+		"version 2 without o":        {map[string]any{"o": nil, "org_id": "org_v1"}, ""},
+		"version 2 written 2.0":      {map[string]any{"v": json.RawMessage("2.0")}, "org_1"},
+		"version 2 as a string":      {map[string]any{"v": "2", "org_id": "org_v1"}, "org_v1"},
+		"version 3":                  {map[string]any{"v": 3, "org_id": "org_v1"}, "org_v1"},
+		"version 1 without org_id":   {map[string]any{"v": 1}, ""},
+		"version 2, o without an id": {map[string]any{"o": map[string]any{"rol": "admin"}}, ""},
+	} {
+		id, err = v.Verify(context.Background(), sign(t, private, sessionHeader(), with(sessionPayload(), tc.changes)))
+		require.NoError(t, err, name)
+		assert.Equal(t, tc.org, id.OrgID, name)
+	}
 
 	for name, header := range map[string]map[string]any{
 		"ignore category": with(sessionHeader(), map[string]any{"cat": CategoryIgnore}),
