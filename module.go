@@ -62,6 +62,7 @@ const (
 // | no credential (unless `optional`) | 401 | `token_missing` |
 // | malformed, forged, unknown, revoked, wrong category | 401 | `token_invalid` |
 // | expired | 401 | `token_expired` |
+// | a session token from the `__session` cookie of a browser not signed in (per `__client_uat`) or older than its `__client_uat` | 401 | `session_outdated` |
 // | a token type or format this route does not accept | 401 | `token_type_not_accepted` |
 // | valid, but `require_scopes` or `allowed_subjects` not met | 403 | `insufficient_scope` |
 // | Clerk unreachable, failing, or its keys unavailable | 503 | `clerk_unavailable` |
@@ -551,6 +552,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	var identity *verify.Identity
 	if err == nil {
 		identity, err = h.verifier.VerifyFrom(r.Context(), token, source)
+	}
+	if err == nil && source == verify.FromCookie {
+		err = verify.CheckSignedIn(r, identity)
 	}
 	if err == nil {
 		err = h.policy.Check(identity)

@@ -2,7 +2,9 @@ package verify
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // MaxTokenLength is the longest credential that is looked at. Clerk's tokens
@@ -59,6 +61,57 @@ func Credential(r *http.Request, acceptSessions bool) (string, Source, error) {
 	default:
 		return "", FromCookie, invalid("", "more than one session cookie")
 	}
+}
+
+// ClientUATCookie is the cookie in which Clerk's frontend records when the
+// browser's client last changed (signed in, signed out, switched
+// organization), in Unix seconds; 0 once it signed out.
+const ClientUATCookie = "__client_uat"
+
+// CheckSignedIn applies Clerk's rule for a session token that came from the
+// __session cookie (a token from the Authorization header is exempt): the
+// request must carry the __client_uat cookie of a signed-in browser, one
+// whole number of seconds above 0, and the token must not have been issued
+// before it, for an older token predates a sign-out or a switch of
+// organization and the frontend is about to replace it. It returns nil, or
+// an *Error with ReasonSessionOutdated (ReasonInvalid for a malformed
+// cookie).
+func CheckSignedIn(r *http.Request, id *Identity) error {
+	var values []string
+	for _, cookie := range r.CookiesNamed(ClientUATCookie) {
+		values = append(values, cookie.Value)
+	}
+	switch len(values) {
+	case 0:
+		return outdated("the __session cookie came without a __client_uat cookie: the browser is not signed in")
+	case 1:
+	default:
+		return invalid(SessionToken, "more than one __client_uat cookie")
+	}
+	uat, ok := wholeSeconds(values[0])
+	switch {
+	case !ok:
+		return invalid(SessionToken, "the __client_uat cookie is not a whole number of seconds")
+	case uat == 0:
+		return outdated("the __client_uat cookie is 0: the browser signed out")
+	case !id.IssuedAt.IsZero() && id.IssuedAt.Before(time.Unix(uat, 0)):
+		return outdated("the session token is older than the __client_uat cookie: the session changed since it was minted")
+	}
+	return nil
+}
+
+func outdated(description string) *Error {
+	return &Error{Reason: ReasonSessionOutdated, TokenType: SessionToken, Description: description}
+}
+
+// wholeSeconds reads a number of seconds written in decimal digits alone:
+// no sign, no space, no fraction.
+func wholeSeconds(s string) (int64, bool) {
+	if s == "" || strings.Trim(s, "0123456789") != "" {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
 }
 
 // checkTokenSyntax refuses what cannot be a Clerk credential before anything

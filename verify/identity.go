@@ -24,6 +24,9 @@ type Identity struct {
 	Scopes []string
 	// ExpiresAt is when the credential expires; zero when it never does.
 	ExpiresAt time.Time
+	// IssuedAt is when a JWT was issued (its iat); zero when it does not
+	// say, and for opaque credentials.
+	IssuedAt time.Time
 
 	// Set where the credential type has them: the OAuth application's
 	// client id, the session id, the organization (of an API key owned by

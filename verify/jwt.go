@@ -234,10 +234,12 @@ func (t *jwtToken) verifySignature(key *Key) error {
 }
 
 // validity is when a JWT may be used, by its claims: from notBefore (the
-// later of nbf and iat; zero when neither is present) until expiresAt.
+// later of nbf and iat; zero when neither is present) until expiresAt. It
+// was issued at issuedAt (zero when it has no iat).
 type validity struct {
 	notBefore time.Time
 	expiresAt time.Time
+	issuedAt  time.Time
 }
 
 // checkTimes applies Clerk's time rules with leeway skew: exp is required and
@@ -269,8 +271,12 @@ func (t *jwtToken) checkTimes(tokenType TokenType, now time.Time, skew time.Dura
 		if when > nowSeconds+leeway {
 			return validity{}, invalid(tokenType, "the token is not valid yet")
 		}
-		if start := secondsToTime(when); start.After(window.notBefore) {
+		start := secondsToTime(when)
+		if start.After(window.notBefore) {
 			window.notBefore = start
+		}
+		if claim == "iat" {
+			window.issuedAt = start
 		}
 	}
 	return window, nil

@@ -3,6 +3,7 @@ package verify
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -266,6 +267,51 @@ func TestCookiesCarryOnlySessions(t *testing.T) {
 	requireReason(t, err, ReasonTypeNotAccepted)
 	_, err = v.VerifyFrom(context.Background(), "mt_0123456789abcdef0123456789abcdef", FromCookie)
 	requireReason(t, err, ReasonTypeNotAccepted)
+}
+
+func TestCheckSignedIn(t *testing.T) {
+	private, _ := signingKeys(t)
+	v := allTypesVerifier(nil, &countingKeys{key: rsaKey(private, "RS256")})
+	iat := testNow.Unix()
+	verify := func(t *testing.T, payload map[string]any) *Identity {
+		id, err := v.VerifyFrom(context.Background(), sign(t, private, sessionHeader(), payload), FromCookie)
+		require.NoError(t, err)
+		return id
+	}
+	session, withoutIat := verify(t, sessionPayload()), verify(t, with(sessionPayload(), map[string]any{"iat": nil}))
+	assert.Equal(t, time.Unix(iat, 0), session.IssuedAt)
+	for name, tc := range map[string]struct {
+		id      *Identity
+		cookies string
+		reason  Reason // "" for signed in
+	}{
+		"signed in before the token":   {session, fmt.Sprintf("__client_uat=%d", iat-60), ""},
+		"signed in as the token":       {session, fmt.Sprintf("__client_uat=%d", iat), ""},
+		"changed after the token":      {session, fmt.Sprintf("__client_uat=%d", iat+1), ReasonSessionOutdated},
+		"a token that gives no iat":    {withoutIat, fmt.Sprintf("__client_uat=%d", iat+60), ""},
+		"no __client_uat":              {session, "theme=dark", ReasonSessionOutdated},
+		"signed out":                   {session, "__client_uat=0", ReasonSessionOutdated},
+		"empty":                        {session, "__client_uat=", ReasonInvalid},
+		"negative":                     {session, "__client_uat=-5", ReasonInvalid},
+		"with a sign":                  {session, fmt.Sprintf("__client_uat=+%d", iat), ReasonInvalid},
+		"with letters":                 {session, fmt.Sprintf("__client_uat=%ds", iat), ReasonInvalid},
+		"beyond int64":                 {session, "__client_uat=99999999999999999999", ReasonInvalid},
+		"twice":                        {session, fmt.Sprintf("__client_uat=%d; __client_uat=%d", iat, iat), ReasonInvalid},
+		"a lookalike does not count":   {session, fmt.Sprintf("__client_uat_x=%d", iat), ReasonSessionOutdated},
+		"zeros before a signed-in uat": {session, fmt.Sprintf("__client_uat=000%d", iat), ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			r.Header.Set("Cookie", tc.cookies)
+			err := CheckSignedIn(r, tc.id)
+			if tc.reason == "" {
+				assert.NoError(t, err)
+				return
+			}
+			verr := requireReason(t, err, tc.reason)
+			assert.Equal(t, SessionToken, verr.TokenType)
+		})
+	}
 }
 
 func TestCredential(t *testing.T) {
