@@ -40,7 +40,9 @@ const SessionCookie = "__session"
 
 // Credential finds the credential of a request: the Authorization header
 // (by BearerToken's rules) or, when it is absent and sessions are accepted,
-// the __session cookie. A request with neither has ReasonMissing; one with
+// the __session cookie, its value taken as sent (quotes around it are
+// kept, as Clerk's SDK keeps them, and then refused: Clerk's frontend never
+// quotes a token). A request with neither has ReasonMissing; one with
 // several __session cookies is refused rather than guessed at.
 func Credential(r *http.Request, acceptSessions bool) (string, Source, error) {
 	if authorization := r.Header.Values("Authorization"); len(authorization) > 0 || !acceptSessions {
@@ -49,7 +51,10 @@ func Credential(r *http.Request, acceptSessions bool) (string, Source, error) {
 	}
 	var values []string
 	for _, cookie := range r.CookiesNamed(SessionCookie) {
-		if cookie.Value != "" {
+		switch {
+		case cookie.Quoted:
+			values = append(values, `"`+cookie.Value+`"`)
+		case cookie.Value != "":
 			values = append(values, cookie.Value)
 		}
 	}

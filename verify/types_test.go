@@ -340,6 +340,7 @@ func TestCredential(t *testing.T) {
 		"empty cookie":                     {request(nil, "__session="), true, "", FromCookie, ReasonMissing},
 		"two session cookies":              {request(nil, "__session=a.b.c; __session=d.e.f"), true, "", FromCookie, ReasonInvalid},
 		"cookie with spaces":               {request(nil, `__session="a b"`), true, "", FromCookie, ReasonInvalid},
+		"quoted cookie":                    {request(nil, `__session="a.b.c"`), true, "", FromCookie, ReasonInvalid},
 		"other cookies only":               {request(nil, "theme=dark"), true, "", FromCookie, ReasonMissing},
 		"bad header, cookie not consulted": {request([]string{"Basic x"}, "__session=a.b.c"), true, "", FromHeader, ReasonInvalid},
 	} {
