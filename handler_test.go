@@ -224,3 +224,12 @@ func TestStripCookieLeavesTheOtherPairsAsSent(t *testing.T) {
 		})
 	}
 }
+
+func TestActorPlaceholder(t *testing.T) {
+	value, known := identityPlaceholder(&verify.Identity{Actor: "user_admin"}, "actor")
+	assert.True(t, known)
+	assert.Equal(t, "user_admin", value)
+	value, known = identityPlaceholder(&verify.Identity{}, "actor")
+	assert.True(t, known, "known, and empty, for a token that names no actor")
+	assert.Equal(t, "", value)
+}

@@ -90,6 +90,7 @@ const (
 // | `{http.auth.user.session_id}` | session tokens: the session (`sess_…`) |
 // | `{http.auth.user.org_id}` | session tokens: the active organization; API keys: the organization that owns the key |
 // | `{http.auth.user.name}` | API keys: the key's name |
+// | `{http.auth.user.actor}` | OAuth tokens from a token exchange (RFC 8693): the acting subject, whose whole chain is in the claims' `act`; impersonated sessions: the impersonator |
 //
 // The access log gets the caller as `user_id`, and the credential's
 // `token_type` and `token_id` (never the credential). With Caddy's `metrics`

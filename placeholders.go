@@ -90,6 +90,8 @@ func identityPlaceholder(id *verify.Identity, name string) (any, bool) {
 		return id.OrgID, true
 	case "name":
 		return id.Name, true
+	case "actor":
+		return id.Actor, true
 	}
 	path, ok := strings.CutPrefix(name, "claims.")
 	if !ok {

@@ -35,6 +35,11 @@ type Identity struct {
 	SessionID string
 	OrgID     string
 	Name      string
+	// Actor is who acts for the subject, the "sub" of the token's "act"
+	// claim (RFC 8693): the client an OAuth token was exchanged for, or
+	// the user impersonating a session's. Its whole chain stays in the
+	// claims, under "act". Empty when the token names none.
+	Actor string
 
 	// The custom claims, kept as the JSON object they came in and decoded
 	// only if someone asks: most requests never look at them.
@@ -79,6 +84,19 @@ func (id *Identity) ClaimsJSON() string {
 		}
 	})
 	return id.claimsText
+}
+
+// actorOf returns the acting subject an "act" claim names: its "sub", when
+// the claim is an object and "sub" a string, as Clerk's SDK reads it.
+func actorOf(act []byte) string {
+	var named struct {
+		Sub any `json:"sub"`
+	}
+	if json.Unmarshal(act, &named) != nil {
+		return ""
+	}
+	sub, _ := named.Sub.(string)
+	return sub
 }
 
 // decodeJSON decodes data keeping numbers exact (json.Number), so that a

@@ -37,6 +37,7 @@ func oauthIdentityFromClaims(t *jwtToken) (*Identity, error) {
 	if err != nil {
 		return nil, err
 	}
+	act, _ := t.claim("act")
 	return &Identity{
 		Subject:    subject,
 		TokenType:  OAuthToken,
@@ -44,6 +45,7 @@ func oauthIdentityFromClaims(t *jwtToken) (*Identity, error) {
 		TokenID:    tokenID,
 		Scopes:     scopes,
 		ClientID:   clientID,
+		Actor:      actorOf(act),
 		claimsJSON: t.payload,
 		omitClaims: registeredClaims,
 	}, nil
@@ -67,6 +69,15 @@ func oauthScopes(t *jwtToken) ([]string, error) {
 	return strings.Split(scope, " "), nil
 }
 
+// actClaim gives an opaque OAuth token the claims a JWT of it would have
+// about its actor: {"act": <the chain>}, nothing when Clerk named none.
+func actClaim(act json.RawMessage) json.RawMessage {
+	if len(act) == 0 || string(act) == "null" {
+		return nil
+	}
+	return append(append([]byte(`{"act":`), act...), '}')
+}
+
 // verifyOpaqueOAuth asks Clerk about an opaque OAuth access token (oat_…).
 // {"active": false} is a refusal.
 func (v *Verifier) verifyOpaqueOAuth(ctx context.Context, token string) (*Identity, error) {
@@ -77,17 +88,19 @@ func (v *Verifier) verifyOpaqueOAuth(ctx context.Context, token string) (*Identi
 	if answer.Inactive() {
 		return nil, invalid(OAuthToken, "the token is not active")
 	}
-	expiresAt, _, err := v.judge(OAuthToken, verdict{answer.Revoked, answer.Expired, answer.Expiration, nil})
+	expiresAt, claims, err := v.judge(OAuthToken, verdict{answer.Revoked, answer.Expired, answer.Expiration, actClaim(answer.Actor)})
 	if err != nil {
 		return nil, err
 	}
 	return &Identity{
-		Subject:   answer.Subject,
-		TokenType: OAuthToken,
-		Format:    Opaque,
-		TokenID:   answer.ID,
-		Scopes:    nonNil(answer.Scopes),
-		ExpiresAt: expiresAt,
-		ClientID:  answer.ClientID,
+		Subject:    answer.Subject,
+		TokenType:  OAuthToken,
+		Format:     Opaque,
+		TokenID:    answer.ID,
+		Scopes:     nonNil(answer.Scopes),
+		ExpiresAt:  expiresAt,
+		ClientID:   answer.ClientID,
+		Actor:      actorOf(answer.Actor),
+		claimsJSON: claims,
 	}, nil
 }

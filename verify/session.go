@@ -51,6 +51,7 @@ func (v *Verifier) sessionIdentityFromClaims(t *jwtToken) (*Identity, error) {
 	if err != nil {
 		return nil, err
 	}
+	act, _ := t.claim("act")
 	return &Identity{
 		Subject:    subject,
 		TokenType:  SessionToken,
@@ -59,6 +60,7 @@ func (v *Verifier) sessionIdentityFromClaims(t *jwtToken) (*Identity, error) {
 		Scopes:     []string{},
 		SessionID:  sessionID,
 		OrgID:      orgID,
+		Actor:      actorOf(act),
 		claimsJSON: t.payload,
 		omitClaims: registeredClaims,
 	}, nil

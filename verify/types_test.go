@@ -85,6 +85,16 @@ func TestOpaqueOAuthTokens(t *testing.T) {
 	assert.Equal(t, OAuthToken, id.TokenType)
 	assert.Equal(t, "client_2VTWUzvGC5UhdJCNx6xG1D98edc", id.ClientID)
 	assert.Equal(t, []string{"read:foo"}, id.Scopes)
+	assert.Empty(t, id.Actor)
+	assert.Nil(t, id.Claims())
+
+	exchanged := answer(func(a *backend.OAuthAccessToken) {
+		a.Actor = json.RawMessage(`{"sub":"user_admin","act":{"iss":"https://idp.example.com","sub":"svc"}}`)
+	})
+	id, err = allTypesVerifier(&fakeBackend{oauth: exchanged}, nil).Verify(context.Background(), token)
+	require.NoError(t, err)
+	assert.Equal(t, "user_admin", id.Actor, "the acting subject")
+	assert.Equal(t, `{"act":{"act":{"iss":"https://idp.example.com","sub":"svc"},"sub":"user_admin"}}`, id.ClaimsJSON(), "the whole chain")
 
 	inactive := false
 	for name, tc := range map[string]struct {
@@ -136,6 +146,21 @@ func TestOAuthJWTs(t *testing.T) {
 			assert.Equal(t, tc.wantScopes, id.Scopes)
 		})
 	}
+	for name, tc := range map[string]struct {
+		act   any
+		actor string
+	}{
+		"an actor":               {map[string]any{"sub": "user_admin"}, "user_admin"},
+		"a chain":                {map[string]any{"sub": "user_admin", "act": map[string]any{"sub": "svc"}}, "user_admin"},
+		"an actor without sub":   {map[string]any{"iss": "https://idp.example.com"}, ""},
+		"a subject not a string": {map[string]any{"sub": 7}, ""},
+		"not an object":          {"user_admin", ""},
+	} {
+		id, err := v.Verify(context.Background(), sign(t, private, oauthHeader(), with(oauthPayload(), map[string]any{"act": tc.act})))
+		require.NoError(t, err, name)
+		assert.Equal(t, tc.actor, id.Actor, name)
+		assert.Equal(t, jsonRoundTrip(t, tc.act), jsonRoundTrip(t, id.Claims()["act"]), "%s: the chain stays in the claims", name)
+	}
 	for name, payload := range map[string]map[string]any{
 		"sub missing":        with(oauthPayload(), map[string]any{"sub": nil}),
 		"sub a number":       with(oauthPayload(), map[string]any{"sub": 123}),
@@ -171,6 +196,11 @@ func TestSessionTokens(t *testing.T) {
 	assert.Equal(t, "user_2GIpXOEpVyJw51rkZn9Kmnc6Sxr", id.Subject)
 	assert.Equal(t, "sess_2GbDB4enNdCa5vS1zpC3Xzg9tK9", id.SessionID)
 	assert.Equal(t, "org_1", id.OrgID, "version 2: o.id")
+	assert.Empty(t, id.Actor)
+	impersonated, err := v.Verify(context.Background(), sign(t, private, sessionHeader(),
+		with(sessionPayload(), map[string]any{"act": map[string]any{"sub": "user_admin"}})))
+	require.NoError(t, err)
+	assert.Equal(t, "user_admin", impersonated.Actor, "the impersonating user")
 	assert.Equal(t, []string{}, id.Scopes)
 	assert.Equal(t, "admin", id.Claims()["o"].(map[string]any)["rol"])
 
@@ -267,6 +297,16 @@ func TestCookiesCarryOnlySessions(t *testing.T) {
 	requireReason(t, err, ReasonTypeNotAccepted)
 	_, err = v.VerifyFrom(context.Background(), "mt_0123456789abcdef0123456789abcdef", FromCookie)
 	requireReason(t, err, ReasonTypeNotAccepted)
+}
+
+// jsonRoundTrip gives v as encoding/json decodes it (numbers as float64).
+func jsonRoundTrip(t *testing.T, v any) any {
+	t.Helper()
+	data, err := json.Marshal(v)
+	require.NoError(t, err)
+	var out any
+	require.NoError(t, json.Unmarshal(data, &out))
+	return out
 }
 
 func TestCheckSignedIn(t *testing.T) {
