@@ -120,9 +120,12 @@ func (c *corpus) timing() {
 		}
 		// An edge case holds on the side time does not cross: at exp ==
 		// now - skew a token is expired (and stays so); at nbf == now +
-		// skew it is valid (and stays so).
+		// skew it is valid (and stays so). A fraction of a second beyond
+		// the edge does not count: both sides drop it.
 		c.bearer("time/exp-at-edge", c.m2m(set("exp", c.now-skew)), p)
 		c.bearer("time/exp-past-edge", c.m2m(set("exp", c.now-skew-1)), p)
+		c.bearer("time/exp-at-edge-and-a-fraction", c.m2m(set("exp", float64(c.now-skew)+0.999)), p)
+		c.bearer("time/nbf-at-edge-and-a-fraction", c.m2m(set("nbf", float64(c.now+skew)+0.999)), p)
 		c.bearer("time/nbf-at-edge", c.m2m(set("nbf", c.now+skew)), p)
 		c.bearer("time/nbf-past-edge", c.m2m(set("nbf", c.now+skew+timeMargin)), p)
 		c.bearer("time/iat-at-edge", c.m2m(set("iat", c.now+skew)), p)
