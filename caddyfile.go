@@ -33,6 +33,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    require_scopes     <scope> [<scope>…]
 //	    allowed_subjects   <id> [<id>…]
 //	    authorized_parties <origin> [<origin>…]
+//	    audience           <aud> [<aud>…]
 //	    optional
 //	    strip_authorization
 //	    disable_metrics
@@ -93,6 +94,8 @@ func (h *Handler) unmarshalSubdirective(d *caddyfile.Dispenser, name string) err
 		return listArgs(d, &h.AllowedSubjects)
 	case "authorized_parties":
 		return listArgs(d, &h.AuthorizedParties)
+	case "audience":
+		return listArgs(d, &h.Audience)
 	case "optional":
 		return flagArg(d, &h.Optional)
 	case "strip_authorization":
@@ -111,7 +114,8 @@ func (h *Handler) unmarshalSubdirective(d *caddyfile.Dispenser, name string) err
 		return durationArg(d, name, &h.JWKSMaxStale)
 	default:
 		return d.Errf("unknown subdirective %q in clerk_m2m (known: secret_key, machine_secret_key, jwt_key, "+
-			"api_url, publishable_key, accept, require_scopes, allowed_subjects, authorized_parties, optional, strip_authorization, "+
+			"api_url, publishable_key, accept, require_scopes, allowed_subjects, authorized_parties, audience, optional, "+
+			"strip_authorization, "+
 			"disable_metrics, timeout, clock_skew, cache_ttl, jwks_max_stale)", name)
 	}
 }

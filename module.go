@@ -162,6 +162,14 @@ type Handler struct {
 	// `azp`, or with another, is refused. Only with `session_token`.
 	AuthorizedParties []string `json:"authorized_parties,omitempty"`
 
+	// Audiences a token may have been issued for (its `aud` claim), as
+	// Clerk's SDK checks them: an OAuth access token, JWT or opaque, must
+	// name one of them, else 401; a session token or an M2M JWT only when it
+	// names an audience at all (an M2M JWT's `aud` lists the machines it may
+	// call). API keys and opaque M2M tokens carry none: Clerk checks whom
+	// they were granted to.
+	Audience []string `json:"audience,omitempty"`
+
 	// The whole budget of one call to Clerk, retries included. Default: 5s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
@@ -188,6 +196,7 @@ type Handler struct {
 	accept           verify.TokenTypes
 	policy           verify.Policy
 	parties          []string
+	audience         []string
 
 	verifier *verify.Verifier
 	shared   *instanceSettings // of the shared instance in use, if any
@@ -320,7 +329,10 @@ func (h *Handler) expandAccept(repl *caddy.Replacer) error {
 	if h.policy.AllowedSubjects, err = expandList(repl, "allowed_subjects", h.AllowedSubjects); err != nil {
 		return err
 	}
-	h.parties, err = expandList(repl, "authorized_parties", h.AuthorizedParties)
+	if h.parties, err = expandList(repl, "authorized_parties", h.AuthorizedParties); err != nil {
+		return err
+	}
+	h.audience, err = expandList(repl, "audience", h.Audience)
 	return err
 }
 
@@ -349,6 +361,7 @@ func (h *Handler) buildVerifier(ctx caddy.Context) error {
 		ClockSkew:         time.Duration(*h.ClockSkew),
 		CacheTTL:          time.Duration(*h.CacheTTL),
 		AuthorizedParties: h.parties,
+		Audience:          h.audience,
 	}
 	if !h.DisableMetrics {
 		opts.OnCacheLookup = observeCacheLookup
@@ -486,6 +499,9 @@ func (h *Handler) Validate() error {
 	switch {
 	case len(h.parties) > 0 && !h.accept.Has(verify.SessionToken):
 		return errors.New("authorized_parties applies to session tokens: accept session_token, or remove it")
+	case len(h.audience) > 0 && h.accept == verify.TypesOf(verify.APIKey):
+		return errors.New("audience applies to OAuth tokens, session tokens and M2M JWTs, not to API keys: " +
+			"accept one of those, or remove it")
 	case h.Timeout <= 0:
 		return errors.New("timeout must be positive")
 	case h.JWKSMaxStale < 0:

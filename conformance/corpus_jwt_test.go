@@ -287,6 +287,33 @@ func (c *corpus) actors() {
 	c.presentOpaque("act/oauth-opaque", c.oauthToken(backendtest.OAuthOptions{Actor: chain}), secretOAuth)
 }
 
+// audiences: "aud" against a configured audience, strictly for OAuth
+// tokens, only when the token names one for sessions and M2M JWTs, never
+// for API keys and opaque M2M tokens.
+func (c *corpus) audiences() {
+	for name, aud := range map[string]any{
+		"absent": drop, "null": nil, "empty": "", "empty-list": []string{}, "list-of-empty": []string{""},
+		"listed": apiAudience, "listed-in-a-list": []string{"https://else.example.test", otherAudience},
+		"listed-with-an-empty": []string{"", apiAudience}, "unlisted": "https://else.example.test",
+		"unlisted-list": []string{"https://else.example.test"}, "number": 7, "numbers": []int{1, 2},
+		"object": map[string]any{"aud": apiAudience}, "nested": [][]string{{apiAudience}},
+	} {
+		c.bearer("aud/oauth-jwt-"+name, c.oauth(set("aud", aud)), pemAnyAudience, pemOAuth)
+		c.bearer("aud/m2m-jwt-"+name, c.m2m(set("aud", aud, "scopes", drop)), pemAnyAudience)
+		c.bearer("aud/session-"+name, c.session(set("aud", aud)), pemAnyAudience)
+	}
+	c.add("aud/session-cookie-unlisted", pemAnyAudience, sessionCookie(c.session(set("aud", "https://else.example.test")), c.now-60))
+	for name, aud := range map[string][]string{"listed": {apiAudience}, "unlisted": {"https://else.example.test"}, "absent": nil} {
+		c.presentOpaque("aud/oauth-opaque-"+name, c.oauthToken(backendtest.OAuthOptions{Audience: aud}), audienceAny)
+	}
+	for name, aud := range map[string]any{"a-string": apiAudience, "an-empty-list": []string{}, "numbers": []int{1}} {
+		token := c.oauthToken(backendtest.OAuthOptions{})
+		c.answered("aud/oauth-opaque-answer-with-"+name, token, c.amended(token, "aud", aud), audienceAny)
+	}
+	c.presentOpaque("aud/m2m-opaque", c.m2mToken(c.m2mTokenOptions()), audienceAny)
+	c.presentOpaque("aud/api-key", c.apiKey(userID, backendtest.APIKeyOptions{}), audienceAny)
+}
+
 // encodings: JSON and base64 that one parser may read otherwise than
 // another.
 func (c *corpus) encodings() {

@@ -110,19 +110,33 @@ func (c *corpus) opaqueAnswers() {
 	}
 	for kind, mint := range kinds {
 		for name, answer := range answers {
-			c.answered("answer/"+kind+"-"+name, mint(), answer)
+			c.answered("answer/"+kind+"-"+name, mint(), answer, machineAny)
 		}
 		other := map[string]string{"m2m": "api-key", "api-key": "oauth", "oauth": "m2m"}[kind]
-		c.answered("answer/"+kind+"-another-kind's-object", mint(), backendtest.Fault{Body: c.objectOf(kinds[other]())})
+		c.answered("answer/"+kind+"-another-kind's-object", mint(), backendtest.Fault{Body: c.objectOf(kinds[other]())}, machineAny)
 	}
 }
 
-// answered makes Clerk give credential its answer, and presents it to
-// the route that takes every kind, with both keys.
-func (c *corpus) answered(id, credential string, answer backendtest.Fault) {
+// answered makes Clerk give credential its answer, and presents it to p.
+func (c *corpus) answered(id, credential string, answer backendtest.Fault, p *profile) {
 	answer.Credential = credential
 	c.in.clerk.SetFault(answer)
-	c.presentOpaque(id, credential, machineAny)
+	c.presentOpaque(id, credential, p)
+}
+
+// amended is the answer Clerk gives about credential, with one field set
+// to value.
+func (c *corpus) amended(credential, field string, value any) backendtest.Fault {
+	var answer map[string]any
+	if err := json.Unmarshal([]byte(c.objectOf(credential)), &answer); err != nil {
+		panic(err)
+	}
+	answer[field] = value
+	body, err := json.Marshal(answer)
+	if err != nil {
+		panic(err)
+	}
+	return backendtest.Fault{Body: string(body)}
 }
 
 // objectOf is the answer Clerk gives about credential, as text.

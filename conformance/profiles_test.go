@@ -57,6 +57,12 @@ func skewOf(d time.Duration) *time.Duration { return &d }
 // party of the profiles that check one.
 const appOrigin = "https://app.example.test"
 
+// The audiences of the profiles that check one.
+const (
+	apiAudience   = "https://api.example.test"
+	otherAudience = "https://other.example.test"
+)
+
 var (
 	pemM2M          = define(profile{name: "pem-m2m", keys: machineJWT, accept: []string{"m2m_token"}})
 	pemOAuth        = define(profile{name: "pem-oauth", keys: networkless, accept: []string{"oauth_token"}})
@@ -70,6 +76,7 @@ var (
 	pemSkewHour     = define(profile{name: "pem-any-skew1h", keys: networkless, accept: []string{"any"}, skew: skewOf(time.Hour)})
 	pemParties      = define(profile{name: "pem-session-azp", keys: networkless, accept: []string{"session_token"}, parties: []string{appOrigin}})
 	pemAnyParties   = define(profile{name: "pem-any-azp", keys: networkless, accept: []string{"any"}, parties: []string{appOrigin}})
+	pemAnyAudience  = define(profile{name: "pem-any-aud", keys: networkless, accept: []string{"any"}, audience: []string{apiAudience, otherAudience}})
 
 	jwksM2M     = define(profile{name: "jwks-m2m", keys: viaJWKS, accept: []string{"m2m_token"}})
 	jwksOAuth   = define(profile{name: "jwks-oauth", keys: viaJWKS, accept: []string{"oauth_token"}})
@@ -82,6 +89,7 @@ var (
 	secretOpaque = define(profile{name: "secret-array-key-oauth", keys: viaJWKS, accept: []string{"api_key", "oauth_token"}})
 	machineM2M   = define(profile{name: "machine-m2m", keys: machineOnly, accept: []string{"m2m_token"}})
 	machineAny   = define(profile{name: "machine-secret-any", keys: allKeys, accept: []string{"any"}})
+	audienceAny  = define(profile{name: "machine-secret-any-aud", keys: allKeys, accept: []string{"any"}, audience: []string{apiAudience}})
 )
 
 // instance is what both sides are configured against: the fake Clerk and

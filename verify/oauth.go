@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+
+	"github.com/caddy-clerk/clerk-m2m/backend"
 )
 
 // oauthJWT are the rules of OAuth access-token JWTs (RFC 9068): "typ" is
@@ -14,7 +16,13 @@ var oauthJWT = jwtKind{
 	tokenType:  OAuthToken,
 	categoryOK: func(*jwtHeader) bool { return true },
 	types:      oauthJWTTypes,
-	identity:   func(_ *Verifier, t *jwtToken) (*Identity, error) { return oauthIdentityFromClaims(t) },
+	identity: func(v *Verifier, t *jwtToken) (*Identity, error) {
+		aud, _ := t.claim("aud")
+		if err := v.checkOAuthAudience(aud); err != nil {
+			return nil, err
+		}
+		return oauthIdentityFromClaims(t)
+	},
 }
 
 // oauthIdentityFromClaims maps a verified OAuth JWT as Clerk's
@@ -69,13 +77,21 @@ func oauthScopes(t *jwtToken) ([]string, error) {
 	return strings.Split(scope, " "), nil
 }
 
-// actClaim gives an opaque OAuth token the claims a JWT of it would have
-// about its actor: {"act": <the chain>}, nothing when Clerk named none.
-func actClaim(act json.RawMessage) json.RawMessage {
-	if len(act) == 0 || string(act) == "null" {
+// answerClaims gives an opaque OAuth token the claims a JWT of it would
+// carry beyond those mapped to the identity: its "aud" and "act" (the whole
+// actor chain), as Clerk's answer gives them; nil when it gives neither.
+func answerClaims(answer *backend.OAuthAccessToken) json.RawMessage {
+	claims := make(map[string]json.RawMessage)
+	for name, raw := range map[string]json.RawMessage{"aud": answer.Audience, "act": answer.Actor} {
+		if len(raw) > 0 && string(raw) != "null" {
+			claims[name] = raw
+		}
+	}
+	if len(claims) == 0 {
 		return nil
 	}
-	return append(append([]byte(`{"act":`), act...), '}')
+	data, _ := json.Marshal(claims) // the answer's values, decoded from JSON, are JSON
+	return data
 }
 
 // verifyOpaqueOAuth asks Clerk about an opaque OAuth access token (oat_…).
@@ -88,7 +104,10 @@ func (v *Verifier) verifyOpaqueOAuth(ctx context.Context, token string) (*Identi
 	if answer.Inactive() {
 		return nil, invalid(OAuthToken, "the token is not active")
 	}
-	expiresAt, claims, err := v.judge(OAuthToken, verdict{answer.Revoked, answer.Expired, answer.Expiration, actClaim(answer.Actor)})
+	if err := v.checkOAuthAudience(answer.Audience); err != nil {
+		return nil, err
+	}
+	expiresAt, claims, err := v.judge(OAuthToken, verdict{answer.Revoked, answer.Expired, answer.Expiration, answerClaims(answer)})
 	if err != nil {
 		return nil, err
 	}

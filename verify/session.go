@@ -43,6 +43,10 @@ func (v *Verifier) sessionIdentityFromClaims(t *jwtToken) (*Identity, error) {
 	if err := v.checkAuthorizedParty(t); err != nil {
 		return nil, err
 	}
+	aud, _ := t.claim("aud")
+	if err := v.checkAudience(aud, SessionToken); err != nil {
+		return nil, err
+	}
 	tokenID, _, err := t.stringClaim("jti")
 	if err != nil {
 		return nil, err

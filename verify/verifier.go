@@ -42,6 +42,12 @@ type Options struct {
 	// may have been issued to: its "azp" must be one of them (and present).
 	AuthorizedParties []string
 
+	// Audience, when not empty, are the audiences a token may have been
+	// issued for, by Clerk's rules: an OAuth token (JWT or opaque) must
+	// name one of them in "aud"; a session token or an M2M JWT only when it
+	// names an audience at all. API keys and opaque M2M tokens have none.
+	Audience []string
+
 	// CacheTTL is how long a verified opaque token is remembered (never
 	// beyond its expiry), and Clerk's refusal of one for a second; zero
 	// turns this off. Concurrent verifications of one token share one call
