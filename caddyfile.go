@@ -34,6 +34,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    allowed_subjects   <id> [<id>…]
 //	    authorized_parties <origin> [<origin>…]
 //	    audience           <aud> [<aud>…]
+//	    issuer             <iss> [<iss>…]
 //	    optional
 //	    strip_authorization
 //	    disable_metrics
@@ -96,6 +97,8 @@ func (h *Handler) unmarshalSubdirective(d *caddyfile.Dispenser, name string) err
 		return listArgs(d, &h.AuthorizedParties)
 	case "audience":
 		return listArgs(d, &h.Audience)
+	case "issuer":
+		return listArgs(d, &h.Issuer)
 	case "optional":
 		return flagArg(d, &h.Optional)
 	case "strip_authorization":
@@ -114,9 +117,8 @@ func (h *Handler) unmarshalSubdirective(d *caddyfile.Dispenser, name string) err
 		return durationArg(d, name, &h.JWKSMaxStale)
 	default:
 		return d.Errf("unknown subdirective %q in clerk_m2m (known: secret_key, machine_secret_key, jwt_key, "+
-			"api_url, publishable_key, accept, require_scopes, allowed_subjects, authorized_parties, audience, optional, "+
-			"strip_authorization, "+
-			"disable_metrics, timeout, clock_skew, cache_ttl, jwks_max_stale)", name)
+			"api_url, publishable_key, accept, require_scopes, allowed_subjects, authorized_parties, audience, issuer, "+
+			"optional, strip_authorization, disable_metrics, timeout, clock_skew, cache_ttl, jwks_max_stale)", name)
 	}
 }
 

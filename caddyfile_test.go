@@ -51,6 +51,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		allowed_subjects mch_billing org_acme
 		authorized_parties https://app.example.com
 		audience https://api.example.com mch_gateway
+		issuer https://clerk.example.com
 		optional
 		strip_authorization
 		timeout 2s
@@ -68,6 +69,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	assert.Equal(t, []string{"mch_billing", "org_acme"}, h.AllowedSubjects)
 	assert.Equal(t, []string{"https://app.example.com"}, h.AuthorizedParties)
 	assert.Equal(t, []string{"https://api.example.com", "mch_gateway"}, h.Audience)
+	assert.Equal(t, []string{"https://clerk.example.com"}, h.Issuer)
 	assert.True(t, h.Optional)
 	assert.True(t, h.StripAuthorization)
 	assert.Equal(t, caddy.Duration(2e9), h.Timeout)

@@ -170,6 +170,13 @@ type Handler struct {
 	// they were granted to.
 	Audience []string `json:"audience,omitempty"`
 
+	// Issuers a session token may come from (its `iss` claim, the
+	// instance's Frontend API, e.g. `https://clerk.example.com`); when set,
+	// a session token from another, or without `iss`, is refused. Only with
+	// `session_token`: as in Clerk's SDK, machine JWTs are not checked for
+	// their issuer (M2M JWTs may carry none).
+	Issuer []string `json:"issuer,omitempty"`
+
 	// The whole budget of one call to Clerk, retries included. Default: 5s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
@@ -197,6 +204,7 @@ type Handler struct {
 	policy           verify.Policy
 	parties          []string
 	audience         []string
+	issuer           []string
 
 	verifier *verify.Verifier
 	shared   *instanceSettings // of the shared instance in use, if any
@@ -332,7 +340,10 @@ func (h *Handler) expandAccept(repl *caddy.Replacer) error {
 	if h.parties, err = expandList(repl, "authorized_parties", h.AuthorizedParties); err != nil {
 		return err
 	}
-	h.audience, err = expandList(repl, "audience", h.Audience)
+	if h.audience, err = expandList(repl, "audience", h.Audience); err != nil {
+		return err
+	}
+	h.issuer, err = expandList(repl, "issuer", h.Issuer)
 	return err
 }
 
@@ -362,6 +373,7 @@ func (h *Handler) buildVerifier(ctx caddy.Context) error {
 		CacheTTL:          time.Duration(*h.CacheTTL),
 		AuthorizedParties: h.parties,
 		Audience:          h.audience,
+		Issuer:            h.issuer,
 	}
 	if !h.DisableMetrics {
 		opts.OnCacheLookup = observeCacheLookup
@@ -499,6 +511,9 @@ func (h *Handler) Validate() error {
 	switch {
 	case len(h.parties) > 0 && !h.accept.Has(verify.SessionToken):
 		return errors.New("authorized_parties applies to session tokens: accept session_token, or remove it")
+	case len(h.issuer) > 0 && !h.accept.Has(verify.SessionToken):
+		return errors.New("issuer applies to session tokens (machine JWTs are not checked for their issuer, as in " +
+			"Clerk's SDK): accept session_token, or remove it")
 	case len(h.audience) > 0 && h.accept == verify.TypesOf(verify.APIKey):
 		return errors.New("audience applies to OAuth tokens, session tokens and M2M JWTs, not to API keys: " +
 			"accept one of those, or remove it")

@@ -122,6 +122,8 @@ func TestValidationErrors(t *testing.T) {
 			"accepting session_token needs secret_key (or CLERK_SECRET_KEY) to fetch the signing keys, or jwt_key"},
 		"authorized parties without sessions": {Handler{SecretKey: "sk_test_x", AuthorizedParties: []string{"https://app.example.com"}},
 			"authorized_parties applies to session tokens"},
+		"issuer without sessions": {Handler{SecretKey: "sk_test_x", Accept: []string{"m2m_token"}, Issuer: []string{"https://clerk.example.com"}},
+			"issuer applies to session tokens"},
 		"audience of API keys": {Handler{SecretKey: "sk_test_x", Accept: []string{"api_key"}, Audience: []string{"https://api.example.com"}},
 			"audience applies to OAuth tokens, session tokens and M2M JWTs, not to API keys"},
 		"empty accept":              {Handler{SecretKey: "sk_test_x", Accept: []string{" "}}, "no token type"},

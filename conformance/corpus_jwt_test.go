@@ -314,6 +314,21 @@ func (c *corpus) audiences() {
 	c.presentOpaque("aud/api-key", c.apiKey(userID, backendtest.APIKeyOptions{}), audienceAny)
 }
 
+// issuers: "iss" against configured issuers, for session tokens only.
+func (c *corpus) issuers() {
+	for name, iss := range map[string]any{
+		"listed": backendtest.Issuer, "listed-second": otherIssuer, "unlisted": "https://clerk.evil.example.test",
+		"absent": drop, "empty": "", "number": 1, "list": []string{backendtest.Issuer},
+		"other-case": strings.ToUpper(backendtest.Issuer),
+	} {
+		c.bearer("iss/session-"+name, c.session(set("iss", iss)), pemAnyIssuer)
+		c.bearer("iss/m2m-jwt-"+name, c.m2m(set("iss", iss)), pemAnyIssuer)
+		c.bearer("iss/oauth-jwt-"+name, c.oauth(set("iss", iss)), pemAnyIssuer)
+	}
+	c.add("iss/session-cookie-listed", pemAnyIssuer, sessionCookie(c.session(), c.now-60))
+	c.add("iss/session-cookie-unlisted", pemAnyIssuer, sessionCookie(c.session(set("iss", "https://clerk.evil.example.test")), c.now-60))
+}
+
 // encodings: JSON and base64 that one parser may read otherwise than
 // another.
 func (c *corpus) encodings() {

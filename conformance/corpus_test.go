@@ -66,7 +66,7 @@ func (c *corpus) build() []*testCase {
 		c.acceptance, c.algorithms, c.headerTypes, c.keyIDs, c.signatures,
 		c.timing, c.subjects, c.scopes, c.authorizedParties, c.sessionStatus,
 		c.organizations, c.cookies, c.categories, c.encodings, c.authorization,
-		c.actors, c.audiences, c.opaque, c.opaqueAnswers,
+		c.actors, c.audiences, c.issuers, c.opaque, c.opaqueAnswers,
 	} {
 		group()
 	}

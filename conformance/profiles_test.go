@@ -57,10 +57,12 @@ func skewOf(d time.Duration) *time.Duration { return &d }
 // party of the profiles that check one.
 const appOrigin = "https://app.example.test"
 
-// The audiences of the profiles that check one.
+// The audiences of the profiles that check one, and an issuer besides the
+// fake's.
 const (
 	apiAudience   = "https://api.example.test"
 	otherAudience = "https://other.example.test"
+	otherIssuer   = "https://clerk.other.example.test"
 )
 
 var (
@@ -76,6 +78,7 @@ var (
 	pemSkewHour     = define(profile{name: "pem-any-skew1h", keys: networkless, accept: []string{"any"}, skew: skewOf(time.Hour)})
 	pemParties      = define(profile{name: "pem-session-azp", keys: networkless, accept: []string{"session_token"}, parties: []string{appOrigin}})
 	pemAnyParties   = define(profile{name: "pem-any-azp", keys: networkless, accept: []string{"any"}, parties: []string{appOrigin}})
+	pemAnyIssuer    = define(profile{name: "pem-any-iss", keys: networkless, accept: []string{"any"}, issuer: []string{backendtest.Issuer, otherIssuer}})
 	pemAnyAudience  = define(profile{name: "pem-any-aud", keys: networkless, accept: []string{"any"}, audience: []string{apiAudience, otherAudience}})
 
 	jwksM2M     = define(profile{name: "jwks-m2m", keys: viaJWKS, accept: []string{"m2m_token"}})

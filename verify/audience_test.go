@@ -109,3 +109,33 @@ func TestAudienceSparesAPIKeysAndOpaqueM2MTokens(t *testing.T) {
 	_, err = v.Verify(context.Background(), "mt_8XOIucKvqHVr5tYP123456789abcdefghij")
 	assert.NoError(t, err)
 }
+
+// TestIssuer: with issuers configured, a session token's "iss" must be one
+// of them; machine JWTs are not checked, as in Clerk's SDK.
+func TestIssuer(t *testing.T) {
+	private, _ := signingKeys(t)
+	accept, _ := ParseTokenTypes([]string{"any"})
+	v := New(Options{Accept: accept, Keys: &countingKeys{key: rsaKey(private, "RS256")}, ClockSkew: 5 * time.Second,
+		Now: fixedClock, Issuer: []string{"https://clerk.example.com", "https://clerk.inspired.puma-74.lcl.dev"}})
+	for name, tc := range map[string]struct {
+		header, payload map[string]any
+		ok              bool
+	}{
+		"session from an issuer":    {sessionHeader(), sessionPayload(), true},
+		"session from another":      {sessionHeader(), with(sessionPayload(), map[string]any{"iss": "https://clerk.evil.example"}), false},
+		"session without iss":       {sessionHeader(), with(sessionPayload(), map[string]any{"iss": nil}), false},
+		"session with an empty iss": {sessionHeader(), with(sessionPayload(), map[string]any{"iss": ""}), false},
+		"session with iss a list":   {sessionHeader(), with(sessionPayload(), map[string]any{"iss": []string{"https://clerk.example.com"}}), false},
+		"M2M JWT from another":      {m2mHeader(), with(m2mPayload(), map[string]any{"iss": "https://clerk.evil.example"}), true},
+		"OAuth JWT without iss":     {oauthHeader(), oauthPayload(), true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := v.Verify(context.Background(), sign(t, private, tc.header, tc.payload))
+			if tc.ok {
+				assert.NoError(t, err)
+				return
+			}
+			requireReason(t, err, ReasonInvalid)
+		})
+	}
+}

@@ -43,6 +43,9 @@ func (v *Verifier) sessionIdentityFromClaims(t *jwtToken) (*Identity, error) {
 	if err := v.checkAuthorizedParty(t); err != nil {
 		return nil, err
 	}
+	if err := v.checkIssuer(t); err != nil {
+		return nil, err
+	}
 	aud, _ := t.claim("aud")
 	if err := v.checkAudience(aud, SessionToken); err != nil {
 		return nil, err
@@ -80,6 +83,19 @@ func (v *Verifier) checkAuthorizedParty(t *jwtToken) error {
 	azp, _, err := t.stringClaim("azp")
 	if err != nil || azp == "" || !slices.Contains(v.opts.AuthorizedParties, azp) {
 		return &Error{Reason: ReasonInvalid, TokenType: SessionToken, Description: "the session was not issued to an authorized party"}
+	}
+	return nil
+}
+
+// checkIssuer applies Clerk's issuer rule: with issuers configured, "iss"
+// must be a string among them.
+func (v *Verifier) checkIssuer(t *jwtToken) error {
+	if len(v.opts.Issuer) == 0 {
+		return nil
+	}
+	iss, _, err := t.stringClaim("iss")
+	if err != nil || !slices.Contains(v.opts.Issuer, iss) {
+		return invalid(SessionToken, "the session was not issued by an allowed issuer")
 	}
 	return nil
 }

@@ -42,6 +42,11 @@ type Options struct {
 	// may have been issued to: its "azp" must be one of them (and present).
 	AuthorizedParties []string
 
+	// Issuer, when not empty, are the issuers a session token may come
+	// from: its "iss" must be one of them. Clerk's SDK checks the issuer
+	// of session tokens only, and so does this.
+	Issuer []string
+
 	// Audience, when not empty, are the audiences a token may have been
 	// issued for, by Clerk's rules: an OAuth token (JWT or opaque) must
 	// name one of them in "aud"; a session token or an M2M JWT only when it
