@@ -139,3 +139,23 @@ func TestIssuer(t *testing.T) {
 		})
 	}
 }
+
+// TestAuthorizedPartiesSpareMachineJWTs: authorized parties are a session
+// rule; machine JWTs carry no azp, and Clerk's SDK (since 3.25) does not
+// check one on them.
+func TestAuthorizedPartiesSpareMachineJWTs(t *testing.T) {
+	private, _ := signingKeys(t)
+	v := allTypesVerifier(nil, &countingKeys{key: rsaKey(private, "RS256")}, "https://app.example.com")
+	for name, token := range map[string]string{
+		"M2M JWT":                  sign(t, private, m2mHeader(), m2mPayload()),
+		"M2M JWT with another azp": sign(t, private, m2mHeader(), with(m2mPayload(), map[string]any{"azp": "https://evil.example.com"})),
+		"OAuth JWT":                sign(t, private, oauthHeader(), oauthPayload()),
+		"OAuth JWT with another azp": sign(t, private, oauthHeader(),
+			with(oauthPayload(), map[string]any{"azp": "https://evil.example.com"})),
+	} {
+		_, err := v.Verify(context.Background(), token)
+		assert.NoError(t, err, name)
+	}
+	_, err := v.Verify(context.Background(), sign(t, private, sessionHeader(), sessionPayload()))
+	requireReason(t, err, ReasonInvalid)
+}
