@@ -1,6 +1,7 @@
 package backendtest
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -116,6 +117,31 @@ func (s *Server) storeOpaque(rec *tokenRecord, now time.Time) m2mToken {
 	obj := rec.asM2MToken(now)
 	obj.Token, _ = s.store(rec, string(m2mKind)+randomString(hexDigits, 32))
 	return obj
+}
+
+// liveOpaque finds the newest opaque token of like's subject and claims
+// that is not revoked and has at least minTTL to live from now, and returns
+// it as the create route reports it, token included.
+func (s *Server) liveOpaque(like *tokenRecord, now time.Time, minTTL time.Duration) (m2mToken, bool) {
+	until := now.Add(minTTL)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var newest *tokenRecord
+	var secret string
+	for token, rec := range s.records {
+		switch {
+		case rec.kind != m2mKind || rec.subject != like.subject || !bytes.Equal(rec.claims, like.claims):
+		case rec.revocationReason != nil || (!rec.expiresAt.IsZero() && rec.expiresAt.Before(until)):
+		case newest == nil || rec.createdAt.After(newest.createdAt):
+			newest, secret = rec, token
+		}
+	}
+	if newest == nil {
+		return m2mToken{}, false
+	}
+	obj := newest.asM2MToken(now)
+	obj.Token = secret
+	return obj, true
 }
 
 // RevokeM2MToken revokes the opaque token with the given id: verification
