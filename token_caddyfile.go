@@ -29,6 +29,7 @@ func parseTokenCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, e
 //	    api_url            <url>
 //	    format             opaque|jwt
 //	    ttl                <duration>
+//	    min_remaining_ttl  <duration>
 //	    renew_at           <share of the lifetime: 0.5 or 50%>
 //	    header             <name>
 //	    timeout            <duration>
@@ -57,6 +58,8 @@ func (h *TokenHandler) unmarshalSubdirective(d *caddyfile.Dispenser, name string
 		return singleArg(d, &h.Header)
 	case "ttl":
 		return durationArg(d, name, &h.TTL)
+	case "min_remaining_ttl":
+		return durationArg(d, name, &h.MinRemainingTTL)
 	case "timeout":
 		return durationArg(d, name, &h.Timeout)
 	case "renew_at":
@@ -67,7 +70,7 @@ func (h *TokenHandler) unmarshalSubdirective(d *caddyfile.Dispenser, name string
 		return flagArg(d, &h.DisableMetrics)
 	default:
 		return d.Errf("unknown subdirective %q in clerk_m2m_token (known: machine_secret_key, api_url, format, ttl, "+
-			"renew_at, header, timeout, claims, disable_metrics)", name)
+			"min_remaining_ttl, renew_at, header, timeout, claims, disable_metrics)", name)
 	}
 }
 
