@@ -55,13 +55,19 @@ func TestConformance(t *testing.T) {
 	other := backendtest.New()
 	defer other.Close()
 	in := &instance{clerk: clerk, gateway: clerk.NewMachine("gateway"), publishableKey: publishableKeyOf()}
-	cases := newCorpus(in, other).build()
+	corpus := newCorpus(in, other)
+	cases, mints := corpus.build(), corpus.mints()
+	env := in.caddyEnv()
+	for _, m := range mints {
+		env = append(env, m.envKey()+"="+m.minter.SecretKey)
+	}
 
 	caddy := caddyproc.Start(t, func(p caddyproc.Ports) string {
-		return caddyfile(p.Admin, p.HTTP, profilesOf(cases))
-	}, in.caddyEnv()...)
-	sdk := runSDK(t, in, cases)
+		return caddyfile(p.Admin, p.HTTP, profilesOf(cases), mints)
+	}, env...)
+	sdk := runSDK(t, in, cases, mints)
 	module := runModule(t, caddy.URL(), cases)
+	mintWithModule(t, caddy.URL(), mints)
 
 	var found []disagreement
 	for _, tc := range cases {
@@ -71,11 +77,16 @@ func TestConformance(t *testing.T) {
 	if !w.jwksFetched() {
 		t.Error("the corpus made neither side fetch the key set: the comparison of that fetch compares nothing")
 	}
-	found = append(found, w.compare(cases)...)
+	found = append(found, w.compare(cases, mints)...)
+	calls := w.comparedCalls(cases)
+	if calls == 0 {
+		t.Error("no case made both sides ask Clerk about a credential: the comparison of those calls compares nothing")
+	}
 
 	classes := explain(t, rows, found)
 	agreeing := len(cases) - countCases(found)
-	t.Logf("%d cases: %d agree; the others differ as DIFFERENCES.md says: %s", len(cases), agreeing, classes)
+	t.Logf("%d cases: %d agree; the others differ as DIFFERENCES.md says: %s. Calls to Clerk compared: "+
+		"%d cases' credentials, %d mints, the key set.", len(cases), agreeing, classes, calls, len(mints))
 	if *reportPath != "" {
 		writeReport(t, cases, sdk, module, found)
 	}

@@ -191,8 +191,9 @@ var identityTemplate = func() string {
 }()
 
 // caddyfile is the module's side of every profile: one route each, at
-// /<profile name>, answering a verified request with its identity.
-func caddyfile(adminPort, httpPort int, used []*profile) string {
+// /<profile name>, answering a verified request with its identity; and of
+// every mint, at /mint/<id>.
+func caddyfile(adminPort, httpPort int, used []*profile, mints []*mintCase) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "{\n\tadmin 127.0.0.1:%d\n\thttp_port %d\n\tlog {\n\t\tlevel ERROR\n\t\texclude http.log.error\n\t}\n}\n", adminPort, httpPort)
 	fmt.Fprintf(&b, "http://127.0.0.1:%d {\n", httpPort)
@@ -202,6 +203,9 @@ func caddyfile(adminPort, httpPort int, used []*profile) string {
 			fmt.Fprintf(&b, "\t\t\t%s\n", line)
 		}
 		fmt.Fprintf(&b, "\t\t}\n\t\ttemplates\n\t\trespond `%s` 200\n\t}\n", identityTemplate)
+	}
+	for _, m := range mints {
+		b.WriteString(m.route())
 	}
 	b.WriteString("\thandle {\n\t\trespond \"no such profile\" 404\n\t}\n}\n")
 	return b.String()

@@ -73,8 +73,9 @@ func (r sdkResult) String() string {
 	return strings.TrimSpace("refuses (" + r.Status + " " + r.Reason + ")")
 }
 
-// runSDK has Clerk's SDK authenticate every case, one after the other.
-func runSDK(t *testing.T, in *instance, cases []*testCase) map[string]sdkResult {
+// runSDK has Clerk's SDK authenticate every case, one after the other, and
+// mint every token.
+func runSDK(t *testing.T, in *instance, cases []*testCase, mints []*mintCase) map[string]sdkResult {
 	t.Helper()
 	type sdkCase struct {
 		ID      string         `json:"id"`
@@ -82,12 +83,20 @@ func runSDK(t *testing.T, in *instance, cases []*testCase) map[string]sdkResult 
 		Options map[string]any `json:"options"`
 		Headers [][2]string    `json:"headers"`
 	}
+	type sdkMint struct {
+		ID     string         `json:"id"`
+		Params map[string]any `json:"params"`
+	}
 	input := struct {
 		APIURL string    `json:"apiUrl"`
 		Cases  []sdkCase `json:"cases"`
+		Mints  []sdkMint `json:"mints"`
 	}{APIURL: in.clerk.URL}
 	for _, tc := range cases {
 		input.Cases = append(input.Cases, sdkCase{tc.id, in.sdkKeys(tc.profile), sdkOptions(tc.profile), tc.headers})
+	}
+	for _, m := range mints {
+		input.Mints = append(input.Mints, sdkMint{m.id, m.sdkParams()})
 	}
 	data, err := json.Marshal(input)
 	if err != nil {
@@ -105,12 +114,22 @@ func runSDK(t *testing.T, in *instance, cases []*testCase) map[string]sdkResult 
 	var output struct {
 		SDKVersion string      `json:"sdkVersion"`
 		Results    []sdkResult `json:"results"`
+		Mints      []struct {
+			ID      string `json:"id"`
+			OK      bool   `json:"ok"`
+			Message string `json:"message"`
+		} `json:"mints"`
 	}
 	if err := json.Unmarshal(stdout.Bytes(), &output); err != nil {
 		t.Fatalf("reading the SDK's results: %v\n%s", err, stderr.String())
 	}
 	if pinned := pinnedSDK(t); output.SDKVersion != pinned {
 		t.Fatalf("the installed @clerk/backend is %s, package.json pins %s: run `npm ci --prefix conformance/sdk`", output.SDKVersion, pinned)
+	}
+	for _, m := range output.Mints {
+		if !m.OK {
+			t.Errorf("mint/%s: the SDK could not mint: %s", m.ID, m.Message)
+		}
 	}
 	results := make(map[string]sdkResult, len(output.Results))
 	for _, r := range output.Results {
@@ -172,6 +191,22 @@ func runModule(t *testing.T, baseURL string, cases []*testCase) map[string]modul
 		t.Fatal(err)
 	}
 	return results
+}
+
+// mintWithModule has Caddy mint every token, through a route of
+// clerk_m2m_token.
+func mintWithModule(t *testing.T, baseURL string, mints []*mintCase) {
+	t.Helper()
+	for _, m := range mints {
+		resp, err := http.Get(baseURL + "/mint/" + m.id)
+		if err != nil {
+			t.Fatalf("mint/%s: %v", m.id, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("mint/%s: the module could not mint: %s", m.id, resp.Status)
+		}
+	}
 }
 
 func askModule(client *http.Client, baseURL string, tc *testCase) (moduleResult, error) {

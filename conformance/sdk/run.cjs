@@ -1,12 +1,13 @@
 // Drives Clerk's own SDK, @clerk/backend, over the conformance corpus.
 //
-// Reads {"apiUrl", "cases": [...]} as JSON on standard input and writes
-// {"sdkVersion", "results": [...]} as JSON on standard output. Each case is
-// one request, authenticated the way a Clerk user's server does it:
-// createClerkClient(keys).authenticateRequest(request, options). The
-// verdict is the request state's, refined by toAuth() (which treats pending
-// sessions as signed out); the identity is read from the auth object and,
-// for machine credentials, from the SDK's verification result.
+// Reads {"apiUrl", "cases": [...], "mints": [...]} as JSON on standard
+// input and writes {"sdkVersion", "results": [...], "mints": [...]} as JSON
+// on standard output. Each case is one request, authenticated the way a
+// Clerk user's server does it: createClerkClient(keys).authenticateRequest(
+// request, options). The verdict is the request state's, refined by
+// toAuth() (which treats pending sessions as signed out); the identity is
+// read from the auth object and, for machine credentials, from the SDK's
+// verification result. Each mint is one m2m.createToken call.
 //
 // Nothing here may reach the network but the fake Clerk at apiUrl: every
 // other fetch fails the run.
@@ -26,7 +27,20 @@ async function main() {
   for (const c of input.cases) {
     results.push(await runCase(input.apiUrl, c));
   }
-  process.stdout.write(JSON.stringify({ sdkVersion, results }));
+  const mints = [];
+  for (const m of input.mints || []) {
+    mints.push(await runMint(input.apiUrl, m));
+  }
+  process.stdout.write(JSON.stringify({ sdkVersion, results, mints }));
+}
+
+async function runMint(apiUrl, m) {
+  try {
+    await createClerkClient({ apiUrl, telemetry: { disabled: true } }).m2m.createToken(m.params);
+    return { id: m.id, ok: true };
+  } catch (err) {
+    return { id: m.id, ok: false, message: String(err && err.message) };
+  }
 }
 
 // guardNetwork makes any fetch to another origin than the fake Clerk's an
