@@ -24,9 +24,6 @@ const (
 	// classSDKBug: Clerk's SDK does something wrong that the module does
 	// not do; the row cites the SDK's code.
 	classSDKBug = "SDK bug"
-	// classModuleBug: the module is wrong, and the fix is on its way: no
-	// such row may stay.
-	classModuleBug = "module bug"
 )
 
 // difference is one row of the table.
@@ -152,7 +149,6 @@ func (r *difference) validate(readme string) error {
 				return fmt.Errorf("%s:%d: %v", differencesFile, r.line, err)
 			}
 		}
-	case classModuleBug:
 	default:
 		return fmt.Errorf("%s:%d: class %q is neither %q nor %q", differencesFile, r.line, r.class, classStricter, classSDKBug)
 	}
