@@ -60,7 +60,7 @@ const (
 // | case | status | `{http.auth.clerk_m2m.error}` |
 // |------|--------|-------------------------------|
 // | no credential (unless `optional`) | 401 | `token_missing` |
-// | malformed, forged, unknown, revoked, wrong category | 401 | `token_invalid` |
+// | malformed, forged, unknown, revoked, wrong category, not for the `audience` or from another `issuer` | 401 | `token_invalid` |
 // | expired | 401 | `token_expired` |
 // | a session token from the `__session` cookie of a browser not signed in (per `__client_uat`) or older than its `__client_uat` | 401 | `session_outdated` |
 // | a token type or format this route does not accept | 401 | `token_type_not_accepted` |
