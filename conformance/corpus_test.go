@@ -34,7 +34,7 @@ type corpus struct {
 	ids      map[string]bool
 }
 
-// User, organization and client ids of the corpus.
+// User and organization ids of the corpus.
 const (
 	userID  = "user_2vYVtestTESTtestTESTtestTEST"
 	adminID = "user_2vYVadminADMINadminADMINadmi"
