@@ -44,6 +44,8 @@ func registerDirective[H any, P interface {
 //	    require_scopes     <scope> [<scope>…]
 //	    allowed_subjects   <id> [<id>…]
 //	    authorized_parties <origin> [<origin>…]
+//	    audience           <aud> [<aud>…]
+//	    issuer             <iss> [<iss>…]
 //	    optional
 //	    strip_authorization
 //	    disable_metrics
@@ -73,6 +75,8 @@ var handlerSubdirectives = block[Handler]{
 	listArg("require_scopes", func(h *Handler) *[]string { return &h.RequireScopes }),
 	listArg("allowed_subjects", func(h *Handler) *[]string { return &h.AllowedSubjects }),
 	listArg("authorized_parties", func(h *Handler) *[]string { return &h.AuthorizedParties }),
+	listArg("audience", func(h *Handler) *[]string { return &h.Audience }),
+	listArg("issuer", func(h *Handler) *[]string { return &h.Issuer }),
 	flagArg("optional", func(h *Handler) *bool { return &h.Optional }),
 	flagArg("strip_authorization", func(h *Handler) *bool { return &h.StripAuthorization }),
 	flagArg("disable_metrics", func(h *Handler) *bool { return &h.DisableMetrics }),

@@ -50,6 +50,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		require_scopes mch_gateway read:invoices
 		allowed_subjects mch_billing org_acme
 		authorized_parties https://app.example.com
+		audience https://api.example.com mch_gateway
+		issuer https://clerk.example.com
 		optional
 		strip_authorization
 		timeout 2s
@@ -66,6 +68,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	assert.Equal(t, []string{"mch_gateway", "read:invoices"}, h.RequireScopes)
 	assert.Equal(t, []string{"mch_billing", "org_acme"}, h.AllowedSubjects)
 	assert.Equal(t, []string{"https://app.example.com"}, h.AuthorizedParties)
+	assert.Equal(t, []string{"https://api.example.com", "mch_gateway"}, h.Audience)
+	assert.Equal(t, []string{"https://clerk.example.com"}, h.Issuer)
 	assert.True(t, h.Optional)
 	assert.True(t, h.StripAuthorization)
 	assert.Equal(t, caddy.Duration(2e9), h.Timeout)
@@ -88,6 +92,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		"extra argument":         {"clerk_m2m {\n api_url https://a https://b\n}", "wrong argument count"},
 		"accept without a type":  {"clerk_m2m {\n accept\n}", "wrong argument count"},
 		"scopes without a scope": {"clerk_m2m {\n require_scopes\n}", "wrong argument count"},
+		"audience without one":   {"clerk_m2m {\n audience\n}", "wrong argument count"},
 		"optional with a value":  {"clerk_m2m {\n optional yes\n}", "wrong argument count"},
 		"optional twice":         {"clerk_m2m {\n optional\n optional\n}", "optional given twice"},
 		"given twice":            {"clerk_m2m {\n secret_key sk_a\n secret_key sk_b\n}", "secret_key given twice"},

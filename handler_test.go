@@ -2,6 +2,7 @@ package clerkm2m
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -100,6 +101,7 @@ func TestALaterHandlersIdentityIsSeen(t *testing.T) {
 	const user = "user_2GIpXOEpVyJw51rkZn9Kmnc6Sxr"
 	req := httptest.NewRequest(http.MethodGet, "/", nil)
 	req.AddCookie(&http.Cookie{Name: "__session", Value: clerk.MintSessionJWT(user, backendtest.SessionOptions{AuthorizedParty: "https://app.example.com"})})
+	req.AddCookie(&http.Cookie{Name: "__client_uat", Value: "1700000000"})
 	repl := caddy.NewReplacer()
 	req = asCaddyWould(req, repl)
 	var seen []string
@@ -118,6 +120,51 @@ func TestALaterHandlersIdentityIsSeen(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []string{" ", user + " session_token"}, seen)
 	assert.Empty(t, repl.ReplaceAll("{http.vars."+identityHolderVar+"}", ""), "the holder never renders")
+}
+
+// TestCookieSessionsNeedASignedInBrowser: a session token from the
+// __session cookie counts only with the __client_uat cookie of a browser
+// signed in no later than the token was minted; one from the header needs
+// none.
+func TestCookieSessionsNeedASignedInBrowser(t *testing.T) {
+	testenv.ClearClerk(t)
+	clerk := backendtest.New()
+	defer clerk.Close()
+	h := &Handler{SecretKey: clerk.SecretKey(), APIURL: clerk.URL, Accept: []string{"session_token"}}
+	require.NoError(t, provision(t, h))
+	session := clerk.MintSessionJWT("user_2GIpXOEpVyJw51rkZn9Kmnc6Sxr", backendtest.SessionOptions{})
+	issued := time.Now().Unix() // at most the token's iat
+	for name, tc := range map[string]struct {
+		header, cookie string
+		reason         string // "" for let through
+	}{
+		"signed in before the token": {"", fmt.Sprintf("__session=%s; __client_uat=%d", session, issued-60), ""},
+		"no __client_uat":            {"", "__session=" + session, "session_outdated"},
+		"signed out":                 {"", "__session=" + session + "; __client_uat=0", "session_outdated"},
+		"changed after the token":    {"", fmt.Sprintf("__session=%s; __client_uat=%d", session, issued+3600), "session_outdated"},
+		"from the header":            {"Bearer " + session, "__client_uat=0", ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodGet, "/", nil)
+			if tc.header != "" {
+				req.Header.Set("Authorization", tc.header)
+			}
+			req.Header.Set("Cookie", tc.cookie)
+			repl := caddy.NewReplacer()
+			recorder := httptest.NewRecorder()
+			err := h.ServeHTTP(recorder, asCaddyWould(req, repl), caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil }))
+			if tc.reason == "" {
+				require.NoError(t, err)
+				return
+			}
+			var handlerErr caddyhttp.HandlerError
+			require.ErrorAs(t, err, &handlerErr)
+			assert.Equal(t, http.StatusUnauthorized, handlerErr.StatusCode)
+			reason, _ := repl.GetString(verifyErrorPlaceholder)
+			assert.Equal(t, tc.reason, reason)
+			assert.Contains(t, recorder.Header().Get("WWW-Authenticate"), `error="invalid_token"`)
+		})
+	}
 }
 
 // TestAClientThatLeftIsNoClerkOutage: when the client goes away while Clerk
@@ -177,4 +224,13 @@ func TestStripCookieLeavesTheOtherPairsAsSent(t *testing.T) {
 			assert.Equal(t, tc.want, header["Cookie"])
 		})
 	}
+}
+
+func TestActorPlaceholder(t *testing.T) {
+	value, known := identityPlaceholder(&verify.Identity{Actor: "user_admin"}, "actor")
+	assert.True(t, known)
+	assert.Equal(t, "user_admin", value)
+	value, known = identityPlaceholder(&verify.Identity{}, "actor")
+	assert.True(t, known, "known, and empty, for a token that names no actor")
+	assert.Equal(t, "", value)
 }

@@ -22,6 +22,7 @@ func init() {
 //	    api_url            <url>
 //	    format             opaque|jwt
 //	    ttl                <duration>
+//	    min_remaining_ttl  <duration>
 //	    renew_at           <share of the lifetime: 0.5 or 50%>
 //	    header             <name>
 //	    timeout            <duration>
@@ -45,6 +46,7 @@ var mintSubdirectives = block[MintHandler]{
 	textArg("api_url", func(h *MintHandler) *string { return &h.APIURL }),
 	textArg("format", func(h *MintHandler) *string { return &h.Format }),
 	durationArg("ttl", func(h *MintHandler) *caddy.Duration { return &h.TTL }),
+	durationArg("min_remaining_ttl", func(h *MintHandler) *caddy.Duration { return &h.MinRemainingTTL }),
 	{"renew_at", func(d *caddyfile.Dispenser, h *MintHandler) error { return shareArg(d, &h.RenewAt) }},
 	textArg("header", func(h *MintHandler) *string { return &h.Header }),
 	durationArg("timeout", func(h *MintHandler) *caddy.Duration { return &h.Timeout }),

@@ -61,6 +61,14 @@ type MintHandler struct {
 	// Default: `1h`.
 	TTL caddy.Duration `json:"ttl,omitempty"`
 
+	// Let Clerk hand back a token of this machine that is still live for
+	// at least this long instead of minting a new one (Clerk's
+	// `min_remaining_ttl_seconds`, in whole seconds): each mint is billed,
+	// and a fleet of sidecars, or one restarting, then shares one token.
+	// Opaque tokens only (Clerk stores no JWT); less than `ttl`. Without
+	// it, every mint is a new token. Default: none.
+	MinRemainingTTL caddy.Duration `json:"min_remaining_ttl,omitempty"`
+
 	// Custom claims the tokens carry. Values may be placeholders, expanded
 	// when the configuration loads. Default: none.
 	Claims map[string]string `json:"claims,omitempty"`
@@ -162,7 +170,11 @@ func (h *MintHandler) loadSource() error {
 	if err != nil {
 		return fmt.Errorf("api_url: %v", err)
 	}
-	token := backend.CreateM2MTokenOptions{Format: h.Format, SecondsUntilExpiration: int64(time.Duration(h.TTL) / time.Second)}
+	token := backend.CreateM2MTokenOptions{
+		Format:                 h.Format,
+		SecondsUntilExpiration: int64(time.Duration(h.TTL) / time.Second),
+		MinRemainingTTLSeconds: int64(time.Duration(h.MinRemainingTTL) / time.Second),
+	}
 	if len(h.claims) > 0 {
 		token.Claims = h.claims
 	}
@@ -190,6 +202,11 @@ func (h *MintHandler) Validate() error {
 		return fmt.Errorf("format must be opaque or jwt, not %q", h.Format)
 	case time.Duration(h.TTL) < time.Second:
 		return errors.New("ttl must be at least 1s")
+	case h.MinRemainingTTL != 0 && (time.Duration(h.MinRemainingTTL) < time.Second || h.MinRemainingTTL >= h.TTL):
+		return fmt.Errorf("min_remaining_ttl must be at least 1s and less than ttl (%v), not %v",
+			time.Duration(h.TTL), time.Duration(h.MinRemainingTTL))
+	case h.MinRemainingTTL != 0 && h.Format == "jwt":
+		return errors.New("min_remaining_ttl applies to opaque tokens: Clerk stores no JWT to hand back; remove it, or use format opaque")
 	case !isShare(h.RenewAt):
 		return fmt.Errorf("renew_at must be a share of the lifetime, above 0 and at most 1 (or 100%%), not %v", h.RenewAt)
 	case !httpguts.ValidHeaderFieldName(h.Header):

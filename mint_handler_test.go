@@ -22,6 +22,7 @@ func TestTokenCaddyfile(t *testing.T) {
 		api_url https://clerk.example.com
 		format jwt
 		ttl 15m
+		min_remaining_ttl 5m
 		renew_at 80%
 		header X-Service-Token
 		timeout 2s
@@ -32,7 +33,7 @@ func TestTokenCaddyfile(t *testing.T) {
 		disable_metrics
 	}`)))
 	assert.Equal(t, &MintHandler{MachineSecretKey: "{env.A_KEY}", APIURL: "https://clerk.example.com", Format: "jwt",
-		TTL: caddy.Duration(15 * time.Minute), RenewAt: 0.8, Header: "X-Service-Token", Timeout: caddy.Duration(2 * time.Second),
+		TTL: caddy.Duration(15 * time.Minute), MinRemainingTTL: caddy.Duration(5 * time.Minute), RenewAt: 0.8, Header: "X-Service-Token", Timeout: caddy.Duration(2 * time.Second),
 		Claims: map[string]string{"team": "billing", "region": "{env.REGION}"}, DisableMetrics: true}, h)
 
 	h = new(MintHandler)
@@ -75,11 +76,17 @@ func TestTokenValidation(t *testing.T) {
 		handler MintHandler
 		want    string
 	}{
-		"no key":             {MintHandler{}, "set machine_secret_key (or CLERK_MACHINE_SECRET_KEY)"},
-		"instance key":       {MintHandler{MachineSecretKey: "sk_live_x"}, "never with the instance secret key"},
-		"not a key":          {MintHandler{MachineSecretKey: "hunter2"}, "starting with ak_"},
-		"format":             {MintHandler{MachineSecretKey: "ak_x", Format: "paseto"}, "format must be opaque or jwt"},
-		"ttl":                {MintHandler{MachineSecretKey: "ak_x", TTL: caddy.Duration(time.Millisecond)}, "ttl must be at least 1s"},
+		"no key":       {MintHandler{}, "set machine_secret_key (or CLERK_MACHINE_SECRET_KEY)"},
+		"instance key": {MintHandler{MachineSecretKey: "sk_live_x"}, "never with the instance secret key"},
+		"not a key":    {MintHandler{MachineSecretKey: "hunter2"}, "starting with ak_"},
+		"format":       {MintHandler{MachineSecretKey: "ak_x", Format: "paseto"}, "format must be opaque or jwt"},
+		"ttl":          {MintHandler{MachineSecretKey: "ak_x", TTL: caddy.Duration(time.Millisecond)}, "ttl must be at least 1s"},
+		"min_remaining_ttl below a second": {MintHandler{MachineSecretKey: "ak_x", MinRemainingTTL: caddy.Duration(time.Millisecond)},
+			"min_remaining_ttl must be at least 1s and less than ttl"},
+		"min_remaining_ttl as long as ttl": {MintHandler{MachineSecretKey: "ak_x", MinRemainingTTL: caddy.Duration(time.Hour)},
+			"min_remaining_ttl must be at least 1s and less than ttl (1h0m0s)"},
+		"min_remaining_ttl of JWTs": {MintHandler{MachineSecretKey: "ak_x", Format: "jwt", MinRemainingTTL: caddy.Duration(time.Minute)},
+			"min_remaining_ttl applies to opaque tokens"},
 		"renew_at over 100%": {MintHandler{MachineSecretKey: "ak_x", RenewAt: 1.5}, "renew_at must be a share"},
 		"header":             {MintHandler{MachineSecretKey: "ak_x", Header: "X Token"}, "not a valid header name"},
 		"key from nowhere":   {MintHandler{MachineSecretKey: "{file./nonexistent}"}, "which is empty"},
@@ -92,6 +99,37 @@ func TestTokenValidation(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.want)
 		})
 	}
+}
+
+// TestMinRemainingTTLSharesALiveToken: with min_remaining_ttl, a second
+// token source of the machine (another sidecar, or this one restarted) is
+// handed the first one's token by Clerk instead of a new mint.
+func TestMinRemainingTTLSharesALiveToken(t *testing.T) {
+	testenv.ClearClerk(t)
+	clerk := backendtest.New()
+	defer clerk.Close()
+	key := clerk.NewMachine("a").SecretKey
+	token := func(timeout time.Duration, minRemaining time.Duration) string {
+		// Another timeout makes another token source, as another sidecar has.
+		h := &MintHandler{MachineSecretKey: key, APIURL: clerk.URL, Timeout: caddy.Duration(timeout),
+			MinRemainingTTL: caddy.Duration(minRemaining)}
+		require.NoError(t, provision(t, h))
+		token, err := h.source.Token(t.Context())
+		require.NoError(t, err)
+		return token
+	}
+	first := token(time.Second, 10*time.Minute)
+	assert.Equal(t, first, token(2*time.Second, 10*time.Minute), "Clerk handed back the live token")
+	assert.NotEqual(t, first, token(3*time.Second, 0), "without min_remaining_ttl, a new token")
+	var bodies []string
+	for _, r := range clerk.Requests() {
+		bodies = append(bodies, string(r.Body))
+	}
+	assert.Equal(t, []string{
+		`{"token_format":"opaque","seconds_until_expiration":3600,"min_remaining_ttl_seconds":600}`,
+		`{"token_format":"opaque","seconds_until_expiration":3600,"min_remaining_ttl_seconds":600}`,
+		`{"token_format":"opaque","seconds_until_expiration":3600}`,
+	}, bodies)
 }
 
 func TestMintsAreCounted(t *testing.T) {

@@ -52,8 +52,9 @@ const (
 // | case | status | `{http.auth.clerk_m2m.error}` |
 // |------|--------|-------------------------------|
 // | no credential (unless `optional`) | 401 | `token_missing` |
-// | malformed, forged, unknown, revoked, wrong category | 401 | `token_invalid` |
+// | malformed, forged, unknown, revoked, wrong category, not for the `audience` or from another `issuer` | 401 | `token_invalid` |
 // | expired | 401 | `token_expired` |
+// | a session token from the `__session` cookie of a browser not signed in (per `__client_uat`) or older than its `__client_uat` | 401 | `session_outdated` |
 // | a token type or format this route does not accept | 401 | `token_type_not_accepted` |
 // | valid, but `require_scopes` or `allowed_subjects` not met | 403 | `insufficient_scope` |
 // | Clerk unreachable, failing, or its keys unavailable | 503 | `clerk_unavailable` |
@@ -81,6 +82,7 @@ const (
 // | `{http.auth.user.session_id}` | session tokens: the session (`sess_…`) |
 // | `{http.auth.user.org_id}` | session tokens: the active organization; API keys: the organization that owns the key |
 // | `{http.auth.user.name}` | API keys: the key's name |
+// | `{http.auth.user.actor}` | OAuth tokens from a token exchange (RFC 8693): the acting subject, whose whole chain is in the claims' `act`; impersonated sessions: the impersonator |
 //
 // The access log gets the caller as `user_id`, and the credential's
 // `token_type` and `token_id` (never the credential). The admin endpoint's
@@ -155,6 +157,21 @@ type Handler struct {
 	// Default: none.
 	AuthorizedParties []string `json:"authorized_parties,omitempty"`
 
+	// Audiences a token may have been issued for (its `aud` claim), as
+	// Clerk's SDK checks them: an OAuth access token, JWT or opaque, must
+	// name one of them, else 401; a session token or an M2M JWT only when it
+	// names an audience at all (an M2M JWT's `aud` lists the machines it may
+	// call). API keys and opaque M2M tokens carry none: Clerk checks whom
+	// they were granted to. Default: none.
+	Audience []string `json:"audience,omitempty"`
+
+	// Issuers a session token may come from (its `iss` claim, the
+	// instance's Frontend API, e.g. `https://clerk.example.com`); when set,
+	// a session token from another, or without `iss`, is refused. Only with
+	// `session_token`: as in Clerk's SDK, machine JWTs are not checked for
+	// their issuer (M2M JWTs may carry none). Default: any issuer.
+	Issuer []string `json:"issuer,omitempty"`
+
 	// The whole budget of one call to Clerk, retries included.
 	// Default: `5s`.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
@@ -183,6 +200,8 @@ type Handler struct {
 	requireScopes     []string
 	allowedSubjects   []string
 	authorizedParties []string
+	audience          []string
+	issuer            []string
 
 	verifier *verify.Verifier
 	observer observer
@@ -277,7 +296,13 @@ func (h *Handler) expandAccept(repl *caddy.Replacer) error {
 	if h.allowedSubjects, err = expandList(repl, "allowed_subjects", h.AllowedSubjects); err != nil {
 		return err
 	}
-	h.authorizedParties, err = expandList(repl, "authorized_parties", h.AuthorizedParties)
+	if h.authorizedParties, err = expandList(repl, "authorized_parties", h.AuthorizedParties); err != nil {
+		return err
+	}
+	if h.audience, err = expandList(repl, "audience", h.Audience); err != nil {
+		return err
+	}
+	h.issuer, err = expandList(repl, "issuer", h.Issuer)
 	return err
 }
 
@@ -292,6 +317,8 @@ func (h *Handler) buildVerifier(ctx caddy.Context) error {
 		ClockSkew:         time.Duration(*h.ClockSkew),
 		CacheTTL:          time.Duration(*h.CacheTTL),
 		AuthorizedParties: h.authorizedParties,
+		Audience:          h.audience,
+		Issuer:            h.issuer,
 		RequireScopes:     h.requireScopes,
 		AllowedSubjects:   h.allowedSubjects,
 		OnCacheLookup:     h.observer.cacheLookup,
@@ -401,6 +428,12 @@ func (h *Handler) Validate() error {
 	switch {
 	case len(h.authorizedParties) > 0 && !slices.Contains(h.accept, verify.SessionToken):
 		return errors.New("authorized_parties applies to session tokens: accept session_token, or remove it")
+	case len(h.issuer) > 0 && !slices.Contains(h.accept, verify.SessionToken):
+		return errors.New("issuer applies to session tokens (machine JWTs are not checked for their issuer, as in " +
+			"Clerk's SDK): accept session_token, or remove it")
+	case len(h.audience) > 0 && slices.Equal(h.accept, []verify.TokenType{verify.APIKey}):
+		return errors.New("audience applies to OAuth tokens, session tokens and M2M JWTs, not to API keys: " +
+			"accept one of those, or remove it")
 	case h.Timeout <= 0:
 		return errors.New("timeout must be positive")
 	case h.JWKSMaxStale < 0:

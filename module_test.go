@@ -71,10 +71,13 @@ func TestProvisionExpandsPlaceholders(t *testing.T) {
 	keyFile := filepath.Join(t.TempDir(), "machine-key")
 	require.NoError(t, os.WriteFile(keyFile, []byte("ak_from_file\n"), 0o600))
 	t.Setenv("MY_TYPES", "m2m_token")
-	h := &Handler{SecretKey: "{env.MY_CLERK_KEY}", MachineSecretKey: "{file." + keyFile + "}", Accept: []string{"{env.MY_TYPES}"}}
+	t.Setenv("MY_AUDIENCES", "https://a.example.com,https://b.example.com")
+	h := &Handler{SecretKey: "{env.MY_CLERK_KEY}", MachineSecretKey: "{file." + keyFile + "}", Accept: []string{"{env.MY_TYPES}"},
+		Audience: []string{"{env.MY_AUDIENCES}"}}
 	require.NoError(t, provision(t, h))
 	assert.Equal(t, "sk_live_placeholder", h.secretKey)
 	assert.Equal(t, "ak_from_file", h.machineSecretKey)
+	assert.Equal(t, []string{"https://a.example.com", "https://b.example.com"}, h.audience)
 	assert.Equal(t, "https://api.clerk.com", h.apiURL)
 }
 
@@ -119,6 +122,10 @@ func TestValidationErrors(t *testing.T) {
 			"accepting session_token needs secret_key (or CLERK_SECRET_KEY) to fetch the signing keys, or jwt_key"},
 		"authorized parties without sessions": {Handler{SecretKey: "sk_test_x", AuthorizedParties: []string{"https://app.example.com"}},
 			"authorized_parties applies to session tokens"},
+		"issuer without sessions": {Handler{SecretKey: "sk_test_x", Accept: []string{"m2m_token"}, Issuer: []string{"https://clerk.example.com"}},
+			"issuer applies to session tokens"},
+		"audience of API keys": {Handler{SecretKey: "sk_test_x", Accept: []string{"api_key"}, Audience: []string{"https://api.example.com"}},
+			"audience applies to OAuth tokens, session tokens and M2M JWTs, not to API keys"},
 		"empty accept":              {Handler{SecretKey: "sk_test_x", Accept: []string{" "}}, "no token type"},
 		"machine key as secret key": {Handler{SecretKey: "ak_123"}, "set it as machine_secret_key"},
 		"secret key as machine key": {Handler{MachineSecretKey: "sk_live_123"}, "set it as secret_key"},

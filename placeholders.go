@@ -80,6 +80,7 @@ var identityPlaceholders = []struct {
 	{"session_id", func(id *verify.Identity) string { return id.SessionID }},
 	{"org_id", func(id *verify.Identity) string { return id.OrgID }},
 	{"name", func(id *verify.Identity) string { return id.Name }},
+	{"actor", func(id *verify.Identity) string { return id.Actor }},
 }
 
 // claimPlaceholderPrefix starts {http.auth.user.claims.<path>}.

@@ -16,6 +16,10 @@ type CreateM2MTokenOptions struct {
 	SecondsUntilExpiration int64 `json:"seconds_until_expiration,omitempty"`
 	// Claims are custom claims carried by the token.
 	Claims map[string]any `json:"claims,omitempty"`
+	// MinRemainingTTLSeconds, when above 0, lets Clerk hand back a live
+	// opaque token of the machine with at least that many seconds left,
+	// instead of minting a new one.
+	MinRemainingTTLSeconds int64 `json:"min_remaining_ttl_seconds,omitempty"`
 }
 
 // CreatedM2MToken is a freshly minted token: the token object and, only in

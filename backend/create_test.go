@@ -22,7 +22,7 @@ func TestCreateM2MToken(t *testing.T) {
 			"revoked":false,"revocation_reason":null,"expired":false,"expiration":1753746916590,"created_at":1,"updated_at":1,"token":"mt_secret"}`)
 	})
 	created, err := c.CreateM2MToken(budget(t, time.Second), CreateM2MTokenOptions{Format: "jwt", SecondsUntilExpiration: 3600,
-		Claims: map[string]any{"job": "sync"}})
+		Claims: map[string]any{"job": "sync"}, MinRemainingTTLSeconds: 600})
 	require.NoError(t, err)
 	assert.Equal(t, "mt_secret", created.Token)
 	assert.Equal(t, "mt_1", created.ID)
@@ -30,7 +30,7 @@ func TestCreateM2MToken(t *testing.T) {
 	assert.Equal(t, int64(1753746916590), *created.Expiration)
 	assert.Equal(t, "/m2m_tokens", got.URL.Path)
 	assert.Equal(t, "Bearer ak_machine", got.Header.Get("Authorization"), "only a machine may mint")
-	assert.JSONEq(t, `{"token_format":"jwt","seconds_until_expiration":3600,"claims":{"job":"sync"}}`, string(body))
+	assert.JSONEq(t, `{"token_format":"jwt","seconds_until_expiration":3600,"claims":{"job":"sync"},"min_remaining_ttl_seconds":600}`, string(body))
 
 	_, err = c.CreateM2MToken(budget(t, time.Second), CreateM2MTokenOptions{})
 	require.NoError(t, err)

@@ -1,6 +1,9 @@
 package backend
 
-import "context"
+import (
+	"context"
+	"encoding/json"
+)
 
 // OAuthAccessToken is Clerk's answer about an OAuth access token issued by
 // one of its OAuth applications: the token object
@@ -23,6 +26,12 @@ type OAuthAccessToken struct {
 	Expiration       *int64   `json:"expiration"`
 	CreatedAt        int64    `json:"created_at"`
 	UpdatedAt        int64    `json:"updated_at"`
+	// Audience is what the token was issued for ("aud"), a string or a
+	// list of strings, as Clerk sends it.
+	Audience json.RawMessage `json:"aud"`
+	// Actor is who acts for the subject (RFC 8693 "act"), as Clerk sends
+	// it: an object with "sub", and maybe "iss" and an "act" of its own.
+	Actor json.RawMessage `json:"act"`
 }
 
 // Inactive reports whether Clerk said the token is not active.

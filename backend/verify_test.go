@@ -18,7 +18,8 @@ const apiKeyAnswer = `{"object":"api_key","id":"ak_ey966f1b1xf93586b2debdcadb0b3
 
 const oauthAnswer = `{"object":"clerk_idp_oauth_access_token","id":"oat_2VTWUzvGC5UhdJCNx6xG1D98edc","type":"oauth:access_token",
 	"client_id":"client_2VTWUzvGC5UhdJCNx6xG1D98edc","subject":"user_1","scopes":["read:foo"],"revoked":false,
-	"revocation_reason":null,"expired":false,"expiration":1753746916590,"created_at":1753743316590,"updated_at":1753743316590}`
+	"revocation_reason":null,"expired":false,"expiration":1753746916590,"created_at":1753743316590,"updated_at":1753743316590,
+	"act":{"sub":"user_admin","act":{"sub":"svc"}}}`
 
 func TestVerifyAPIKeyAndOAuthTokenUseTheInstanceKey(t *testing.T) {
 	for _, tc := range []struct {
@@ -44,6 +45,7 @@ func TestVerifyAPIKeyAndOAuthTokenUseTheInstanceKey(t *testing.T) {
 				assert.Equal(t, "oat_2VTWUzvGC5UhdJCNx6xG1D98edc", token.ID)
 				assert.Equal(t, "client_2VTWUzvGC5UhdJCNx6xG1D98edc", token.ClientID)
 				assert.Equal(t, "user_1", token.Subject)
+				assert.JSONEq(t, `{"sub":"user_admin","act":{"sub":"svc"}}`, string(token.Actor))
 			}
 			return err
 		}},

@@ -82,6 +82,7 @@ func TestCORSExample(t *testing.T) {
 	session := e.clerk.MintSessionJWT(user, backendtest.SessionOptions{AuthorizedParty: "https://app.example.com"})
 	resp, seen := e.send("/invoices", func(req *http.Request) {
 		req.AddCookie(&http.Cookie{Name: "__session", Value: session})
+		req.AddCookie(&http.Cookie{Name: "__client_uat", Value: "1700000000"})
 	})
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	assert.Equal(t, user, seen["X-Clerk-User-Id"])

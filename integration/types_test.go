@@ -108,11 +108,15 @@ http://{{GATEWAY}} {
 // testUser is a user of the fake Clerk instance.
 const testUser = "user_2GIpXOEpVyJw51rkZn9Kmnc6Sxr"
 
-// cookie sends a GET to path with a __session cookie.
+// cookie sends a GET to path with a __session cookie, and the __client_uat
+// cookie of a browser signed in long before the token was minted.
 func (e *env) cookie(path, token string) (*http.Response, map[string]string) {
 	e.t.Helper()
 	e.secrets = append(e.secrets, token)
-	return e.send(path, func(req *http.Request) { req.AddCookie(&http.Cookie{Name: "__session", Value: token}) })
+	return e.send(path, func(req *http.Request) {
+		req.AddCookie(&http.Cookie{Name: "__session", Value: token})
+		req.AddCookie(&http.Cookie{Name: "__client_uat", Value: "1700000000"})
+	})
 }
 
 func TestEveryCredentialType(t *testing.T) {

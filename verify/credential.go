@@ -2,7 +2,9 @@ package verify
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // maxTokenLength is the longest credential that is looked at. Clerk's tokens
@@ -32,15 +34,23 @@ func bearerToken(authorization []string) (string, error) {
 	return token, nil
 }
 
-// SessionCookie is the cookie in which Clerk's frontend keeps the session
-// token, and from which VerifyRequest reads one.
-const SessionCookie = "__session"
+// The cookies of Clerk's frontend that VerifyRequest reads: SessionCookie
+// keeps the session token; ClientUATCookie records when the browser's
+// client last changed (signed in, signed out, switched organization), in
+// Unix seconds, 0 once it signed out. A session token read from
+// SessionCookie counts only with the ClientUATCookie of a signed-in browser
+// that has not changed since the token was minted.
+const (
+	SessionCookie   = "__session"
+	ClientUATCookie = "__client_uat"
+)
 
 // credentialOf finds the credential of a request: the Authorization header
 // (by bearerToken's rules) or, when it is absent and sessions are accepted,
-// the __session cookie (fromCookie). A request with neither has
-// ReasonMissing; one with several __session cookies is refused rather than
-// guessed at.
+// the __session cookie (fromCookie), its value taken as sent (quotes around
+// it are kept, as Clerk's SDK keeps them, and then refused: Clerk's
+// frontend never quotes a token). A request with neither has ReasonMissing;
+// one with several __session cookies is refused rather than guessed at.
 func credentialOf(r *http.Request, acceptSessions bool) (token string, fromCookie bool, err error) {
 	if authorization := r.Header.Values("Authorization"); len(authorization) > 0 || !acceptSessions {
 		token, err := bearerToken(authorization)
@@ -48,7 +58,10 @@ func credentialOf(r *http.Request, acceptSessions bool) (token string, fromCooki
 	}
 	var values []string
 	for _, cookie := range r.CookiesNamed(SessionCookie) {
-		if cookie.Value != "" {
+		switch {
+		case cookie.Quoted:
+			values = append(values, `"`+cookie.Value+`"`)
+		case cookie.Value != "":
 			values = append(values, cookie.Value)
 		}
 	}
@@ -60,6 +73,52 @@ func credentialOf(r *http.Request, acceptSessions bool) (token string, fromCooki
 	default:
 		return "", true, invalid("", "more than one session cookie")
 	}
+}
+
+// checkSignedIn applies Clerk's rule for a session token that came from the
+// __session cookie (a token from the Authorization header is exempt): the
+// request must carry the __client_uat cookie of a signed-in browser, one
+// whole number of seconds above 0, and the token must not have been issued
+// before it, for an older token predates a sign-out or a switch of
+// organization and the frontend is about to replace it. It returns nil, or
+// an *Error with ReasonSessionOutdated (ReasonInvalid for a malformed
+// cookie).
+func checkSignedIn(r *http.Request, id *Identity) error {
+	var values []string
+	for _, cookie := range r.CookiesNamed(ClientUATCookie) {
+		values = append(values, cookie.Value)
+	}
+	switch len(values) {
+	case 0:
+		return outdated("the __session cookie came without a __client_uat cookie: the browser is not signed in")
+	case 1:
+	default:
+		return invalid(SessionToken, "more than one __client_uat cookie")
+	}
+	uat, ok := wholeSeconds(values[0])
+	switch {
+	case !ok:
+		return invalid(SessionToken, "the __client_uat cookie is not a whole number of seconds")
+	case uat == 0:
+		return outdated("the __client_uat cookie is 0: the browser signed out")
+	case !id.IssuedAt.IsZero() && id.IssuedAt.Before(time.Unix(uat, 0)):
+		return outdated("the session token is older than the __client_uat cookie: the session changed since it was minted")
+	}
+	return nil
+}
+
+func outdated(description string) *Error {
+	return &Error{Reason: ReasonSessionOutdated, TokenType: SessionToken, Description: description}
+}
+
+// wholeSeconds reads a number of seconds written in decimal digits alone:
+// no sign, no space, no fraction.
+func wholeSeconds(s string) (int64, bool) {
+	if s == "" || strings.Trim(s, "0123456789") != "" {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
 }
 
 // checkTokenSyntax refuses what cannot be a Clerk credential before anything

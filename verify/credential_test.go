@@ -80,6 +80,7 @@ func TestCredential(t *testing.T) {
 		"empty cookie":                     {request(nil, "__session="), true, "", true, ReasonMissing},
 		"two session cookies":              {request(nil, "__session=a.b.c; __session=d.e.f"), true, "", true, ReasonInvalid},
 		"cookie with spaces":               {request(nil, `__session="a b"`), true, "", true, ReasonInvalid},
+		"quoted cookie":                    {request(nil, `__session="a.b.c"`), true, "", true, ReasonInvalid},
 		"other cookies only":               {request(nil, "theme=dark"), true, "", true, ReasonMissing},
 		"bad header, cookie not consulted": {request([]string{"Basic x"}, "__session=a.b.c"), true, "", false, ReasonInvalid},
 	} {

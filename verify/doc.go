@@ -44,8 +44,9 @@
 // # Refusals
 //
 // Every refusal is an *Error whose Reason maps to an HTTP answer:
-// ReasonMissing, ReasonInvalid, ReasonExpired and ReasonTypeNotAccepted to
-// 401, ReasonInsufficientScope to 403, ReasonUnavailable and
+// ReasonMissing, ReasonInvalid, ReasonExpired, ReasonSessionOutdated (a
+// session token from the __session cookie of a browser that is not, or no
+// longer, signed in to that session) and ReasonTypeNotAccepted to 401, ReasonInsufficientScope to 403, ReasonUnavailable and
 // ReasonRateLimited to 503, ReasonMisconfigured (Clerk rejected the key
 // this Verifier uses) to 500. The Error also says the credential's type and
 // format as far as they could be told, and never holds the credential.

@@ -187,3 +187,13 @@ func allTypesVerifier(b Backend, keys KeySource, parties ...string) *Verifier {
 	return New(Options{Accept: accept, Backend: b, Keys: keys, ClockSkew: 5 * time.Second, now: fixedClock,
 		AuthorizedParties: parties, CacheTTL: time.Minute})
 }
+
+// jsonRoundTrip gives v as encoding/json decodes it (numbers as float64).
+func jsonRoundTrip(t *testing.T, v any) any {
+	t.Helper()
+	data, err := json.Marshal(v)
+	require.NoError(t, err)
+	var out any
+	require.NoError(t, json.Unmarshal(data, &out))
+	return out
+}

@@ -24,6 +24,9 @@ type Identity struct {
 	Scopes []string
 	// ExpiresAt is when the credential expires; zero when it never does.
 	ExpiresAt time.Time
+	// IssuedAt is when a JWT was issued (its iat); zero when it does not
+	// say, and for opaque credentials.
+	IssuedAt time.Time
 
 	// Set where the credential type has them: the OAuth application's
 	// client id, the session id, the organization (of an API key owned by
@@ -32,6 +35,11 @@ type Identity struct {
 	SessionID string
 	OrgID     string
 	Name      string
+	// Actor is who acts for the subject, the "sub" of the token's "act"
+	// claim (RFC 8693): the client an OAuth token was exchanged for, or
+	// the user impersonating a session's. Its whole chain stays in the
+	// claims, under "act". Empty when the token names none.
+	Actor string
 
 	// The custom claims, kept as the JSON object they came in and decoded
 	// only if someone asks: most requests never look at them.
@@ -76,6 +84,19 @@ func (id *Identity) ClaimsJSON() string {
 		}
 	})
 	return id.claimsText
+}
+
+// actorOf returns the acting subject an "act" claim names: its "sub", when
+// the claim is an object and "sub" a string, as Clerk's SDK reads it.
+func actorOf(act []byte) string {
+	var named struct {
+		Sub any `json:"sub"`
+	}
+	if json.Unmarshal(act, &named) != nil {
+		return ""
+	}
+	sub, _ := named.Sub.(string)
+	return sub
 }
 
 // decodeJSON decodes data keeping numbers exact (json.Number), so that a

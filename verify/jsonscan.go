@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"hash/maphash"
+	"slices"
 	"strconv"
 	"unicode/utf8"
 )
@@ -15,15 +17,22 @@ type member struct {
 	value []byte
 }
 
-// maxMembers bounds the members of a JOSE header or JWT payload; Clerk's
-// have about a dozen.
-const maxMembers = 256
+// namesInMapFrom is how many members an object may have before the hashes
+// of the names seen are kept in a map rather than the names compared with
+// each other: comparing is cheaper for the dozen members of Clerk's tokens,
+// the map keeps an object of thousands of tiny members (as many as a 16 KiB
+// token holds) linear. No count of members is refused: Clerk's SDK sets no
+// bound either.
+const namesInMapFrom = 32
+
+// nameSeed seeds the hashes of member names, unknown outside the process so
+// that nobody can craft names whose hashes collide.
+var nameSeed = maphash.MakeSeed()
 
 var (
 	errNotJSON          = errors.New("not valid JSON")
 	errNotObject        = errors.New("not a JSON object")
 	errDuplicateMember  = errors.New("a member name appears twice")
-	errTooManyMembers   = errors.New("too many members")
 	errMalformedMembers = errors.New("malformed object")
 )
 
@@ -43,6 +52,7 @@ func scanObject(data []byte, members []member) ([]member, error) {
 		return nil, errNotObject
 	}
 	first := len(members)
+	var hashes map[uint64]bool // of the names, once there are namesInMapFrom
 	for {
 		s.skipSpace()
 		if s.consume('}') {
@@ -56,13 +66,20 @@ func scanObject(data []byte, members []member) ([]member, error) {
 		if err != nil {
 			return nil, err
 		}
-		for _, m := range members[first:] {
-			if bytes.Equal(m.name, name) {
-				return nil, errDuplicateMember
+		if hashes == nil && len(members)-first == namesInMapFrom {
+			// Room for as many members as data can hold: neither is regrown.
+			most := len(data) / len(`"":0,`)
+			hashes = make(map[uint64]bool, most)
+			members = slices.Grow(members, most)
+			for _, m := range members[first:] {
+				hashes[maphash.Bytes(nameSeed, m.name)] = true
 			}
 		}
-		if len(members)-first == maxMembers {
-			return nil, errTooManyMembers
+		if seen(members[first:], hashes, name) {
+			return nil, errDuplicateMember
+		}
+		if hashes != nil {
+			hashes[maphash.Bytes(nameSeed, name)] = true
 		}
 		s.skipSpace()
 		if !s.consume(':') {
@@ -71,6 +88,21 @@ func scanObject(data []byte, members []member) ([]member, error) {
 		s.skipSpace()
 		members = append(members, member{name: name, value: s.value()})
 	}
+}
+
+// seen reports whether name is among the members' names. With the hashes
+// of their names, only a name whose hash is among them is compared with
+// each (a duplicate, or a collision of 64-bit hashes: as good as never).
+func seen(members []member, hashes map[uint64]bool, name []byte) bool {
+	if hashes != nil && !hashes[maphash.Bytes(nameSeed, name)] {
+		return false
+	}
+	for _, m := range members {
+		if bytes.Equal(m.name, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // objectScanner walks JSON already known to be valid, so it only has to

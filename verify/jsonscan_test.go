@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -31,25 +32,43 @@ func TestScanObject(t *testing.T) {
 
 func TestScanObjectRefusals(t *testing.T) {
 	for name, input := range map[string]string{
-		"empty":                ``,
-		"array":                `[1]`,
-		"string":               `"x"`,
-		"trailing data":        `{"a":1}}`,
-		"two objects":          `{"a":1}{"b":2}`,
-		"unterminated":         `{"a":1`,
-		"duplicate":            `{"a":1,"a":2}`,
-		"duplicate far apart":  `{"a":1,"b":2,"c":3,"a":4}`,
-		"duplicate via escape": `{"sub":"mch_1","s\u0075b":"user_1"}`,
-		"invalid UTF-8":        "{\"a\":\"\xff\"}",
-		"single quotes":        `{'a':1}`,
-		"trailing comma":       `{"a":1,}`,
-		"too many members":     "{" + manyMembers(maxMembers+1) + "}",
+		"empty":                 ``,
+		"array":                 `[1]`,
+		"string":                `"x"`,
+		"trailing data":         `{"a":1}}`,
+		"two objects":           `{"a":1}{"b":2}`,
+		"unterminated":          `{"a":1`,
+		"duplicate":             `{"a":1,"a":2}`,
+		"duplicate far apart":   `{"a":1,"b":2,"c":3,"a":4}`,
+		"duplicate via escape":  `{"sub":"mch_1","s\u0075b":"user_1"}`,
+		"invalid UTF-8":         "{\"a\":\"\xff\"}",
+		"single quotes":         `{'a':1}`,
+		"trailing comma":        `{"a":1,}`,
+		"duplicate among many":  "{" + manyMembers(3000) + `,"k":1}`,
+		"duplicates in a map":   "{" + manyMembers(namesInMapFrom+5) + `,"kxxx":1}`,
+		"escaped, among many":   "{" + manyMembers(namesInMapFrom*2) + `,"\u006b":1}`,
+		"duplicate at the edge": "{" + manyMembers(namesInMapFrom) + `,"k":1}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := scanObject([]byte(input), nil)
 			assert.Error(t, err)
 		})
 	}
+}
+
+func TestScanObjectTakesAnyNumberOfMembers(t *testing.T) {
+	for _, n := range []int{namesInMapFrom - 1, namesInMapFrom, namesInMapFrom + 1, 3000} {
+		members, err := scanObject([]byte("{"+manyMembers(n)+"}"), nil)
+		require.NoError(t, err, n)
+		assert.Len(t, members, n)
+	}
+	var claims []string
+	for i := range 2000 { // about as many members as a 16 KiB token holds
+		claims = append(claims, fmt.Sprintf(`"%x":0`, i))
+	}
+	members, err := scanObject([]byte("{"+strings.Join(claims, ",")+"}"), nil)
+	require.NoError(t, err)
+	assert.Len(t, members, 2000)
 }
 
 func manyMembers(n int) string {

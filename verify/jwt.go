@@ -180,16 +180,24 @@ func (t *jwtToken) stringClaim(name string) (value string, present bool, err err
 	return s, true, nil
 }
 
-// timeClaim returns a NumericDate claim (seconds since the epoch, possibly
-// fractional) that must be a finite number when present.
+// maxNumericDate is how far from 1970, in seconds either way, a date of
+// JavaScript (and so of Clerk's SDK) reaches. Beyond it the SDK's dates are
+// invalid and every comparison with them false, so that such an exp never
+// expires: such a claim is malformed.
+const maxNumericDate = 8.64e12
+
+// timeClaim returns a NumericDate claim in whole seconds since the epoch,
+// any fraction dropped as Clerk's SDK drops it (a JavaScript date set in
+// seconds truncates them); it must be a number within maxNumericDate when
+// present.
 func (t *jwtToken) timeClaim(name string) (seconds float64, present bool, err error) {
 	raw, ok := t.claim(name)
 	if !ok {
 		return 0, false, nil
 	}
 	seconds, ok = jsonNumber(raw)
-	if !ok {
-		return 0, true, fmt.Errorf("claim %q is not a usable number", name)
+	if seconds = math.Trunc(seconds); !ok || math.Abs(seconds) > maxNumericDate {
+		return 0, true, fmt.Errorf("claim %q is not a usable number of seconds", name)
 	}
 	return seconds, true, nil
 }
@@ -234,10 +242,12 @@ func (t *jwtToken) verifySignature(key *signingKey) error {
 }
 
 // validity is when a JWT may be used, by its claims: from notBefore (the
-// later of nbf and iat; zero when neither is present) until expiresAt.
+// later of nbf and iat; zero when neither is present) until expiresAt. It
+// was issued at issuedAt (zero when it has no iat).
 type validity struct {
 	notBefore time.Time
 	expiresAt time.Time
+	issuedAt  time.Time
 }
 
 // checkTimes applies Clerk's time rules with leeway skew: exp is required and
@@ -269,18 +279,18 @@ func (t *jwtToken) checkTimes(tokenType TokenType, now time.Time, skew time.Dura
 		if when > nowSeconds+leeway {
 			return validity{}, invalid(tokenType, "the token is not valid yet")
 		}
-		if start := secondsToTime(when); start.After(window.notBefore) {
+		start := secondsToTime(when)
+		if start.After(window.notBefore) {
 			window.notBefore = start
+		}
+		if claim == "iat" {
+			window.issuedAt = start
 		}
 	}
 	return window, nil
 }
 
-// secondsToTime converts a NumericDate, clamping values beyond what
-// time.Time can hold so that a far-future expiry stays far in the future.
+// secondsToTime converts a NumericDate that timeClaim returned.
 func secondsToTime(seconds float64) time.Time {
-	const maxSeconds = 1 << 40 // year 36812
-	seconds = math.Min(seconds, maxSeconds)
-	whole, frac := math.Modf(seconds)
-	return time.Unix(int64(whole), int64(frac*1e9))
+	return time.Unix(int64(seconds), 0)
 }

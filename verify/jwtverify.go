@@ -53,7 +53,7 @@ func (v *Verifier) verifyJWT(ctx context.Context, t *jwtToken, k *kind, cacheKey
 		}
 		return nil, invalidBecause(tokenType, "the token's claims are malformed", err)
 	}
-	identity.ExpiresAt = window.expiresAt
+	identity.ExpiresAt, identity.IssuedAt = window.expiresAt, window.issuedAt
 	v.jwts.put(&cacheEntry{
 		key:       cacheKey,
 		identity:  identity,

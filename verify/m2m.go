@@ -31,7 +31,13 @@ var m2mJWT = jwtKind{
 	categoryOK:   func(h *jwtHeader) bool { return !h.hasCat || h.cat == categoryM2M },
 	typeOptional: true,
 	types:        []string{"JWT"},
-	identity:     func(_ *Verifier, t *jwtToken) (*Identity, error) { return m2mIdentityFromClaims(t) },
+	identity: func(v *Verifier, t *jwtToken) (*Identity, error) {
+		aud, _ := t.claim("aud")
+		if err := v.checkAudience(aud, M2MToken); err != nil {
+			return nil, err
+		}
+		return m2mIdentityFromClaims(t)
+	},
 }
 
 // isMachineSubject reports whether the payload's "sub" is a string naming a

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"slices"
 	"strings"
+
+	"github.com/caddy-clerk/clerk-m2m/backend"
 )
 
 // OAuthToken is the type of OAuth access tokens, which Clerk issues as an
@@ -33,7 +35,13 @@ var oauthJWT = jwtKind{
 	claims:     func(t *jwtToken) bool { return t.header.hasTyp && slices.Contains(oauthJWTTypes, t.header.typ) },
 	categoryOK: func(*jwtHeader) bool { return true },
 	types:      oauthJWTTypes,
-	identity:   func(_ *Verifier, t *jwtToken) (*Identity, error) { return oauthIdentityFromClaims(t) },
+	identity: func(v *Verifier, t *jwtToken) (*Identity, error) {
+		aud, _ := t.claim("aud")
+		if err := v.checkOAuthAudience(aud); err != nil {
+			return nil, err
+		}
+		return oauthIdentityFromClaims(t)
+	},
 }
 
 // oauthIdentityFromClaims maps a verified OAuth JWT as Clerk's
@@ -56,6 +64,7 @@ func oauthIdentityFromClaims(t *jwtToken) (*Identity, error) {
 	if err != nil {
 		return nil, err
 	}
+	act, _ := t.claim("act")
 	return &Identity{
 		Subject:    subject,
 		TokenType:  OAuthToken,
@@ -63,6 +72,7 @@ func oauthIdentityFromClaims(t *jwtToken) (*Identity, error) {
 		TokenID:    tokenID,
 		Scopes:     scopes,
 		ClientID:   clientID,
+		Actor:      actorOf(act),
 		claimsJSON: t.payload,
 		omitClaims: registeredClaims,
 	}, nil
@@ -86,6 +96,41 @@ func oauthScopes(t *jwtToken) ([]string, error) {
 	return strings.Split(scope, " "), nil
 }
 
+// checkOAuthAudience applies Clerk's strict rule for OAuth tokens: with an
+// audience configured, the token must name an audience, a non-empty string
+// or a non-empty list of non-empty strings, and one of them must be
+// configured.
+func (v *Verifier) checkOAuthAudience(raw json.RawMessage) error {
+	if len(v.opts.Audience) == 0 {
+		return nil
+	}
+	list, _, ok := audiences(raw)
+	if !ok || len(list) == 0 || slices.Contains(list, "") {
+		return invalid(OAuthToken, "the token names no audience (a string, or a list of strings, none empty), and this route requires one")
+	}
+	if !v.configuredAudience(list) {
+		return invalid(OAuthToken, "the token was not issued for this audience")
+	}
+	return nil
+}
+
+// answerClaims gives an opaque OAuth token the claims a JWT of it would
+// carry beyond those mapped to the identity: its "aud" and "act" (the whole
+// actor chain), as Clerk's answer gives them; nil when it gives neither.
+func answerClaims(answer *backend.OAuthAccessToken) json.RawMessage {
+	claims := make(map[string]json.RawMessage)
+	for name, raw := range map[string]json.RawMessage{"aud": answer.Audience, "act": answer.Actor} {
+		if len(raw) > 0 && string(raw) != "null" {
+			claims[name] = raw
+		}
+	}
+	if len(claims) == 0 {
+		return nil
+	}
+	data, _ := json.Marshal(claims) // the answer's values, decoded from JSON, are JSON
+	return data
+}
+
 // verifyOpaqueOAuth asks Clerk about an opaque OAuth access token (oat_…).
 // {"active": false} is a refusal.
 func (v *Verifier) verifyOpaqueOAuth(ctx context.Context, token string) (*Identity, error) {
@@ -96,17 +141,22 @@ func (v *Verifier) verifyOpaqueOAuth(ctx context.Context, token string) (*Identi
 	if answer.Inactive() {
 		return nil, invalid(OAuthToken, "the token is not active")
 	}
-	expiresAt, _, err := v.judge(OAuthToken, verdict{answer.Revoked, answer.Expired, answer.Expiration, nil})
+	if err := v.checkOAuthAudience(answer.Audience); err != nil {
+		return nil, err
+	}
+	expiresAt, claims, err := v.judge(OAuthToken, verdict{answer.Revoked, answer.Expired, answer.Expiration, answerClaims(answer)})
 	if err != nil {
 		return nil, err
 	}
 	return &Identity{
-		Subject:   answer.Subject,
-		TokenType: OAuthToken,
-		Format:    Opaque,
-		TokenID:   answer.ID,
-		Scopes:    nonNil(answer.Scopes),
-		ExpiresAt: expiresAt,
-		ClientID:  answer.ClientID,
+		Subject:    answer.Subject,
+		TokenType:  OAuthToken,
+		Format:     Opaque,
+		TokenID:    answer.ID,
+		Scopes:     nonNil(answer.Scopes),
+		ExpiresAt:  expiresAt,
+		ClientID:   answer.ClientID,
+		Actor:      actorOf(answer.Actor),
+		claimsJSON: claims,
 	}, nil
 }

@@ -2,6 +2,7 @@ package verify
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -28,6 +29,16 @@ func TestOpaqueOAuthTokens(t *testing.T) {
 	assert.Equal(t, OAuthToken, id.TokenType)
 	assert.Equal(t, "client_2VTWUzvGC5UhdJCNx6xG1D98edc", id.ClientID)
 	assert.Equal(t, []string{"read:foo"}, id.Scopes)
+	assert.Empty(t, id.Actor)
+	assert.Nil(t, id.Claims())
+
+	exchanged := answer(func(a *backend.OAuthAccessToken) {
+		a.Actor = json.RawMessage(`{"sub":"user_admin","act":{"iss":"https://idp.example.com","sub":"svc"}}`)
+	})
+	id, err = allTypesVerifier(&fakeBackend{oauth: exchanged}, nil).Verify(context.Background(), token)
+	require.NoError(t, err)
+	assert.Equal(t, "user_admin", id.Actor, "the acting subject")
+	assert.Equal(t, `{"act":{"act":{"iss":"https://idp.example.com","sub":"svc"},"sub":"user_admin"}}`, id.ClaimsJSON(), "the whole chain")
 
 	inactive := false
 	for name, tc := range map[string]struct {
@@ -78,6 +89,21 @@ func TestOAuthJWTs(t *testing.T) {
 			assert.Equal(t, "oat_2xKa9Bgv7NxMRDFyQw8LpZ3cTmU1vHjE", id.TokenID)
 			assert.Equal(t, tc.wantScopes, id.Scopes)
 		})
+	}
+	for name, tc := range map[string]struct {
+		act   any
+		actor string
+	}{
+		"an actor":               {map[string]any{"sub": "user_admin"}, "user_admin"},
+		"a chain":                {map[string]any{"sub": "user_admin", "act": map[string]any{"sub": "svc"}}, "user_admin"},
+		"an actor without sub":   {map[string]any{"iss": "https://idp.example.com"}, ""},
+		"a subject not a string": {map[string]any{"sub": 7}, ""},
+		"not an object":          {"user_admin", ""},
+	} {
+		id, err := v.Verify(context.Background(), sign(t, private, oauthHeader(), with(oauthPayload(), map[string]any{"act": tc.act})))
+		require.NoError(t, err, name)
+		assert.Equal(t, tc.actor, id.Actor, name)
+		assert.Equal(t, jsonRoundTrip(t, tc.act), jsonRoundTrip(t, id.Claims()["act"]), "%s: the chain stays in the claims", name)
 	}
 	for name, payload := range map[string]map[string]any{
 		"sub missing":        with(oauthPayload(), map[string]any{"sub": nil}),

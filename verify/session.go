@@ -34,7 +34,8 @@ var sessionJWT = jwtKind{
 // the token. A session must name itself ("sid": JWT-template tokens, which
 // outlive the session they came from, carry none), must not be pending
 // (Clerk's SDKs treat pending sessions as signed out), and, when authorized
-// parties are configured, must carry an "azp" among them.
+// parties, issuers or audiences are configured, must carry an "azp" and an
+// "iss" among them, and an "aud" among them if it names one.
 func (v *Verifier) sessionIdentityFromClaims(t *jwtToken) (*Identity, error) {
 	subject, err := subjectClaim(t)
 	if err != nil {
@@ -53,6 +54,13 @@ func (v *Verifier) sessionIdentityFromClaims(t *jwtToken) (*Identity, error) {
 	if err := v.checkAuthorizedParty(t); err != nil {
 		return nil, err
 	}
+	if err := v.checkIssuer(t); err != nil {
+		return nil, err
+	}
+	aud, _ := t.claim("aud")
+	if err := v.checkAudience(aud, SessionToken); err != nil {
+		return nil, err
+	}
 	tokenID, _, err := t.stringClaim("jti")
 	if err != nil {
 		return nil, err
@@ -61,6 +69,7 @@ func (v *Verifier) sessionIdentityFromClaims(t *jwtToken) (*Identity, error) {
 	if err != nil {
 		return nil, err
 	}
+	act, _ := t.claim("act")
 	return &Identity{
 		Subject:    subject,
 		TokenType:  SessionToken,
@@ -69,6 +78,7 @@ func (v *Verifier) sessionIdentityFromClaims(t *jwtToken) (*Identity, error) {
 		Scopes:     []string{},
 		SessionID:  sessionID,
 		OrgID:      orgID,
+		Actor:      actorOf(act),
 		claimsJSON: t.payload,
 		omitClaims: registeredClaims,
 	}, nil
@@ -88,18 +98,41 @@ func (v *Verifier) checkAuthorizedParty(t *jwtToken) error {
 	return nil
 }
 
-// sessionOrganization returns the active organization of a session: "o.id"
-// in version 2 session tokens, "org_id" in version 1.
-func sessionOrganization(t *jwtToken) (string, error) {
-	if raw, present := t.claim("o"); present {
-		var org struct {
-			ID string `json:"id"`
-		}
-		if err := json.Unmarshal(raw, &org); err != nil {
-			return "", err
-		}
-		return org.ID, nil
+// checkIssuer applies Clerk's issuer rule: with issuers configured, "iss"
+// must be a string among them.
+func (v *Verifier) checkIssuer(t *jwtToken) error {
+	if len(v.opts.Issuer) == 0 {
+		return nil
 	}
-	orgID, _, err := t.stringClaim("org_id")
-	return orgID, err
+	iss, _, err := t.stringClaim("iss")
+	if err != nil || !slices.Contains(v.opts.Issuer, iss) {
+		return invalid(SessionToken, "the session was not issued by an allowed issuer")
+	}
+	return nil
+}
+
+// sessionOrganization returns the active organization of a session, read
+// by the token's version as Clerk's SDK reads it: "o.id" when "v" is 2,
+// "org_id" otherwise (a version 1 token may carry an "o" too).
+func sessionOrganization(t *jwtToken) (string, error) {
+	if !isVersion2(t) {
+		orgID, _, err := t.stringClaim("org_id")
+		return orgID, err
+	}
+	raw, present := t.claim("o")
+	if !present {
+		return "", nil
+	}
+	var org struct {
+		ID string `json:"id"`
+	}
+	err := json.Unmarshal(raw, &org)
+	return org.ID, err
+}
+
+// isVersion2 reports whether a session token's "v" is the number 2.
+func isVersion2(t *jwtToken) bool {
+	raw, _ := t.claim("v")
+	version, ok := jsonNumber(raw)
+	return ok && version == 2
 }

@@ -2,6 +2,8 @@ package verify
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -32,13 +34,32 @@ func TestSessionTokens(t *testing.T) {
 	assert.Equal(t, "user_2GIpXOEpVyJw51rkZn9Kmnc6Sxr", id.Subject)
 	assert.Equal(t, "sess_2GbDB4enNdCa5vS1zpC3Xzg9tK9", id.SessionID)
 	assert.Equal(t, "org_1", id.OrgID, "version 2: o.id")
+	assert.Empty(t, id.Actor)
+	impersonated, err := v.Verify(context.Background(), sign(t, private, sessionHeader(),
+		with(sessionPayload(), map[string]any{"act": map[string]any{"sub": "user_admin"}})))
+	require.NoError(t, err)
+	assert.Equal(t, "user_admin", impersonated.Actor, "the impersonating user")
 	assert.Equal(t, []string{}, id.Scopes)
 	assert.Equal(t, "admin", id.Claims()["o"].(map[string]any)["rol"])
 
-	v1 := with(sessionPayload(), map[string]any{"v": nil, "o": nil, "org_id": "org_v1"})
-	id, err = v.Verify(context.Background(), sign(t, private, sessionHeader(), v1))
-	require.NoError(t, err)
-	assert.Equal(t, "org_v1", id.OrgID, "version 1: org_id")
+	for name, tc := range map[string]struct {
+		changes map[string]any
+		org     string
+	}{
+		"version 1":                  {map[string]any{"v": nil, "o": nil, "org_id": "org_v1"}, "org_v1"},
+		"version 1 with o too":       {map[string]any{"v": nil, "org_id": "org_v1"}, "org_v1"},
+		"version 2 with org_id too":  {map[string]any{"org_id": "org_v1"}, "org_1"},
+		"version 2 without o":        {map[string]any{"o": nil, "org_id": "org_v1"}, ""},
+		"version 2 written 2.0":      {map[string]any{"v": json.RawMessage("2.0")}, "org_1"},
+		"version 2 as a string":      {map[string]any{"v": "2", "org_id": "org_v1"}, "org_v1"},
+		"version 3":                  {map[string]any{"v": 3, "org_id": "org_v1"}, "org_v1"},
+		"version 1 without org_id":   {map[string]any{"v": 1}, ""},
+		"version 2, o without an id": {map[string]any{"o": map[string]any{"rol": "admin"}}, ""},
+	} {
+		id, err = v.Verify(context.Background(), sign(t, private, sessionHeader(), with(sessionPayload(), tc.changes)))
+		require.NoError(t, err, name)
+		assert.Equal(t, tc.org, id.OrgID, name)
+	}
 
 	for name, header := range map[string]map[string]any{
 		"ignore category": with(sessionHeader(), map[string]any{"cat": categoryIgnore}),
@@ -105,6 +126,7 @@ func TestCookiesCarryOnlySessions(t *testing.T) {
 	inCookie := func(token string) *http.Request {
 		r := httptest.NewRequest(http.MethodGet, "/", nil)
 		r.AddCookie(&http.Cookie{Name: SessionCookie, Value: token})
+		r.AddCookie(&http.Cookie{Name: ClientUATCookie, Value: "1700000000"})
 		return r
 	}
 	_, err := v.VerifyRequest(inCookie(sign(t, private, sessionHeader(), sessionPayload())))
@@ -119,4 +141,147 @@ func TestCookiesCarryOnlySessions(t *testing.T) {
 	requireReason(t, err, ReasonTypeNotAccepted)
 	_, err = v.VerifyRequest(inCookie("mt_0123456789abcdef0123456789abcdef"))
 	requireReason(t, err, ReasonTypeNotAccepted)
+}
+
+func TestCheckSignedIn(t *testing.T) {
+	private, _ := signingKeys(t)
+	v := allTypesVerifier(nil, &countingKeys{signing: rsaKey(private, "RS256")})
+	iat := testNow.Unix()
+	verify := func(t *testing.T, payload map[string]any) *Identity {
+		id, err := v.Verify(context.Background(), sign(t, private, sessionHeader(), payload))
+		require.NoError(t, err)
+		return id
+	}
+	session, withoutIat := verify(t, sessionPayload()), verify(t, with(sessionPayload(), map[string]any{"iat": nil}))
+	assert.Equal(t, time.Unix(iat, 0), session.IssuedAt)
+	for name, tc := range map[string]struct {
+		id      *Identity
+		cookies string
+		reason  Reason // "" for signed in
+	}{
+		"signed in before the token":   {session, fmt.Sprintf("__client_uat=%d", iat-60), ""},
+		"signed in as the token":       {session, fmt.Sprintf("__client_uat=%d", iat), ""},
+		"changed after the token":      {session, fmt.Sprintf("__client_uat=%d", iat+1), ReasonSessionOutdated},
+		"a token that gives no iat":    {withoutIat, fmt.Sprintf("__client_uat=%d", iat+60), ""},
+		"no __client_uat":              {session, "theme=dark", ReasonSessionOutdated},
+		"signed out":                   {session, "__client_uat=0", ReasonSessionOutdated},
+		"empty":                        {session, "__client_uat=", ReasonInvalid},
+		"negative":                     {session, "__client_uat=-5", ReasonInvalid},
+		"with a sign":                  {session, fmt.Sprintf("__client_uat=+%d", iat), ReasonInvalid},
+		"with letters":                 {session, fmt.Sprintf("__client_uat=%ds", iat), ReasonInvalid},
+		"beyond int64":                 {session, "__client_uat=99999999999999999999", ReasonInvalid},
+		"twice":                        {session, fmt.Sprintf("__client_uat=%d; __client_uat=%d", iat, iat), ReasonInvalid},
+		"a lookalike does not count":   {session, fmt.Sprintf("__client_uat_x=%d", iat), ReasonSessionOutdated},
+		"zeros before a signed-in uat": {session, fmt.Sprintf("__client_uat=000%d", iat), ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			r.Header.Set("Cookie", tc.cookies)
+			err := checkSignedIn(r, tc.id)
+			if tc.reason == "" {
+				assert.NoError(t, err)
+				return
+			}
+			verr := requireReason(t, err, tc.reason)
+			assert.Equal(t, SessionToken, verr.TokenType)
+		})
+	}
+}
+
+// TestVerifyRequestChecksSignedIn: VerifyRequest applies the __client_uat
+// rule to a session token from the cookie, and to no other: after the
+// token is verified (a forged token stays token_invalid), before the
+// scopes (an outdated session is told as such, not as insufficient), and
+// also when the token's verdict comes from the cache.
+func TestVerifyRequestChecksSignedIn(t *testing.T) {
+	private, _ := signingKeys(t)
+	keys := &countingKeys{signing: rsaKey(private, "RS256")}
+	accept, _ := ParseTokenTypes([]string{"any"})
+	v := New(Options{Accept: accept, Keys: keys, ClockSkew: 5 * time.Second, now: fixedClock, RequireScopes: []string{"admin"}})
+	open := allTypesVerifier(nil, keys)
+	session := sign(t, private, sessionHeader(), sessionPayload())
+	_, other := signingKeys(t)
+	forged := sign(t, other, sessionHeader(), sessionPayload())
+	request := func(authorization string, cookies ...*http.Cookie) *http.Request {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		if authorization != "" {
+			r.Header.Set("Authorization", authorization)
+		}
+		for _, c := range cookies {
+			r.AddCookie(c)
+		}
+		return r
+	}
+	signedOut := &http.Cookie{Name: ClientUATCookie, Value: "0"}
+	signedIn := &http.Cookie{Name: ClientUATCookie, Value: fmt.Sprint(testNow.Unix() - 60)}
+	cookie := &http.Cookie{Name: SessionCookie, Value: session}
+
+	_, err := open.VerifyRequest(request("Bearer "+session, signedOut))
+	require.NoError(t, err, "a token from the Authorization header is exempt")
+	for range 2 { // verified, then from the cache
+		_, err = open.VerifyRequest(request("", cookie, signedOut))
+		verr := requireReason(t, err, ReasonSessionOutdated)
+		assert.Equal(t, SessionToken, verr.TokenType)
+		assert.Equal(t, JWT, verr.Format)
+		_, err = open.VerifyRequest(request("", cookie))
+		requireReason(t, err, ReasonSessionOutdated)
+		_, err = open.VerifyRequest(request("", cookie, signedIn))
+		require.NoError(t, err)
+	}
+	_, err = open.VerifyRequest(request("", &http.Cookie{Name: SessionCookie, Value: forged}, signedOut))
+	requireReason(t, err, ReasonInvalid)
+	_, err = v.VerifyRequest(request("", cookie, signedOut))
+	requireReason(t, err, ReasonSessionOutdated)
+	_, err = v.VerifyRequest(request("", cookie, signedIn))
+	requireReason(t, err, ReasonInsufficientScope)
+}
+
+// TestIssuer: with issuers configured, a session token's "iss" must be one
+// of them; machine JWTs are not checked, as in Clerk's SDK.
+func TestIssuer(t *testing.T) {
+	private, _ := signingKeys(t)
+	accept, _ := ParseTokenTypes([]string{"any"})
+	v := New(Options{Accept: accept, Keys: &countingKeys{signing: rsaKey(private, "RS256")}, ClockSkew: 5 * time.Second,
+		now: fixedClock, Issuer: []string{"https://clerk.example.com", "https://clerk.inspired.puma-74.lcl.dev"}})
+	for name, tc := range map[string]struct {
+		header, payload map[string]any
+		ok              bool
+	}{
+		"session from an issuer":    {sessionHeader(), sessionPayload(), true},
+		"session from another":      {sessionHeader(), with(sessionPayload(), map[string]any{"iss": "https://clerk.evil.example"}), false},
+		"session without iss":       {sessionHeader(), with(sessionPayload(), map[string]any{"iss": nil}), false},
+		"session with an empty iss": {sessionHeader(), with(sessionPayload(), map[string]any{"iss": ""}), false},
+		"session with iss a list":   {sessionHeader(), with(sessionPayload(), map[string]any{"iss": []string{"https://clerk.example.com"}}), false},
+		"M2M JWT from another":      {m2mHeader(), with(m2mPayload(), map[string]any{"iss": "https://clerk.evil.example"}), true},
+		"OAuth JWT without iss":     {oauthHeader(), oauthPayload(), true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := v.Verify(context.Background(), sign(t, private, tc.header, tc.payload))
+			if tc.ok {
+				assert.NoError(t, err)
+				return
+			}
+			requireReason(t, err, ReasonInvalid)
+		})
+	}
+}
+
+// TestAuthorizedPartiesSpareMachineJWTs: authorized parties are a session
+// rule; machine JWTs carry no azp, and Clerk's SDK (since 3.25) does not
+// check one on them.
+func TestAuthorizedPartiesSpareMachineJWTs(t *testing.T) {
+	private, _ := signingKeys(t)
+	v := allTypesVerifier(nil, &countingKeys{signing: rsaKey(private, "RS256")}, "https://app.example.com")
+	for name, token := range map[string]string{
+		"M2M JWT":                  sign(t, private, m2mHeader(), m2mPayload()),
+		"M2M JWT with another azp": sign(t, private, m2mHeader(), with(m2mPayload(), map[string]any{"azp": "https://evil.example.com"})),
+		"OAuth JWT":                sign(t, private, oauthHeader(), oauthPayload()),
+		"OAuth JWT with another azp": sign(t, private, oauthHeader(),
+			with(oauthPayload(), map[string]any{"azp": "https://evil.example.com"})),
+	} {
+		_, err := v.Verify(context.Background(), token)
+		assert.NoError(t, err, name)
+	}
+	_, err := v.Verify(context.Background(), sign(t, private, sessionHeader(), sessionPayload()))
+	requireReason(t, err, ReasonInvalid)
 }

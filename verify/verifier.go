@@ -48,6 +48,17 @@ type Options struct {
 	// may have been issued to: its "azp" must be one of them (and present).
 	AuthorizedParties []string
 
+	// Issuer, when not empty, are the issuers a session token may come
+	// from: its "iss" must be one of them. Clerk's SDK checks the issuer
+	// of session tokens only, and so does this.
+	Issuer []string
+
+	// Audience, when not empty, are the audiences a token may have been
+	// issued for, by Clerk's rules: an OAuth token (JWT or opaque) must
+	// name one of them in "aud"; a session token or an M2M JWT only when it
+	// names an audience at all. API keys and opaque M2M tokens have none.
+	Audience []string
+
 	// RequireScopes must all be among a valid credential's scopes, and
 	// AllowedSubjects, when not empty, must include its subject; else it is
 	// refused with ReasonInsufficientScope.
@@ -105,27 +116,40 @@ func New(opts Options) *Verifier {
 // credential, or an *Error. A credential verified recently is answered from
 // a cache, at the cost of hashing it.
 func (v *Verifier) Verify(ctx context.Context, credential string) (*Identity, error) {
-	return v.verifyCredential(ctx, credential, false)
+	return v.verifyCredential(ctx, credential, nil)
 }
 
 // VerifyRequest verifies the credential of r, bounded by r's context: the
 // bearer token of its Authorization header (exactly one header, the Bearer
 // scheme in any case, one space, one token) or, when it has no
 // Authorization header and session tokens are accepted, its __session
-// cookie (SessionCookie), which may hold only a session token. A request
-// with neither is refused with ReasonMissing.
+// cookie (SessionCookie), which may hold only a session token, and counts
+// only with the ClientUATCookie of a browser signed in since the token was
+// minted (else ReasonSessionOutdated). A request with neither is refused
+// with ReasonMissing.
 func (v *Verifier) VerifyRequest(r *http.Request) (*Identity, error) {
 	token, fromCookie, err := credentialOf(r, v.accept.has(SessionToken))
 	if err != nil {
 		return nil, refusal(err, formatOf(token, prefixedKind(token)))
 	}
-	return v.verifyCredential(r.Context(), token, fromCookie)
+	var browser *http.Request
+	if fromCookie {
+		browser = r
+	}
+	return v.verifyCredential(r.Context(), token, browser)
 }
 
-// verifyCredential verifies token, applies the policy, and makes every
-// refusal an *Error that carries the credential's type and format.
-func (v *Verifier) verifyCredential(ctx context.Context, token string, fromCookie bool) (*Identity, error) {
+// verifyCredential verifies token, checks that the browser it came from is
+// signed in (browser is the request whose __session cookie held token; nil
+// for a token from an Authorization header or Verify's caller), applies the
+// policy, and makes every refusal an *Error that carries the credential's
+// type and format.
+func (v *Verifier) verifyCredential(ctx context.Context, token string, browser *http.Request) (*Identity, error) {
+	fromCookie := browser != nil
 	identity, format, err := v.verify(ctx, token, fromCookie)
+	if err == nil && fromCookie {
+		err = checkSignedIn(browser, identity)
+	}
 	if err == nil {
 		err = v.policy.check(identity)
 	}

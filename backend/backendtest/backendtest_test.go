@@ -561,6 +561,11 @@ func TestSignRaw(t *testing.T) {
 		_, err := jws.Verify([]byte(token), jws.WithKey(jwa.RS384, publicKey(t, s)))
 		assert.NoError(t, err)
 	})
+	t.Run("segments as given", func(t *testing.T) {
+		token := s.SignSegments("eyJhbGciOiJSUzI1NiJ9", "e30=")
+		assert.True(t, strings.HasPrefix(token, "eyJhbGciOiJSUzI1NiJ9.e30=."))
+		assert.True(t, verifyPKCS1(t, s, token, crypto.SHA256))
+	})
 	t.Run("header that is not an object", func(t *testing.T) {
 		token := s.SignRaw(json.RawMessage(`"x"`), json.RawMessage(`{}`))
 		assert.True(t, verifyPKCS1(t, s, token, crypto.SHA256))
@@ -602,6 +607,23 @@ func TestFaults(t *testing.T) {
 		assert.Equal(t, http.StatusInternalServerError, do(t, http.MethodGet, s.URL+"/v1/jwks", "", "").status, "a route's own fault wins")
 		s.ClearFaults()
 		assert.Equal(t, http.StatusOK, call(t).status)
+	})
+	t.Run("one credential's faults", func(t *testing.T) {
+		t.Cleanup(s.ClearFaults)
+		other, _ := s.CreateM2MToken(s.NewMachine("other"), backendtest.TokenOptions{})
+		apiKey, _ := s.CreateAPIKey("user_1", backendtest.APIKeyOptions{})
+		s.SetFault(backendtest.Fault{Credential: token, Status: http.StatusTooManyRequests, RetryAfter: "3"})
+		s.SetFault(backendtest.Fault{Path: "/api_keys/verify", Credential: apiKey, Body: `{}`})
+		s.SetFault(backendtest.Fault{Path: "/m2m_tokens/verify", Status: http.StatusBadGateway})
+		res := call(t)
+		requireClerkError(t, res, http.StatusTooManyRequests, "too_many_requests")
+		assert.Equal(t, "3", res.header.Get("Retry-After"), "a credential's fault comes before its route's")
+		assert.Equal(t, http.StatusBadGateway, verify(t, s, s.SecretKey(), other).status, "another credential gets the route's fault")
+		keyBody, _ := json.Marshal(map[string]string{"secret": apiKey})
+		res = do(t, http.MethodPost, s.URL+"/v1/api_keys/verify", bearer(s.SecretKey()), string(keyBody))
+		assert.Equal(t, `{}`, string(res.body), "the credential is found under the route's own field")
+		res = do(t, http.MethodPost, s.URL+"/m2m_tokens/verify", bearer(s.SecretKey()), verifyBody(apiKey))
+		requireClerkError(t, res, http.StatusBadGateway, "bad_gateway")
 	})
 	t.Run("garbage", func(t *testing.T) {
 		t.Cleanup(s.ClearFaults)
@@ -837,6 +859,7 @@ func TestCreateM2MToken(t *testing.T) {
 	})
 	t.Run("validation", func(t *testing.T) {
 		for _, tc := range []struct{ body, code string }{
+			{`{"min_remaining_ttl_seconds":1.5}`, "bad_request"},
 			{`{"token_format":"paseto"}`, "bad_request"},
 			{`{"token_format":1}`, "bad_request"},
 			{`{"seconds_until_expiration":0}`, "bad_request"},
@@ -850,8 +873,55 @@ func TestCreateM2MToken(t *testing.T) {
 		}
 	})
 	assert.Equal(t, s.Calls("/v1/m2m_tokens"), s.Calls("/m2m_tokens"))
-	assert.Equal(t, 14, s.Calls("/m2m_tokens"))
+	assert.Equal(t, 15, s.Calls("/m2m_tokens"))
 	requireClerkError(t, do(t, http.MethodGet, s.URL+"/m2m_tokens", bearer(s.SecretKey()), ""), http.StatusMethodNotAllowed, "method_not_allowed")
+}
+
+// TestCreateWithMinRemainingTTL: asked for a token with at least some life
+// left, Clerk hands back the newest live opaque token of the machine with
+// those claims rather than minting another.
+func TestCreateWithMinRemainingTTL(t *testing.T) {
+	s := newServer(t)
+	now := fixedNow
+	s.SetClock(func() time.Time { return now })
+	m := s.NewMachine("sender")
+	mint := func(body string) map[string]any {
+		t.Helper()
+		res := create(t, s, "/m2m_tokens", m.SecretKey, body)
+		require.Equal(t, http.StatusCreated, res.status, string(res.body))
+		var obj map[string]any
+		require.NoError(t, json.Unmarshal(res.body, &obj))
+		return obj
+	}
+	first := mint(`{"seconds_until_expiration":3600}`)
+	now = now.Add(time.Minute)
+	second := mint(`{"seconds_until_expiration":3600}`)
+	assert.NotEqual(t, first["token"], second["token"], "without min_remaining_ttl_seconds, always a new token")
+
+	now = now.Add(10 * time.Minute) // the second has 50 minutes left
+	reused := mint(`{"seconds_until_expiration":3600,"min_remaining_ttl_seconds":3000}`)
+	assert.Equal(t, second["token"], reused["token"], "the newest live token")
+	assert.Equal(t, second["id"], reused["id"])
+	assert.Equal(t, second["expiration"], reused["expiration"])
+	fresh := mint(`{"seconds_until_expiration":3600,"min_remaining_ttl_seconds":3001}`)
+	assert.NotEqual(t, second["token"], fresh["token"], "not enough life left: a new token")
+
+	now = now.Add(time.Minute)
+	other := mint(`{"seconds_until_expiration":3600,"claims":{"job":"sync"},"min_remaining_ttl_seconds":60}`)
+	assert.NotEqual(t, fresh["token"], other["token"], "other claims: a new token")
+	again := mint(`{"seconds_until_expiration":3600,"claims":{"job":"sync"},"min_remaining_ttl_seconds":60}`)
+	assert.Equal(t, other["token"], again["token"])
+
+	s.RevokeM2MToken(again["id"].(string))
+	afterRevoke := mint(`{"seconds_until_expiration":3600,"claims":{"job":"sync"},"min_remaining_ttl_seconds":60}`)
+	assert.NotEqual(t, again["token"], afterRevoke["token"], "never a revoked token")
+
+	jwt := mint(`{"token_format":"jwt","seconds_until_expiration":3600,"min_remaining_ttl_seconds":60}`)
+	assert.Regexp(t, `^eyJ`, jwt["token"], "JWTs are not stored, so never handed back")
+
+	forever := mint(`{}`)
+	now = now.Add(24 * time.Hour)
+	assert.Equal(t, forever["token"], mint(`{"min_remaining_ttl_seconds":86400}`)["token"], "a token that never expires lives long enough")
 }
 
 func TestHelpersPanicOnUnknownIDs(t *testing.T) {

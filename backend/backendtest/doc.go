@@ -55,6 +55,11 @@
 // "sk_" key, or any non-instance key on the instance-only routes) or
 // "machine_secret_key_invalid".
 //
+// With "min_remaining_ttl_seconds", creation hands back the newest opaque
+// token of the machine with the same claims that is not revoked and has at
+// least that long to live, as Clerk does, and mints one only when there is
+// none.
+//
 // Where Clerk's behaviour is not documented the fake picks the answer a
 // gateway must defend against: revoked and expired opaque M2M tokens and API
 // keys still verify with 200 and "revoked"/"expired" set to true, and so do
@@ -69,5 +74,6 @@
 // They differ the way Clerk's tokens do: M2M JWTs have "sub" "mch_…" and
 // "cat" M2MCategory; OAuth JWTs have "typ" "at+jwt" and no "cat"; session
 // tokens have a "sid" and "cat" SessionCategory; JWT-template tokens have no
-// "sid" and "cat" JWTTemplateCategory. SignRaw signs anything else.
+// "sid" and "cat" JWTTemplateCategory. SignRaw signs anything else, and
+// SignSegments segments encoded by hand.
 package backendtest

@@ -12,6 +12,12 @@ type Fault struct {
 	// "/m2m_tokens/verify" also covers "/v1/m2m_tokens/verify"); "" applies
 	// to every request that has no fault of its own.
 	Path string
+	// Credential narrows the fault to the verify requests for one
+	// credential: the opaque token, API key secret or OAuth access token
+	// named in the request body. Faults for a credential come before those
+	// for a route, so that each credential of a test can meet its own
+	// answer from Clerk while others get the normal one.
+	Credential string
 	// Status answers with this HTTP status (e.g. 500, 502, 503, 429) and a
 	// Clerk error body.
 	Status int
@@ -41,12 +47,17 @@ type Fault struct {
 	Times int
 }
 
-// SetFault installs f, replacing any fault for the same Path.
+// faultKey is what a fault applies to: a route ("" for every route) and a
+// credential ("" for every request).
+type faultKey struct{ path, credential string }
+
+// SetFault installs f, replacing any fault for the same Path and
+// Credential.
 func (s *Server) SetFault(f Fault) {
 	f.Path = normaliseRoute(f.Path)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.faults[f.Path] = f
+	s.faults[faultKey{f.Path, f.Credential}] = f
 }
 
 // ClearFaults removes every fault.
@@ -56,22 +67,27 @@ func (s *Server) ClearFaults() {
 	clear(s.faults)
 }
 
-// takeFault returns the fault for one request to path (the zero Fault when
-// there is none) and counts it against the fault's Times.
-func (s *Server) takeFault(path string) Fault {
+// takeFault returns the fault for one request to path naming credential
+// (the zero Fault when there is none), the most specific first, and counts
+// it against the fault's Times.
+func (s *Server) takeFault(path, credential string) Fault {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, p := range []string{path, ""} {
-		f, ok := s.faults[p]
+	keys := []faultKey{{path, ""}, {"", ""}}
+	if credential != "" {
+		keys = append([]faultKey{{path, credential}, {"", credential}}, keys...)
+	}
+	for _, k := range keys {
+		f, ok := s.faults[k]
 		if !ok {
 			continue
 		}
 		if f.Times > 0 {
 			f.Times--
 			if f.Times == 0 {
-				delete(s.faults, p)
+				delete(s.faults, k)
 			} else {
-				s.faults[p] = f
+				s.faults[k] = f
 			}
 		}
 		return f

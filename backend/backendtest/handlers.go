@@ -250,8 +250,29 @@ func secretParam(body []byte, fields ...string) (string, *clerkError) {
 	return *secret, nil
 }
 
+// credentialOf returns the credential a verify request names, whatever
+// the route, so that a fault can be narrowed to it; "" when there is none.
+func credentialOf(body []byte) string {
+	var p params
+	if json.Unmarshal(body, &p) != nil {
+		return ""
+	}
+	for _, v := range []verifier{m2mVerifier, apiKeyVerifier, oauthVerifier} {
+		for _, name := range v.fields {
+			var secret string
+			if json.Unmarshal(p[name], &secret) == nil && secret != "" {
+				return secret
+			}
+		}
+	}
+	return ""
+}
+
 // createToken serves POST /m2m_tokens: a machine creates a token whose
-// subject is itself and whose scopes are the machines it was granted.
+// subject is itself and whose scopes are the machines it was granted. With
+// min_remaining_ttl_seconds, an opaque token of the machine's that is still
+// live for at least that long, with the same claims, is handed back instead
+// of a new one, as Clerk does.
 func (s *Server) createToken(c *call) reply {
 	who, e := s.authorize(c, machineGate)
 	if e != nil {
@@ -269,7 +290,7 @@ func (s *Server) createToken(c *call) reply {
 		format  *string
 		seconds *float64
 		claims  map[string]any
-		minTTL  *int64 // accepted for compatibility; the fake never reuses tokens
+		minTTL  *int64
 	)
 	for _, e := range []*clerkError{
 		params.decode("token_format", &format, `"opaque" or "jwt"`),
@@ -296,7 +317,13 @@ func (s *Server) createToken(c *call) reply {
 	}
 	now := s.now()
 	rec := newTokenRecord(who.machineID, opts, now)
-	if format != nil && *format == "jwt" {
+	jwt := format != nil && *format == "jwt"
+	if minTTL != nil && !jwt {
+		if live, ok := s.liveOpaque(rec, now, time.Duration(*minTTL)*time.Second); ok {
+			return jsonReply(http.StatusCreated, live)
+		}
+	}
+	if jwt {
 		// Clerk does not store JWTs, so this one can be neither verified by
 		// the verify route nor revoked.
 		obj := rec.asM2MToken(now)

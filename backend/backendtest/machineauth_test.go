@@ -175,6 +175,16 @@ func TestVerifyOAuthToken(t *testing.T) {
 	assert.Equal(t, "client_other", m2mObject(t, res)["client_id"])
 	assert.Contains(t, string(res.body), `"scopes":[]`)
 	assert.True(t, strings.HasPrefix(string(res.body), `{"object":"clerk_idp_oauth_access_token"`))
+	assert.NotContains(t, string(res.body), `"aud"`)
+	assert.NotContains(t, string(res.body), `"act"`)
+
+	exchanged, _ := s.CreateOAuthToken(userID, backendtest.OAuthOptions{
+		Audience: []string{"https://api.example.com"},
+		Actor:    &backendtest.Actor{Subject: "user_agent", Actor: &backendtest.Actor{Issuer: "https://idp.example.com", Subject: "svc"}},
+	})
+	obj := verifyOAuth(t, s, exchanged)
+	assert.Equal(t, []any{"https://api.example.com"}, obj["aud"])
+	assert.Equal(t, map[string]any{"sub": "user_agent", "act": map[string]any{"iss": "https://idp.example.com", "sub": "svc"}}, obj["act"])
 }
 
 func TestOAuthTokenLifecycle(t *testing.T) {
@@ -396,6 +406,14 @@ func TestMintOAuthJWTOptions(t *testing.T) {
 		assert.Equal(t, "", payload["scope"])
 		_, payload = segments(t, s.MintOAuthJWT(userID, backendtest.OAuthJWTOptions{UseScp: true}))
 		assert.Equal(t, []any{}, payload["scp"])
+	})
+	t.Run("audience and actor", func(t *testing.T) {
+		_, payload := segments(t, s.MintOAuthJWT(userID, backendtest.OAuthJWTOptions{OAuthOptions: backendtest.OAuthOptions{
+			Audience: []string{"https://a.example.com", "https://b.example.com"},
+			Actor:    &backendtest.Actor{Subject: "user_agent"},
+		}}))
+		assert.Equal(t, []any{"https://a.example.com", "https://b.example.com"}, payload["aud"])
+		assert.Equal(t, map[string]any{"sub": "user_agent"}, payload["act"])
 	})
 	t.Run("expired", func(t *testing.T) {
 		_, payload := segments(t, s.MintOAuthJWT(userID, backendtest.OAuthJWTOptions{OAuthOptions: backendtest.OAuthOptions{TTL: -time.Minute}}))

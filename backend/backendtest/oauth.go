@@ -18,6 +18,20 @@ type OAuthOptions struct {
 	// TTL is the token's lifetime: 0 means one hour, a negative TTL makes a
 	// token that expired that long ago.
 	TTL time.Duration
+	// Audience is the token's "aud": the resources it was issued for.
+	// Empty leaves "aud" out.
+	Audience []string
+	// Actor is the token's "act" (RFC 8693 token exchange): who acts for
+	// the subject. nil leaves "act" out.
+	Actor *Actor
+}
+
+// Actor is a party acting for a token's subject, and, in Actor, who acts
+// for that party in turn (RFC 8693 "act" claim).
+type Actor struct {
+	Issuer  string `json:"iss,omitempty"`
+	Subject string `json:"sub"`
+	Actor   *Actor `json:"act,omitempty"`
 }
 
 func (o OAuthOptions) clientID(s *Server) string { return cmp.Or(o.ClientID, s.clientID) }
@@ -34,6 +48,7 @@ func (s *Server) CreateOAuthToken(userID string, opts OAuthOptions) (token, id s
 	now := s.now()
 	rec := newRecord(oauthKind, userID, opts.Scopes, expiresAfter(now, opts.TTL, defaultTTL), now)
 	rec.clientID = opts.clientID(s)
+	rec.audience, rec.actor = opts.Audience, opts.Actor
 	return s.store(rec, string(oauthKind)+randomString(hexDigits, 32))
 }
 
@@ -61,9 +76,10 @@ type OAuthJWTOptions struct {
 // the given id, signed with the current key, which gateways verify locally.
 // The header is {"alg":"RS256","kid":KeyID(),"typ":"at+jwt"}, with no "cat";
 // the payload has "client_id", "sub" (userID), "jti" ("oat_" and 32 hex
-// digits), "iat" and "nbf" (now), "exp", "iss" (Issuer) and "scope" (the
-// scopes joined by a space) or, with UseScp, "scp" (the scopes). It panics
-// if the header or payload cannot be marshalled to JSON.
+// digits), "iat" and "nbf" (now), "exp", "iss" (Issuer), "scope" (the
+// scopes joined by a space) or, with UseScp, "scp" (the scopes), and "aud"
+// and "act" when the options give them. It panics if the header or payload
+// cannot be marshalled to JSON.
 func (s *Server) MintOAuthJWT(userID string, opts OAuthJWTOptions) string {
 	claims := map[string]any{
 		"client_id": opts.clientID(s),
@@ -75,6 +91,12 @@ func (s *Server) MintOAuthJWT(userID string, opts OAuthJWTOptions) string {
 		claims["scp"] = scopes
 	} else {
 		claims["scope"] = strings.Join(scopes, " ")
+	}
+	if len(opts.Audience) > 0 {
+		claims["aud"] = opts.Audience
+	}
+	if opts.Actor != nil {
+		claims["act"] = opts.Actor
 	}
 	now := s.now()
 	return s.mint(jwtSpec{typ: "at+jwt", claims: claims, issued: now, expires: expiresAfter(now, opts.TTL, defaultTTL)}, opts.Header, opts.Payload)
@@ -89,6 +111,8 @@ type oauthToken struct {
 	ClientID string   `json:"client_id"`
 	Subject  string   `json:"subject"`
 	Scopes   []string `json:"scopes"`
+	Audience []string `json:"aud,omitempty"`
+	Actor    *Actor   `json:"act,omitempty"`
 	validity
 	stamps
 }
@@ -112,6 +136,8 @@ func (t *tokenRecord) oauthAnswer(now time.Time) any {
 		ClientID: t.clientID,
 		Subject:  t.subject,
 		Scopes:   slices.Clone(t.scopes),
+		Audience: slices.Clone(t.audience),
+		Actor:    t.actor,
 		validity: t.validity(now),
 		stamps:   t.stamps(),
 	}

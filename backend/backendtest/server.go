@@ -42,7 +42,7 @@ type Server struct {
 	records     map[string]*tokenRecord // by secret: opaque token or API key
 	recordIDs   map[string]*tokenRecord // by id
 	requests    []Request
-	faults      map[string]Fault // by normalised route; "" = every route
+	faults      map[faultKey]Fault
 }
 
 // route is what serves one normalised path.
@@ -79,7 +79,7 @@ func New() *Server {
 		machineKeys: make(map[string]string),
 		records:     make(map[string]*tokenRecord),
 		recordIDs:   make(map[string]*tokenRecord),
-		faults:      make(map[string]Fault),
+		faults:      make(map[faultKey]Fault),
 	}
 	s.routes = map[string]route{
 		"/m2m_tokens/verify": {http.MethodPost, s.verifyRoute(m2mVerifier)},
@@ -209,7 +209,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.record(r, body)
 	c := &call{r: r, body: body, traceID: randomString(hexDigits, 32)}
 
-	f := s.takeFault(path)
+	f := s.takeFault(path, credentialOf(body))
 	if f.Delay > 0 && !s.wait(r.Context(), time.After(f.Delay)) {
 		panic(http.ErrAbortHandler)
 	}

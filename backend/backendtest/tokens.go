@@ -1,6 +1,7 @@
 package backendtest
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -118,6 +119,31 @@ func (s *Server) storeOpaque(rec *tokenRecord, now time.Time) m2mToken {
 	return obj
 }
 
+// liveOpaque finds the newest opaque token of like's subject and claims
+// that is not revoked and has at least minTTL to live from now, and returns
+// it as the create route reports it, token included.
+func (s *Server) liveOpaque(like *tokenRecord, now time.Time, minTTL time.Duration) (m2mToken, bool) {
+	until := now.Add(minTTL)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var newest *tokenRecord
+	var secret string
+	for token, rec := range s.records {
+		switch {
+		case rec.kind != m2mKind || rec.subject != like.subject || !bytes.Equal(rec.claims, like.claims):
+		case rec.revocationReason != nil || (!rec.expiresAt.IsZero() && rec.expiresAt.Before(until)):
+		case newest == nil || rec.createdAt.After(newest.createdAt):
+			newest, secret = rec, token
+		}
+	}
+	if newest == nil {
+		return m2mToken{}, false
+	}
+	obj := newest.asM2MToken(now)
+	obj.Token = secret
+	return obj, true
+}
+
 // RevokeM2MToken revokes the opaque token with the given id: verification
 // still answers 200, with "revoked": true and "revocation_reason":
 // RevocationReason. It panics if no token has that id.
@@ -142,6 +168,8 @@ type tokenRecord struct {
 	claims           json.RawMessage // M2M tokens and API keys
 	name             string          // API keys
 	clientID         string          // OAuth access tokens
+	audience         []string        // OAuth access tokens
+	actor            *Actor          // OAuth access tokens
 	revocationReason *string         // nil while not revoked
 	expiresAt        time.Time
 	lastUsedAt       time.Time

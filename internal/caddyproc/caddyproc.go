@@ -1,0 +1,129 @@
+// Package caddyproc builds Caddy with this module (./cmd/caddy) and runs it
+// as a process of its own, for the black-box suites that hold the module to
+// outside references (Clerk's SDK, a real Prometheus): they see exactly the
+// binary a user builds, configured by a Caddyfile, on ports chosen at run
+// time.
+package caddyproc
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddy-clerk/clerk-m2m/internal/testproc"
+)
+
+// readyTimeout bounds how long a started Caddy may take to answer.
+const readyTimeout = 30 * time.Second
+
+var (
+	buildOnce sync.Once
+	binary    string
+	buildErr  error
+	buildDir  string
+)
+
+// Main runs a package's tests (call it from TestMain) and then removes the
+// Caddy binary built for them.
+func Main(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		_ = os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// Binary builds ./cmd/caddy once per test process and returns its path. The
+// package's TestMain must call Main, which removes it.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "caddyproc-")
+		if buildErr != nil {
+			return
+		}
+		binary = filepath.Join(buildDir, "caddy")
+		cmd := exec.Command("go", "build", "-o", binary, "github.com/caddy-clerk/clerk-m2m/cmd/caddy")
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Run(); err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/caddy: %v\n%s", err, out.String())
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binary
+}
+
+// Ports are the ports a Caddy process listens on.
+type Ports struct {
+	HTTP  int // for the sites
+	Admin int // the admin endpoint (localhost only)
+}
+
+// Process is a running Caddy.
+type Process struct {
+	Ports Ports
+	proc  *testproc.Process
+	dir   string // its Caddyfile and XDG folders
+}
+
+// Start runs Caddy with the Caddyfile that config returns for the ports
+// given, and waits until its admin endpoint answers. A port another process
+// took between choosing it and Caddy binding it is chosen again. env is
+// added to the test's environment. The process is stopped when the test
+// ends; its output is in the test log if the test failed.
+func Start(t testing.TB, config func(Ports) string, env ...string) *Process {
+	t.Helper()
+	bin := Binary(t)
+	p, err := testproc.OnFreePorts(2, func(ports []int) (*Process, error) {
+		return start(bin, config, Ports{HTTP: ports[0], Admin: ports[1]}, env)
+	})
+	if err != nil {
+		t.Fatalf("starting caddy: %v", err)
+	}
+	t.Cleanup(func() {
+		p.proc.Stop(t)
+		_ = os.RemoveAll(p.dir)
+	})
+	return p
+}
+
+func start(bin string, config func(Ports) string, ports Ports, env []string) (*Process, error) {
+	dir, err := os.MkdirTemp("", "caddyproc-run-")
+	if err != nil {
+		return nil, err
+	}
+	configFile := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(configFile, []byte(config(ports)), 0o600); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	p := &Process{Ports: ports, dir: dir}
+	cmd := exec.Command(bin, "run", "--config", configFile, "--adapter", "caddyfile")
+	// XDG dirs in the temporary folder: no autosave.json or certificates
+	// written where a developer's own Caddy keeps them.
+	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+dir, "XDG_DATA_HOME="+dir, "HOME="+dir)
+	cmd.Env = append(cmd.Env, env...)
+	p.proc, err = testproc.Start("caddy", cmd, testproc.Answers(p.AdminURL()+"/config/"), readyTimeout)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	return p, nil
+}
+
+// URL is the base URL of the sites (plain http on loopback).
+func (p *Process) URL() string { return fmt.Sprintf("http://127.0.0.1:%d", p.Ports.HTTP) }
+
+// AdminURL is the base URL of the admin endpoint (its /metrics too).
+func (p *Process) AdminURL() string { return fmt.Sprintf("http://127.0.0.1:%d", p.Ports.Admin) }
+
+// Output is what Caddy has logged so far.
+func (p *Process) Output() string { return p.proc.Output() }

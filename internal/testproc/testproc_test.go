@@ -1,0 +1,102 @@
+package testproc
+
+import (
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// exists is a readiness check: the file is there.
+func exists(path string) func() bool {
+	return func() bool {
+		_, err := os.Stat(path)
+		return err == nil
+	}
+}
+
+func TestStartWaitsUntilReadyAndStopEndsTheProcess(t *testing.T) {
+	flag := filepath.Join(t.TempDir(), "ready")
+	p, err := Start("sleeper", exec.Command("sh", "-c", `echo starting; touch "$0"; exec sleep 60`, flag), exists(flag), 10*time.Second)
+	require.NoError(t, err)
+	assert.FileExists(t, flag)
+	assert.Eventually(t, func() bool { return strings.Contains(p.Output(), "starting") }, 10*time.Second, 10*time.Millisecond)
+
+	p.Stop(t)
+	select {
+	case <-p.done:
+	default:
+		t.Fatal("the process still runs after Stop")
+	}
+}
+
+func TestStartFailsWithTheOutputOfAProcessThatExits(t *testing.T) {
+	_, err := Start("quitter", exec.Command("sh", "-c", "echo cannot bind; exit 3"), func() bool { return false }, 10*time.Second)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "quitter exited before it was ready")
+	assert.Contains(t, err.Error(), "cannot bind")
+}
+
+func TestStartGivesUpOnAProcessNeverReady(t *testing.T) {
+	cmd := exec.Command("sleep", "60")
+	_, err := Start("sluggard", cmd, func() bool { return false }, 100*time.Millisecond)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "sluggard was not ready within 100ms")
+	assert.NotNil(t, cmd.ProcessState, "the process was killed and waited for")
+}
+
+func TestAnswers(t *testing.T) {
+	status := http.StatusServiceUnavailable
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(status) }))
+	ready := Answers(srv.URL)
+	assert.False(t, ready(), "503 is not ready")
+	status = http.StatusOK
+	assert.True(t, ready())
+	srv.Close()
+	assert.False(t, ready(), "nothing listening is not ready")
+}
+
+func TestOnFreePortsTriesOtherPortsWhenOneWasTaken(t *testing.T) {
+	var tried [][]int
+	ports, err := OnFreePorts(2, func(ports []int) ([]int, error) {
+		tried = append(tried, ports)
+		if len(tried) < 3 {
+			return nil, errors.New("listen tcp 127.0.0.1: bind: address already in use")
+		}
+		return ports, nil
+	})
+	require.NoError(t, err)
+	require.Len(t, tried, 3)
+	assert.Equal(t, tried[2], ports)
+	for _, p := range tried {
+		assert.Len(t, p, 2)
+		assert.NotEqual(t, p[0], p[1], "two ports, not one twice")
+		assert.Positive(t, p[0])
+	}
+	assert.False(t, slices.Equal(tried[0], tried[1]) && slices.Equal(tried[1], tried[2]), "fresh ports for each try")
+}
+
+func TestOnFreePortsGivesUpAfterThreeTriesOrAnotherError(t *testing.T) {
+	for _, message := range []string{"address already in use", "no such file"} {
+		calls := 0
+		_, err := OnFreePorts(1, func([]int) (int, error) {
+			calls++
+			return 0, errors.New(message)
+		})
+		assert.EqualError(t, err, message)
+		want := 1
+		if message == "address already in use" {
+			want = 3
+		}
+		assert.Equal(t, want, calls, message)
+	}
+}
