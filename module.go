@@ -76,7 +76,7 @@ const (
 // | `{http.auth.user.token_id}` | the credential's id (`mt_…`, `ak_…`, `oat_…`) or the JWT's `jti` |
 // | `{http.auth.user.scopes}` | the credential's scopes, separated by one space (for M2M tokens, the machines it may call) |
 // | `{http.auth.user.claims}` | the custom claims as a JSON object (`{}` when none) |
-// | `{http.auth.user.claims.<path>}` | one claim; dots walk into objects; strings as is, other values as JSON |
+// | `{http.auth.user.claims.<path>}` | one claim; dots walk into objects; strings as is, other values as JSON; empty when the credential does not carry it |
 // | `{http.auth.user.expires_at}` | expiry in Unix seconds; empty when the credential never expires |
 // | `{http.auth.user.client_id}` | OAuth tokens: the OAuth application's client id |
 // | `{http.auth.user.session_id}` | session tokens: the session (`sess_…`) |
