@@ -140,9 +140,11 @@ type Handler struct {
 	// Default: off.
 	Optional bool `json:"optional,omitempty"`
 
-	// Remove the credential from the request once it is verified, so that
-	// no later handler or upstream sees it: the Authorization header, or
-	// the __session cookie the session token came from. Default: off.
+	// Once the credential is verified, remove every Clerk credential from
+	// the request, so that no later handler or upstream sees one: the
+	// Authorization header and every session cookie (`__session`, and
+	// `__session_<suffix>` as Clerk's newer SDKs name them), whichever was
+	// verified. The other cookies are passed on as sent. Default: off.
 	StripAuthorization bool `json:"strip_authorization,omitempty"`
 
 	// Do not count this handler's verifications and calls to Clerk in the
@@ -559,26 +561,31 @@ func addAccessLogFields(r *http.Request, identity *verify.Identity) {
 	}
 }
 
-// stripCredential removes the verified credential from the request: the
-// Authorization header, or, when there is none, the session cookie
-// (VerifyRequest reads the cookie only then).
+// stripCredential removes every Clerk credential from the request, not only
+// the one verified: the Authorization header and every session cookie
+// (__session, and the __session_<suffix> of Clerk's newer SDKs). A session
+// cookie left beside a verified machine token would reach the upstream as
+// someone's credential that nobody checked.
 func stripCredential(r *http.Request) {
-	if _, fromHeader := r.Header["Authorization"]; fromHeader {
-		r.Header.Del("Authorization")
-		return
-	}
-	stripCookie(r.Header, verify.SessionCookie)
+	r.Header.Del("Authorization")
+	stripCookies(r.Header, isSessionCookie)
 }
 
-// stripCookie removes every name=value pair of the cookie name from the
-// Cookie headers and leaves the other pairs as they were sent: reparsing
-// them would drop those Go cannot parse, and merge the headers.
-func stripCookie(header http.Header, name string) {
+// isSessionCookie reports whether a cookie of this name holds a Clerk
+// session token.
+func isSessionCookie(name string) bool {
+	return name == verify.SessionCookie || strings.HasPrefix(name, verify.SessionCookie+"_")
+}
+
+// stripCookies removes every name=value pair whose name strip matches from
+// the Cookie headers and leaves the other pairs as they were sent:
+// reparsing them would drop those Go cannot parse, and merge the headers.
+func stripCookies(header http.Header, strip func(name string) bool) {
 	var kept []string
 	for _, line := range header.Values("Cookie") {
 		pairs := slices.DeleteFunc(strings.Split(line, ";"), func(pair string) bool {
 			pairName, _, _ := strings.Cut(pair, "=")
-			return strings.TrimSpace(pairName) == name
+			return strip(strings.TrimSpace(pairName))
 		})
 		if rest := strings.TrimSpace(strings.Join(pairs, ";")); rest != "" {
 			kept = append(kept, rest)
