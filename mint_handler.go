@@ -41,8 +41,10 @@ const (
 // and `Retry-After` (500 when Clerk rejects the machine secret key), and
 // `{http.auth.clerk_m2m_token.error}` says which (`clerk_unavailable`,
 // `misconfigured`). The token is shared by all handlers with the same
-// settings and kept across configuration reloads. Neither the token nor
-// the key is ever logged.
+// settings and kept across configuration reloads. This handler never logs
+// the token or the key; in a `header` other than Authorization, though,
+// Caddy's reverse_proxy logs the token at DEBUG (it redacts only
+// Authorization and cookies), which the handler warns about when it loads.
 type MintHandler struct {
 	// The secret key of the machine the tokens are minted for (`ak_…`);
 	// only a machine secret key may mint.
@@ -79,7 +81,10 @@ type MintHandler struct {
 	RenewAt float64 `json:"renew_at,omitempty"`
 
 	// The request header that carries the token: `Authorization` (as
-	// `Bearer <token>`) or any other (the token as is).
+	// `Bearer <token>`) or any other (the token as is). Caddy's
+	// reverse_proxy logs the request headers at DEBUG and redacts
+	// Authorization only: in another header the token shows in clear in
+	// that log, and the handler warns when it loads.
 	// Default: `Authorization`.
 	Header string `json:"header,omitempty"`
 
@@ -123,7 +128,21 @@ func (h *MintHandler) Provision(ctx caddy.Context) error {
 	if _, err := newObserver(ctx, h.DisableMetrics); err != nil {
 		return err
 	}
+	h.warnIfLoggedInClear()
 	return h.loadSource()
+}
+
+// warnIfLoggedInClear warns that a token in a header of its own is logged
+// by Caddy: reverse_proxy's DEBUG "upstream roundtrip" line shows the
+// request's headers, and redacts only Authorization, Cookie and their kin,
+// a list a module cannot extend.
+func (h *MintHandler) warnIfLoggedInClear() {
+	if strings.EqualFold(h.Header, defaultTokenHeader) {
+		return
+	}
+	h.logger.Warn("the minted M2M token goes in a header that Caddy does not redact: reverse_proxy's DEBUG log "+
+		"(\"upstream roundtrip\") shows it in clear; use header Authorization, or keep DEBUG logging off",
+		zap.String("header", h.Header))
 }
 
 func (h *MintHandler) applyDefaults() {

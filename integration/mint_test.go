@@ -178,3 +178,49 @@ http://{{GATEWAY}} {
 	assert.Equal(t, http.StatusInternalServerError, resp.StatusCode, "Clerk rejects the machine key")
 	assert.Equal(t, "misconfigured", resp.Header.Get("X-Clerk-Error"))
 }
+
+// TestMintedTokenInTheLogs: with the token in Authorization, Caddy's DEBUG
+// log of a proxied request holds no piece of it; in a header of its own,
+// reverse_proxy's DEBUG log shows it in clear (Caddy redacts Authorization
+// and cookies only), and the handler says so when it loads.
+func TestMintedTokenInTheLogs(t *testing.T) {
+	e := newEnv(t)
+	config := func(header string) string {
+		return globals(debugLog) + `
+http://{{GATEWAY}} {
+	clerk_m2m_token {
+		machine_secret_key {{CALLER_KEY}}
+		api_url {{CLERK}}
+		` + header + `
+	}
+	reverse_proxy {{UPSTREAM}}
+}
+`
+	}
+	const warning = "the minted M2M token goes in a header that Caddy does not redact"
+
+	t.Run("in Authorization", func(t *testing.T) {
+		e.load(strings.ReplaceAll(config(""), "{{CALLER_KEY}}", e.caller.SecretKey))
+		resp, seen := e.request("/x")
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		token, found := strings.CutPrefix(seen["Authorization"], "Bearer ")
+		require.True(t, found, "the upstream got a token: %q", seen["Authorization"])
+		logs := readLog(t, e.logFile)
+		require.True(t, strings.Contains(logs, `"msg":"upstream roundtrip"`), "the DEBUG log of the proxied request was captured")
+		assert.False(t, strings.Contains(logs, warning), "no warning for Authorization")
+		for _, fragment := range secretFragments(token, 8) {
+			if strings.Contains(logs, fragment) {
+				t.Fatalf("a piece of the minted token is in the log: %q", fragment)
+			}
+		}
+	})
+
+	t.Run("in a header of its own", func(t *testing.T) {
+		e.load(strings.ReplaceAll(config("header X-M2M-Token"), "{{CALLER_KEY}}", e.caller.SecretKey))
+		assert.True(t, strings.Contains(readLog(t, e.logFile), warning), "the handler warns when it loads")
+		resp, _ := e.request("/x")
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		assert.True(t, strings.Contains(readLog(t, e.logFile), `"`+http.CanonicalHeaderKey("X-M2M-Token")+`":["mt_`),
+			"as the warning says, reverse_proxy's DEBUG log shows the token")
+	})
+}
