@@ -59,8 +59,9 @@ type MintHandler struct {
 	// (verified by the callee without a call to Clerk). Default: `opaque`.
 	Format string `json:"format,omitempty"`
 
-	// The tokens' lifetime (Clerk's `seconds_until_expiration`).
-	// Default: `1h`.
+	// The tokens' lifetime (Clerk's `seconds_until_expiration`): at least
+	// `30s`, three times the 10 seconds before expiry in which a token is no
+	// longer handed out. Default: `1h`.
 	TTL caddy.Duration `json:"ttl,omitempty"`
 
 	// Let Clerk hand back a token of this machine that is still live for
@@ -129,7 +130,10 @@ func (h *MintHandler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.warnIfLoggedInClear()
-	return h.loadSource()
+	if err := h.loadSource(); err != nil {
+		return err
+	}
+	return registerWithApp(ctx, h.source, h.logger)
 }
 
 // warnIfLoggedInClear warns that a token in a header of its own is logged
@@ -203,7 +207,7 @@ func (h *MintHandler) loadSource() error {
 		Token:            token,
 		RenewAt:          h.RenewAt,
 		Timeout:          time.Duration(h.Timeout),
-	}, !h.DisableMetrics)
+	}, !h.DisableMetrics, h.logger)
 	return err
 }
 
@@ -219,8 +223,9 @@ func (h *MintHandler) Validate() error {
 		return errors.New("machine_secret_key must be a machine secret key starting with ak_")
 	case h.Format != "opaque" && h.Format != "jwt":
 		return fmt.Errorf("format must be opaque or jwt, not %q", h.Format)
-	case time.Duration(h.TTL) < time.Second:
-		return errors.New("ttl must be at least 1s")
+	case time.Duration(h.TTL) < mint.MinLifetime:
+		return fmt.Errorf("ttl must be at least %v, not %v: a token is no longer handed out in the last %v of its life, "+
+			"and a shorter one would spend most of it there", mint.MinLifetime, time.Duration(h.TTL), mint.DefaultMargin)
 	case h.MinRemainingTTL != 0 && (time.Duration(h.MinRemainingTTL) < time.Second || h.MinRemainingTTL >= h.TTL):
 		return fmt.Errorf("min_remaining_ttl must be at least 1s and less than ttl (%v), not %v",
 			time.Duration(h.TTL), time.Duration(h.MinRemainingTTL))

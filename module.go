@@ -373,11 +373,16 @@ func (h *Handler) useSharedInstance(ctx caddy.Context, opts *verify.Options) err
 	if inst.keys != nil {
 		opts.Keys = inst.keys
 	}
+	return registerWithApp(ctx, inst, h.logger)
+}
+
+// registerWithApp has the App start shared with the configuration.
+func registerWithApp(ctx caddy.Context, shared starter, logger *zap.Logger) error {
 	app, err := ctx.App("clerk_m2m")
 	if err != nil {
 		return err
 	}
-	app.(*App).register(inst, h.logger)
+	app.(*App).register(shared, logger)
 	return nil
 }
 

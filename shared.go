@@ -10,6 +10,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 
 	"github.com/caddy-clerk/clerk-m2m/backend"
 	"github.com/caddy-clerk/clerk-m2m/mint"
@@ -191,6 +192,8 @@ type tokenSource struct {
 	sharers
 	*mint.Source
 	httpClient *http.Client
+	logger     atomic.Pointer[zap.Logger]
+	shortLived rate.Sometimes // paces the warning about tokens born near expiry
 }
 
 // tokenSourceSettings are what makes two handlers' token sources the same
@@ -205,21 +208,38 @@ type tokenSourceSettings struct {
 
 // loadTokenSource returns the shared token source for s, making it on
 // first use. It mints nothing.
-func loadTokenSource(s tokenSourceSettings, counted bool) (*tokenSource, *lease, error) {
+func loadTokenSource(s tokenSourceSettings, counted bool, logger *zap.Logger) (*tokenSource, *lease, error) {
 	return share("token_source", s, counted, func() (*tokenSource, error) {
-		src := &tokenSource{httpClient: backend.NewHTTPClient()}
+		src := &tokenSource{httpClient: backend.NewHTTPClient(), shortLived: rate.Sometimes{First: 1, Interval: alertInterval}}
+		src.logger.Store(logger)
 		observe := func(attempt backend.Attempt) { src.observer().clerkRequest(attempt) }
 		client, err := newClerkClient(s.APIURL, clerkKeys{machine: s.MachineSecretKey}, src.httpClient, observe)
 		if err != nil {
 			return nil, err
 		}
 		src.Source = mint.NewSource(client, mint.Options{
-			Token:   s.Token,
-			RenewAt: s.RenewAt,
-			Timeout: s.Timeout,
-			OnMint:  func(err error) { src.observer().mint(s.Token.Format, err) },
+			Token:        s.Token,
+			RenewAt:      s.RenewAt,
+			Timeout:      s.Timeout,
+			OnMint:       func(err error) { src.observer().mint(s.Token.Format, err) },
+			OnShortLived: src.warnShortLived,
 		})
 		return src, nil
+	})
+}
+
+// start has the source log where the configuration that starts says: the
+// previous one's logs may close.
+func (s *tokenSource) start(logger *zap.Logger) { s.logger.Store(logger) }
+
+// warnShortLived says, once a minute while it lasts, that Clerk's tokens
+// come back with less life than asked, and what that costs.
+func (s *tokenSource) warnShortLived(asked, got time.Duration) {
+	s.shortLived.Do(func() {
+		s.logger.Load().Warn("Clerk's M2M tokens come back with less life than asked (a clock out of step with Clerk's, "+
+			"or a cap on their lifetime): each is used until it expires, and a new one minted at most once per "+
+			mint.DefaultMintInterval.String()+" (logged once a minute while it lasts)",
+			zap.Duration("asked", asked), zap.Duration("got", got))
 	})
 }
 

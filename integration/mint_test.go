@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
+	"github.com/caddy-clerk/clerk-m2m/mint"
 )
 
 // Service A calls service B. A's sidecar (the /a* routes) adds A's token to
@@ -223,4 +224,38 @@ http://{{GATEWAY}} {
 		assert.True(t, strings.Contains(readLog(t, e.logFile), `"`+http.CanonicalHeaderKey("X-M2M-Token")+`":["mt_`),
 			"as the warning says, reverse_proxy's DEBUG log shows the token")
 	})
+}
+
+// TestTokensBornNearExpiryAreNotMintedPerRequest: Clerk's clock runs ahead
+// of the gateway's (here, the fake's runs behind by all but 8 seconds of
+// the hour asked for), so every token comes back already inside the 10s
+// margin. Requests keep the current token while it lives, and a new one is
+// minted at most once per 5 seconds, not once per request.
+func TestTokensBornNearExpiryAreNotMintedPerRequest(t *testing.T) {
+	e := newEnv(t)
+	const lifeLeft = 8 * time.Second
+	e.clerk.SetClock(func() time.Time { return time.Now().Add(lifeLeft - time.Hour) })
+	e.load(strings.ReplaceAll(globals(debugLog)+`
+http://{{GATEWAY}} {
+	clerk_m2m_token {
+		machine_secret_key {{CALLER_KEY}}
+		api_url {{CLERK}}
+		ttl 1h
+	}
+	reverse_proxy {{UPSTREAM}}
+}
+`, "{{CALLER_KEY}}", e.caller.SecretKey))
+
+	started := time.Now()
+	for range 50 {
+		resp, seen := e.request("/x")
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		require.True(t, strings.HasPrefix(seen["Authorization"], "Bearer mt_"))
+	}
+	elapsed := time.Since(started)
+	mints := e.clerk.Calls("/m2m_tokens")
+	assert.LessOrEqual(t, mints, 1+int(elapsed/mint.DefaultMintInterval),
+		"50 requests in %v: at most one mint per %v", elapsed, mint.DefaultMintInterval)
+	assert.True(t, strings.Contains(readLog(t, e.logFile), "M2M tokens come back with less life than asked"),
+		"the short life is logged")
 }
