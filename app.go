@@ -14,10 +14,16 @@ func init() {
 // fresh; logging about minted tokens) when their configuration starts, and
 // never while a configuration is only being validated. It needs no
 // configuration: the handlers load it themselves.
+//
+// When the configuration starts, it also warns about every server that
+// carries a clerk_m2m_token handler and listens beyond loopback.
 type App struct {
 	// Registered while the configuration is provisioned and read when it
 	// starts; Caddy does both in one goroutine, one after the other.
 	registered []registered
+
+	ctx    caddy.Context
+	logger *zap.Logger
 }
 
 // starter is shared state that starts with a configuration, and logs where
@@ -40,6 +46,13 @@ func (App) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
+// Provision keeps the configuration's context, to look at its servers
+// when it starts.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.ctx, a.logger = ctx, ctx.Logger()
+	return nil
+}
+
 // register has shared started with the configuration, logging to logger.
 func (a *App) register(shared starter, logger *zap.Logger) {
 	a.registered = append(a.registered, registered{shared, logger})
@@ -52,6 +65,7 @@ func (a *App) Start() error {
 	for _, r := range a.registered {
 		r.shared.start(r.logger)
 	}
+	a.warnAboutExposedSidecars()
 	return nil
 }
 
@@ -61,5 +75,6 @@ func (a *App) Stop() error { return nil }
 
 // Interface guards
 var (
-	_ caddy.App = (*App)(nil)
+	_ caddy.App         = (*App)(nil)
+	_ caddy.Provisioner = (*App)(nil)
 )
