@@ -59,6 +59,7 @@ const (
 // | valid, but `require_scopes` or `allowed_subjects` not met | 403 | `insufficient_scope` |
 // | Clerk unreachable, failing, or its keys unavailable | 503 | `clerk_unavailable` |
 // | Clerk rate-limits verification | 503 | `clerk_rate_limited` |
+// | a new opaque credential while `max_clerk_calls` calls to Clerk are in flight | 503 | `clerk_calls_limited` |
 // | Clerk rejects the configured secret key | 500 | `misconfigured` |
 //
 // 401 answers carry `WWW-Authenticate: Bearer realm="clerk"` (with
@@ -192,6 +193,27 @@ type Handler struct {
 	// refused with 503 until Clerk answers again. Default: `1h`.
 	JWKSMaxStale caddy.Duration `json:"jwks_max_stale,omitempty"`
 
+	// The most calls to Clerk in flight at once, for all the handlers that
+	// share this one's Clerk instance (the same `api_url`, keys,
+	// `timeout`, `jwks_max_stale`, `max_clerk_calls` and
+	// `cache_max_bytes`), and the most connections to it. A credential
+	// that needs one more call (a new opaque token) is refused at once
+	// with 503, `Retry-After: 1` and `clerk_calls_limited`; credentials
+	// answered from the cache, and JWTs, need none. Clerk takes 1,000
+	// calls per 10 seconds from a production instance: 64 in flight carry
+	// that even when Clerk takes half a second to answer, and hold no more
+	// than 64 connections. Default: `64`.
+	MaxClerkCalls int `json:"max_clerk_calls,omitempty"`
+
+	// The most memory the verdicts remembered for this handler's Clerk
+	// instance may hold, in bytes (in the Caddyfile also `64MiB` and the
+	// like), for all the handlers that share the instance (as for
+	// `max_clerk_calls`): one cache, for opaque tokens and JWTs alike,
+	// counted from each verdict's identity, scopes and claims. Past it,
+	// the verdicts least used lately are forgotten; expired ones are
+	// dropped as they come up. Default: `64MiB`.
+	CacheMaxBytes int64 `json:"cache_max_bytes,omitempty"`
+
 	// Expanded at provision.
 	secretKey         string
 	machineSecretKey  string
@@ -248,6 +270,12 @@ func (h *Handler) applyDefaults() {
 	}
 	if h.JWKSMaxStale == 0 {
 		h.JWKSMaxStale = caddy.Duration(verify.DefaultMaxStale)
+	}
+	if h.MaxClerkCalls == 0 {
+		h.MaxClerkCalls = verify.DefaultMaxClerkCalls
+	}
+	if h.CacheMaxBytes == 0 {
+		h.CacheMaxBytes = verify.DefaultCacheMaxBytes
 	}
 }
 
@@ -325,10 +353,8 @@ func (h *Handler) buildVerifier(ctx caddy.Context) error {
 		AllowedSubjects:   h.allowedSubjects,
 		OnCacheLookup:     h.observer.cacheLookup,
 	}
-	if h.secretKey != "" || h.machineSecretKey != "" || h.frontendURL != "" {
-		if err := h.useSharedInstance(ctx, &opts); err != nil {
-			return err
-		}
+	if err := h.useSharedInstance(ctx, &opts); err != nil {
+		return err
 	}
 	if h.jwtKey != "" {
 		key, err := loadJWTKey(h.jwtKey)
@@ -346,15 +372,17 @@ func (h *Handler) buildVerifier(ctx caddy.Context) error {
 	return nil
 }
 
-// useSharedInstance takes the connections and signing keys of the shared
-// instance, and has the App start it with the configuration.
+// useSharedInstance takes the connections, signing keys, cache and bound
+// on calls of the shared instance, and has the App start it with the
+// configuration.
 func (h *Handler) useSharedInstance(ctx caddy.Context, opts *verify.Options) error {
 	apiURL, err := backend.ParseURL(h.apiURL)
 	if err != nil {
 		return fmt.Errorf("api_url: %v", err)
 	}
 	warnIfCleartext(h.logger, apiURL)
-	settings := instanceSettings{APIURL: apiURL, Timeout: time.Duration(h.Timeout), MaxStale: time.Duration(h.JWKSMaxStale)}
+	settings := instanceSettings{APIURL: apiURL, Timeout: time.Duration(h.Timeout), MaxStale: time.Duration(h.JWKSMaxStale),
+		MaxClerkCalls: h.MaxClerkCalls, CacheMaxBytes: h.CacheMaxBytes}
 	if h.jwtKey == "" { // with jwt_key, no key set is ever fetched
 		settings.SecretKey, settings.FrontendURL = h.secretKey, h.frontendURL
 	}
@@ -373,6 +401,7 @@ func (h *Handler) useSharedInstance(ctx caddy.Context, opts *verify.Options) err
 	if inst.keys != nil {
 		opts.Keys = inst.keys
 	}
+	opts.Shared = inst.verifiers
 	return registerWithApp(ctx, inst, h.logger)
 }
 
@@ -449,6 +478,10 @@ func (h *Handler) Validate() error {
 		return errors.New("clock_skew must not be negative")
 	case *h.CacheTTL < 0:
 		return errors.New("cache_ttl must not be negative (0 turns the cache off)")
+	case h.MaxClerkCalls < 0:
+		return errors.New("max_clerk_calls must be positive")
+	case h.CacheMaxBytes < 0:
+		return errors.New("cache_max_bytes must be positive")
 	}
 	return nil
 }

@@ -42,8 +42,12 @@ var errNoSlot = errors.New("as many calls to Clerk as allowed are in flight alre
 // at once). ask runs in a goroutine of its own, with a context that keeps
 // ctx's values but not its end, bounded by timeout, and cancelled once
 // every request waiting for it has stopped. do returns when the call ends,
-// or with ctx's error when ctx ends first.
+// or with ctx's error when ctx ends first (or has ended already: then no
+// call is made).
 func (c *clerkCalls) do(ctx context.Context, key cacheKey, timeout time.Duration, ask func(context.Context) (*Identity, error)) (*Identity, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err // gone already: no call for nobody
+	}
 	call, err := c.join(ctx, key, timeout, ask)
 	if err != nil {
 		return nil, err
