@@ -208,33 +208,34 @@ func readDuration(d *caddyfile.Dispenser, name string, dest *caddy.Duration) err
 
 // countArg is a subdirective of one whole number above 0.
 func countArg[H any](name string, field func(*H) *int) subdirective[H] {
-	return subdirective[H]{name, func(d *caddyfile.Dispenser, h *H) error {
-		var text string
-		if err := singleArg(d, &text); err != nil {
-			return err
-		}
+	return valueArg(name, "a whole number above 0", field, func(text string) (int, bool) {
 		n, err := strconv.Atoi(text)
-		if err != nil || n <= 0 {
-			return d.Errf("%s: %q is not a whole number above 0", name, text)
-		}
-		*field(h) = n
-		return nil
-	}}
+		return n, err == nil && n > 0
+	})
 }
 
 // sizeArg is a subdirective of one size in bytes above 0: a number, or one
 // with a unit (64MiB, 500KB).
 func sizeArg[H any](name string, field func(*H) *int64) subdirective[H] {
+	return valueArg(name, "a size above 0, such as 64MiB", field, func(text string) (int64, bool) {
+		size, err := humanize.ParseBytes(text)
+		return int64(size), err == nil && size > 0 && size <= math.MaxInt64
+	})
+}
+
+// valueArg is a subdirective of one value, which parse reads, or refuses
+// for not being what want says.
+func valueArg[H, T any](name, want string, field func(*H) *T, parse func(string) (T, bool)) subdirective[H] {
 	return subdirective[H]{name, func(d *caddyfile.Dispenser, h *H) error {
 		var text string
 		if err := singleArg(d, &text); err != nil {
 			return err
 		}
-		size, err := humanize.ParseBytes(text)
-		if err != nil || size == 0 || size > math.MaxInt64 {
-			return d.Errf("%s: %q is not a size above 0, such as 64MiB", name, text)
+		value, ok := parse(text)
+		if !ok {
+			return d.Errf("%s: %q is not %s", name, text, want)
 		}
-		*field(h) = int64(size)
+		*field(h) = value
 		return nil
 	}}
 }

@@ -40,21 +40,7 @@ const (
 func TestCallsToClerkAreBounded(t *testing.T) {
 	const maxCalls = 2
 	e := newEnv(t)
-	e.load(globals("") + `
-http://{{GATEWAY}} {
-	clerk_m2m {
-		secret_key {{SECRET}}
-		machine_secret_key {{GATEWAY_KEY}}
-		api_url {{CLERK}}
-		max_clerk_calls ` + strconv.Itoa(maxCalls) + `
-	}
-	respond "through"
-	handle_errors {
-		header X-Clerk-Error {http.auth.clerk_m2m.error}
-		respond "refused" {http.error.status_code}
-	}
-}
-`)
+	e.load(gatewayWith("max_clerk_calls " + strconv.Itoa(maxCalls)))
 	cached := e.fresh()
 	resp, _ := e.bearer("/", cached)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
@@ -109,21 +95,7 @@ func TestAnAbandonedBurstOfNewTokens(t *testing.T) {
 		giveUp     = 50 * time.Millisecond
 	)
 	e := newEnv(t)
-	e.load(globals("") + `
-http://{{GATEWAY}} {
-	clerk_m2m {
-		secret_key {{SECRET}}
-		machine_secret_key {{GATEWAY_KEY}}
-		api_url {{CLERK}}
-		max_clerk_calls ` + strconv.Itoa(maxCalls) + `
-	}
-	respond "through"
-	handle_errors {
-		header X-Clerk-Error {http.auth.clerk_m2m.error}
-		respond "refused" {http.error.status_code}
-	}
-}
-`)
+	e.load(gatewayWith("max_clerk_calls " + strconv.Itoa(maxCalls)))
 	cached := e.fresh()
 	resp, _ := e.bearer("/", cached)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
@@ -285,20 +257,7 @@ func TestVerdictCacheMemoryIsBounded(t *testing.T) {
 	const margin = 4 << 20
 	e := newEnv(t)
 	config := func(maxBytes string, ttl time.Duration) string {
-		return globals("") + `
-http://{{GATEWAY}} {
-	clerk_m2m {
-		secret_key {{SECRET}}
-		machine_secret_key {{GATEWAY_KEY}}
-		api_url {{CLERK}}
-		require_scopes {{GATEWAY_ID}}
-		cache_max_bytes ` + maxBytes + `
-		cache_ttl ` + ttl.String() + `
-		clock_skew 0
-	}
-	respond "through"
-}
-`
+		return gatewayWith("require_scopes {{GATEWAY_ID}}\ncache_max_bytes " + maxBytes + "\ncache_ttl " + ttl.String() + "\nclock_skew 0")
 	}
 	// bounded sends n credentials, measuring the heap every tenth, and
 	// checks each answer; it returns the most the heap held.

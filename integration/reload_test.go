@@ -118,19 +118,6 @@ func TestReloadsKeepKeysWarmAndLeakNothing(t *testing.T) {
 // verifies otherwise does not.
 func TestVerdictsSurviveAReload(t *testing.T) {
 	e := newEnv(t)
-	config := func(extra string) string {
-		return globals("") + `
-http://{{GATEWAY}} {
-	clerk_m2m {
-		secret_key {{SECRET}}
-		machine_secret_key {{GATEWAY_KEY}}
-		api_url {{CLERK}}
-		` + extra + `
-	}
-	respond "through"
-}
-`
-	}
 	const verify = "/m2m_tokens/verify"
 	token := e.fresh()
 	for _, tc := range []struct {
@@ -141,7 +128,7 @@ http://{{GATEWAY}} {
 		{"require_scopes {{GATEWAY_ID}}", 1}, // the same verdict, another policy
 		{"cache_ttl 10s", 2},                 // another verdict: Clerk is asked again
 	} {
-		e.load(config(tc.extra))
+		e.load(gatewayWith(tc.extra))
 		resp, _ := e.bearer("/", token)
 		require.Equal(t, http.StatusOK, resp.StatusCode, tc.extra)
 		assert.Equal(t, tc.calls, e.clerk.Calls(verify), "calls to Clerk after loading %q", tc.extra)
