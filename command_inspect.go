@@ -296,7 +296,9 @@ func (r *inspectReport) judge(credential string, config json.RawMessage, carrier
 
 	repl := caddy.NewReplacer()
 	answer := httptest.NewRecorder()
-	req := caddyhttp.PrepareRequest(carrier.request(credential), repl, answer, nil)
+	// Every request Caddy serves comes to a server: this one keeps no
+	// access log and trusts no proxy.
+	req := caddyhttp.PrepareRequest(carrier.request(credential), repl, answer, new(caddyhttp.Server))
 	accepted := false
 	err = h.ServeHTTP(answer, req, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
 		accepted = true
