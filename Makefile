@@ -8,7 +8,9 @@ test:
 ci:
 	bash .ci/run
 
-# Load run against a real Caddy on loopback (needs wrk: apt-get install wrk).
+# Load run against a real Caddy on loopback, built with the peer (caddy-jwt)
+# when the Go module proxy serves it; needs wrk (apt-get install wrk) and a
+# quiet machine. Not part of CI, which only compiles it and tests its parts.
 bench:
 	go run ./bench/loadtest
 
