@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"text/template"
 	"time"
 )
@@ -177,10 +178,13 @@ http://:{{.MetricsPort}} {
 }
 `))
 
-// startCaddy runs the Caddy binary with the Caddyfile.
+// startCaddy runs the Caddy binary with the Caddyfile. Caddy is stopped
+// when this program ends, however it ends (an interrupted run must not
+// leave a Caddy behind).
 func startCaddy(binary, caddyfile string) (*exec.Cmd, error) {
 	cmd := exec.Command(binary, "run", "--config", caddyfile, "--adapter", "caddyfile")
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	return cmd, cmd.Start()
 }
 
