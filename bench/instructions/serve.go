@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	clerkm2m "github.com/caddy-clerk/clerk-m2m"
+)
+
+// opaqueToken is the opaque M2M token of the opaque scenario, which a fake
+// Clerk accepts.
+const opaqueToken = "mt_f7f0ba8c3b4843ce7d85fcdd5e71853e"
+
+// serve provisions the scenario's handler and serves it requests requests.
+func serve(scenario, materialPath string, requests int) error {
+	data, err := os.ReadFile(materialPath)
+	if err != nil {
+		return err
+	}
+	var m material
+	if err := json.Unmarshal(data, &m); err != nil {
+		return err
+	}
+	ctx, cancel, err := caddyContext()
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	var handler caddyhttp.MiddlewareHandler
+	tokens := func(int) string { return m.Repeated }
+	switch scenario {
+	case "pass-through":
+		handler = passThrough{}
+	case "jwt", "distinct":
+		h := &clerkm2m.Handler{JWTKey: m.PublicKeyPEM}
+		if err := provision(ctx, h); err != nil {
+			return err
+		}
+		defer h.Cleanup()
+		handler = h
+		if scenario == "distinct" {
+			if requests > len(m.Distinct) {
+				return fmt.Errorf("%d requests, %d distinct tokens", requests, len(m.Distinct))
+			}
+			tokens = func(i int) string { return m.Distinct[i] }
+		}
+	case "opaque":
+		clerk := httptest.NewServer(http.HandlerFunc(fakeClerk))
+		defer clerk.Close()
+		// Remembered longer than callgrind takes, so that Clerk is asked once.
+		ttl := caddy.Duration(time.Hour)
+		h := &clerkm2m.Handler{MachineSecretKey: "ak_bench", APIURL: clerk.URL, CacheTTL: &ttl}
+		if err := provision(ctx, h); err != nil {
+			return err
+		}
+		defer h.Cleanup()
+		handler = h
+		tokens = func(int) string { return opaqueToken }
+	default:
+		return fmt.Errorf("no scenario %q", scenario)
+	}
+	for i := range requests {
+		if err := request(handler, "Bearer "+tokens(i)); err != nil {
+			return fmt.Errorf("request %d: %v", i, err)
+		}
+	}
+	return nil
+}
+
+func caddyContext() (caddy.Context, context.CancelFunc, error) {
+	base, err := caddy.ProvisionContext(&caddy.Config{Admin: &caddy.AdminConfig{Disabled: true}})
+	if err != nil {
+		return caddy.Context{}, nil, err
+	}
+	ctx, cancel := caddy.NewContext(base)
+	return ctx, cancel, nil
+}
+
+func provision(ctx caddy.Context, h *clerkm2m.Handler) error {
+	for _, name := range []string{"CLERK_SECRET_KEY", "CLERK_MACHINE_SECRET_KEY", "CLERK_JWT_KEY", "CLERK_API_URL", "CLERK_PUBLISHABLE_KEY"} {
+		os.Unsetenv(name)
+	}
+	if err := h.Provision(ctx); err != nil {
+		return err
+	}
+	return h.Validate()
+}
+
+// request serves one request through handler, with the context Caddy's
+// server prepares (a replacer, the variables, room for extra access log
+// fields), to a next handler that reads one placeholder, as header_up
+// would, and answers.
+func request(handler caddyhttp.MiddlewareHandler, authorization string) error {
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	req.Header.Set("Authorization", authorization)
+	repl := caddy.NewReplacer()
+	ctx := context.WithValue(req.Context(), caddy.ReplacerCtxKey, repl)
+	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{
+		caddyhttp.TrustedProxyVarKey: false, caddyhttp.ClientIPVarKey: "192.0.2.1"})
+	ctx = context.WithValue(ctx, caddyhttp.ExtraLogFieldsCtxKey, new(caddyhttp.ExtraLogFields))
+	req = req.WithContext(ctx)
+	w := httptest.NewRecorder()
+	if err := handler.ServeHTTP(w, req, next); err != nil {
+		return err
+	}
+	if w.Code != http.StatusOK {
+		return fmt.Errorf("status %d", w.Code)
+	}
+	return nil
+}
+
+var next = caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	_, _ = repl.GetString("http.auth.user.id")
+	w.WriteHeader(http.StatusOK)
+	return nil
+})
+
+// passThrough is the floor: a handler that only calls the next one.
+type passThrough struct{}
+
+func (passThrough) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	return next.ServeHTTP(w, r)
+}
+
+// fakeClerk accepts opaqueToken, valid for an hour, as Clerk's M2M verify
+// endpoint would.
+func fakeClerk(w http.ResponseWriter, r *http.Request) {
+	now := time.Now()
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"object": "machine_to_machine_token", "id": "mt_id_bench", "subject": "mch_2xhFjEI5X2qWRvtV13BzSj8H6Dk",
+		"scopes": []string{}, "claims": nil, "revoked": false, "revocation_reason": nil, "expired": false,
+		"expiration": now.Add(time.Hour).UnixMilli(), "last_used_at": nil,
+		"created_at": now.UnixMilli(), "updated_at": now.UnixMilli(),
+	})
+}
