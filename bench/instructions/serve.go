@@ -96,8 +96,9 @@ func provision(ctx caddy.Context, h *clerkm2m.Handler) error {
 
 // request serves one request through handler, with the context Caddy's
 // server prepares (a replacer, the variables, room for extra access log
-// fields), to a next handler that reads one placeholder, as header_up
-// would, and answers.
+// fields, the server, which here keeps no access log, as in the load run),
+// to a next handler that reads one placeholder, as header_up would, and
+// answers.
 func request(handler caddyhttp.MiddlewareHandler, authorization string) error {
 	req := httptest.NewRequest(http.MethodGet, "/", nil)
 	req.Header.Set("Authorization", authorization)
@@ -106,6 +107,7 @@ func request(handler caddyhttp.MiddlewareHandler, authorization string) error {
 	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{
 		caddyhttp.TrustedProxyVarKey: false, caddyhttp.ClientIPVarKey: "192.0.2.1"})
 	ctx = context.WithValue(ctx, caddyhttp.ExtraLogFieldsCtxKey, new(caddyhttp.ExtraLogFields))
+	ctx = context.WithValue(ctx, caddyhttp.ServerCtxKey, server)
 	req = req.WithContext(ctx)
 	w := httptest.NewRecorder()
 	if err := handler.ServeHTTP(w, req, next); err != nil {
@@ -116,6 +118,8 @@ func request(handler caddyhttp.MiddlewareHandler, authorization string) error {
 	}
 	return nil
 }
+
+var server = new(caddyhttp.Server)
 
 var next = caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
