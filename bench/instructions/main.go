@@ -31,13 +31,12 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -133,12 +132,13 @@ func underCallgrind(self, dir, scenario, material string, requests int) (int64, 
 	return strconv.ParseInt(string(m[1]), 10, 64)
 }
 
-// material is what the child reads: the key to verify JWTs with, one JWT
-// to repeat, and distinct JWTs, one for each request of the longer run.
+// material is what the child reads: the signing keys (a JWKS) to verify
+// JWTs with, one JWT to repeat, and distinct JWTs, one for each request of
+// the longer run.
 type material struct {
-	PublicKeyPEM string   `json:"public_key_pem"`
-	Repeated     string   `json:"repeated"`
-	Distinct     []string `json:"distinct"`
+	JWKS     json.RawMessage `json:"jwks"`
+	Repeated string          `json:"repeated"`
+	Distinct []string        `json:"distinct"`
 }
 
 // makeMaterial makes an RSA-2048 key and signs M2M JWTs with it, as Clerk
@@ -148,11 +148,15 @@ func makeMaterial(path string, distinct int) error {
 	if err != nil {
 		return err
 	}
-	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	jwks, err := json.Marshal(map[string]any{"keys": []map[string]string{{
+		"kty": "RSA", "use": "sig", "alg": "RS256", "kid": keyID,
+		"n": base64.RawURLEncoding.EncodeToString(key.N.Bytes()),
+		"e": base64.RawURLEncoding.EncodeToString(big.NewInt(int64(key.E)).Bytes()),
+	}}})
 	if err != nil {
 		return err
 	}
-	m := material{PublicKeyPEM: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))}
+	m := material{JWKS: jwks}
 	now := time.Now().Unix()
 	sign := func(i int) (string, error) {
 		return signJWT(key, map[string]any{
@@ -178,8 +182,11 @@ func makeMaterial(path string, distinct int) error {
 	return os.WriteFile(path, data, 0o600)
 }
 
+// keyID names the signing key, as Clerk names an instance's.
+const keyID = "ins_2xhFjEI5X2qWRvtV13BzSj8H6Dk"
+
 func signJWT(key *rsa.PrivateKey, claims map[string]any) (string, error) {
-	header, err := json.Marshal(map[string]string{"alg": "RS256", "typ": "JWT", "kid": "ins_bench", "cat": "cl_B7d4PD333AAA"})
+	header, err := json.Marshal(map[string]string{"alg": "RS256", "typ": "JWT", "kid": keyID, "cat": "cl_B7d4PD333AAA"})
 	if err != nil {
 		return "", err
 	}

@@ -34,35 +34,29 @@ func serve(scenario, materialPath string, requests int) error {
 		return err
 	}
 	defer cancel()
-	var handler caddyhttp.MiddlewareHandler
+	clerk := httptest.NewServer(fakeClerk(m.JWKS))
+	defer clerk.Close()
+	// As in the load run: the signing keys fetched with the secret key, the
+	// opaque token verified with the machine's; a verification remembered
+	// for longer than callgrind takes, so that Clerk is asked once.
+	ttl := caddy.Duration(time.Hour)
+	h := &clerkm2m.Handler{SecretKey: "sk_test_bench", MachineSecretKey: "ak_bench", APIURL: clerk.URL, CacheTTL: &ttl}
+	if err := provision(ctx, h); err != nil {
+		return err
+	}
+	defer h.Cleanup()
+	var handler caddyhttp.MiddlewareHandler = h
 	tokens := func(int) string { return m.Repeated }
 	switch scenario {
 	case "pass-through":
 		handler = passThrough{}
-	case "jwt", "distinct":
-		h := &clerkm2m.Handler{JWTKey: m.PublicKeyPEM}
-		if err := provision(ctx, h); err != nil {
-			return err
+	case "jwt":
+	case "distinct":
+		if requests > len(m.Distinct) {
+			return fmt.Errorf("%d requests, %d distinct tokens", requests, len(m.Distinct))
 		}
-		defer h.Cleanup()
-		handler = h
-		if scenario == "distinct" {
-			if requests > len(m.Distinct) {
-				return fmt.Errorf("%d requests, %d distinct tokens", requests, len(m.Distinct))
-			}
-			tokens = func(i int) string { return m.Distinct[i] }
-		}
+		tokens = func(i int) string { return m.Distinct[i] }
 	case "opaque":
-		clerk := httptest.NewServer(http.HandlerFunc(fakeClerk))
-		defer clerk.Close()
-		// Remembered longer than callgrind takes, so that Clerk is asked once.
-		ttl := caddy.Duration(time.Hour)
-		h := &clerkm2m.Handler{MachineSecretKey: "ak_bench", APIURL: clerk.URL, CacheTTL: &ttl}
-		if err := provision(ctx, h); err != nil {
-			return err
-		}
-		defer h.Cleanup()
-		handler = h
 		tokens = func(int) string { return opaqueToken }
 	default:
 		return fmt.Errorf("no scenario %q", scenario)
@@ -135,9 +129,19 @@ func (passThrough) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	return next.ServeHTTP(w, r)
 }
 
-// fakeClerk accepts opaqueToken, valid for an hour, as Clerk's M2M verify
-// endpoint would.
-func fakeClerk(w http.ResponseWriter, r *http.Request) {
+// fakeClerk serves the signing keys, and accepts opaqueToken, valid for an
+// hour, as Clerk's M2M verify endpoint would.
+func fakeClerk(jwks json.RawMessage) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/jwks", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(jwks)
+	})
+	mux.HandleFunc("POST /m2m_tokens/verify", verifyOpaque)
+	return mux
+}
+
+func verifyOpaque(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(map[string]any{
