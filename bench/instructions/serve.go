@@ -2,11 +2,17 @@ package main
 
 import (
 	"context"
+	"crypto"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -58,6 +64,15 @@ func serve(scenario, materialPath string, requests int) error {
 		tokens = func(i int) string { return m.Distinct[i] }
 	case "opaque":
 		tokens = func(int) string { return opaqueToken }
+	case "sha256-floor":
+		handler = floor{func(string) error { _ = sha256.Sum256([]byte(m.Repeated)); return nil }}
+	case "rsa-floor":
+		key, err := publicKey(m.JWKS)
+		if err != nil {
+			return err
+		}
+		handler = floor{func(token string) error { return checkSignature(key, token) }}
+		tokens = func(i int) string { return m.Distinct[i] }
 	default:
 		return fmt.Errorf("no scenario %q", scenario)
 	}
@@ -121,6 +136,48 @@ var next = caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) er
 	w.WriteHeader(http.StatusOK)
 	return nil
 })
+
+// floor does what a handler cannot do without, on the request's token, then
+// calls the next handler.
+type floor struct{ work func(token string) error }
+
+func (f floor) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if err := f.work(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")); err != nil {
+		return err
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// checkSignature verifies an RS256 JWT's signature: SHA-256 of the signed
+// part, then RSA PKCS #1 v1.5.
+func checkSignature(key *rsa.PublicKey, token string) error {
+	dot := strings.LastIndexByte(token, '.')
+	signature, err := base64.RawURLEncoding.DecodeString(token[dot+1:])
+	if err != nil {
+		return err
+	}
+	digest := sha256.Sum256([]byte(token[:dot]))
+	return rsa.VerifyPKCS1v15(key, crypto.SHA256, digest[:], signature)
+}
+
+// publicKey reads the one key of the material's JWKS.
+func publicKey(jwks json.RawMessage) (*rsa.PublicKey, error) {
+	var set struct {
+		Keys []struct{ N, E string } `json:"keys"`
+	}
+	if err := json.Unmarshal(jwks, &set); err != nil || len(set.Keys) != 1 {
+		return nil, fmt.Errorf("the JWKS: %v", err)
+	}
+	n, err := base64.RawURLEncoding.DecodeString(set.Keys[0].N)
+	if err != nil {
+		return nil, err
+	}
+	e, err := base64.RawURLEncoding.DecodeString(set.Keys[0].E)
+	if err != nil {
+		return nil, err
+	}
+	return &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}, nil
+}
 
 // passThrough is the floor: a handler that only calls the next one.
 type passThrough struct{}
