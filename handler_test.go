@@ -22,11 +22,14 @@ import (
 )
 
 // asCaddyWould gives req the context Caddy's server gives every request:
-// its replacer, and its variables (with the two Caddy always sets).
+// its replacer, its variables (with the two Caddy always sets), room for
+// extra access log fields, and the server (here one without access log).
 func asCaddyWould(req *http.Request, repl *caddy.Replacer) *http.Request {
 	ctx := context.WithValue(req.Context(), caddy.ReplacerCtxKey, repl)
 	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{
 		caddyhttp.TrustedProxyVarKey: false, caddyhttp.ClientIPVarKey: "192.0.2.1"})
+	ctx = context.WithValue(ctx, caddyhttp.ExtraLogFieldsCtxKey, new(caddyhttp.ExtraLogFields))
+	ctx = context.WithValue(ctx, caddyhttp.ServerCtxKey, new(caddyhttp.Server))
 	return req.WithContext(ctx)
 }
 
