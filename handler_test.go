@@ -237,3 +237,12 @@ func TestActorPlaceholder(t *testing.T) {
 	assert.True(t, known, "known, and empty, for a token that names no actor")
 	assert.Equal(t, "", value)
 }
+
+// A request prepared by caddyhttp.PrepareRequest without a server (as
+// `caddy clerk-m2m inspect` prepares one) carries a nil *Server: no access
+// log, and no panic.
+func TestAccessLogFieldsWithoutAServer(t *testing.T) {
+	req := asCaddyWould(httptest.NewRequest(http.MethodGet, "/", nil), caddy.NewReplacer())
+	req = req.WithContext(context.WithValue(req.Context(), caddyhttp.ServerCtxKey, (*caddyhttp.Server)(nil)))
+	assert.NotPanics(t, func() { addAccessLogFields(req, &verify.Identity{Subject: "mch_x"}) })
+}

@@ -554,9 +554,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // credential) in the request's access log entry, next to the user_id Caddy
 // takes from {http.auth.user.id}: both in one field, because every field
 // added clears a map Caddy keeps for the request. A server that keeps no
-// access log gets none at all.
+// access log gets none at all (nor does a request that came to no server,
+// as caddyhttp.PrepareRequest allows).
 func addAccessLogFields(r *http.Request, identity *verify.Identity) {
-	if srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok && srv.Logs == nil {
+	if srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok && (srv == nil || srv.Logs == nil) {
 		return
 	}
 	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
