@@ -85,10 +85,10 @@ func TestLoadWithFaults(t *testing.T) {
 	// the main run means a leak.
 	warmup := loadRun(t, clerk, get, valid, forged, isValid, 2*time.Second, timeout)
 	clerk.ResetCalls() // the fake's own log of requests is not the module's memory
-	before, resentBefore := atRest(e.client, clerk), resends(e.client)
+	before, resentBefore := atRest(e), resends(e.client)
 	run := loadRun(t, clerk, get, valid, forged, isValid, duration, timeout)
 	clerk.ResetCalls()
-	after := atRest(e.client, clerk)
+	after := atRest(e)
 
 	t.Logf("warm-up: %d requests; main run: %d requests in %s with Clerk failing every other second; answers by status: %v",
 		warmup.sent, run.sent, duration, run.statuses)
@@ -187,13 +187,10 @@ type restingState struct {
 	rss        uint64 // bytes; 0 where /proc is not there to tell
 }
 
-// atRest closes the idle connections to Caddy and Caddy's to Clerk, lets
-// things settle, and measures. Connections kept alive are left out: how
-// many there are depends on how busy the machine was, not on a leak.
-func atRest(client *http.Client, clerk *backendtest.Server) restingState {
-	client.CloseIdleConnections()
-	clerk.CloseClientConnections()
-	goroutines := settledGoroutines()
+// atRest lets things settle and measures, connections kept alive left out
+// (see settledGoroutines).
+func atRest(e *env) restingState {
+	goroutines := e.settledGoroutines()
 	debug.FreeOSMemory() // a GC that also hands freed pages back, so that RSS counts what is live
 	var stats runtime.MemStats
 	runtime.ReadMemStats(&stats)
