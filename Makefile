@@ -1,6 +1,6 @@
 # Conveniences; the README's two commands need none of this.
 
-.PHONY: test ci bench microbench
+.PHONY: test ci bench microbench instructions
 
 test:
 	go test ./...
@@ -8,7 +8,9 @@ test:
 ci:
 	bash .ci/run
 
-# Load run against a real Caddy on loopback (needs wrk: apt-get install wrk).
+# Load run against a real Caddy on loopback, built with the peer (caddy-jwt)
+# when the Go module proxy serves it; needs wrk (apt-get install wrk) and a
+# quiet machine. Not part of CI, which only compiles it and tests its parts.
 bench:
 	go run ./bench/loadtest
 
@@ -16,3 +18,8 @@ bench:
 # pass-through handler) measured in the same run.
 microbench:
 	go test -run '^$$' -bench . -count 6 ./ ./verify/
+
+# Instructions per request through the handler, counted by callgrind (needs
+# valgrind): repeatable on a busy machine, where clocks are not.
+instructions:
+	go run ./bench/instructions

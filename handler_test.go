@@ -22,11 +22,14 @@ import (
 )
 
 // asCaddyWould gives req the context Caddy's server gives every request:
-// its replacer, and its variables (with the two Caddy always sets).
+// its replacer, its variables (with the two Caddy always sets), room for
+// extra access log fields, and the server (here one without access log).
 func asCaddyWould(req *http.Request, repl *caddy.Replacer) *http.Request {
 	ctx := context.WithValue(req.Context(), caddy.ReplacerCtxKey, repl)
 	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{
 		caddyhttp.TrustedProxyVarKey: false, caddyhttp.ClientIPVarKey: "192.0.2.1"})
+	ctx = context.WithValue(ctx, caddyhttp.ExtraLogFieldsCtxKey, new(caddyhttp.ExtraLogFields))
+	ctx = context.WithValue(ctx, caddyhttp.ServerCtxKey, new(caddyhttp.Server))
 	return req.WithContext(ctx)
 }
 
@@ -235,4 +238,13 @@ func TestActorPlaceholder(t *testing.T) {
 	value, known = identityPlaceholder(&verify.Identity{}, "actor")
 	assert.True(t, known, "known, and empty, for a token that names no actor")
 	assert.Equal(t, "", value)
+}
+
+// A request prepared by caddyhttp.PrepareRequest without a server (as
+// `caddy clerk-m2m inspect` prepares one) carries a nil *Server: no access
+// log, and no panic.
+func TestAccessLogFieldsWithoutAServer(t *testing.T) {
+	req := asCaddyWould(httptest.NewRequest(http.MethodGet, "/", nil), caddy.NewReplacer())
+	req = req.WithContext(context.WithValue(req.Context(), caddyhttp.ServerCtxKey, (*caddyhttp.Server)(nil)))
+	assert.NotPanics(t, func() { addAccessLogFields(req, &verify.Identity{Subject: "mch_x"}) })
 }

@@ -3,6 +3,10 @@ package clerkm2m
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
 
@@ -108,7 +112,7 @@ func newObserver(ctx caddy.Context, disabled bool) (observer, error) {
 type countingObserver struct{}
 
 func (countingObserver) verification(tokenType verify.TokenType, format verify.Format, outcome string) {
-	metrics.verifications.WithLabelValues(labelOrUnknown(string(tokenType)), labelOrUnknown(string(format)), outcome).Inc()
+	verificationCounters.with(labelOrUnknown(string(tokenType)), labelOrUnknown(string(format)), outcome).Inc()
 }
 
 func (countingObserver) cacheLookup(cache string, hit bool) {
@@ -116,7 +120,46 @@ func (countingObserver) cacheLookup(cache string, hit bool) {
 	if hit {
 		result = "hit"
 	}
-	metrics.cacheLookups.WithLabelValues(cache, result).Inc()
+	cacheLookupCounters.with(cache, result).Inc()
+}
+
+// Every request moves a verification counter and a cache lookup counter:
+// their children are resolved once for each set of labels, and kept.
+var (
+	verificationCounters = resolvedCounters{vec: metrics.verifications}
+	cacheLookupCounters  = resolvedCounters{vec: metrics.cacheLookups}
+)
+
+// resolvedCounters keeps the children of a CounterVec of up to three
+// labels, each looked up by its label values once: WithLabelValues checks
+// and hashes them, and takes a lock, on every call. The labels take a
+// handful of fixed values (never a subject, a token or a path), so what is
+// kept stays small; it is copied when it grows, so that reading it takes
+// no lock.
+type resolvedCounters struct {
+	vec      *prometheus.CounterVec
+	mu       sync.Mutex                                       // held to add a child
+	children atomic.Pointer[map[[3]string]prometheus.Counter] // label values, unused ones empty
+}
+
+func (r *resolvedCounters) with(values ...string) prometheus.Counter {
+	var key [3]string
+	copy(key[:], values)
+	if children := r.children.Load(); children != nil {
+		if child, ok := (*children)[key]; ok {
+			return child
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	grown := map[[3]string]prometheus.Counter{}
+	if children := r.children.Load(); children != nil {
+		maps.Copy(grown, *children)
+	}
+	child := r.vec.WithLabelValues(slices.Clone(values)...)
+	grown[key] = child
+	r.children.Store(&grown)
+	return child
 }
 
 func (countingObserver) clerkRequest(attempt backend.Attempt) {

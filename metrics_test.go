@@ -149,3 +149,17 @@ func TestSharedKeysAreCountedWhileACountedHandlerHoldsThem(t *testing.T) {
 	assert.Equal(t, 1.0, calls()-callsBefore)
 	assert.NotContains(t, keySetAgesReported(t), clerk.URL)
 }
+
+// TestResolvedCountersAreTheVecsChildren: a counter resolved once and kept
+// is the child WithLabelValues gives, for two labels as for three.
+func TestResolvedCountersAreTheVecsChildren(t *testing.T) {
+	vec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "test_total"}, []string{"x", "y"})
+	resolved := resolvedCounters{vec: vec}
+	resolved.with("a", "b").Inc()
+	resolved.with("a", "b").Inc()
+	resolved.with("a", "c").Inc()
+	assert.Equal(t, 2.0, testutil.ToFloat64(vec.WithLabelValues("a", "b")))
+	assert.Equal(t, 1.0, testutil.ToFloat64(vec.WithLabelValues("a", "c")))
+	assert.Same(t, resolved.with("a", "b"), vec.WithLabelValues("a", "b"))
+	assert.Equal(t, 2, testutil.CollectAndCount(vec), "no other series")
+}

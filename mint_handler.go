@@ -193,6 +193,19 @@ func (h *MintHandler) loadSource() error {
 	if err != nil {
 		return fmt.Errorf("api_url: %v", err)
 	}
+	h.source, h.sourceLease, err = loadTokenSource(tokenSourceSettings{
+		APIURL:           apiURL,
+		MachineSecretKey: h.machineSecretKey,
+		Token:            h.tokenOptions(),
+		RenewAt:          h.RenewAt,
+		Timeout:          time.Duration(h.Timeout),
+	}, !h.DisableMetrics, h.logger)
+	return err
+}
+
+// tokenOptions is what Clerk is asked to mint: the token these settings
+// describe (also for `caddy clerk-m2m mint`).
+func (h *MintHandler) tokenOptions() backend.CreateM2MTokenOptions {
 	token := backend.CreateM2MTokenOptions{
 		Format:                 h.Format,
 		SecondsUntilExpiration: int64(time.Duration(h.TTL) / time.Second),
@@ -201,14 +214,7 @@ func (h *MintHandler) loadSource() error {
 	if len(h.claims) > 0 {
 		token.Claims = h.claims
 	}
-	h.source, h.sourceLease, err = loadTokenSource(tokenSourceSettings{
-		APIURL:           apiURL,
-		MachineSecretKey: h.machineSecretKey,
-		Token:            token,
-		RenewAt:          h.RenewAt,
-		Timeout:          time.Duration(h.Timeout),
-	}, !h.DisableMetrics, h.logger)
-	return err
+	return token
 }
 
 // Validate checks the configuration. It makes no network call.

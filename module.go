@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/caddy-clerk/clerk-m2m/backend"
 	"github.com/caddy-clerk/clerk-m2m/verify"
@@ -591,12 +592,27 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 // addAccessLogFields puts the credential's type and id (never the
 // credential) in the request's access log entry, next to the user_id Caddy
-// takes from {http.auth.user.id}.
+// takes from {http.auth.user.id}: both in one field, because every field
+// added clears a map Caddy keeps for the request. A server that keeps no
+// access log gets none at all (nor does a request that came to no server,
+// as caddyhttp.PrepareRequest allows).
 func addAccessLogFields(r *http.Request, identity *verify.Identity) {
-	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
-		extra.Add(zap.String("token_type", string(identity.TokenType)))
-		extra.Add(zap.String("token_id", identity.TokenID))
+	if srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok && (srv == nil || srv.Logs == nil) {
+		return
 	}
+	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
+		extra.Add(zap.Inline(accessLogFields{identity}))
+	}
+}
+
+// accessLogFields are the credential's fields of an access log entry, at
+// its top level.
+type accessLogFields struct{ identity *verify.Identity }
+
+func (f accessLogFields) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("token_type", string(f.identity.TokenType))
+	enc.AddString("token_id", f.identity.TokenID)
+	return nil
 }
 
 // stripCredential removes every Clerk credential from the request, not only

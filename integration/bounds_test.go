@@ -103,9 +103,7 @@ func TestAnAbandonedBurstOfNewTokens(t *testing.T) {
 
 	const verify = "/m2m_tokens/verify"
 	e.clerk.SetFault(backendtest.Fault{Path: verify, Delay: clerkDelay})
-	e.client.CloseIdleConnections()
-	e.clerk.CloseClientConnections()
-	baseline := measure()
+	baseline := e.measure()
 	e.clerk.ResetLoad()
 	callsBefore := e.clerk.Calls(verify)
 
@@ -198,8 +196,8 @@ type usage struct {
 }
 
 // measure reads what the test process holds, its goroutines settled.
-func measure() usage {
-	return usage{goroutines: settledGoroutines(), descriptors: openDescriptors(), heap: heapAlloc()}
+func (e *env) measure() usage {
+	return usage{goroutines: e.settledGoroutines(), descriptors: openDescriptors(), heap: heapAlloc()}
 }
 
 // sample reads what the test process holds every millisecond until stop,

@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,7 +27,6 @@ http://{{GATEWAY}} {
 		secret_key {{SECRET}}
 		machine_secret_key {{GATEWAY_KEY}}
 		api_url {{CLERK}}
-		timeout {{TIMEOUT}}
 		cache_ttl 1s
 	}
 	respond "through"
@@ -48,28 +48,9 @@ func TestLoadWithFaults(t *testing.T) {
 		duration, err = time.ParseDuration(value)
 		require.NoError(t, err)
 	}
-	const timeout = 300 * time.Millisecond
 	e := newEnv(t)
-	clerk, gateway, caller := e.clerk, e.gateway, e.caller
-	other := backendtest.New()
-	defer other.Close()
-	e.load(strings.ReplaceAll(loadCaddyfile, "{{TIMEOUT}}", timeout.String()))
-
-	granted := backendtest.TokenOptions{Scopes: []string{gateway.ID}, TTL: time.Hour}
-	var valid, forged []string
-	for range 100 {
-		token, _ := clerk.CreateM2MToken(caller, granted)
-		valid = append(valid, token)
-		forged = append(forged, fmt.Sprintf("mt_%032x", rand.Uint64()))
-	}
-	for range 20 {
-		valid = append(valid, clerk.MintM2MJWT(caller, backendtest.JWTOptions{TokenOptions: granted}))
-		forged = append(forged, other.MintM2MJWT(other.NewMachine("x"), backendtest.JWTOptions{TokenOptions: granted}))
-	}
-	isValid := map[string]bool{}
-	for _, token := range valid {
-		isValid[token] = true
-	}
+	e.load(loadCaddyfile)
+	credentials := newLoadCredentials(e, int(duration/loadPhase)+2)
 	get := func(token string) int {
 		req, _ := http.NewRequest(http.MethodGet, gatewayURL("/"), nil)
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -83,12 +64,12 @@ func TestLoadWithFaults(t *testing.T) {
 	// A first, shorter run fills the caches and whatever else grows with
 	// use; the resting state after it is the baseline, so that growth after
 	// the main run means a leak.
-	warmup := loadRun(t, clerk, get, valid, forged, isValid, 2*time.Second, timeout)
-	clerk.ResetCalls() // the fake's own log of requests is not the module's memory
-	before, resentBefore := atRest(e.client, clerk), resends(e.client)
-	run := loadRun(t, clerk, get, valid, forged, isValid, duration, timeout)
-	clerk.ResetCalls()
-	after := atRest(e.client, clerk)
+	warmup := loadRun(t, e.clerk, get, credentials, 2*time.Second)
+	e.clerk.ResetCalls() // the fake's own log of requests is not the module's memory
+	before, resentBefore := atRest(e), resends(e.client)
+	run := loadRun(t, e.clerk, get, credentials, duration)
+	e.clerk.ResetCalls()
+	after := atRest(e)
 
 	t.Logf("warm-up: %d requests; main run: %d requests in %s with Clerk failing every other second; answers by status: %v",
 		warmup.sent, run.sent, duration, run.statuses)
@@ -112,21 +93,63 @@ type loadResult struct {
 	statuses                     map[int]int
 }
 
+// loadPhase is how long Clerk stays healthy, then failing, in a load run.
+const loadPhase = time.Second
+
+// loadCredentials are what the clients of a load run present, a third of
+// them not valid: opaque tokens of each phase's own, so that no request can
+// share a call to Clerk begun in another phase, and JWTs, which need none.
+type loadCredentials struct {
+	valid, forged [][]string // by phase
+	isValid       map[string]bool
+}
+
+func newLoadCredentials(e *env, phases int) *loadCredentials {
+	other := backendtest.New() // another instance, whose JWTs are forgeries here
+	e.t.Cleanup(other.Close)
+	granted := backendtest.TokenOptions{Scopes: []string{e.gateway.ID}, TTL: time.Hour}
+	var jwts, forgedJWTs []string
+	for range 20 {
+		jwts = append(jwts, e.clerk.MintM2MJWT(e.caller, backendtest.JWTOptions{TokenOptions: granted}))
+		forgedJWTs = append(forgedJWTs, other.MintM2MJWT(other.NewMachine("x"), backendtest.JWTOptions{TokenOptions: granted}))
+	}
+	c := &loadCredentials{isValid: map[string]bool{}}
+	for range phases {
+		valid, forged := slices.Clone(jwts), slices.Clone(forgedJWTs)
+		for range 100 {
+			token, _ := e.clerk.CreateM2MToken(e.caller, granted)
+			valid = append(valid, token)
+			forged = append(forged, fmt.Sprintf("mt_%032x", rand.Uint64()))
+		}
+		for _, token := range valid {
+			c.isValid[token] = true
+		}
+		c.valid, c.forged = append(c.valid, valid), append(c.forged, forged)
+	}
+	return c
+}
+
+// pick draws a credential of phase.
+func (c *loadCredentials) pick(phase int64) string {
+	if rand.IntN(3) == 0 {
+		return c.forged[phase][rand.IntN(len(c.forged[phase]))]
+	}
+	return c.valid[phase][rand.IntN(len(c.valid[phase]))]
+}
+
 // loadRun drives 64 concurrent clients for duration while Clerk alternates
-// between healthy and failing every second. A third of the requests carry a
-// token that is not valid. A 5xx counts against a healthy Clerk only for a
-// request that started well after Clerk recovered (twice the timeout, so
-// that no call begun while Clerk was failing is still under way) and ended
-// before it failed again.
-func loadRun(t *testing.T, clerk *backendtest.Server, get func(string) int, valid, forged []string,
-	isValid map[string]bool, duration, timeout time.Duration) loadResult {
+// between healthy and failing every loadPhase. A request counts as a 5xx
+// while Clerk was healthy when its phase was a healthy one from its start
+// to its end: its credential is of that phase, so the calls to Clerk it may
+// have waited for were all made in it.
+func loadRun(t *testing.T, clerk *backendtest.Server, get func(string) int, credentials *loadCredentials,
+	duration time.Duration) loadResult {
 	t.Helper()
-	var phase, phaseStart atomic.Int64
-	phaseStart.Store(time.Now().UnixNano())
+	var phase atomic.Int64 // even: Clerk healthy
 	stop := make(chan struct{})
 	var switcher sync.WaitGroup
 	switcher.Go(func() {
-		ticker := time.NewTicker(time.Second)
+		ticker := time.NewTicker(loadPhase)
 		defer ticker.Stop()
 		for {
 			select {
@@ -134,13 +157,15 @@ func loadRun(t *testing.T, clerk *backendtest.Server, get func(string) int, vali
 				clerk.ClearFaults()
 				return
 			case <-ticker.C:
+				// No request may see a healthy phase while Clerk fails:
+				// the phase changes after Clerk recovers, before it fails.
 				if phase.Load()%2 == 0 {
+					phase.Add(1)
 					clerk.SetFault(backendtest.Fault{Status: http.StatusServiceUnavailable})
 				} else {
 					clerk.ClearFaults()
+					phase.Add(1)
 				}
-				phaseStart.Store(time.Now().UnixNano())
-				phase.Add(1)
 			}
 		}
 	})
@@ -153,18 +178,14 @@ func loadRun(t *testing.T, clerk *backendtest.Server, get func(string) int, vali
 	for range 64 {
 		clients.Go(func() {
 			for time.Now().Before(deadline) {
-				token := valid[rand.IntN(len(valid))]
-				if rand.IntN(3) == 0 {
-					token = forged[rand.IntN(len(forged))]
-				}
-				before, started := phase.Load(), time.Now()
-				settled := started.Sub(time.Unix(0, phaseStart.Load())) > 2*timeout
+				before := phase.Load()
+				token := credentials.pick(before)
 				status := get(token)
 				sent.Add(1)
-				if status == http.StatusOK && !isValid[token] {
+				if status == http.StatusOK && !credentials.isValid[token] {
 					letThrough.Add(1)
 				}
-				if status >= 500 && before%2 == 0 && settled && phase.Load() == before {
+				if status >= 500 && before%2 == 0 && phase.Load() == before {
 					healthy5xx.Add(1)
 				}
 				mu.Lock()
@@ -187,13 +208,10 @@ type restingState struct {
 	rss        uint64 // bytes; 0 where /proc is not there to tell
 }
 
-// atRest closes the idle connections to Caddy and Caddy's to Clerk, lets
-// things settle, and measures. Connections kept alive are left out: how
-// many there are depends on how busy the machine was, not on a leak.
-func atRest(client *http.Client, clerk *backendtest.Server) restingState {
-	client.CloseIdleConnections()
-	clerk.CloseClientConnections()
-	goroutines := settledGoroutines()
+// atRest lets things settle and measures, connections kept alive left out
+// (see settledGoroutines).
+func atRest(e *env) restingState {
+	goroutines := e.settledGoroutines()
 	debug.FreeOSMemory() // a GC that also hands freed pages back, so that RSS counts what is live
 	var stats runtime.MemStats
 	runtime.ReadMemStats(&stats)

@@ -61,7 +61,7 @@ func TestReloadsKeepKeysWarmAndLeakNothing(t *testing.T) {
 		require.Equal(t, http.StatusOK, status)
 	}
 	require.Equal(t, 1, clerk.Calls("/v1/jwks"))
-	baseline := settledGoroutines()
+	baseline := e.settledGoroutines()
 
 	// Caddy swaps listening sockets on a reload, so a connection may be
 	// reset before a request is answered (plain Caddy does the same); the
@@ -98,7 +98,7 @@ func TestReloadsKeepKeysWarmAndLeakNothing(t *testing.T) {
 	assert.Zero(t, failed.Load(), "of %d requests sent during the reloads", sent.Load())
 	assert.Positive(t, sent.Load())
 	assert.Equal(t, 1, clerk.Calls("/v1/jwks"), "the keys stayed warm across 20 reloads")
-	after := settledGoroutines()
+	after := e.settledGoroutines()
 	assert.LessOrEqual(t, after, baseline+2, "goroutines before the reloads: %d, after: %d", baseline, after)
 
 	// Unloading the last configuration that uses the instance stops its
@@ -107,7 +107,7 @@ func TestReloadsKeepKeysWarmAndLeakNothing(t *testing.T) {
 	start := strings.Index(withoutModule, "\tclerk_m2m {")
 	end := strings.Index(withoutModule, "\theader X-Generation")
 	e.load(withoutModule[:start] + withoutModule[end:])
-	unloaded := settledGoroutines()
+	unloaded := e.settledGoroutines()
 	assert.Less(t, unloaded, after, "goroutines with clerk_m2m: %d, without: %d", after, unloaded)
 	t.Logf("goroutines: %d before the reloads, %d after, %d once clerk_m2m is unloaded", baseline, after, unloaded)
 }

@@ -13,9 +13,12 @@ const maxTokenLength = 16 << 10
 
 // bearerToken extracts the credential from the values of a request's
 // Authorization header, strictly: exactly one header, the scheme "Bearer"
-// (in any case), one space, and a token made of RFC 6750 b64token
-// characters. No header at all is ReasonMissing; anything else that is not
-// such a credential is ReasonInvalid.
+// (in any case), one space, and a token of a length a credential can have.
+// No header at all is ReasonMissing; anything else that is not such a
+// credential is ReasonInvalid. Its characters are checked when it is
+// classified (checkTokenSyntax), before anything parses it; a credential
+// answered from the cache is the very one that passed that check then, so
+// the hot path reads it only once, to hash it.
 func bearerToken(authorization []string) (string, error) {
 	switch len(authorization) {
 	case 0:
@@ -28,7 +31,7 @@ func bearerToken(authorization []string) (string, error) {
 	if !found || !strings.EqualFold(scheme, "Bearer") {
 		return "", invalid("", `the Authorization header must use the "Bearer" scheme`)
 	}
-	if err := checkTokenSyntax(token); err != nil {
+	if err := checkTokenLength(token); err != nil {
 		return "", err
 	}
 	return token, nil
@@ -48,9 +51,10 @@ const (
 // credentialOf finds the credential of a request: the Authorization header
 // (by bearerToken's rules) or, when it is absent and sessions are accepted,
 // the __session cookie (fromCookie), its value taken as sent (quotes around
-// it are kept, as Clerk's SDK keeps them, and then refused: Clerk's
-// frontend never quotes a token). A request with neither has ReasonMissing;
-// one with several __session cookies is refused rather than guessed at.
+// it are kept, as Clerk's SDK keeps them, and then refused, by
+// checkTokenSyntax as with the header: Clerk's frontend never quotes a
+// token). A request with neither has ReasonMissing; one with several
+// __session cookies is refused rather than guessed at.
 func credentialOf(r *http.Request, acceptSessions bool) (token string, fromCookie bool, err error) {
 	if authorization := r.Header.Values("Authorization"); len(authorization) > 0 || !acceptSessions {
 		token, err := bearerToken(authorization)
@@ -69,7 +73,7 @@ func credentialOf(r *http.Request, acceptSessions bool) (token string, fromCooki
 	case 0:
 		return "", true, &Error{Reason: ReasonMissing, Description: "no bearer token, and no session cookie"}
 	case 1:
-		return values[0], true, checkTokenSyntax(values[0])
+		return values[0], true, checkTokenLength(values[0])
 	default:
 		return "", true, invalid("", "more than one session cookie")
 	}
@@ -121,15 +125,24 @@ func wholeSeconds(s string) (int64, bool) {
 	return n, err == nil
 }
 
-// checkTokenSyntax refuses what cannot be a Clerk credential before anything
-// parses it: empty, too long, or holding characters outside b64token
-// (spaces, control bytes, non-ASCII).
-func checkTokenSyntax(token string) error {
+// checkTokenLength refuses a credential that is empty or too long to be
+// worth hashing.
+func checkTokenLength(token string) error {
 	switch {
 	case token == "":
 		return invalid("", "the bearer token is empty")
 	case len(token) > maxTokenLength:
 		return invalid("", "the bearer token is too long")
+	}
+	return nil
+}
+
+// checkTokenSyntax refuses what cannot be a Clerk credential before anything
+// parses it: empty, too long, or holding characters outside RFC 6750's
+// b64token (spaces, control bytes, non-ASCII).
+func checkTokenSyntax(token string) error {
+	if err := checkTokenLength(token); err != nil {
+		return err
 	}
 	for i := 0; i < len(token); i++ {
 		if !b64TokenBytes[token[i]] {

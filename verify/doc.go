@@ -54,6 +54,9 @@
 //
 // Verify takes the credential as a string instead of a request. The
 // package's Example runs this against the fake Clerk of backend/backendtest.
+// Inspect classifies a credential without verifying it (its type, its
+// format and, for a JWT, its header and claims), for tools that explain a
+// verdict.
 //
 // # Refusals
 //

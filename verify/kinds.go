@@ -71,11 +71,16 @@ func (c *classified) format() Format {
 // prefix names, if any. Anything else, a string in JWT form whose parts do
 // not decode included, is refused with ReasonInvalid.
 func classify(token string, prefixed *kind) (*classified, error) {
-	if err := checkTokenSyntax(token); err != nil {
+	if err := checkTokenLength(token); err != nil {
 		return nil, err
 	}
+	// A string in the form of a JWT is base64url and dots only, all of
+	// them b64token characters: its form is its character check.
 	if looksLikeJWT(token) {
 		return classifyJWT(token)
+	}
+	if err := checkTokenSyntax(token); err != nil {
+		return nil, err
 	}
 	if prefixed != nil && len(token) > len(prefixed.prefix) {
 		return &classified{kind: prefixed, raw: token}, nil

@@ -1,0 +1,400 @@
+package clerkm2m
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/caddy-clerk/clerk-m2m/verify"
+)
+
+// inspectSettings are the subdirectives of clerk_m2m that inspect takes as
+// flags of the same names. The others change nothing in the verdict on
+// one credential (optional, strip_authorization, disable_metrics,
+// jwks_max_stale), or are set for it (cache_ttl 0: every verification
+// asks Clerk, as a first request does).
+var inspectSettings = []inspectSetting{
+	{name: "secret_key", secretEnv: "CLERK_SECRET_KEY", usage: "the instance secret key, sk_… (default {env.CLERK_SECRET_KEY})"},
+	{name: "machine_secret_key", secretEnv: "CLERK_MACHINE_SECRET_KEY",
+		usage: "the gateway machine's secret key, ak_… (default {env.CLERK_MACHINE_SECRET_KEY})"},
+	{name: "jwt_key", usage: "the instance's JWT public key: PEM text or file (default {env.CLERK_JWT_KEY})"},
+	{name: "api_url", usage: "Clerk's Backend API (default {env.CLERK_API_URL}, else https://api.clerk.com)"},
+	{name: "publishable_key", usage: "the instance's publishable key, pk_… (default {env.CLERK_PUBLISHABLE_KEY})"},
+	{name: "accept", kind: listSetting, usage: "credential types to accept: m2m_token, api_key, oauth_token, session_token, any (default m2m_token)"},
+	{name: "require_scopes", kind: listSetting, usage: "scopes a valid credential must all carry"},
+	{name: "allowed_subjects", kind: listSetting, usage: "subjects let through (default any)"},
+	{name: "authorized_parties", kind: listSetting, usage: "origins a session token may have been issued to (azp)"},
+	{name: "audience", kind: listSetting, usage: "audiences a token may have been issued for (aud)"},
+	{name: "issuer", kind: listSetting, usage: "issuers a session token may come from (iss)"},
+	{name: "timeout", kind: durationSetting, usage: "budget of one call to Clerk (default 5s)"},
+	{name: "clock_skew", kind: durationSetting, usage: "leeway on exp, nbf and iat (default 5s)"},
+}
+
+// inspectSetting is a subdirective taken as a flag: its name, what it
+// holds, and, for a secret key, the variable that keeps it off the command
+// line.
+type inspectSetting struct {
+	name, usage string
+	kind        settingKind
+	secretEnv   string
+}
+
+type settingKind int
+
+const (
+	textSetting settingKind = iota
+	listSetting
+	durationSetting
+)
+
+// maxInput bounds what is read from standard input: well above the
+// longest credential the handler looks at (16 KiB), which it refuses.
+const maxInput = 64 << 10
+
+func inspectCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "inspect [--accept <type>…] [--require_scopes <scope>…] [--cookie [--client_uat <seconds>]] [--json] < token",
+		Short: "Says why clerk_m2m accepts or refuses a credential, and what it hands on",
+		Long: `
+Reads one credential (an M2M token, API key, OAuth token or session token)
+from standard input and prints what clerk_m2m sees: its type and format, for
+a JWT its header and claims with their times, and, with keys, the verdict of
+a clerk_m2m handler configured by the flags: accepted with every
+{http.auth.user.*} placeholder it sets, or refused with the reason
+({http.auth.clerk_m2m.error}), the status and the headers it answers with.
+
+The verdict is the handler's own: a clerk_m2m handler is provisioned from
+the flags, which are named after its subdirectives and default to the same
+CLERK_* environment variables, and serves one request carrying the
+credential in "Authorization: Bearer" (with --cookie, in the __session
+cookie), making the same calls to Clerk with its cache off.
+
+The credential is never printed, only its id or the first 8 hex digits of
+its SHA-256; keys are never printed.
+
+  printf '%s' "$TOKEN" | caddy clerk-m2m inspect --require_scopes mch_123
+
+Exit status: 0 accepted; 1 refused; 2 no verdict: a usage error, no key to
+verify with (what the credential says is printed all the same), a
+configuration the handler refuses, or Clerk trouble (clerk_unavailable,
+clerk_rate_limited, misconfigured).
+`,
+		DisableFlagsInUseLine: true,
+		Args:                  cobra.ArbitraryArgs, // refused by readCredential, which does not echo them
+		RunE:                  func(cmd *cobra.Command, args []string) error { return exitWith(cmd, runInspect(cmd, args)) },
+	}
+	for _, s := range inspectSettings {
+		if s.kind == listSetting {
+			cmd.Flags().StringSlice(s.name, nil, s.usage)
+		} else {
+			cmd.Flags().String(s.name, "", s.usage)
+		}
+	}
+	cmd.Flags().Bool("cookie", false, "send the credential in the __session cookie, as a browser does, instead of the Authorization header")
+	cmd.Flags().String("client_uat", "", "with --cookie: the __client_uat cookie of the browser, in Unix seconds (none when not given)")
+	cmd.Flags().Bool("json", false, "print one JSON object")
+	cmd.Flags().Bool("token_from_arg", false, "take the credential from the one argument (kept in shell history and shown by ps)")
+	return cmd
+}
+
+func runInspect(cmd *cobra.Command, args []string) int {
+	flags := cmd.Flags()
+	for _, s := range inspectSettings {
+		if s.secretEnv != "" {
+			warnIfSecretInArgs(cmd, s.name, s.secretEnv)
+		}
+	}
+	credential, err := readCredential(cmd, args)
+	if err != nil {
+		return usageError(cmd, "%v", err)
+	}
+	config, err := inspectConfig(cmd)
+	if err != nil {
+		return usageError(cmd, "%v", err)
+	}
+	var carrier credentialCarrier
+	carrier.cookie, _ = flags.GetBool("cookie")
+	if flags.Changed("client_uat") {
+		if !carrier.cookie {
+			return usageError(cmd, "--client_uat goes with --cookie")
+		}
+		uat, _ := flags.GetString("client_uat")
+		carrier.clientUAT = &uat
+	}
+	report := inspectCredential(credential, config, carrier, time.Now())
+	if asJSON, _ := flags.GetBool("json"); asJSON {
+		report.writeJSON(cmd.OutOrStdout())
+	} else {
+		report.writeText(cmd.OutOrStdout())
+	}
+	return report.ExitStatus
+}
+
+// readCredential reads the one credential: from standard input (without
+// echo from a terminal), or from the argument with --token_from_arg.
+// Errors never quote what was read.
+func readCredential(cmd *cobra.Command, args []string) (string, error) {
+	fromArg, _ := cmd.Flags().GetBool("token_from_arg")
+	switch {
+	case fromArg && len(args) == 1:
+		printf(cmd.ErrOrStderr(), "%s: warning: a credential on the command line is kept in shell history and shown by ps; "+
+			"pipe it to standard input instead\n", cmd.CommandPath())
+		return oneCredential([]byte(args[0]))
+	case fromArg:
+		return "", errors.New("--token_from_arg takes the credential as the one argument")
+	case len(args) > 0:
+		return "", errors.New("the credential is read from standard input, not from the command line, where shell history " +
+			`and ps keep it: printf '%s' "$TOKEN" | caddy clerk-m2m inspect (--token_from_arg allows an argument)`)
+	}
+	in := cmd.InOrStdin()
+	if file, ok := in.(*os.File); ok && term.IsTerminal(int(file.Fd())) {
+		printf(cmd.ErrOrStderr(), "Credential (not shown as you paste it, then Enter): ")
+		line, err := term.ReadPassword(int(file.Fd()))
+		printf(cmd.ErrOrStderr(), "\n")
+		if err != nil {
+			return "", fmt.Errorf("reading the terminal: %v", err)
+		}
+		return oneCredential(line)
+	}
+	data, err := io.ReadAll(io.LimitReader(in, maxInput+1))
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("reading standard input: %v", err)
+	case len(data) > maxInput:
+		return "", fmt.Errorf("standard input holds more than %d KiB: no Clerk credential is that long", maxInput>>10)
+	}
+	return oneCredential(data)
+}
+
+// oneCredential is input without the blanks around it, which must be one
+// word: one credential.
+func oneCredential(input []byte) (string, error) {
+	credential := string(bytes.TrimSpace(input))
+	switch fields := strings.Fields(credential); {
+	case len(fields) == 0:
+		return "", errors.New(`no credential on standard input: printf '%s' "$TOKEN" | caddy clerk-m2m inspect`)
+	case len(fields) == 2 && strings.EqualFold(fields[0], "Bearer"):
+		return "", errors.New(`give the credential alone, without "Bearer"`)
+	case len(fields) > 1:
+		return "", errors.New("the input holds more than one word: give one credential")
+	}
+	return credential, nil
+}
+
+// inspectConfig is the clerk_m2m configuration the flags describe, in its
+// JSON form, with the cache off.
+func inspectConfig(cmd *cobra.Command) (json.RawMessage, error) {
+	flags := cmd.Flags()
+	config := map[string]any{"cache_ttl": 0}
+	for _, s := range inspectSettings {
+		if !flags.Changed(s.name) {
+			continue
+		}
+		switch s.kind {
+		case listSetting:
+			config[s.name], _ = flags.GetStringSlice(s.name)
+		case durationSetting:
+			d, _, err := durationFlag(flags, s.name)
+			if err != nil {
+				return nil, err
+			}
+			config[s.name] = d
+		default:
+			config[s.name], _ = flags.GetString(s.name)
+		}
+	}
+	return json.Marshal(config)
+}
+
+// credentialCarrier is how the request carries the credential: in the
+// Authorization header, or in the __session cookie with, when clientUAT
+// is set, a __client_uat cookie.
+type credentialCarrier struct {
+	cookie    bool
+	clientUAT *string
+}
+
+// request is a request to the gateway carrying credential.
+func (c credentialCarrier) request(credential string) *http.Request {
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	if !c.cookie {
+		req.Header.Set("Authorization", "Bearer "+credential)
+		return req
+	}
+	cookies := verify.SessionCookie + "=" + credential
+	if c.clientUAT != nil {
+		cookies += "; " + verify.ClientUATCookie + "=" + *c.clientUAT
+	}
+	req.Header.Set("Cookie", cookies)
+	return req
+}
+
+// inspectCredential describes credential and has the clerk_m2m handler of
+// config judge it, at now.
+func inspectCredential(credential string, config json.RawMessage, carrier credentialCarrier, now time.Time) *inspectReport {
+	sum := sha256.Sum256([]byte(credential))
+	report := &inspectReport{Fingerprint: "sha256:" + hex.EncodeToString(sum[:4])}
+	report.describe(credential, now)
+	report.judge(credential, config, carrier)
+	return report
+}
+
+// describe says what the credential's shape says, as the verifier reads it.
+func (r *inspectReport) describe(credential string, now time.Time) {
+	inspection, err := verify.Inspect(credential)
+	var verr *verify.Error
+	switch {
+	case errors.As(err, &verr):
+		r.TokenFormat, r.NotAClerkCredential = verr.Format, verr.Description
+		return
+	case err != nil:
+		r.NotAClerkCredential = err.Error()
+		return
+	}
+	r.TokenType, r.TokenFormat = inspection.TokenType, inspection.Format
+	if h := inspection.Header; h != nil {
+		r.Header = &headerReport{Alg: h.Alg, Kid: h.Kid, Typ: h.Typ, Cat: h.Cat, Category: h.Category()}
+		r.Claims = inspection.Claims
+		r.Times = claimTimes(inspection.Claims, now)
+	}
+}
+
+// judge provisions a clerk_m2m handler with config and has it serve one
+// request carrying credential.
+func (r *inspectReport) judge(credential string, config json.RawMessage, carrier credentialCarrier) {
+	h, release, err := provisionForInspection(config)
+	if err != nil {
+		r.Verdict, r.NotVerifiedBecause, r.ExitStatus = verdictNotVerified, err.Error(), exitTrouble
+		return
+	}
+	defer release()
+	r.CheckedWith = &checkedWith{
+		Accept:                   h.accept,
+		OpaqueTokensVerifiedWith: opaqueVerifiedWith(h.machineSecretKey, h.secretKey),
+		JWTsVerifiedWith:         jwtsVerifiedWith(h.jwtKey, h.secretKey, h.frontendURL),
+		APIURL:                   h.apiURL,
+		CredentialIn:             "authorization_header",
+	}
+	if carrier.cookie {
+		r.CheckedWith.CredentialIn = "session_cookie"
+	}
+
+	repl := caddy.NewReplacer()
+	answer := httptest.NewRecorder()
+	// Every request Caddy serves comes to a server: this one keeps no
+	// access log and trusts no proxy.
+	req := caddyhttp.PrepareRequest(carrier.request(credential), repl, answer, new(caddyhttp.Server))
+	accepted := false
+	err = h.ServeHTTP(answer, req, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
+		accepted = true
+		return nil
+	}))
+	if accepted && err == nil {
+		r.Verdict, r.ExitStatus = verdictAccepted, exitOK
+		r.readPlaceholders(repl)
+		return
+	}
+	r.readRefusal(err, repl, answer.Header())
+}
+
+// provisionForInspection loads a clerk_m2m handler from config as Caddy
+// loads one from a configuration: provisioned in a Caddy context that
+// logs warnings and errors to standard error, and validated. Its
+// configuration is never started, so no signing keys are fetched in the
+// background: it calls Clerk only for the credential it verifies. release
+// cleans it up (its shared connections and key set included).
+func provisionForInspection(config json.RawMessage) (*Handler, func(), error) {
+	base, err := caddy.ProvisionContext(&caddy.Config{
+		Admin:   &caddy.AdminConfig{Disabled: true},
+		Logging: &caddy.Logging{Logs: map[string]*caddy.CustomLog{caddy.DefaultLoggerName: {BaseLog: caddy.BaseLog{Level: "WARN"}}}},
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := caddy.NewContext(base)
+	module, err := ctx.LoadModuleByID("http.handlers.clerk_m2m", config)
+	if err != nil {
+		cancel()
+		return nil, nil, fmt.Errorf("the configuration is refused: %v", err)
+	}
+	return module.(*Handler), cancel, nil
+}
+
+// readPlaceholders asks the replacer for every documented identity
+// placeholder, and for one {http.auth.user.claims.<path>} per claim.
+func (r *inspectReport) readPlaceholders(repl *caddy.Replacer) {
+	r.Placeholders = map[string]string{}
+	read := func(name string) {
+		value, _ := repl.GetString(identityPlaceholderPrefix + name)
+		r.Placeholders[identityPlaceholderPrefix+name] = value
+		r.placeholderOrder = append(r.placeholderOrder, identityPlaceholderPrefix+name)
+	}
+	for _, p := range identityPlaceholders {
+		read(p.name)
+	}
+	claimsJSON, _ := repl.GetString(identityPlaceholderPrefix + "claims")
+	var claims map[string]any
+	if decodeNumbers([]byte(claimsJSON), &claims) == nil {
+		for _, path := range claimPaths(claims, "") {
+			read(claimPlaceholderPrefix + path)
+		}
+	}
+}
+
+// claimPaths lists the paths {http.auth.user.claims.<path>} answers for:
+// every claim, and every member of a claim that is an object, sorted.
+// Names holding a dot cannot be spelled in a path and are left out.
+func claimPaths(claims map[string]any, prefix string) []string {
+	var paths []string
+	for name, value := range claims {
+		if strings.Contains(name, ".") {
+			continue
+		}
+		paths = append(paths, prefix+name)
+		if object, ok := value.(map[string]any); ok {
+			paths = append(paths, claimPaths(object, prefix+name+".")...)
+		}
+	}
+	slices.Sort(paths)
+	return paths
+}
+
+// readRefusal reads what the handler answers: the reason it sets, the
+// status and the headers.
+func (r *inspectReport) readRefusal(err error, repl *caddy.Replacer, header http.Header) {
+	var handlerErr caddyhttp.HandlerError
+	if !errors.As(err, &handlerErr) {
+		// Not an answer of the handler's: no verdict to give.
+		r.Verdict, r.NotVerifiedBecause, r.ExitStatus = verdictNotVerified, fmt.Sprint(err), exitTrouble
+		return
+	}
+	r.Verdict, r.ExitStatus, r.Status = verdictRefused, exitRefused, handlerErr.StatusCode
+	reason, _ := repl.GetString(verifyErrorPlaceholder)
+	r.Reason = verify.Reason(reason)
+	var verr *verify.Error
+	if errors.As(err, &verr) {
+		r.Description = verr.Description
+		if verr.Err != nil {
+			r.Cause = verr.Err.Error()
+		}
+	}
+	r.WWWAuthenticate, r.RetryAfter = header.Get("WWW-Authenticate"), header.Get("Retry-After")
+	if r.Status >= http.StatusInternalServerError {
+		r.ExitStatus = exitTrouble // Clerk trouble, or the keys: nothing said about the credential
+	}
+}

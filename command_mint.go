@@ -1,0 +1,161 @@
+package clerkm2m
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/spf13/cobra"
+
+	"github.com/caddy-clerk/clerk-m2m/backend"
+	"github.com/caddy-clerk/clerk-m2m/verify"
+)
+
+func mintCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "mint [--format opaque|jwt] [--ttl <duration>] [--claims <json>] [--min_remaining_ttl <duration>]",
+		Short: "Mints an M2M token of a machine and prints it alone",
+		Long: `
+Mints an M2M token with a machine secret key (CLERK_MACHINE_SECRET_KEY, or
+--machine_secret_key) as clerk_m2m_token does, and prints the token alone on
+standard output, so that a service can be tried through its gateway in one
+line:
+
+  curl -H "Authorization: Bearer $(caddy clerk-m2m mint)" https://api.example.com/
+
+Everything else (the token's id, machine, scopes and expiry) goes to
+standard error. Each mint is billed by Clerk: --min_remaining_ttl lets Clerk
+hand back a live token instead.
+
+Exit status: 0 minted; 1 Clerk refused to mint (it rejected the key:
+misconfigured; or the request); 2 a usage error, or Clerk trouble
+(clerk_unavailable, clerk_rate_limited).
+`,
+		DisableFlagsInUseLine: true,
+		Args:                  cobra.ArbitraryArgs, // refused by runMint, which does not echo them: one may be a key
+		RunE:                  func(cmd *cobra.Command, args []string) error { return exitWith(cmd, runMint(cmd, args)) },
+	}
+	flags := cmd.Flags()
+	flags.String("machine_secret_key", "", "the machine's secret key, ak_… (default {env.CLERK_MACHINE_SECRET_KEY})")
+	flags.String("api_url", "", "Clerk's Backend API (default {env.CLERK_API_URL}, else https://api.clerk.com)")
+	flags.String("format", "", "opaque (mt_…, verified by Clerk) or jwt (verified without a call to Clerk) (default opaque)")
+	flags.String("ttl", "", "the token's lifetime (default 1h)")
+	flags.String("min_remaining_ttl", "", "hand back a live opaque token of the machine with at least this much life left, "+
+		"instead of minting one")
+	flags.String("claims", "", `custom claims, a JSON object such as '{"job":"nightly-sync"}'`)
+	flags.String("timeout", "", "budget of the call to Clerk (default 5s)")
+	return cmd
+}
+
+func runMint(cmd *cobra.Command, args []string) int {
+	if len(args) > 0 {
+		return usageError(cmd, "mint takes no arguments, only flags (see --help)")
+	}
+	warnIfSecretInArgs(cmd, "machine_secret_key", "CLERK_MACHINE_SECRET_KEY")
+	h, claims, err := mintSettings(cmd)
+	if err != nil {
+		return usageError(cmd, "%v", err)
+	}
+	token := h.tokenOptions()
+	token.Claims = claims
+	apiURL, err := backend.ParseURL(h.apiURL)
+	if err != nil {
+		return usageError(cmd, "api_url: %v", err)
+	}
+	httpClient := backend.NewHTTPClient(0)
+	defer httpClient.CloseIdleConnections()
+	client, err := newClerkClient(apiURL, clerkKeys{machine: h.machineSecretKey}, httpClient, nil)
+	if err != nil {
+		return usageError(cmd, "%v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(h.Timeout))
+	defer cancel()
+	created, err := client.CreateM2MToken(ctx, token)
+	if err != nil {
+		return mintFailed(cmd, err)
+	}
+	if minted, err := verify.Inspect(created.Token); err != nil || minted.TokenType != verify.M2MToken {
+		// Printed as it is, it could be anything: fail closed.
+		printf(cmd.ErrOrStderr(), "%s: %s: Clerk answered with something that is no M2M token\n", cmd.CommandPath(), verify.ReasonUnavailable)
+		return exitTrouble
+	}
+	printf(cmd.OutOrStdout(), "%s\n", created.Token)
+	expiry := "never expires"
+	if created.Expiration != nil {
+		at := time.UnixMilli(*created.Expiration)
+		expiry = utcDate(at) + ", " + expiryPhrase(at, time.Now())
+	}
+	what := "an opaque M2M token"
+	if h.Format == "jwt" {
+		what = "an M2M JWT"
+	}
+	printf(cmd.ErrOrStderr(), "%s: minted %s, id %s, of machine %s; scopes: %s; expires %s\n", cmd.CommandPath(),
+		what, shown(created.ID), shown(created.Subject), shown(strings.Join(created.Scopes, " ")), expiry)
+	return exitOK
+}
+
+// mintSettings are the clerk_m2m_token settings the flags describe, with
+// its defaults and its checks, and the claims.
+func mintSettings(cmd *cobra.Command) (*MintHandler, map[string]any, error) {
+	flags := cmd.Flags()
+	h := new(MintHandler)
+	h.MachineSecretKey, _ = flags.GetString("machine_secret_key")
+	h.APIURL, _ = flags.GetString("api_url")
+	h.Format, _ = flags.GetString("format")
+	for name, dest := range map[string]*caddy.Duration{"ttl": &h.TTL, "min_remaining_ttl": &h.MinRemainingTTL, "timeout": &h.Timeout} {
+		d, set, err := durationFlag(flags, name)
+		if err != nil {
+			return nil, nil, err
+		}
+		if set {
+			*dest = d
+		}
+	}
+	claims, err := claimsFlag(flags.Lookup("claims").Value.String())
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := h.expand(); err != nil {
+		return nil, nil, err
+	}
+	h.applyDefaults()
+	return h, claims, h.Validate()
+}
+
+// claimsFlag reads --claims: one JSON object, or nothing.
+func claimsFlag(text string) (map[string]any, error) {
+	if strings.TrimSpace(text) == "" {
+		return nil, nil
+	}
+	var claims map[string]any
+	if err := decodeNumbers([]byte(text), &claims); err != nil || claims == nil {
+		return nil, errors.New(`--claims must be one JSON object, such as '{"job":"nightly-sync"}'`)
+	}
+	return claims, nil
+}
+
+// mintFailed says why Clerk minted nothing, naming the trouble as the
+// handlers do, and returns the exit status.
+func mintFailed(cmd *cobra.Command, err error) int {
+	say := func(reason verify.Reason, what string) {
+		printf(cmd.ErrOrStderr(), "%s: %s: %s: %v\n", cmd.CommandPath(), reason, what, err)
+	}
+	var apiErr *backend.Error
+	errors.As(err, &apiErr)
+	switch backend.KindOf(err) {
+	case backend.KindKeyRejected:
+		say(verify.ReasonMisconfigured, "Clerk rejected the machine secret key")
+		return exitRefused
+	case backend.KindBadRequest, backend.KindNotFound:
+		printf(cmd.ErrOrStderr(), "%s: Clerk refused to mint: %v\n", cmd.CommandPath(), err)
+		return exitRefused
+	case backend.KindRateLimited:
+		say(verify.ReasonRateLimited, fmt.Sprintf("Clerk is rate-limiting; try again in %s", retryAfterSeconds(apiErr.RetryAfter)+"s"))
+	default:
+		say(verify.ReasonUnavailable, "Clerk could not mint")
+	}
+	return exitTrouble
+}
