@@ -9,19 +9,32 @@ func init() {
 	caddy.RegisterModule(App{})
 }
 
-// App starts the background work of clerk_m2m handlers (fetching Clerk's
-// signing keys, and keeping them fresh) when their configuration starts,
-// and never while a configuration is only being validated. It needs no
-// configuration: clerk_m2m handlers load it themselves.
+// App starts the background work of the shared state of clerk_m2m and
+// clerk_m2m_token handlers (fetching Clerk's signing keys, and keeping them
+// fresh; logging about minted tokens) when their configuration starts, and
+// never while a configuration is only being validated. It needs no
+// configuration: the handlers load it themselves.
+//
+// When the configuration starts, it also warns about every server that
+// carries a clerk_m2m_token handler and listens beyond loopback.
 type App struct {
 	// Registered while the configuration is provisioned and read when it
 	// starts; Caddy does both in one goroutine, one after the other.
-	instances []registered
+	registered []registered
+
+	ctx    caddy.Context
+	logger *zap.Logger
 }
 
-// registered is an instance and the logger of the handler that loaded it.
+// starter is shared state that starts with a configuration, and logs where
+// the configuration that started last says.
+type starter interface {
+	start(logger *zap.Logger)
+}
+
+// registered is shared state and the logger of the handler that loaded it.
 type registered struct {
-	inst   *instance
+	shared starter
 	logger *zap.Logger
 }
 
@@ -33,18 +46,26 @@ func (App) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// register has inst started with the configuration, logging to logger.
-func (a *App) register(inst *instance, logger *zap.Logger) {
-	a.instances = append(a.instances, registered{inst, logger})
+// Provision keeps the configuration's context, to look at its servers
+// when it starts.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.ctx, a.logger = ctx, ctx.Logger()
+	return nil
 }
 
-// Start starts the registered instances (those still running from the
-// previous configuration carry on as they were), and has them log from now
-// on where this configuration says: the previous one's logs may close.
+// register has shared started with the configuration, logging to logger.
+func (a *App) register(shared starter, logger *zap.Logger) {
+	a.registered = append(a.registered, registered{shared, logger})
+}
+
+// Start starts the registered state (what is still running from the
+// previous configuration carries on as it was), and has it log from now on
+// where this configuration says: the previous one's logs may close.
 func (a *App) Start() error {
-	for _, r := range a.instances {
-		r.inst.start(r.logger)
+	for _, r := range a.registered {
+		r.shared.start(r.logger)
 	}
+	a.warnAboutExposedSidecars()
 	return nil
 }
 
@@ -54,5 +75,6 @@ func (a *App) Stop() error { return nil }
 
 // Interface guards
 var (
-	_ caddy.App = (*App)(nil)
+	_ caddy.App         = (*App)(nil)
+	_ caddy.Provisioner = (*App)(nil)
 )

@@ -1,13 +1,16 @@
 package clerkm2m
 
 import (
+	"math"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
 )
 
 func init() {
@@ -53,13 +56,16 @@ func registerDirective[H any, P interface {
 //	    clock_skew         <duration>
 //	    cache_ttl          <duration>
 //	    jwks_max_stale     <duration>
+//	    max_clerk_calls    <n>
+//	    cache_max_bytes    <size>
 //	}
 //
 // Every subdirective is optional; without a block, the keys come from the
 // CLERK_SECRET_KEY, CLERK_MACHINE_SECRET_KEY, CLERK_JWT_KEY,
 // CLERK_PUBLISHABLE_KEY and CLERK_API_URL environment variables. Keys, URLs
 // and lists may be placeholders such as {env.NAME} or {file.path}, expanded
-// when the configuration loads.
+// when the configuration loads. A size is a number of bytes, or one with a
+// unit: 64MiB, 500KB.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return handlerSubdirectives.unmarshal(d, h)
 }
@@ -84,6 +90,8 @@ var handlerSubdirectives = block[Handler]{
 	optionalDurationArg("clock_skew", func(h *Handler) **caddy.Duration { return &h.ClockSkew }),
 	optionalDurationArg("cache_ttl", func(h *Handler) **caddy.Duration { return &h.CacheTTL }),
 	durationArg("jwks_max_stale", func(h *Handler) *caddy.Duration { return &h.JWKSMaxStale }),
+	countArg("max_clerk_calls", func(h *Handler) *int { return &h.MaxClerkCalls }),
+	sizeArg("cache_max_bytes", func(h *Handler) *int64 { return &h.CacheMaxBytes }),
 }
 
 // subdirective is one line of a directive's block: its name, and how its
@@ -196,6 +204,40 @@ func readDuration(d *caddyfile.Dispenser, name string, dest *caddy.Duration) err
 	}
 	*dest = caddy.Duration(value)
 	return nil
+}
+
+// countArg is a subdirective of one whole number above 0.
+func countArg[H any](name string, field func(*H) *int) subdirective[H] {
+	return valueArg(name, "a whole number above 0", field, func(text string) (int, bool) {
+		n, err := strconv.Atoi(text)
+		return n, err == nil && n > 0
+	})
+}
+
+// sizeArg is a subdirective of one size in bytes above 0: a number, or one
+// with a unit (64MiB, 500KB).
+func sizeArg[H any](name string, field func(*H) *int64) subdirective[H] {
+	return valueArg(name, "a size above 0, such as 64MiB", field, func(text string) (int64, bool) {
+		size, err := humanize.ParseBytes(text)
+		return int64(size), err == nil && size > 0 && size <= math.MaxInt64
+	})
+}
+
+// valueArg is a subdirective of one value, which parse reads, or refuses
+// for not being what want says.
+func valueArg[H, T any](name, want string, field func(*H) *T, parse func(string) (T, bool)) subdirective[H] {
+	return subdirective[H]{name, func(d *caddyfile.Dispenser, h *H) error {
+		var text string
+		if err := singleArg(d, &text); err != nil {
+			return err
+		}
+		value, ok := parse(text)
+		if !ok {
+			return d.Errf("%s: %q is not %s", name, text, want)
+		}
+		*field(h) = value
+		return nil
+	}}
 }
 
 // Interface guards

@@ -58,6 +58,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		clock_skew 0
 		cache_ttl 1m
 		jwks_max_stale 24h
+		max_clerk_calls 16
+		cache_max_bytes 8MiB
 	}`)
 	require.NoError(t, err)
 	assert.Equal(t, "sk_test_abc", h.SecretKey)
@@ -78,6 +80,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	require.NotNil(t, h.CacheTTL)
 	assert.Equal(t, caddy.Duration(60e9), *h.CacheTTL)
 	assert.Equal(t, caddy.Duration(24*time.Hour), h.JWKSMaxStale)
+	assert.Equal(t, 16, h.MaxClerkCalls)
+	assert.Equal(t, int64(8<<20), h.CacheMaxBytes)
 
 	h, err = parse(t, `clerk_m2m`)
 	require.NoError(t, err)
@@ -98,6 +102,11 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		"given twice":            {"clerk_m2m {\n secret_key sk_a\n secret_key sk_b\n}", "secret_key given twice"},
 		"bad duration":           {"clerk_m2m {\n timeout soon\n}", "timeout:"},
 		"duration with two args": {"clerk_m2m {\n cache_ttl 1s 2s\n}", "wrong argument count"},
+		"no calls at all":        {"clerk_m2m {\n max_clerk_calls 0\n}", `max_clerk_calls: "0" is not a whole number above 0`},
+		"calls not a number":     {"clerk_m2m {\n max_clerk_calls many\n}", `max_clerk_calls: "many" is not a whole number above 0`},
+		"size not a size":        {"clerk_m2m {\n cache_max_bytes big\n}", `cache_max_bytes: "big" is not a size above 0`},
+		"no size at all":         {"clerk_m2m {\n cache_max_bytes 0\n}", `cache_max_bytes: "0" is not a size above 0`},
+		"size past int64":        {"clerk_m2m {\n cache_max_bytes 9EiB\n}", `cache_max_bytes: "9EiB" is not a size above 0`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := parse(t, tc.input)

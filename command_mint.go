@@ -65,7 +65,7 @@ func runMint(cmd *cobra.Command, args []string) int {
 	if err != nil {
 		return usageError(cmd, "api_url: %v", err)
 	}
-	httpClient := backend.NewHTTPClient()
+	httpClient := backend.NewHTTPClient(0)
 	defer httpClient.CloseIdleConnections()
 	client, err := newClerkClient(apiURL, clerkKeys{machine: h.machineSecretKey}, httpClient, nil)
 	if err != nil {

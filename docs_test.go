@@ -15,6 +15,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/dustin/go-humanize"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -83,6 +84,7 @@ func TestDocumentedDefaultsAreApplied(t *testing.T) {
 		"Handler": {
 			"accept": string(verifier.accept[0]), "api_url": verifier.apiURL, "timeout": verifier.Timeout,
 			"clock_skew": *verifier.ClockSkew, "cache_ttl": *verifier.CacheTTL, "jwks_max_stale": verifier.JWKSMaxStale,
+			"max_clerk_calls": verifier.MaxClerkCalls, "cache_max_bytes": verifier.CacheMaxBytes,
 		},
 		"MintHandler": {
 			"api_url": minter.apiURL, "format": minter.Format, "ttl": minter.TTL, "renew_at": minter.RenewAt,
@@ -292,6 +294,14 @@ func parseDefault(t *testing.T, text string, like any) any {
 		f, err := strconv.ParseFloat(text, 64)
 		require.NoError(t, err)
 		return f
+	case int:
+		n, err := strconv.Atoi(text)
+		require.NoError(t, err)
+		return n
+	case int64: // a size
+		n, err := humanize.ParseBytes(text)
+		require.NoError(t, err)
+		return int64(n)
 	default:
 		return text
 	}

@@ -33,13 +33,20 @@ func exampleEnv(t *testing.T, clerk *backendtest.Server) (secretFile string) {
 	} {
 		t.Setenv(name, value)
 	}
+	clearAdaptVariables(t)
+	t.Setenv("CLERK_SECRET_KEY_FILE", secretFile) // secrets.Caddyfile reads the key from this file
+	return secretFile
+}
+
+// clearAdaptVariables unsets, for the test, the variables the examples
+// substitute when adapted, so that they adapt with their defaults.
+func clearAdaptVariables(t *testing.T) {
+	t.Helper()
 	for _, name := range []string{"PORT", "UPSTREAM", "MACHINE_ID", "APP_ORIGIN", "BILLING", "PARTNERS", "APP",
 		"BILLING_MACHINE_ID", "CLERK_SECRET_KEY_FILE", "A_SIDECAR", "B_GATEWAY", "B_SERVICE", "TOKEN_FORMAT"} {
 		t.Setenv(name, "") // restored after the test...
 		require.NoError(t, os.Unsetenv(name))
 	}
-	t.Setenv("CLERK_SECRET_KEY_FILE", secretFile) // secrets.Caddyfile reads the key from this file
-	return secretFile
 }
 
 // defaultSecretFile is where secrets.Caddyfile reads the key by default;

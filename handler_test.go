@@ -208,7 +208,7 @@ func TestAClientThatLeftIsNoClerkOutage(t *testing.T) {
 	assert.Equal(t, before, unavailable(), "no clerk_unavailable counted")
 }
 
-func TestStripCookieLeavesTheOtherPairsAsSent(t *testing.T) {
+func TestStripCookiesLeavesTheOtherPairsAsSent(t *testing.T) {
 	for name, tc := range map[string]struct{ sent, want []string }{
 		"alone":             {[]string{"__session=eyJ"}, nil},
 		"first":             {[]string{"__session=eyJ; theme=dark"}, []string{"theme=dark"}},
@@ -216,14 +216,16 @@ func TestStripCookieLeavesTheOtherPairsAsSent(t *testing.T) {
 		"twice":             {[]string{"__session=x;a=1;__session=y"}, []string{"a=1"}},
 		"unparseable kept":  {[]string{`bad name=1; __session=eyJ; q="a"b"`}, []string{`bad name=1; q="a"b"`}},
 		"headers kept":      {[]string{"a=1", "__session=eyJ", "b=2; __session=eyJ"}, []string{"a=1", "b=2"}},
-		"a lookalike kept":  {[]string{"__session_x=1; x__session=2"}, []string{"__session_x=1; x__session=2"}},
+		"suffixed ones too": {[]string{"__session_x=1; __session_Ab12Cd34=2; a=3"}, []string{"a=3"}},
+		"a lookalike kept":  {[]string{"__sessions=1; x__session=2; __session-x=3"}, []string{"__sessions=1; x__session=2; __session-x=3"}},
 		"no cookie at all":  {nil, nil},
 		"spaces around it":  {[]string{"a=1 ;  __session =eyJ ; b=2"}, []string{"a=1 ; b=2"}},
 		"value holds names": {[]string{"a=__session=1"}, []string{"a=__session=1"}},
+		"client_uat kept":   {[]string{"__session=eyJ; __client_uat=1700000000"}, []string{"__client_uat=1700000000"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			header := http.Header{"Cookie": tc.sent}
-			stripCookie(header, verify.SessionCookie)
+			stripCookies(header, isSessionCookie)
 			assert.Equal(t, tc.want, header["Cookie"])
 		})
 	}

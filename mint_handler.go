@@ -41,8 +41,10 @@ const (
 // and `Retry-After` (500 when Clerk rejects the machine secret key), and
 // `{http.auth.clerk_m2m_token.error}` says which (`clerk_unavailable`,
 // `misconfigured`). The token is shared by all handlers with the same
-// settings and kept across configuration reloads. Neither the token nor
-// the key is ever logged.
+// settings and kept across configuration reloads. This handler never logs
+// the token or the key; in a `header` other than Authorization, though,
+// Caddy's reverse_proxy logs the token at DEBUG (it redacts only
+// Authorization and cookies), which the handler warns about when it loads.
 type MintHandler struct {
 	// The secret key of the machine the tokens are minted for (`ak_…`);
 	// only a machine secret key may mint.
@@ -57,8 +59,9 @@ type MintHandler struct {
 	// (verified by the callee without a call to Clerk). Default: `opaque`.
 	Format string `json:"format,omitempty"`
 
-	// The tokens' lifetime (Clerk's `seconds_until_expiration`).
-	// Default: `1h`.
+	// The tokens' lifetime (Clerk's `seconds_until_expiration`): at least
+	// `30s`, three times the 10 seconds before expiry in which a token is no
+	// longer handed out. Default: `1h`.
 	TTL caddy.Duration `json:"ttl,omitempty"`
 
 	// Let Clerk hand back a token of this machine that is still live for
@@ -79,7 +82,10 @@ type MintHandler struct {
 	RenewAt float64 `json:"renew_at,omitempty"`
 
 	// The request header that carries the token: `Authorization` (as
-	// `Bearer <token>`) or any other (the token as is).
+	// `Bearer <token>`) or any other (the token as is). Caddy's
+	// reverse_proxy logs the request headers at DEBUG and redacts
+	// Authorization only: in another header the token shows in clear in
+	// that log, and the handler warns when it loads.
 	// Default: `Authorization`.
 	Header string `json:"header,omitempty"`
 
@@ -123,7 +129,24 @@ func (h *MintHandler) Provision(ctx caddy.Context) error {
 	if _, err := newObserver(ctx, h.DisableMetrics); err != nil {
 		return err
 	}
-	return h.loadSource()
+	h.warnIfLoggedInClear()
+	if err := h.loadSource(); err != nil {
+		return err
+	}
+	return registerWithApp(ctx, h.source, h.logger)
+}
+
+// warnIfLoggedInClear warns that a token in a header of its own is logged
+// by Caddy: reverse_proxy's DEBUG "upstream roundtrip" line shows the
+// request's headers, and redacts only Authorization, Cookie and their kin,
+// a list a module cannot extend.
+func (h *MintHandler) warnIfLoggedInClear() {
+	if strings.EqualFold(h.Header, defaultTokenHeader) {
+		return
+	}
+	h.logger.Warn("the minted M2M token goes in a header that Caddy does not redact: reverse_proxy's DEBUG log "+
+		"(\"upstream roundtrip\") shows it in clear; use header Authorization, or keep DEBUG logging off",
+		zap.String("header", h.Header))
 }
 
 func (h *MintHandler) applyDefaults() {
@@ -176,7 +199,7 @@ func (h *MintHandler) loadSource() error {
 		Token:            h.tokenOptions(),
 		RenewAt:          h.RenewAt,
 		Timeout:          time.Duration(h.Timeout),
-	}, !h.DisableMetrics)
+	}, !h.DisableMetrics, h.logger)
 	return err
 }
 
@@ -206,8 +229,9 @@ func (h *MintHandler) Validate() error {
 		return errors.New("machine_secret_key must be a machine secret key starting with ak_")
 	case h.Format != "opaque" && h.Format != "jwt":
 		return fmt.Errorf("format must be opaque or jwt, not %q", h.Format)
-	case time.Duration(h.TTL) < time.Second:
-		return errors.New("ttl must be at least 1s")
+	case time.Duration(h.TTL) < mint.MinLifetime:
+		return fmt.Errorf("ttl must be at least %v, not %v: a token is no longer handed out in the last %v of its life, "+
+			"and a shorter one would spend most of it there", mint.MinLifetime, time.Duration(h.TTL), mint.DefaultMargin)
 	case h.MinRemainingTTL != 0 && (time.Duration(h.MinRemainingTTL) < time.Second || h.MinRemainingTTL >= h.TTL):
 		return fmt.Errorf("min_remaining_ttl must be at least 1s and less than ttl (%v), not %v",
 			time.Duration(h.TTL), time.Duration(h.MinRemainingTTL))

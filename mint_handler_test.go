@@ -80,7 +80,7 @@ func TestTokenValidation(t *testing.T) {
 		"instance key": {MintHandler{MachineSecretKey: "sk_live_x"}, "never with the instance secret key"},
 		"not a key":    {MintHandler{MachineSecretKey: "hunter2"}, "starting with ak_"},
 		"format":       {MintHandler{MachineSecretKey: "ak_x", Format: "paseto"}, "format must be opaque or jwt"},
-		"ttl":          {MintHandler{MachineSecretKey: "ak_x", TTL: caddy.Duration(time.Millisecond)}, "ttl must be at least 1s"},
+		"ttl":          {MintHandler{MachineSecretKey: "ak_x", TTL: caddy.Duration(29 * time.Second)}, "ttl must be at least 30s, not 29s"},
 		"min_remaining_ttl below a second": {MintHandler{MachineSecretKey: "ak_x", MinRemainingTTL: caddy.Duration(time.Millisecond)},
 			"min_remaining_ttl must be at least 1s and less than ttl"},
 		"min_remaining_ttl as long as ttl": {MintHandler{MachineSecretKey: "ak_x", MinRemainingTTL: caddy.Duration(time.Hour)},

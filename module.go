@@ -60,6 +60,7 @@ const (
 // | valid, but `require_scopes` or `allowed_subjects` not met | 403 | `insufficient_scope` |
 // | Clerk unreachable, failing, or its keys unavailable | 503 | `clerk_unavailable` |
 // | Clerk rate-limits verification | 503 | `clerk_rate_limited` |
+// | a new opaque credential while `max_clerk_calls` calls to Clerk are in flight | 503 | `clerk_calls_limited` |
 // | Clerk rejects the configured secret key | 500 | `misconfigured` |
 //
 // 401 answers carry `WWW-Authenticate: Bearer realm="clerk"` (with
@@ -77,7 +78,7 @@ const (
 // | `{http.auth.user.token_id}` | the credential's id (`mt_…`, `ak_…`, `oat_…`) or the JWT's `jti` |
 // | `{http.auth.user.scopes}` | the credential's scopes, separated by one space (for M2M tokens, the machines it may call) |
 // | `{http.auth.user.claims}` | the custom claims as a JSON object (`{}` when none) |
-// | `{http.auth.user.claims.<path>}` | one claim; dots walk into objects; strings as is, other values as JSON |
+// | `{http.auth.user.claims.<path>}` | one claim; dots walk into objects; strings as is, other values as JSON; empty when the credential does not carry it |
 // | `{http.auth.user.expires_at}` | expiry in Unix seconds; empty when the credential never expires |
 // | `{http.auth.user.client_id}` | OAuth tokens: the OAuth application's client id |
 // | `{http.auth.user.session_id}` | session tokens: the session (`sess_…`) |
@@ -141,9 +142,11 @@ type Handler struct {
 	// Default: off.
 	Optional bool `json:"optional,omitempty"`
 
-	// Remove the credential from the request once it is verified, so that
-	// no later handler or upstream sees it: the Authorization header, or
-	// the __session cookie the session token came from. Default: off.
+	// Once the credential is verified, remove every Clerk credential from
+	// the request, so that no later handler or upstream sees one: the
+	// Authorization header and every session cookie (`__session`, and
+	// `__session_<suffix>` as Clerk's newer SDKs name them), whichever was
+	// verified. The other cookies are passed on as sent. Default: off.
 	StripAuthorization bool `json:"strip_authorization,omitempty"`
 
 	// Do not count this handler's verifications and calls to Clerk in the
@@ -190,6 +193,27 @@ type Handler struct {
 	// refreshed (they are renewed every 4 minutes). After that, JWTs are
 	// refused with 503 until Clerk answers again. Default: `1h`.
 	JWKSMaxStale caddy.Duration `json:"jwks_max_stale,omitempty"`
+
+	// The most calls to Clerk in flight at once, for all the handlers that
+	// share this one's Clerk instance (the same `api_url`, keys,
+	// `timeout`, `jwks_max_stale`, `max_clerk_calls` and
+	// `cache_max_bytes`), and the most connections to it. A credential
+	// that needs one more call (a new opaque token) is refused at once
+	// with 503, `Retry-After: 1` and `clerk_calls_limited`; credentials
+	// answered from the cache, and JWTs, need none. Clerk takes 1,000
+	// calls per 10 seconds from a production instance: 64 in flight carry
+	// that even when Clerk takes half a second to answer, and hold no more
+	// than 64 connections. Default: `64`.
+	MaxClerkCalls int `json:"max_clerk_calls,omitempty"`
+
+	// The most memory the verdicts remembered for this handler's Clerk
+	// instance may hold, in bytes (in the Caddyfile also `64MiB` and the
+	// like), for all the handlers that share the instance (as for
+	// `max_clerk_calls`): one cache, for opaque tokens and JWTs alike,
+	// counted from each verdict's identity, scopes and claims. Past it,
+	// the verdicts least used lately are forgotten; expired ones are
+	// dropped as they come up. Default: `64MiB`.
+	CacheMaxBytes int64 `json:"cache_max_bytes,omitempty"`
 
 	// Expanded at provision.
 	secretKey         string
@@ -247,6 +271,12 @@ func (h *Handler) applyDefaults() {
 	}
 	if h.JWKSMaxStale == 0 {
 		h.JWKSMaxStale = caddy.Duration(verify.DefaultMaxStale)
+	}
+	if h.MaxClerkCalls == 0 {
+		h.MaxClerkCalls = verify.DefaultMaxClerkCalls
+	}
+	if h.CacheMaxBytes == 0 {
+		h.CacheMaxBytes = verify.DefaultCacheMaxBytes
 	}
 }
 
@@ -324,10 +354,8 @@ func (h *Handler) buildVerifier(ctx caddy.Context) error {
 		AllowedSubjects:   h.allowedSubjects,
 		OnCacheLookup:     h.observer.cacheLookup,
 	}
-	if h.secretKey != "" || h.machineSecretKey != "" || h.frontendURL != "" {
-		if err := h.useSharedInstance(ctx, &opts); err != nil {
-			return err
-		}
+	if err := h.useSharedInstance(ctx, &opts); err != nil {
+		return err
 	}
 	if h.jwtKey != "" {
 		key, err := loadJWTKey(h.jwtKey)
@@ -345,15 +373,17 @@ func (h *Handler) buildVerifier(ctx caddy.Context) error {
 	return nil
 }
 
-// useSharedInstance takes the connections and signing keys of the shared
-// instance, and has the App start it with the configuration.
+// useSharedInstance takes the connections, signing keys, cache and bound
+// on calls of the shared instance, and has the App start it with the
+// configuration.
 func (h *Handler) useSharedInstance(ctx caddy.Context, opts *verify.Options) error {
 	apiURL, err := backend.ParseURL(h.apiURL)
 	if err != nil {
 		return fmt.Errorf("api_url: %v", err)
 	}
 	warnIfCleartext(h.logger, apiURL)
-	settings := instanceSettings{APIURL: apiURL, Timeout: time.Duration(h.Timeout), MaxStale: time.Duration(h.JWKSMaxStale)}
+	settings := instanceSettings{APIURL: apiURL, Timeout: time.Duration(h.Timeout), MaxStale: time.Duration(h.JWKSMaxStale),
+		MaxClerkCalls: h.MaxClerkCalls, CacheMaxBytes: h.CacheMaxBytes}
 	if h.jwtKey == "" { // with jwt_key, no key set is ever fetched
 		settings.SecretKey, settings.FrontendURL = h.secretKey, h.frontendURL
 	}
@@ -372,11 +402,17 @@ func (h *Handler) useSharedInstance(ctx caddy.Context, opts *verify.Options) err
 	if inst.keys != nil {
 		opts.Keys = inst.keys
 	}
+	opts.Shared = inst.verifiers
+	return registerWithApp(ctx, inst, h.logger)
+}
+
+// registerWithApp has the App start shared with the configuration.
+func registerWithApp(ctx caddy.Context, shared starter, logger *zap.Logger) error {
 	app, err := ctx.App("clerk_m2m")
 	if err != nil {
 		return err
 	}
-	app.(*App).register(inst, h.logger)
+	app.(*App).register(shared, logger)
 	return nil
 }
 
@@ -443,6 +479,10 @@ func (h *Handler) Validate() error {
 		return errors.New("clock_skew must not be negative")
 	case *h.CacheTTL < 0:
 		return errors.New("cache_ttl must not be negative (0 turns the cache off)")
+	case h.MaxClerkCalls < 0:
+		return errors.New("max_clerk_calls must be positive")
+	case h.CacheMaxBytes < 0:
+		return errors.New("cache_max_bytes must be positive")
 	}
 	return nil
 }
@@ -575,26 +615,31 @@ func (f accessLogFields) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	return nil
 }
 
-// stripCredential removes the verified credential from the request: the
-// Authorization header, or, when there is none, the session cookie
-// (VerifyRequest reads the cookie only then).
+// stripCredential removes every Clerk credential from the request, not only
+// the one verified: the Authorization header and every session cookie
+// (__session, and the __session_<suffix> of Clerk's newer SDKs). A session
+// cookie left beside a verified machine token would reach the upstream as
+// someone's credential that nobody checked.
 func stripCredential(r *http.Request) {
-	if _, fromHeader := r.Header["Authorization"]; fromHeader {
-		r.Header.Del("Authorization")
-		return
-	}
-	stripCookie(r.Header, verify.SessionCookie)
+	r.Header.Del("Authorization")
+	stripCookies(r.Header, isSessionCookie)
 }
 
-// stripCookie removes every name=value pair of the cookie name from the
-// Cookie headers and leaves the other pairs as they were sent: reparsing
-// them would drop those Go cannot parse, and merge the headers.
-func stripCookie(header http.Header, name string) {
+// isSessionCookie reports whether a cookie of this name holds a Clerk
+// session token.
+func isSessionCookie(name string) bool {
+	return name == verify.SessionCookie || strings.HasPrefix(name, verify.SessionCookie+"_")
+}
+
+// stripCookies removes every name=value pair whose name strip matches from
+// the Cookie headers and leaves the other pairs as they were sent:
+// reparsing them would drop those Go cannot parse, and merge the headers.
+func stripCookies(header http.Header, strip func(name string) bool) {
 	var kept []string
 	for _, line := range header.Values("Cookie") {
 		pairs := slices.DeleteFunc(strings.Split(line, ";"), func(pair string) bool {
 			pairName, _, _ := strings.Cut(pair, "=")
-			return strings.TrimSpace(pairName) == name
+			return strip(strings.TrimSpace(pairName))
 		})
 		if rest := strings.TrimSpace(strings.Join(pairs, ";")); rest != "" {
 			kept = append(kept, rest)

@@ -141,6 +141,8 @@ func TestValidationErrors(t *testing.T) {
 		"negative timeout":    {Handler{SecretKey: "sk_test_x", Timeout: caddy.Duration(-time.Second)}, "timeout must be positive"},
 		"negative clock skew": {Handler{SecretKey: "sk_test_x", ClockSkew: durationPtr(-time.Second)}, "clock_skew must not be negative"},
 		"negative cache ttl":  {Handler{SecretKey: "sk_test_x", CacheTTL: durationPtr(-time.Second)}, "cache_ttl must not be negative"},
+		"negative calls":      {Handler{SecretKey: "sk_test_x", MaxClerkCalls: -1}, "max_clerk_calls must be positive"},
+		"negative cache size": {Handler{SecretKey: "sk_test_x", CacheMaxBytes: -1}, "cache_max_bytes must be positive"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			h := tc.handler

@@ -97,9 +97,13 @@ func identityPlaceholder(id *verify.Identity, name string) (any, bool) {
 	if !ok {
 		return nil, false
 	}
+	// A claim the credential does not carry is known and empty, as every
+	// placeholder of an anonymous request is: left unknown, a handler
+	// would send the placeholder's own text on (header_up X-Role
+	// {http.auth.user.claims.role} would forward "{http.auth.user.claims.role}").
 	value, found := lookupClaim(id.Claims(), path)
 	if !found {
-		return nil, false
+		return "", true
 	}
 	return renderClaim(value), true
 }

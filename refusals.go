@@ -54,6 +54,10 @@ func (h *Handler) refuse(w http.ResponseWriter, repl *caddy.Replacer, verr *veri
 		status = http.StatusServiceUnavailable
 		w.Header().Set("Retry-After", retryAfterSeconds(verr.RetryAfter))
 		h.alerts.clerkTrouble("Clerk cannot verify credentials right now; refusing them with 503", verr.Reason, verr.Err)
+	case verify.ReasonCallsLimited:
+		status = http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", retryAfterSeconds(verr.RetryAfter))
+		h.alerts.callsLimited(h.MaxClerkCalls)
 	case verify.ReasonMisconfigured:
 		status = http.StatusInternalServerError
 		h.alerts.misconfigured(verr.Err)
@@ -124,6 +128,7 @@ const alertInterval = time.Minute
 type alerter struct {
 	logger    *zap.Logger
 	trouble   rate.Sometimes
+	busy      rate.Sometimes
 	misconfig rate.Sometimes
 }
 
@@ -131,8 +136,17 @@ func newAlerter(logger *zap.Logger) *alerter {
 	return &alerter{
 		logger:    logger,
 		trouble:   rate.Sometimes{First: 1, Interval: alertInterval},
+		busy:      rate.Sometimes{First: 1, Interval: alertInterval},
 		misconfig: rate.Sometimes{First: 1, Interval: alertInterval},
 	}
+}
+
+func (a *alerter) callsLimited(maxCalls int) {
+	a.busy.Do(func() {
+		a.logger.Warn("as many calls to Clerk are in flight as max_clerk_calls allows; refusing credentials that need "+
+			"one more with 503 (logged once a minute while it lasts)", zap.Int("max_clerk_calls", maxCalls),
+			zap.String("reason", string(verify.ReasonCallsLimited)))
+	})
 }
 
 func (a *alerter) clerkTrouble(what string, reason verify.Reason, err error) {

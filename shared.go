@@ -10,6 +10,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 
 	"github.com/caddy-clerk/clerk-m2m/backend"
 	"github.com/caddy-clerk/clerk-m2m/mint"
@@ -104,23 +105,30 @@ func (l *lease) release() {
 }
 
 // instance is one Clerk instance as seen from this process: the HTTP client
-// that calls its Backend API and the key set that verifies its JWTs,
-// fetched from the Backend API with a secret key, else from the Frontend
-// API named by a publishable key.
+// that calls its Backend API, with at most max_clerk_calls connections;
+// the key set that verifies its JWTs, fetched from the Backend API with a
+// secret key, else from the Frontend API named by a publishable key; and
+// what its verifiers share: the cache of verdicts, bounded in bytes, and
+// the calls to Clerk in flight, bounded in number.
 type instance struct {
 	sharers
 	keysURL    string // the API the keys are fetched from, for the jwks_age metric
 	httpClient *http.Client
 	keys       *verify.RemoteKeys // nil without a secret or publishable key
+	verifiers  *verify.Shared
 }
 
 // instanceSettings are what makes two handlers' instances the same one.
+// The bounds are among them: handlers that set different bounds do not
+// share them, nor anything else.
 type instanceSettings struct {
-	APIURL      string        `json:"api_url"`
-	SecretKey   string        `json:"secret_key,omitempty"`   // fetches the keys from the Backend API; "" with jwt_key
-	FrontendURL string        `json:"frontend_url,omitempty"` // fetches them when there is no secret key; "" with jwt_key
-	Timeout     time.Duration `json:"timeout"`
-	MaxStale    time.Duration `json:"max_stale"`
+	APIURL        string        `json:"api_url"`
+	SecretKey     string        `json:"secret_key,omitempty"`   // fetches the keys from the Backend API; "" with jwt_key
+	FrontendURL   string        `json:"frontend_url,omitempty"` // fetches them when there is no secret key; "" with jwt_key
+	Timeout       time.Duration `json:"timeout"`
+	MaxStale      time.Duration `json:"max_stale"`
+	MaxClerkCalls int           `json:"max_clerk_calls"`
+	CacheMaxBytes int64         `json:"cache_max_bytes"`
 }
 
 // loadInstance returns the shared instance for s, making it on first use.
@@ -132,7 +140,10 @@ func loadInstance(s instanceSettings, counted bool, logger *zap.Logger) (*instan
 }
 
 func newInstance(s instanceSettings, logger *zap.Logger) (*instance, error) {
-	inst := &instance{httpClient: backend.NewHTTPClient()}
+	inst := &instance{
+		httpClient: backend.NewHTTPClient(s.MaxClerkCalls),
+		verifiers:  verify.NewShared(verify.SharedOptions{MaxClerkCalls: s.MaxClerkCalls, CacheMaxBytes: s.CacheMaxBytes}),
+	}
 	fetcher, keysURL, err := inst.jwksFetcher(s)
 	if err != nil || fetcher == nil {
 		return inst, err
@@ -175,12 +186,14 @@ func (i *instance) start(logger *zap.Logger) {
 // jwksLogger is where an instance's key source logs.
 func jwksLogger(logger *zap.Logger) *zap.Logger { return logger.Named("jwks") }
 
-// Destruct stops the instance's background work and closes its idle
-// connections, when the last configuration using it is unloaded.
+// Destruct stops the instance's background work, forgets its verdicts and
+// closes its idle connections, when the last configuration using it is
+// unloaded.
 func (i *instance) Destruct() error {
 	if i.keys != nil {
 		i.keys.Stop()
 	}
+	i.verifiers.Close()
 	i.httpClient.CloseIdleConnections()
 	return nil
 }
@@ -191,6 +204,8 @@ type tokenSource struct {
 	sharers
 	*mint.Source
 	httpClient *http.Client
+	logger     atomic.Pointer[zap.Logger]
+	shortLived rate.Sometimes // paces the warning about tokens born near expiry
 }
 
 // tokenSourceSettings are what makes two handlers' token sources the same
@@ -205,21 +220,39 @@ type tokenSourceSettings struct {
 
 // loadTokenSource returns the shared token source for s, making it on
 // first use. It mints nothing.
-func loadTokenSource(s tokenSourceSettings, counted bool) (*tokenSource, *lease, error) {
+func loadTokenSource(s tokenSourceSettings, counted bool, logger *zap.Logger) (*tokenSource, *lease, error) {
 	return share("token_source", s, counted, func() (*tokenSource, error) {
-		src := &tokenSource{httpClient: backend.NewHTTPClient()}
+		// One mint at a time (see mint.Source): the connections need no bound.
+		src := &tokenSource{httpClient: backend.NewHTTPClient(0), shortLived: rate.Sometimes{First: 1, Interval: alertInterval}}
+		src.logger.Store(logger)
 		observe := func(attempt backend.Attempt) { src.observer().clerkRequest(attempt) }
 		client, err := newClerkClient(s.APIURL, clerkKeys{machine: s.MachineSecretKey}, src.httpClient, observe)
 		if err != nil {
 			return nil, err
 		}
 		src.Source = mint.NewSource(client, mint.Options{
-			Token:   s.Token,
-			RenewAt: s.RenewAt,
-			Timeout: s.Timeout,
-			OnMint:  func(err error) { src.observer().mint(s.Token.Format, err) },
+			Token:        s.Token,
+			RenewAt:      s.RenewAt,
+			Timeout:      s.Timeout,
+			OnMint:       func(err error) { src.observer().mint(s.Token.Format, err) },
+			OnShortLived: src.warnShortLived,
 		})
 		return src, nil
+	})
+}
+
+// start has the source log where the configuration that starts says: the
+// previous one's logs may close.
+func (s *tokenSource) start(logger *zap.Logger) { s.logger.Store(logger) }
+
+// warnShortLived says, once a minute while it lasts, that Clerk's tokens
+// come back with less life than asked, and what that costs.
+func (s *tokenSource) warnShortLived(asked, got time.Duration) {
+	s.shortLived.Do(func() {
+		s.logger.Load().Warn("Clerk's M2M tokens come back with less life than asked (a clock out of step with Clerk's, "+
+			"or a cap on their lifetime): each is used until it expires, and a new one minted at most once per "+
+			mint.DefaultMintInterval.String()+" (logged once a minute while it lasts)",
+			zap.Duration("asked", asked), zap.Duration("got", got))
 	})
 }
 

@@ -17,6 +17,8 @@ package backend
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -89,6 +91,7 @@ type Client struct {
 	baseURL          string
 	secretKey        string
 	machineSecretKey string
+	fingerprint      string
 	userAgent        string
 	httpClient       *http.Client
 	observe          func(Attempt)
@@ -102,16 +105,31 @@ func New(opts Options) (*Client, error) {
 	}
 	httpClient := opts.HTTPClient
 	if httpClient == nil {
-		httpClient = NewHTTPClient()
+		httpClient = NewHTTPClient(0)
 	}
 	return &Client{
 		baseURL:          base,
 		secretKey:        opts.SecretKey,
 		machineSecretKey: opts.MachineSecretKey,
+		fingerprint:      fingerprint(base, opts.SecretKey, opts.MachineSecretKey),
 		userAgent:        opts.UserAgent,
 		httpClient:       httpClient,
 		observe:          opts.Observe,
 	}, nil
+}
+
+// Fingerprint names the API the client calls and the keys it calls it with,
+// hashed (no key can be read back from it): clients with the same
+// fingerprint get the same answers from Clerk, so that what one learned,
+// another may reuse.
+func (c *Client) Fingerprint() string { return c.fingerprint }
+
+func fingerprint(parts ...string) string {
+	h := sha256.New()
+	for _, part := range parts {
+		fmt.Fprintf(h, "%d:%s,", len(part), part)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // ParseURL checks that raw is an absolute http or https URL with a host and
@@ -136,12 +154,20 @@ func ParseURL(raw string) (string, error) {
 
 // NewHTTPClient returns an HTTP client for calls to one Clerk host: keep-alive
 // with enough idle connections that a burst of concurrent verifications does
-// not open (and TLS-handshake) a connection per call. It has no overall
-// timeout because every call carries its own deadline.
-func NewHTTPClient() *http.Client {
+// not open (and TLS-handshake) a connection per call, and at most
+// maxConnsPerHost connections to one host, idle ones included (0: no
+// bound), so that however many calls are made at once, the connections
+// and descriptors they hold are bounded too; a call beyond it waits for a
+// connection, within its deadline. It has no overall timeout because every
+// call carries its own deadline.
+func NewHTTPClient(maxConnsPerHost int) *http.Client {
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.MaxIdleConns = 256
 	transport.MaxIdleConnsPerHost = 64
+	if maxConnsPerHost > 0 {
+		transport.MaxConnsPerHost = maxConnsPerHost
+		transport.MaxIdleConnsPerHost = min(transport.MaxIdleConnsPerHost, maxConnsPerHost)
+	}
 	transport.IdleConnTimeout = 90 * time.Second
 	return &http.Client{
 		Transport: transport,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -412,4 +413,61 @@ func TestObserveSeesEveryAttempt(t *testing.T) {
 	_, _ = unreachable.JWKS(budget(t, 50*time.Millisecond))
 	assert.Equal(t, "unreachable", seen[len(seen)-1].Result)
 	assert.Equal(t, "/v1/jwks", seen[len(seen)-1].Path)
+}
+
+func TestFingerprintNamesTheAPIAndTheKeys(t *testing.T) {
+	client := func(url, secretKey, machineKey string) *Client {
+		c, err := New(Options{URL: url, SecretKey: secretKey, MachineSecretKey: machineKey})
+		require.NoError(t, err)
+		return c
+	}
+	same := client("https://api.clerk.com/", "sk_test_1", "ak_1")
+	assert.Equal(t, same.Fingerprint(), client("https://api.clerk.com", "sk_test_1", "ak_1").Fingerprint())
+	for name, other := range map[string]*Client{
+		"another API":         client("https://proxy.example.com", "sk_test_1", "ak_1"),
+		"another secret key":  client("https://api.clerk.com", "sk_test_2", "ak_1"),
+		"another machine key": client("https://api.clerk.com", "sk_test_1", "ak_2"),
+		"keys moved about":    client("https://api.clerk.com", "sk_test_1ak_1", ""),
+	} {
+		assert.NotEqual(t, same.Fingerprint(), other.Fingerprint(), name)
+	}
+	assert.NotContains(t, same.Fingerprint(), "sk_test_1")
+}
+
+// TestHTTPClientBoundsConnectionsPerHost: with a bound of 2, a third
+// call at the same time waits for a connection rather than open one.
+func TestHTTPClientBoundsConnectionsPerHost(t *testing.T) {
+	var open, peak atomic.Int32
+	release := make(chan struct{})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		writeJSON(w, 200, verifyAnswer)
+	}))
+	srv.Config.ConnState = func(_ net.Conn, state http.ConnState) {
+		switch state {
+		case http.StateNew:
+			if n := open.Add(1); n > peak.Load() {
+				peak.Store(n)
+			}
+		case http.StateClosed, http.StateHijacked:
+			open.Add(-1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	c, err := New(Options{URL: srv.URL, SecretKey: "sk_test_1", HTTPClient: NewHTTPClient(2)})
+	require.NoError(t, err)
+	done := make(chan error, 3)
+	for range 3 {
+		go func() {
+			_, err := c.VerifyM2MToken(budget(t, 10*time.Second), "mt_abc")
+			done <- err
+		}()
+	}
+	require.Eventually(t, func() bool { return open.Load() == 2 }, 5*time.Second, time.Millisecond)
+	close(release)
+	for range 3 {
+		require.NoError(t, <-done)
+	}
+	assert.Equal(t, int32(2), peak.Load(), "the third call waited for a connection")
 }

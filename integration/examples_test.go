@@ -3,9 +3,11 @@ package integration
 import (
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"testing"
 
@@ -15,25 +17,58 @@ import (
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
 )
 
-// startExample runs an example as it is, plus test globals, in front of
-// the echo upstream, against a fake Clerk: the keys come from the
-// environment, as the examples say, and so do the variables in vars.
+// startExample runs an example as it is, but for its global options (the
+// test's replace them), in front of the echo upstream, against a fake
+// Clerk: the keys come from the environment, as the examples say, and so
+// do the variables in vars. name is the example's path under examples/.
 func startExample(t *testing.T, name string, vars map[string]string) *env {
 	t.Helper()
 	e := newEnv(t)
+	e.clerk.GrantScopes(e.caller, e.gateway.ID) // for the tokens a sidecar mints
+	secretFile := filepath.Join(t.TempDir(), "clerk_secret_key")
+	require.NoError(t, os.WriteFile(secretFile, []byte(e.clerk.SecretKey()+"\n"), 0o600))
 	for key, value := range map[string]string{
 		"CLERK_SECRET_KEY": e.clerk.SecretKey(), "CLERK_MACHINE_SECRET_KEY": e.gateway.SecretKey, "CLERK_API_URL": e.clerk.URL,
-		"CLERK_JWT_KEY": e.clerk.PublicKeyPEM(), "PORT": strconv.Itoa(httpPort), "UPSTREAM": e.upstream,
+		"CLERK_JWT_KEY": e.clerk.PublicKeyPEM(), "CLERK_SECRET_KEY_FILE": secretFile,
+		"PORT": strconv.Itoa(httpPort), "UPSTREAM": e.upstream, "BILLING": e.upstream, "PARTNERS": e.upstream, "APP": e.upstream,
+		"MACHINE_ID": e.gateway.ID, "BILLING_MACHINE_ID": e.gateway.ID,
+		"GATEWAY_MACHINE_SECRET_KEY": e.gateway.SecretKey, "GATEWAY_MACHINE_ID": e.gateway.ID,
+		"QUICKSTART_ADDR": gatewayAddress(), "QUICKSTART_HOST": "127.0.0.1", "QUICKSTART_UPSTREAM": e.upstream,
+		"A_SIDECAR": "localhost:" + freePort(t), "B_GATEWAY": gatewayAddress(), "B_SERVICE": e.upstream,
+		"A_MACHINE_SECRET_KEY": e.caller.SecretKey, "B_MACHINE_SECRET_KEY": e.gateway.SecretKey, "B_MACHINE_ID": e.gateway.ID,
 	} {
 		t.Setenv(key, value)
 	}
 	for key, value := range vars {
 		t.Setenv(key, value)
 	}
+	e.load(globals("") + withoutGlobalOptions(readExample(t, name)))
+	return e
+}
+
+// readExample reads examples/<name>.
+func readExample(t *testing.T, name string) string {
+	t.Helper()
 	source, err := os.ReadFile(filepath.Join("..", "examples", name))
 	require.NoError(t, err)
-	e.load(globals("") + string(source))
-	return e
+	return string(source)
+}
+
+// globalOptions is a Caddyfile's block of global options.
+var globalOptions = regexp.MustCompile(`(?ms)^\{\n.*?^\}\n`)
+
+// withoutGlobalOptions drops a Caddyfile's global options, if any.
+func withoutGlobalOptions(caddyfile string) string {
+	return globalOptions.ReplaceAllString(caddyfile, "")
+}
+
+// freePort returns a port nothing listens on right now.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }
 
 func TestProblemDetailsExample(t *testing.T) {

@@ -31,6 +31,7 @@ var gatewayCaddyfile = globals(debugLog) + `
 	header_up X-Clerk-Claims {http.auth.user.claims}
 	header_up X-Clerk-Role {http.auth.user.claims.role}
 	header_up X-Clerk-Level {http.auth.user.claims.tier.level}
+	header_up X-Clerk-Absent {http.auth.user.claims.absent}
 	header_up X-Clerk-Expires-At {http.auth.user.expires_at}
 }
 
@@ -130,6 +131,9 @@ func TestEndToEnd(t *testing.T) {
 		assert.JSONEq(t, `{"role":"billing","tier":{"level":3}}`, seen["X-Clerk-Claims"])
 		assert.Equal(t, "billing", seen["X-Clerk-Role"])
 		assert.Equal(t, "3", seen["X-Clerk-Level"])
+		absent, sent := seen["X-Clerk-Absent"]
+		assert.True(t, sent, "header_up sets the header")
+		assert.Empty(t, absent, "a claim the token does not carry is empty, not the placeholder's text")
 		expiresAt, err := strconv.ParseInt(seen["X-Clerk-Expires-At"], 10, 64)
 		require.NoError(t, err)
 		assert.InDelta(t, time.Now().Add(time.Hour).Unix(), expiresAt, 5)

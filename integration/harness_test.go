@@ -131,6 +131,27 @@ const (
 	errorLog = "\tlog {\n\t\tlevel ERROR\n\t}\n"
 )
 
+// gatewayWith is a configuration whose one site verifies with clerk_m2m
+// (the test's keys, and subdirectives), answers "through" and reports
+// refusals in X-Clerk-Error.
+func gatewayWith(subdirectives string) string {
+	return globals("") + `
+http://{{GATEWAY}} {
+	clerk_m2m {
+		secret_key {{SECRET}}
+		machine_secret_key {{GATEWAY_KEY}}
+		api_url {{CLERK}}
+		` + subdirectives + `
+	}
+	respond "through"
+	handle_errors {
+		header X-Clerk-Error {http.auth.clerk_m2m.error}
+		respond "refused" {http.error.status_code}
+	}
+}
+`
+}
+
 // adapt fills in the ports and adapts a Caddyfile to Caddy's JSON.
 func adapt(caddyfile string) ([]byte, error) {
 	caddyfile = strings.NewReplacer(

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
+	"github.com/caddy-clerk/clerk-m2m/mint"
 )
 
 // Service A calls service B. A's sidecar (the /a* routes) adds A's token to
@@ -177,4 +178,84 @@ http://{{GATEWAY}} {
 	resp, _ = e.request("/wrong-key/x")
 	assert.Equal(t, http.StatusInternalServerError, resp.StatusCode, "Clerk rejects the machine key")
 	assert.Equal(t, "misconfigured", resp.Header.Get("X-Clerk-Error"))
+}
+
+// TestMintedTokenInTheLogs: with the token in Authorization, Caddy's DEBUG
+// log of a proxied request holds no piece of it; in a header of its own,
+// reverse_proxy's DEBUG log shows it in clear (Caddy redacts Authorization
+// and cookies only), and the handler says so when it loads.
+func TestMintedTokenInTheLogs(t *testing.T) {
+	e := newEnv(t)
+	config := func(header string) string {
+		return globals(debugLog) + `
+http://{{GATEWAY}} {
+	clerk_m2m_token {
+		machine_secret_key {{CALLER_KEY}}
+		api_url {{CLERK}}
+		` + header + `
+	}
+	reverse_proxy {{UPSTREAM}}
+}
+`
+	}
+	const warning = "the minted M2M token goes in a header that Caddy does not redact"
+
+	t.Run("in Authorization", func(t *testing.T) {
+		e.load(strings.ReplaceAll(config(""), "{{CALLER_KEY}}", e.caller.SecretKey))
+		resp, seen := e.request("/x")
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		token, found := strings.CutPrefix(seen["Authorization"], "Bearer ")
+		require.True(t, found, "the upstream got a token: %q", seen["Authorization"])
+		logs := readLog(t, e.logFile)
+		require.True(t, strings.Contains(logs, `"msg":"upstream roundtrip"`), "the DEBUG log of the proxied request was captured")
+		assert.False(t, strings.Contains(logs, warning), "no warning for Authorization")
+		for _, fragment := range secretFragments(token, 8) {
+			if strings.Contains(logs, fragment) {
+				t.Fatalf("a piece of the minted token is in the log: %q", fragment)
+			}
+		}
+	})
+
+	t.Run("in a header of its own", func(t *testing.T) {
+		e.load(strings.ReplaceAll(config("header X-M2M-Token"), "{{CALLER_KEY}}", e.caller.SecretKey))
+		assert.True(t, strings.Contains(readLog(t, e.logFile), warning), "the handler warns when it loads")
+		resp, _ := e.request("/x")
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		assert.True(t, strings.Contains(readLog(t, e.logFile), `"`+http.CanonicalHeaderKey("X-M2M-Token")+`":["mt_`),
+			"as the warning says, reverse_proxy's DEBUG log shows the token")
+	})
+}
+
+// TestTokensBornNearExpiryAreNotMintedPerRequest: Clerk's clock runs ahead
+// of the gateway's (here, the fake's runs behind by all but 8 seconds of
+// the hour asked for), so every token comes back already inside the 10s
+// margin. Requests keep the current token while it lives, and a new one is
+// minted at most once per 5 seconds, not once per request.
+func TestTokensBornNearExpiryAreNotMintedPerRequest(t *testing.T) {
+	e := newEnv(t)
+	const lifeLeft = 8 * time.Second
+	e.clerk.SetClock(func() time.Time { return time.Now().Add(lifeLeft - time.Hour) })
+	e.load(strings.ReplaceAll(globals(debugLog)+`
+http://{{GATEWAY}} {
+	clerk_m2m_token {
+		machine_secret_key {{CALLER_KEY}}
+		api_url {{CLERK}}
+		ttl 1h
+	}
+	reverse_proxy {{UPSTREAM}}
+}
+`, "{{CALLER_KEY}}", e.caller.SecretKey))
+
+	started := time.Now()
+	for range 50 {
+		resp, seen := e.request("/x")
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		require.True(t, strings.HasPrefix(seen["Authorization"], "Bearer mt_"))
+	}
+	elapsed := time.Since(started)
+	mints := e.clerk.Calls("/m2m_tokens")
+	assert.LessOrEqual(t, mints, 1+int(elapsed/mint.DefaultMintInterval),
+		"50 requests in %v: at most one mint per %v", elapsed, mint.DefaultMintInterval)
+	assert.True(t, strings.Contains(readLog(t, e.logFile), "M2M tokens come back with less life than asked"),
+		"the short life is logged")
 }

@@ -111,3 +111,26 @@ func TestReloadsKeepKeysWarmAndLeakNothing(t *testing.T) {
 	assert.Less(t, unloaded, after, "goroutines with clerk_m2m: %d, without: %d", after, unloaded)
 	t.Logf("goroutines: %d before the reloads, %d after, %d once clerk_m2m is unloaded", baseline, after, unloaded)
 }
+
+// TestVerdictsSurviveAReload: the verdicts live with the Clerk instance,
+// not the configuration, so a reload whose handler verifies alike answers
+// from them (a policy of its own is no part of a verdict); one that
+// verifies otherwise does not.
+func TestVerdictsSurviveAReload(t *testing.T) {
+	e := newEnv(t)
+	const verify = "/m2m_tokens/verify"
+	token := e.fresh()
+	for _, tc := range []struct {
+		extra string
+		calls int
+	}{
+		{"", 1},
+		{"require_scopes {{GATEWAY_ID}}", 1}, // the same verdict, another policy
+		{"cache_ttl 10s", 2},                 // another verdict: Clerk is asked again
+	} {
+		e.load(gatewayWith(tc.extra))
+		resp, _ := e.bearer("/", token)
+		require.Equal(t, http.StatusOK, resp.StatusCode, tc.extra)
+		assert.Equal(t, tc.calls, e.clerk.Calls(verify), "calls to Clerk after loading %q", tc.extra)
+	}
+}

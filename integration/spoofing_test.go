@@ -1,9 +1,13 @@
 package integration
 
 import (
+	"cmp"
+	"maps"
 	"net/http"
 	"os"
-	"strconv"
+	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,19 +20,10 @@ import (
 
 // TestClientsCannotSpoofIdentityHeaders runs the README's recommended
 // configuration, examples/Caddyfile, as it is (plus test globals), and
-// sends forged identity headers with every kind of request.
+// checks that only the gateway's own identity headers reach the service.
 func TestClientsCannotSpoofIdentityHeaders(t *testing.T) {
-	e := newEnv(t)
+	e := startExample(t, "Caddyfile", nil)
 	clerk, gateway, caller := e.clerk, e.gateway, e.caller
-	for name, value := range map[string]string{
-		"PORT": strconv.Itoa(httpPort), "UPSTREAM": e.upstream, "MACHINE_ID": gateway.ID,
-		"CLERK_SECRET_KEY": clerk.SecretKey(), "CLERK_MACHINE_SECRET_KEY": gateway.SecretKey, "CLERK_API_URL": clerk.URL,
-	} {
-		t.Setenv(name, value)
-	}
-	example, err := os.ReadFile("../examples/Caddyfile")
-	require.NoError(t, err)
-
 	forged := func(token string) func(*http.Request) {
 		return func(req *http.Request) {
 			if token != "" {
@@ -46,7 +41,6 @@ func TestClientsCannotSpoofIdentityHeaders(t *testing.T) {
 	jwt := clerk.MintM2MJWT(caller, backendtest.JWTOptions{TokenOptions: granted})
 
 	t.Run("as recommended", func(t *testing.T) {
-		e.load(globals("") + string(example))
 		for name, token := range map[string]string{"opaque": opaque, "JWT": jwt} {
 			resp, seen := e.send("/", forged(token))
 			require.Equal(t, http.StatusOK, resp.StatusCode, name)
@@ -63,12 +57,160 @@ func TestClientsCannotSpoofIdentityHeaders(t *testing.T) {
 	})
 
 	t.Run("with optional and no token", func(t *testing.T) {
-		optional := strings.Replace(string(example), "\t\tstrip_authorization\n", "\t\tstrip_authorization\n\t\toptional\n", 1)
-		require.NotEqual(t, string(example), optional)
-		e.load(globals("") + optional)
+		e.load(globals("") + allOptional(readExample(t, "Caddyfile")))
 		resp, seen := e.send("/", forged(""))
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		assert.Equal(t, map[string]string{"X-Clerk-Machine-Id": "", "X-Clerk-Scopes": "", "X-Clerk-Claims": ""}, seen,
 			"an anonymous request carries empty identity headers, whatever the client sent")
+	})
+}
+
+// exampleRoute is a route of an example: where it is, and the credentials
+// it lets through.
+type exampleRoute struct {
+	site        string   // the variable naming the site's address; "" for the gateway's
+	path        string   // a path of the route
+	credentials []string // the names of the credentials (of exampleCredentials) it accepts
+	anonymous   int      // its status for a request without credential (0: 401)
+}
+
+// The credentials of the examples' routes, by what the routes accept.
+var (
+	machineCredentials = []string{"opaque M2M token", "M2M JWT"}
+	partnerCredentials = []string{"API key", "opaque OAuth token", "OAuth JWT"}
+	browserCredentials = []string{"session token in the header", "session token in the cookie"}
+)
+
+// exampleRoutes are the routes of every example that can be reached.
+var exampleRoutes = map[string][]exampleRoute{
+	"Caddyfile": {{path: "/", credentials: machineCredentials}},
+	"multi-service.Caddyfile": {
+		{path: "/billing/x", credentials: machineCredentials},
+		{path: "/partners/x", credentials: partnerCredentials},
+		{path: "/app/x", credentials: browserCredentials},
+		{path: "/status", credentials: slices.Concat(machineCredentials, partnerCredentials, browserCredentials), anonymous: http.StatusOK},
+	},
+	"networkless.Caddyfile":     {{path: "/", credentials: []string{"M2M JWT"}}},
+	"problem-details.Caddyfile": {{path: "/", credentials: machineCredentials}},
+	"cors.Caddyfile":            {{path: "/invoices", credentials: browserCredentials}},
+	"secrets.Caddyfile":         {{path: "/", credentials: machineCredentials}},
+	"quickstart/Caddyfile":      {{path: "/", credentials: machineCredentials}},
+	"two-services/Caddyfile": {
+		{site: "A_SIDECAR", path: "/invoices", anonymous: http.StatusOK}, // the sidecar brings the credential
+		{path: "/invoices", credentials: machineCredentials},
+	},
+}
+
+// exampleCredentials puts a valid credential of each kind the examples
+// accept on a request: granted to the gateway's machine, with the scope
+// and origin the examples require.
+func exampleCredentials(e *env) map[string]func(*http.Request) {
+	bearer := func(token string) func(*http.Request) {
+		return func(req *http.Request) { req.Header.Set("Authorization", "Bearer "+token) }
+	}
+	partners := []string{"partners:read"}
+	app := backendtest.SessionOptions{AuthorizedParty: "https://app.example.com"}
+	apiKey, _ := e.clerk.CreateAPIKey(testUser, backendtest.APIKeyOptions{Scopes: partners})
+	oauth, _ := e.clerk.CreateOAuthToken(testUser, backendtest.OAuthOptions{Scopes: partners, TTL: time.Hour})
+	return map[string]func(*http.Request){
+		"opaque M2M token":            bearer(e.fresh()),
+		"M2M JWT":                     bearer(e.jwt()),
+		"API key":                     bearer(apiKey),
+		"opaque OAuth token":          bearer(oauth),
+		"OAuth JWT":                   bearer(e.clerk.MintOAuthJWT(testUser, backendtest.OAuthJWTOptions{OAuthOptions: backendtest.OAuthOptions{Scopes: partners}})),
+		"session token in the header": bearer(e.clerk.MintSessionJWT(testUser, app)),
+		"session token in the cookie": func(req *http.Request) {
+			req.AddCookie(&http.Cookie{Name: "__session", Value: e.clerk.MintSessionJWT(testUser, app)})
+			req.AddCookie(&http.Cookie{Name: "__client_uat", Value: "1700000000"})
+		},
+	}
+}
+
+// forgedHeaders are X-Clerk-* headers a client sends to pass for the
+// gateway's: every one the examples set, some they do not, in any case.
+func forgedHeaders(t *testing.T) http.Header {
+	t.Helper()
+	forged := http.Header{}
+	for _, name := range []string{"X-Clerk-Role", "X-Clerk-Admin", "X-Clerk-Claims", "X-Clerk-Scopes"} {
+		forged.Add(name, "forged "+name)
+	}
+	for name := range exampleRoutes {
+		for _, header := range regexp.MustCompile(`X-Clerk-[A-Za-z-]+`).FindAllString(readExample(t, name), -1) {
+			forged.Set(header, "forged "+header)
+			forged[strings.ToLower(header)] = []string{"forged again " + header} // sent as written, read canonical
+		}
+	}
+	return forged
+}
+
+// TestNoExampleForwardsForgedIdentityHeaders runs every example against
+// the fake Clerk and sends forged X-Clerk-* headers through every one of
+// its routes, with each valid credential the route accepts, with none,
+// and with every clerk_m2m of the example made optional: the service
+// behind never sees a forged value.
+func TestNoExampleForwardsForgedIdentityHeaders(t *testing.T) {
+	files, err := filepath.Glob("../examples/*Caddyfile")
+	require.NoError(t, err)
+	nested, err := filepath.Glob("../examples/*/Caddyfile")
+	require.NoError(t, err)
+	var examples []string
+	for _, file := range slices.Concat(files, nested) {
+		examples = append(examples, strings.TrimPrefix(file, "../examples/"))
+	}
+	require.ElementsMatch(t, slices.Collect(maps.Keys(exampleRoutes)), examples, "every example's routes are listed")
+	forged := forgedHeaders(t)
+
+	send := func(t *testing.T, e *env, route exampleRoute, credential func(*http.Request)) (int, map[string]string) {
+		t.Helper()
+		resp, seen := e.send(route.path, func(req *http.Request) {
+			if route.site != "" {
+				req.URL.Host = os.Getenv(route.site)
+			}
+			for name, values := range forged {
+				req.Header[name] = values
+			}
+			if credential != nil {
+				credential(req)
+			}
+		})
+		for header, value := range seen {
+			assert.NotContains(t, value, "forged", "%s reached the service", header)
+		}
+		return resp.StatusCode, seen
+	}
+	for _, name := range examples {
+		t.Run(name, func(t *testing.T) {
+			e := startExample(t, name, nil)
+			credentials := exampleCredentials(e)
+			for _, route := range exampleRoutes[name] {
+				for _, credential := range route.credentials {
+					status, _ := send(t, e, route, credentials[credential])
+					assert.Equal(t, http.StatusOK, status, "%s with a valid %s", route.path, credential)
+				}
+				status, _ := send(t, e, route, nil)
+				assert.Equal(t, cmp.Or(route.anonymous, http.StatusUnauthorized), status, "%s without a credential", route.path)
+			}
+
+			e.load(globals("") + allOptional(withoutGlobalOptions(readExample(t, name))))
+			for _, route := range exampleRoutes[name] {
+				status, _ := send(t, e, route, nil)
+				assert.Equal(t, http.StatusOK, status, "%s under optional, without a credential", route.path)
+			}
+		})
+	}
+}
+
+// clerkM2MDirective is a clerk_m2m directive's line, with a block or not.
+var clerkM2MDirective = regexp.MustCompile(`(?m)^([ \t]*)clerk_m2m( \{)?$`)
+
+// allOptional makes every clerk_m2m of a Caddyfile optional.
+func allOptional(caddyfile string) string {
+	caddyfile = regexp.MustCompile(`(?m)^[ \t]*optional\n`).ReplaceAllString(caddyfile, "")
+	return clerkM2MDirective.ReplaceAllStringFunc(caddyfile, func(line string) string {
+		indent := clerkM2MDirective.FindStringSubmatch(line)[1]
+		if strings.HasSuffix(line, "{") {
+			return line + "\n" + indent + "\toptional"
+		}
+		return line + " {\n" + indent + "\toptional\n" + indent + "}"
 	})
 }

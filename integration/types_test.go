@@ -263,16 +263,29 @@ func TestEveryCredentialType(t *testing.T) {
 	})
 }
 
-func TestStripAuthorizationRemovesTheSessionCookieOnly(t *testing.T) {
-	e := start(t, strings.Replace(typesCaddyfile, "\t\t\tauthorized_parties https://app.example.com\n",
-		"\t\t\tauthorized_parties https://app.example.com\n\t\t\tstrip_authorization\n", 1))
+func TestStripAuthorizationRemovesEveryClerkCredential(t *testing.T) {
+	e := start(t, strings.ReplaceAll(typesCaddyfile, "\t\t\timport clerk\n", "\t\t\timport clerk\n\t\t\tstrip_authorization\n"))
 	session := e.clerk.MintSessionJWT(testUser, backendtest.SessionOptions{AuthorizedParty: "https://app.example.com"})
-	resp, seen := e.send("/app/x", func(req *http.Request) {
-		req.AddCookie(&http.Cookie{Name: "theme", Value: "dark"})
-		req.AddCookie(&http.Cookie{Name: "__session", Value: session})
-		req.AddCookie(&http.Cookie{Name: "__client_uat", Value: "1700000000"})
+	withCookies := func(req *http.Request) {
+		req.Header.Set("Cookie", "theme=dark; __session="+session+"; __session_Ab12Cd34="+session+"; __client_uat=1700000000")
+	}
+
+	t.Run("the session cookie that was verified", func(t *testing.T) {
+		resp, seen := e.send("/app/x", withCookies)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		assert.Equal(t, testUser, seen["X-Clerk-Subject"])
+		assert.Equal(t, "theme=dark; __client_uat=1700000000", seen["Cookie"], "the other cookies as sent")
 	})
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	assert.Equal(t, "theme=dark; __client_uat=1700000000", seen["Cookie"])
-	assert.Equal(t, testUser, seen["X-Clerk-Subject"])
+
+	t.Run("a session cookie beside the machine token that was verified", func(t *testing.T) {
+		jwt := e.clerk.MintM2MJWT(e.caller, backendtest.JWTOptions{TokenOptions: backendtest.TokenOptions{Scopes: []string{e.gateway.ID}}})
+		resp, seen := e.send("/any/x", func(req *http.Request) {
+			req.Header.Set("Authorization", "Bearer "+jwt)
+			withCookies(req)
+		})
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		assert.Equal(t, e.caller.ID, seen["X-Clerk-Subject"], "the machine was verified")
+		assert.NotContains(t, seen, "Authorization")
+		assert.Equal(t, "theme=dark; __client_uat=1700000000", seen["Cookie"], "no session cookie reaches the upstream")
+	})
 }

@@ -28,6 +28,16 @@ const (
 	DefaultRenewAt = 0.5
 	// DefaultTimeout is the budget of one mint.
 	DefaultTimeout = 5 * time.Second
+	// DefaultMargin is how close to its expiry a token stops being handed
+	// out (see Options.Margin).
+	DefaultMargin = 10 * time.Second
+	// MinLifetime is the shortest lifetime worth asking for: three times
+	// DefaultMargin, so that a token is handed out for most of its life
+	// rather than spending it in the margin, where every call would want
+	// a new one.
+	MinLifetime = 3 * DefaultMargin
+	// DefaultMintInterval is the least time between two mints.
+	DefaultMintInterval = 5 * time.Second
 )
 
 // Options tune a Source. Zero values take the defaults.
@@ -41,20 +51,32 @@ type Options struct {
 	RenewAt float64
 
 	// Margin is how close to its expiry a token is no longer handed out, so
-	// that it does not expire on its way to the callee. Default 10s (less
-	// for very short lifetimes: a tenth of the lifetime at most).
+	// that it does not expire on its way to the callee, while a new one can
+	// be minted. Default DefaultMargin (less for very short lifetimes: a
+	// tenth of the lifetime at most).
 	Margin time.Duration
 
 	// Timeout is the budget of one mint. Default DefaultTimeout.
 	Timeout time.Duration
 
-	// RetryInterval paces mints after one failed: at most one per interval,
-	// so that an outage of Clerk's does not turn every call into an attempt.
-	// Default 5s.
-	RetryInterval time.Duration
+	// MintInterval is the least time between two mints, whatever the
+	// first one brought: after a failure, so that an outage of Clerk's does
+	// not turn every call into an attempt; after a success too, so that
+	// tokens Clerk hands back with little life left (a clock ahead of
+	// Clerk's, a cap on their lifetime) do not turn every call into a mint,
+	// each of which is billed. Meanwhile, calls get the current token as
+	// long as it has not expired, margin or not. Default
+	// DefaultMintInterval.
+	MintInterval time.Duration
 
 	// OnMint, if set, is told how each mint ended (nil: a token). For metrics.
 	OnMint func(error)
+
+	// OnShortLived, if set, is told of a token that came with less than
+	// nine tenths of the life asked for (of the MinRemainingTTLSeconds when
+	// they are set, since Clerk may then hand back an older token): what
+	// was asked, and what it got, counted from when the mint started.
+	OnShortLived func(asked, got time.Duration)
 
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
@@ -65,7 +87,7 @@ func (o *Options) applyDefaults() {
 		o.RenewAt = DefaultRenewAt
 	}
 	if o.Margin <= 0 {
-		o.Margin = 10 * time.Second
+		o.Margin = DefaultMargin
 	}
 	if lifetime := time.Duration(o.Token.SecondsUntilExpiration) * time.Second; lifetime > 0 {
 		o.Margin = min(o.Margin, lifetime/10)
@@ -73,8 +95,8 @@ func (o *Options) applyDefaults() {
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout
 	}
-	if o.RetryInterval <= 0 {
-		o.RetryInterval = 5 * time.Second
+	if o.MintInterval <= 0 {
+		o.MintInterval = DefaultMintInterval
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -116,12 +138,14 @@ var ErrUnavailable = errors.New("no valid M2M token can be had from Clerk right 
 // Token returns a valid token: the current one while it is fresh enough
 // (starting the next mint in the background once its renewal point has
 // passed), else a new one, minted once for all concurrent callers, each of
-// which stops waiting when its own context ends. Its error wraps
-// ErrUnavailable, and Clerk's error when there was one.
+// which stops waiting when its own context ends. While MintInterval
+// forbids a new mint, the current token is returned as long as it has not
+// expired. Its error wraps ErrUnavailable, and Clerk's error when there was
+// one.
 func (s *Source) Token(ctx context.Context) (string, error) {
 	now := s.opts.Now()
 	s.mu.Lock()
-	current, paced := s.current, now.Sub(s.lastAttempt) < s.opts.RetryInterval && s.lastErr != nil
+	current, paced := s.current, now.Sub(s.lastAttempt) < s.opts.MintInterval
 	s.mu.Unlock()
 	if current != nil && s.valid(current, now) {
 		if !current.renewAt.IsZero() && !now.Before(current.renewAt) && !paced {
@@ -130,6 +154,9 @@ func (s *Source) Token(ctx context.Context) (string, error) {
 		return current.token, nil
 	}
 	if paced {
+		if current != nil && now.Before(current.expiresAt) {
+			return current.token, nil // in its margin, but no mint is allowed yet
+		}
 		return "", s.unavailable()
 	}
 	select {
@@ -147,7 +174,7 @@ func (s *Source) Token(ctx context.Context) (string, error) {
 func (s *Source) RetryAfter() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return max(time.Second, s.opts.RetryInterval-s.opts.Now().Sub(s.lastAttempt))
+	return max(time.Second, s.opts.MintInterval-s.opts.Now().Sub(s.lastAttempt))
 }
 
 // Close stops any mint under way.
@@ -179,7 +206,23 @@ func (s *Source) mint() (any, error) {
 		return nil, errors.Join(ErrUnavailable, err)
 	}
 	s.current = s.timeline(created, start)
+	s.reportShortLife(s.current, start)
 	return created.Token, nil
+}
+
+// reportShortLife tells OnShortLived of a token minted at mintedAt with
+// less than nine tenths of the life asked for.
+func (s *Source) reportShortLife(t *issued, mintedAt time.Time) {
+	asked := time.Duration(s.opts.Token.SecondsUntilExpiration) * time.Second
+	if minRemaining := s.opts.Token.MinRemainingTTLSeconds; minRemaining > 0 {
+		asked = time.Duration(minRemaining) * time.Second
+	}
+	if s.opts.OnShortLived == nil || asked <= 0 || t.expiresAt.IsZero() {
+		return
+	}
+	if got := t.expiresAt.Sub(mintedAt); got < asked/10*9 {
+		s.opts.OnShortLived(asked, got)
+	}
 }
 
 // timeline places a minted token's renewal point at RenewAt of its

@@ -187,3 +187,72 @@ func TestMarginShrinksForShortLifetimes(t *testing.T) {
 	s, _, _ = newSource(time.Hour)
 	assert.Equal(t, 10*time.Second, s.opts.Margin)
 }
+
+// TestTokensBornNearExpiryAreMintedOncePerInterval: Clerk hands back tokens
+// already inside the margin (a clock ahead of Clerk's, a capped lifetime):
+// calls keep the current token while it lives, and mint at most once per
+// MintInterval instead of once per call.
+func TestTokensBornNearExpiryAreMintedOncePerInterval(t *testing.T) {
+	c := testclock.New(start)
+	m := &fakeMinter{clock: c, lifetime: 8 * time.Second} // inside the 10s margin as soon as it is minted
+	var shortLived []time.Duration
+	s := NewSource(m, Options{Now: c.Now, Token: backend.CreateM2MTokenOptions{SecondsUntilExpiration: 3600},
+		OnShortLived: func(asked, got time.Duration) {
+			assert.Equal(t, time.Hour, asked)
+			shortLived = append(shortLived, got)
+		}})
+	for range 50 { // 5 seconds of calls, one every 100ms
+		assert.Equal(t, "mt_token_1", token(t, s), "the current token, unexpired, rather than a refusal")
+		c.Advance(100 * time.Millisecond)
+	}
+	assert.Equal(t, int32(1), m.mints.Load(), "50 calls within the interval, one mint")
+	assert.Equal(t, []time.Duration{8 * time.Second}, shortLived, "the short life was reported")
+
+	for range 50 { // the next 5 seconds
+		_ = token(t, s)
+		c.Advance(100 * time.Millisecond)
+	}
+	assert.Equal(t, int32(2), m.mints.Load(), "one more mint in the next interval")
+}
+
+func TestASuccessfulMintIsPacedToo(t *testing.T) {
+	s, m, c := newSource(time.Minute) // renewed after 30s
+	first := token(t, s)
+	c.Advance(30 * time.Second)
+	assert.Equal(t, first, token(t, s))
+	require.Eventually(t, func() bool { return token(t, s) == "mt_token_2" }, time.Second, 5*time.Millisecond)
+
+	c.Advance(4 * time.Second)
+	s.mu.Lock()
+	s.current.renewAt = c.Now() // as if the new token were due for renewal already
+	s.mu.Unlock()
+	assert.Equal(t, "mt_token_2", token(t, s))
+	time.Sleep(20 * time.Millisecond)
+	assert.Equal(t, int32(2), m.mints.Load(), "no mint within the interval of the last one, though it succeeded")
+	c.Advance(time.Second)
+	_ = token(t, s)
+	require.Eventually(t, func() bool { return m.mints.Load() == 3 }, time.Second, 5*time.Millisecond, "and one once it has passed")
+}
+
+func TestAnExpiredTokenIsNotHandedOutWhilePaced(t *testing.T) {
+	c := testclock.New(start)
+	m := &fakeMinter{clock: c, lifetime: time.Second}
+	s := NewSource(m, Options{Now: c.Now, Token: backend.CreateM2MTokenOptions{SecondsUntilExpiration: 3600}})
+	assert.Equal(t, "mt_token_1", token(t, s))
+	c.Advance(2 * time.Second)
+	_, err := s.Token(context.Background())
+	require.ErrorIs(t, err, ErrUnavailable, "expired, and no mint allowed yet")
+	assert.Equal(t, 3*time.Second, s.RetryAfter())
+	c.Advance(3 * time.Second)
+	assert.Equal(t, "mt_token_2", token(t, s))
+}
+
+func TestNoShortLifeReportedForTheLifeAsked(t *testing.T) {
+	c := testclock.New(start)
+	m := &fakeMinter{clock: c, lifetime: 10 * time.Minute}
+	reported := 0
+	s := NewSource(m, Options{Now: c.Now, OnShortLived: func(time.Duration, time.Duration) { reported++ },
+		Token: backend.CreateM2MTokenOptions{SecondsUntilExpiration: 3600, MinRemainingTTLSeconds: 600}})
+	_ = token(t, s)
+	assert.Zero(t, reported, "with min_remaining_ttl, Clerk may hand back a token with that much life left")
+}

@@ -73,7 +73,7 @@ func BenchmarkClassifyJWT(b *testing.B) {
 }
 
 // BenchmarkVerifyM2MJWTUncached verifies a JWT that is not in the cache:
-// two tokens alternate in a cache of one entry. Compare with
+// two tokens alternate in a cache too small to keep either. Compare with
 // BenchmarkFloorRSAVerify.
 func BenchmarkVerifyM2MJWTUncached(b *testing.B) {
 	token, private := benchToken(b)
@@ -81,7 +81,7 @@ func BenchmarkVerifyM2MJWTUncached(b *testing.B) {
 		"jti": "mt_other", "exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix(), "nbf": time.Now().Unix(),
 	}))
 	v := New(Options{Accept: []TokenType{M2MToken}, Keys: &staticKey{signingKey{id: testKid, public: &private.PublicKey}},
-		ClockSkew: 5 * time.Second, CacheEntries: 1})
+		ClockSkew: 5 * time.Second, Shared: NewShared(SharedOptions{CacheMaxBytes: 1})})
 	tokens := [2]string{token, other}
 	b.ReportAllocs()
 	i := 0

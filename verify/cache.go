@@ -9,14 +9,15 @@ import (
 	"unsafe"
 )
 
-// DefaultCacheEntries bounds each cache of verified credentials when
-// Options does not.
-const DefaultCacheEntries = 10_000
-
 // negativeTTL is how long Clerk's "no" to an opaque token is remembered: long
 // enough to spare Clerk a client retrying a dead token in a loop, too short to
 // matter for a token that was just minted and is not yet known everywhere.
 const negativeTTL = time.Second
+
+// sweepInterval is how often a cache that holds entries looks through all
+// of them for expired ones (those at the front of its order are dropped
+// whenever an entry is added).
+const sweepInterval = time.Minute
 
 // tokenKey identifies a credential in caches without keeping it: its SHA-256.
 type tokenKey [sha256.Size]byte
@@ -27,15 +28,27 @@ func keyOf(token string) tokenKey {
 	return sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
 }
 
+// scope names what makes a Verifier's verdicts valid (see Verifier.scope):
+// Verifiers of one scope answer from each other's cached verdicts, and
+// from no others'.
+type scope [16]byte
+
+// cacheKey is a verdict's key: the Verifier's scope and the credential.
+type cacheKey struct {
+	scope scope
+	token tokenKey
+}
+
 // cacheEntry is a remembered verdict on one credential: an identity valid
 // from notBefore until until, or a refusal until until.
 type cacheEntry struct {
-	key       tokenKey
+	key       cacheKey
 	identity  *Identity
 	refusal   error
 	signer    *signingKey // for a JWT, the key that verified it
 	notBefore time.Time
 	until     time.Time
+	size      int64 // what the entry holds in memory, estimated (entrySize)
 
 	// referenced is set on every hit and cleared by eviction, which gives
 	// entries in use a second chance (the CLOCK approximation of LRU)
@@ -48,25 +61,32 @@ func (e *cacheEntry) usable(now time.Time) bool {
 	return now.Before(e.until) && !now.Before(e.notBefore)
 }
 
-// verdictCache remembers verdicts on credentials, keyed by the SHA-256 of
-// the credential, bounded in size. Lookups take only a read lock.
+// expired reports whether the entry can answer no more.
+func (e *cacheEntry) expired(now time.Time) bool { return !now.Before(e.until) }
+
+// verdictCache remembers verdicts on credentials, keyed by the scope of
+// the Verifier and the SHA-256 of the credential, bounded by an estimate
+// of the memory its entries hold. Lookups take only a read lock. Expired
+// entries are dropped as they reach the front of the order when an entry
+// is added, and all of them every sweepInterval while the cache holds any.
 type verdictCache struct {
-	maxEntries int
+	maxBytes int64
+	now      func() time.Time
 
 	mu      sync.RWMutex
-	entries map[tokenKey]*list.Element // of *cacheEntry
+	entries map[cacheKey]*list.Element // of *cacheEntry
 	order   *list.List                 // eviction order, oldest first
+	bytes   int64                      // the sum of the entries' sizes
+	sweeper *time.Timer                // armed while entries are held; nil otherwise
+	closed  bool
 }
 
-func newVerdictCache(maxEntries int) *verdictCache {
-	if maxEntries <= 0 {
-		maxEntries = DefaultCacheEntries
-	}
-	return &verdictCache{maxEntries: maxEntries, entries: make(map[tokenKey]*list.Element), order: list.New()}
+func newVerdictCache(maxBytes int64, now func() time.Time) *verdictCache {
+	return &verdictCache{maxBytes: maxBytes, now: now, entries: make(map[cacheKey]*list.Element), order: list.New()}
 }
 
 // get returns the entry for key if it may answer at now.
-func (c *verdictCache) get(key tokenKey, now time.Time) *cacheEntry {
+func (c *verdictCache) get(key cacheKey, now time.Time) *cacheEntry {
 	c.mu.RLock()
 	element, ok := c.entries[key]
 	c.mu.RUnlock()
@@ -83,27 +103,80 @@ func (c *verdictCache) get(key tokenKey, now time.Time) *cacheEntry {
 	return entry
 }
 
-// put stores entry, replacing any entry for the same credential and
-// evicting old ones beyond the bound.
-func (c *verdictCache) put(entry *cacheEntry) {
+// put stores entry, replacing any entry for the same key, dropping the
+// entries at the front that are expired at now and evicting others until
+// the entries fit the bound. An entry larger than the whole bound is not
+// kept.
+func (c *verdictCache) put(entry *cacheEntry, now time.Time) {
+	entry.size = entrySize(entry)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if element, ok := c.entries[entry.key]; ok {
 		c.remove(element)
 	}
-	for len(c.entries) >= c.maxEntries {
+	if c.closed || entry.size > c.maxBytes {
+		return
+	}
+	c.dropExpiredFront(now)
+	for c.bytes+entry.size > c.maxBytes && c.order.Len() > 0 {
 		c.evictOne()
 	}
 	c.entries[entry.key] = c.order.PushBack(entry)
+	c.bytes += entry.size
+	if c.sweeper == nil {
+		c.sweeper = time.AfterFunc(sweepInterval, c.sweep)
+	}
 }
 
-// drop forgets the credential's entry.
-func (c *verdictCache) drop(key tokenKey) {
+// drop forgets the entry of key.
+func (c *verdictCache) drop(key cacheKey) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if element, ok := c.entries[key]; ok {
 		c.remove(element)
 	}
+}
+
+// dropExpiredFront removes the expired entries at the front of the order:
+// entries are added in time order and most live alike, so the front is
+// where the expired ones gather.
+func (c *verdictCache) dropExpiredFront(now time.Time) {
+	for front := c.order.Front(); front != nil && front.Value.(*cacheEntry).expired(now); front = c.order.Front() {
+		c.remove(front)
+	}
+}
+
+// sweep removes every expired entry, and comes back while entries are
+// held.
+func (c *verdictCache) sweep() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	for element := c.order.Front(); element != nil; {
+		next := element.Next()
+		if element.Value.(*cacheEntry).expired(now) {
+			c.remove(element)
+		}
+		element = next
+	}
+	c.sweeper = nil
+	if c.order.Len() > 0 && !c.closed {
+		c.sweeper = time.AfterFunc(sweepInterval, c.sweep)
+	}
+}
+
+// close forgets every entry and stops the sweeps; nothing is kept after.
+func (c *verdictCache) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	if c.sweeper != nil {
+		c.sweeper.Stop()
+		c.sweeper = nil
+	}
+	clear(c.entries)
+	c.order.Init()
+	c.bytes = 0
 }
 
 // evictOne removes one entry: the oldest that was not used since eviction
@@ -124,13 +197,61 @@ func (c *verdictCache) evictOne() {
 }
 
 func (c *verdictCache) remove(element *list.Element) {
+	entry := element.Value.(*cacheEntry)
 	c.order.Remove(element)
-	delete(c.entries, element.Value.(*cacheEntry).key)
+	delete(c.entries, entry.key)
+	c.bytes -= entry.size
 }
 
-// len reports how many entries are held.
-func (c *verdictCache) len() int {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return len(c.entries)
+// Estimates of what a cache entry holds, in bytes.
+const (
+	// entryOverhead is what every entry holds whatever its credential: the
+	// entry, its list element, its slot in the map (at the map's load),
+	// and the Identity with its fixed fields.
+	entryOverhead = 1024
+	// decodedValueCost is what one JSON value of the claims costs once
+	// decoded (Identity.Claims): an interface, a boxed value or a string
+	// header, a map slot or a slice element, and the slack of growth
+	// (about half of it, measured).
+	decodedValueCost = 64
+)
+
+// entrySize estimates the memory an entry holds, on the high side: the
+// fixed overhead, the identity's strings and scopes, and its claims in the
+// three forms an Identity may keep them (the JSON as received, decoded by
+// Claims, rendered again by ClaimsJSON).
+func entrySize(e *cacheEntry) int64 {
+	size := int64(entryOverhead)
+	if e.refusal != nil {
+		size += int64(len(e.refusal.Error()))
+	}
+	id := e.identity
+	if id == nil {
+		return size
+	}
+	for _, s := range []string{id.Subject, id.TokenID, id.ClientID, id.SessionID, id.OrgID, id.Name, id.Actor} {
+		size += int64(len(s))
+	}
+	for _, s := range id.Scopes {
+		size += int64(len(s)) + int64(unsafe.Sizeof(s))
+	}
+	return size + claimsSize(id.claimsJSON)
+}
+
+// claimsSize estimates what claims hold: the JSON itself; decoded, its
+// text again and each value (counted by the punctuation that starts or
+// separates values, a count on the high side) at decodedValueCost;
+// rendered again, the text once more, with <, > and & escaped in six bytes
+// each; and a fourth time the text for what the allocator rounds up.
+func claimsSize(claims []byte) int64 {
+	values, escaped := 1, 0
+	for _, b := range claims {
+		switch b {
+		case ',', ':', '[', '{':
+			values++
+		case '<', '>', '&':
+			escaped++
+		}
+	}
+	return int64(4*len(claims) + values*decodedValueCost + 5*escaped)
 }

@@ -40,8 +40,18 @@ func (s *slowBackend) VerifyM2MToken(ctx context.Context, token string) (*backen
 	return &backend.M2MToken{Object: "machine_to_machine_token", ID: "mt_" + token[3:], Subject: "mch_caller", Expiration: &expiration}, nil
 }
 
-func cachingVerifier(b Backend, c *testclock.Clock, ttl time.Duration, entries int) *Verifier {
-	return New(Options{Accept: []TokenType{M2MToken}, Backend: b, now: c.Now, CacheTTL: ttl, CacheEntries: entries, Timeout: time.Second})
+// cachingVerifier verifies M2M tokens with b, remembering verdicts for
+// ttl in a cache of maxBytes (0: the default).
+func cachingVerifier(b Backend, c *testclock.Clock, ttl time.Duration, maxBytes int64) *Verifier {
+	return New(Options{Accept: []TokenType{M2MToken}, Backend: b, now: c.Now, CacheTTL: ttl, Timeout: time.Second,
+		Shared: NewShared(SharedOptions{CacheMaxBytes: maxBytes, now: c.Now})})
+}
+
+// len is how many entries the cache holds.
+func (c *verdictCache) len() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.entries)
 }
 
 func TestOpaqueCacheReusesAVerification(t *testing.T) {
@@ -83,7 +93,7 @@ func TestOpaqueCacheOffStillSharesConcurrentCalls(t *testing.T) {
 	_, err = v.Verify(context.Background(), "mt_x")
 	require.NoError(t, err)
 	assert.Equal(t, int32(2), b.calls.Load(), "cache_ttl 0: every request asks Clerk")
-	assert.Zero(t, v.opaque.len())
+	assert.Zero(t, v.shared.cache.len())
 
 	concurrently(100, func() {
 		_, err := v.Verify(context.Background(), "mt_y")
@@ -124,19 +134,6 @@ func TestOpaqueCacheWaiterKeepsItsOwnDeadline(t *testing.T) {
 	assert.Equal(t, int32(1), b.calls.Load())
 }
 
-func TestOpaqueCacheLeaderCancellationDoesNotFailOthers(t *testing.T) {
-	c := testclock.New(testNow)
-	b := &slowBackend{delay: 100 * time.Millisecond, expiry: testNow.Add(time.Hour)}
-	v := cachingVerifier(b, c, 30*time.Second, 0)
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { _, _ = v.Verify(ctx, "mt_shared") }()
-	time.Sleep(10 * time.Millisecond)
-	cancel()
-	_, err := v.Verify(context.Background(), "mt_shared")
-	require.NoError(t, err)
-	assert.Equal(t, int32(1), b.calls.Load())
-}
-
 func TestOpaqueCacheRemembersRefusalsForASecond(t *testing.T) {
 	c := testclock.New(testNow)
 	b := &slowBackend{err: &backend.Error{Status: 404}, expiry: testNow.Add(time.Hour)}
@@ -168,21 +165,37 @@ func TestOpaqueCacheDoesNotKeepTrouble(t *testing.T) {
 	assert.NoError(t, err, "recovers as soon as Clerk answers")
 }
 
-func TestOpaqueCacheIsBounded(t *testing.T) {
+func TestOpaqueCacheIsBoundedInBytes(t *testing.T) {
 	c := testclock.New(testNow)
 	b := &slowBackend{expiry: testNow.Add(time.Hour)}
-	v := cachingVerifier(b, c, time.Minute, 10)
+	probe := cachingVerifier(b, c, time.Minute, 0)
+	_, err := probe.Verify(context.Background(), "mt_00")
+	require.NoError(t, err)
+	oneEntry := probe.shared.cache.bytes
+
+	v := cachingVerifier(b, c, time.Minute, 10*oneEntry)
 	for i := range 25 {
 		_, err := v.Verify(context.Background(), fmt.Sprintf("mt_%02d", i))
 		require.NoError(t, err)
 	}
-	assert.Equal(t, 10, v.opaque.len())
-	_, err := v.Verify(context.Background(), "mt_24")
+	assert.Equal(t, 10, v.shared.cache.len())
+	assert.Equal(t, 10*oneEntry, v.shared.cache.bytes)
+	calls := b.calls.Load()
+	_, err = v.Verify(context.Background(), "mt_24")
 	require.NoError(t, err)
-	assert.Equal(t, int32(25), b.calls.Load(), "the newest entries are kept")
+	assert.Equal(t, calls, b.calls.Load(), "the newest entries are kept")
 	_, err = v.Verify(context.Background(), "mt_00")
 	require.NoError(t, err)
-	assert.Equal(t, int32(26), b.calls.Load(), "the oldest were dropped")
+	assert.Equal(t, calls+1, b.calls.Load(), "the oldest were dropped")
+}
+
+func TestAnEntryLargerThanTheBoundIsNotKept(t *testing.T) {
+	c := testclock.New(testNow)
+	v := cachingVerifier(&slowBackend{expiry: testNow.Add(time.Hour)}, c, time.Minute, entryOverhead)
+	_, err := v.Verify(context.Background(), "mt_x")
+	require.NoError(t, err)
+	assert.Zero(t, v.shared.cache.len())
+	assert.Zero(t, v.shared.cache.bytes)
 }
 
 func TestOpaqueCacheDropsExpiredEntries(t *testing.T) {
@@ -198,7 +211,7 @@ func TestOpaqueCacheDropsExpiredEntries(t *testing.T) {
 		_, err := v.Verify(context.Background(), fmt.Sprintf("mt_%d", i))
 		require.NoError(t, err)
 	}
-	assert.Equal(t, 5, v.opaque.len(), "a refreshed entry replaces the expired one")
+	assert.Equal(t, 5, v.shared.cache.len(), "a refreshed entry replaces the expired one")
 }
 
 func TestJWTCacheSkipsTheWorkOnRepeats(t *testing.T) {
@@ -278,28 +291,40 @@ func TestJWTCacheSurvivesARefreshThatKeepsTheKey(t *testing.T) {
 	requireReason(t, err, ReasonInvalid)
 }
 
-func TestJWTCacheIsBounded(t *testing.T) {
+func TestJWTCacheIsBoundedInBytes(t *testing.T) {
 	private, _ := signingKeys(t)
-	v := New(Options{Accept: []TokenType{M2MToken}, Keys: &countingKeys{signing: rsaKey(private, "")}, now: fixedClock, CacheEntries: 5})
+	jwt := func(i int) string {
+		return sign(t, private, m2mHeader(), with(m2mPayload(), map[string]any{"jti": fmt.Sprintf("mt_%02d", i)}))
+	}
+	keys := &countingKeys{signing: rsaKey(private, "")}
+	probe := New(Options{Accept: []TokenType{M2MToken}, Keys: keys, now: fixedClock})
+	_, err := probe.Verify(context.Background(), jwt(0))
+	require.NoError(t, err)
+	oneEntry := probe.shared.cache.bytes
+
+	v := New(Options{Accept: []TokenType{M2MToken}, Keys: keys, now: fixedClock, Shared: NewShared(SharedOptions{CacheMaxBytes: 5 * oneEntry})})
 	for i := range 12 {
-		_, err := v.Verify(context.Background(), sign(t, private, m2mHeader(), with(m2mPayload(), map[string]any{"jti": fmt.Sprint(i)})))
+		_, err := v.Verify(context.Background(), jwt(i))
 		require.NoError(t, err)
 	}
-	assert.Equal(t, 5, v.jwts.len())
+	assert.Equal(t, 5, v.shared.cache.len())
+}
+
+// entryFor is a cache entry for the credential numbered i, valid for an
+// hour.
+func entryFor(i byte) *cacheEntry {
+	return &cacheEntry{key: cacheKey{token: tokenKey{i}}, identity: &Identity{}, until: testNow.Add(time.Hour)}
 }
 
 func TestVerdictCacheGivesUsedEntriesASecondChance(t *testing.T) {
-	c := newVerdictCache(3)
-	entry := func(i byte) *cacheEntry {
-		return &cacheEntry{key: tokenKey{i}, identity: &Identity{}, until: testNow.Add(time.Hour)}
-	}
+	c := newVerdictCache(3*entrySize(entryFor(0)), fixedClock)
 	for i := range byte(3) {
-		c.put(entry(i))
+		c.put(entryFor(i), testNow)
 	}
-	require.NotNil(t, c.get(tokenKey{0}, testNow)) // the oldest is in use
-	c.put(entry(3))
-	assert.NotNil(t, c.get(tokenKey{0}, testNow), "kept: it was used")
-	assert.Nil(t, c.get(tokenKey{1}, testNow), "evicted: the oldest unused")
+	require.NotNil(t, c.get(entryFor(0).key, testNow)) // the oldest is in use
+	c.put(entryFor(3), testNow)
+	assert.NotNil(t, c.get(entryFor(0).key, testNow), "kept: it was used")
+	assert.Nil(t, c.get(entryFor(1).key, testNow), "evicted: the oldest unused")
 	assert.Equal(t, 3, c.len())
 }
 

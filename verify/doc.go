@@ -24,6 +24,20 @@
 // credentials are remembered, by their SHA-256, for Options.CacheTTL
 // (opaque) or until they expire (JWTs).
 //
+// # Bounds
+//
+// The Verifiers of one Clerk instance share a Shared (NewShared): one cache
+// of verdicts, bounded by an estimate of the memory it holds
+// (SharedOptions.CacheMaxBytes; expired verdicts are dropped as they come
+// up, and swept every minute), and the calls to Clerk, bounded in number
+// (SharedOptions.MaxClerkCalls). A credential that needs a call when the
+// bound is reached is refused at once with ReasonCallsLimited; one the
+// cache answers, and a JWT, needs none. A call is made once for all the
+// requests that present the same credential meanwhile, and cancelled when
+// the last of them stops waiting. A Verifier answers only from the
+// verdicts of Verifiers set up alike, so that sharing never lets one
+// configuration's verdict answer for another's.
+//
 // # Use
 //
 //	verifier := verify.New(verify.Options{
@@ -49,8 +63,9 @@
 // Every refusal is an *Error whose Reason maps to an HTTP answer:
 // ReasonMissing, ReasonInvalid, ReasonExpired, ReasonSessionOutdated (a
 // session token from the __session cookie of a browser that is not, or no
-// longer, signed in to that session) and ReasonTypeNotAccepted to 401, ReasonInsufficientScope to 403, ReasonUnavailable and
-// ReasonRateLimited to 503, ReasonMisconfigured (Clerk rejected the key
+// longer, signed in to that session) and ReasonTypeNotAccepted to 401,
+// ReasonInsufficientScope to 403, ReasonUnavailable, ReasonRateLimited and
+// ReasonCallsLimited to 503, ReasonMisconfigured (Clerk rejected the key
 // this Verifier uses) to 500. The Error also says the credential's type and
 // format as far as they could be told, and never holds the credential.
 //

@@ -36,6 +36,10 @@ const (
 	ReasonUnavailable Reason = "clerk_unavailable"
 	// ReasonRateLimited: Clerk asked us to slow down.
 	ReasonRateLimited Reason = "clerk_rate_limited"
+	// ReasonCallsLimited: verifying the credential needs a call to Clerk,
+	// and as many as Shared allows are in flight already; the credential
+	// may be valid.
+	ReasonCallsLimited Reason = "clerk_calls_limited"
 	// ReasonMisconfigured: Clerk rejected the key this verifier is
 	// configured with.
 	ReasonMisconfigured Reason = "misconfigured"

@@ -145,6 +145,8 @@ func (c *countingKeys) key(context.Context, string) (*signingKey, error) {
 
 func (c *countingKeys) current(key *signingKey) bool { return key == c.signing }
 
+func (c *countingKeys) scope() string { return "counting" }
+
 func rsaKey(private *rsa.PrivateKey, alg string) *signingKey {
 	return &signingKey{id: testKid, algorithm: alg, public: &private.PublicKey}
 }

@@ -2,6 +2,7 @@ package verify
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"sync"
@@ -92,6 +93,7 @@ const refetchBurst = 3
 // through failed refreshes for MaxStale. Concurrent fetches are coalesced
 // into one. It never takes a key from a token.
 type RemoteKeys struct {
+	id       string // names this source, for scope
 	fetcher  JWKSFetcher
 	opts     JWKSOptions
 	onDemand *rate.Limiter
@@ -118,6 +120,7 @@ func NewRemoteKeys(fetcher JWKSFetcher, opts JWKSOptions) *RemoteKeys {
 	opts.applyDefaults()
 	base, stop := context.WithCancel(context.Background())
 	r := &RemoteKeys{
+		id:       rand.Text(),
 		fetcher:  fetcher,
 		opts:     opts,
 		onDemand: rate.NewLimiter(rate.Every(opts.RefetchInterval), refetchBurst),
@@ -214,6 +217,10 @@ func (r *RemoteKeys) current(key *signingKey) bool {
 	defer r.mu.RUnlock()
 	return r.keys[key.id] == key && now.Sub(r.fetchedAt) < r.opts.MaxAge+r.opts.MaxStale
 }
+
+// scope names this source and no other: the keys it holds change with
+// its fetches, and only the Verifiers that use it see the same ones.
+func (r *RemoteKeys) scope() string { return "jwks " + r.id }
 
 // key returns the key named kid, fetching the set when needed.
 func (r *RemoteKeys) key(ctx context.Context, kid string) (*signingKey, error) {

@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 )
@@ -27,7 +28,7 @@ type jwtKind struct {
 // lookup for a token of another category), then the header, the key, the
 // signature, and only then the claims. A valid token is cached until it
 // expires.
-func (v *Verifier) verifyJWT(ctx context.Context, t *jwtToken, k *kind, cacheKey tokenKey) (*Identity, error) {
+func (v *Verifier) verifyJWT(ctx context.Context, t *jwtToken, k *kind, cached cacheKey) (*Identity, error) {
 	tokenType, rules := k.tokenType, k.jwt
 	if !rules.categoryOK(&t.header) {
 		return nil, invalid(tokenType, fmt.Sprintf("the token's category is not that of a %s", tokenType))
@@ -42,7 +43,8 @@ func (v *Verifier) verifyJWT(ctx context.Context, t *jwtToken, k *kind, cacheKey
 	if err := t.verifySignature(key); err != nil {
 		return nil, invalidBecause(tokenType, "the token's signature does not verify", err)
 	}
-	window, err := t.checkTimes(tokenType, v.opts.now(), v.opts.ClockSkew)
+	now := v.opts.now()
+	window, err := t.checkTimes(tokenType, now, v.opts.ClockSkew)
 	if err != nil {
 		return nil, err
 	}
@@ -54,13 +56,16 @@ func (v *Verifier) verifyJWT(ctx context.Context, t *jwtToken, k *kind, cacheKey
 		return nil, invalidBecause(tokenType, "the token's claims are malformed", err)
 	}
 	identity.ExpiresAt, identity.IssuedAt = window.expiresAt, window.issuedAt
-	v.jwts.put(&cacheEntry{
-		key:       cacheKey,
+	// The claims share one buffer with the token's other decoded parts: a
+	// copy of their own keeps the cached identity to what it counts.
+	identity.claimsJSON = bytes.Clone(identity.claimsJSON)
+	v.shared.cache.put(&cacheEntry{
+		key:       cached,
 		identity:  identity,
 		signer:    key,
 		notBefore: shifted(window.notBefore, -v.opts.ClockSkew),
 		until:     window.expiresAt.Add(v.opts.ClockSkew),
-	})
+	}, now)
 	return identity, nil
 }
 

@@ -3,7 +3,9 @@ package verify
 import (
 	"context"
 	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,6 +42,9 @@ type KeySource interface {
 	// current reports whether key is still one of the source's keys, so
 	// that a JWT it verified earlier may still be trusted.
 	current(key *signingKey) bool
+
+	// scope names the source: two sources of one scope hold the same keys.
+	scope() string
 }
 
 // staticKey is the networkless key source: one public key.
@@ -79,8 +84,17 @@ func PEMKey(text string) (KeySource, error) {
 // key returns the configured key whatever the kid.
 func (s *staticKey) key(context.Context, string) (*signingKey, error) { return &s.signingKey, nil }
 
-// current is true for the configured key.
-func (s *staticKey) current(key *signingKey) bool { return key == &s.signingKey }
+// current is true for the configured key, also as another staticKey of the
+// same key holds it (the next configuration's, say).
+func (s *staticKey) current(key *signingKey) bool {
+	return key == &s.signingKey || key.algorithm == s.algorithm && key.public.Equal(s.public)
+}
+
+// scope names the key itself: sources of the same key verify alike.
+func (s *staticKey) scope() string {
+	sum := sha256.Sum256(append(s.public.N.Bytes(), byte(s.public.E>>24), byte(s.public.E>>16), byte(s.public.E>>8), byte(s.public.E)))
+	return "key " + s.algorithm + " " + hex.EncodeToString(sum[:])
+}
 
 // parseJWK reads one key of a JWKS and returns it if it can verify Clerk
 // JWTs: an RSA public signing key with a kid, an RS* algorithm (or none

@@ -246,6 +246,7 @@ func (failingKeys) key(context.Context, string) (*signingKey, error) {
 	return nil, &Error{Reason: ReasonUnavailable, Description: "keys are down"}
 }
 func (failingKeys) current(*signingKey) bool { return false }
+func (failingKeys) scope() string            { return "failing" }
 
 func splitJWT(token string) []string {
 	var parts []string

@@ -2,11 +2,14 @@ package verify
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
 	"errors"
+	"fmt"
 	"net/http"
+	"slices"
+	"strconv"
 	"time"
-
-	"golang.org/x/sync/singleflight"
 
 	"github.com/caddy-clerk/clerk-m2m/backend"
 )
@@ -72,9 +75,14 @@ type Options struct {
 	// expire, as long as the key that verified them is current.
 	CacheTTL time.Duration
 
-	// CacheEntries bounds each of the two caches (opaque tokens, JWTs).
-	// Default DefaultCacheEntries.
-	CacheEntries int
+	// Shared is the cache of verdicts and the bound on calls to Clerk that
+	// this Verifier shares with the others of the same Clerk instance (see
+	// NewShared); it answers only from the verdicts of Verifiers set up
+	// alike. A Backend that has a Fingerprint() string method (as
+	// *backend.Client has) shares verdicts with other Backends of the same
+	// fingerprint; any other Backend's verdicts are this Verifier's alone.
+	// Nil: a Shared of its own, with the defaults.
+	Shared *Shared
 
 	// OnCacheLookup, if set, is told of every cache lookup: which cache
 	// ("jwt" or "opaque") and whether it answered. For metrics; it must be
@@ -89,9 +97,8 @@ type Verifier struct {
 	opts   Options
 	accept typeSet
 	policy policy
-	jwts   *verdictCache
-	opaque *verdictCache
-	flight singleflight.Group // one call to Clerk per opaque token at a time
+	shared *Shared
+	scope  scope // of its verdicts in the shared cache
 }
 
 // New returns a Verifier. It makes no network call.
@@ -102,12 +109,65 @@ func New(opts Options) *Verifier {
 	if opts.now == nil {
 		opts.now = time.Now
 	}
+	shared := opts.Shared
+	if shared == nil {
+		shared = NewShared(SharedOptions{now: opts.now})
+	}
 	return &Verifier{
 		opts:   opts,
 		accept: opts.Accept,
 		policy: policy{requireScopes: opts.RequireScopes, allowedSubjects: opts.AllowedSubjects},
-		jwts:   newVerdictCache(opts.CacheEntries),
-		opaque: newVerdictCache(opts.CacheEntries),
+		shared: shared,
+		scope:  scopeOf(opts),
+	}
+}
+
+// scopeOf names what makes the verdicts of a Verifier with opts valid:
+// what it accepts, the keys and the Backend it verifies with, and the
+// settings its checks and its cache read. Verifiers of one scope give the
+// same verdict on a credential, and so may answer from each other's
+// (including the Verifiers of the next configuration, set up alike); the
+// policy (RequireScopes, AllowedSubjects) applies after the cache and has
+// no part in it.
+func scopeOf(opts Options) scope {
+	h := sha256.New()
+	part := func(value string) { fmt.Fprintf(h, "%d:%s,", len(value), value) } // length-prefixed: no two lists write alike
+	set := func(name string, values []string) {
+		part(name)
+		part(strconv.Itoa(len(values)))
+		for _, value := range slices.Sorted(slices.Values(values)) {
+			part(value)
+		}
+	}
+	types := make([]string, len(opts.Accept))
+	for i, t := range opts.Accept {
+		types[i] = string(t)
+	}
+	set("accept", types)
+	set("authorized_parties", opts.AuthorizedParties)
+	set("audience", opts.Audience)
+	set("issuer", opts.Issuer)
+	set("clock_skew", []string{opts.ClockSkew.String()})
+	set("cache_ttl", []string{opts.CacheTTL.String()})
+	set("backend", []string{backendScope(opts.Backend)})
+	if opts.Keys != nil {
+		set("keys", []string{opts.Keys.scope()})
+	}
+	var s scope
+	copy(s[:], h.Sum(nil))
+	return s
+}
+
+// backendScope names whom a Backend asks, and with which keys: its
+// fingerprint when it has one, else a name no other Backend has.
+func backendScope(b Backend) string {
+	switch b := b.(type) {
+	case nil:
+		return ""
+	case interface{ Fingerprint() string }:
+		return "fingerprint " + b.Fingerprint()
+	default:
+		return "unique " + rand.Text()
 	}
 }
 
@@ -164,11 +224,11 @@ func (v *Verifier) verifyCredential(ctx context.Context, token string, browser *
 // verifies it, locally or with Clerk. It also says how token is carried.
 func (v *Verifier) verify(ctx context.Context, token string, fromCookie bool) (*Identity, Format, error) {
 	prefixed := prefixedKind(token) // no JWT starts with one: it tells the cache
-	cache, cacheName, format := v.jwts, "jwt", JWT
+	cacheName, format := "jwt", JWT
 	if prefixed != nil {
-		cache, cacheName, format = v.opaque, "opaque", Opaque
+		cacheName, format = "opaque", Opaque
 	}
-	key := keyOf(token)
+	cache, key := v.shared.cache, cacheKey{scope: v.scope, token: keyOf(token)}
 	entry := cache.get(key, v.opts.now())
 	if entry != nil && entry.signer != nil && !v.opts.Keys.current(entry.signer) {
 		cache.drop(key) // its key was rotated out: verify it again
@@ -213,7 +273,7 @@ func checkSource(tokenType TokenType, fromCookie bool) error {
 }
 
 // verifyLocally verifies a JWT with the configured keys.
-func (v *Verifier) verifyLocally(ctx context.Context, tok *classified, key tokenKey) (*Identity, error) {
+func (v *Verifier) verifyLocally(ctx context.Context, tok *classified, key cacheKey) (*Identity, error) {
 	if v.opts.Keys == nil {
 		return nil, notAccepted(tok.kind.tokenType, "JWTs cannot be verified here (neither a secret key nor a JWT key is configured)")
 	}

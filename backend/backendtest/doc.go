@@ -67,6 +67,15 @@
 // {"active":false}, the shape Clerk's specification gives for an inactive
 // token.
 //
+// # Load
+//
+// Load reports what the fake carries now and has carried at most since
+// ResetLoad: requests being answered and connections open at once, and the
+// requests whose client went away before the answer (a client that cancels
+// a call ends its connection), so that a test can check that the code under
+// test bounds its calls to Clerk and cancels those it no longer needs. A
+// Delay fault makes the calls last.
+//
 // # JWTs
 //
 // MintM2MJWT, MintOAuthJWT, MintSessionJWT and MintTemplateJWT sign with the

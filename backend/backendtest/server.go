@@ -43,6 +43,8 @@ type Server struct {
 	recordIDs   map[string]*tokenRecord // by id
 	requests    []Request
 	faults      map[faultKey]Fault
+
+	load *load
 }
 
 // route is what serves one normalised path.
@@ -80,6 +82,7 @@ func New() *Server {
 		records:     make(map[string]*tokenRecord),
 		recordIDs:   make(map[string]*tokenRecord),
 		faults:      make(map[faultKey]Fault),
+		load:        newLoad(),
 	}
 	s.routes = map[string]route{
 		"/m2m_tokens/verify": {http.MethodPost, s.verifyRoute(m2mVerifier)},
@@ -92,6 +95,8 @@ func New() *Server {
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serveHTTP))
 	// Faults deliberately break connections; that is not worth logging.
 	s.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	s.srv.Config.ConnState = s.load.connState
+	s.srv.Config.ConnContext = withConn
 	s.srv.Start()
 	s.URL = s.srv.URL
 	return s
@@ -204,6 +209,7 @@ func normaliseRoute(path string) string {
 }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	defer s.load.started(r)()
 	body, _ := io.ReadAll(io.LimitReader(r.Body, maxBodyBytes))
 	path := normaliseRoute(r.URL.Path)
 	s.record(r, body)
@@ -283,12 +289,14 @@ func (s *Server) send(w http.ResponseWriter, c *call, rep reply, f Fault) {
 }
 
 // wait blocks until done fires (never, if done is nil) and reports whether it
-// did; it gives up early when the client goes away or the fake is closed.
+// did; it gives up early when the client goes away (counted in Load) or
+// the fake is closed.
 func (s *Server) wait(ctx context.Context, done <-chan time.Time) bool {
 	select {
 	case <-done:
 		return true
 	case <-ctx.Done():
+		s.load.abandon()
 	case <-s.closing:
 	}
 	return false
