@@ -70,7 +70,8 @@ func TestInspectFlagsAreSubdirectives(t *testing.T) {
 			left = append(left, name)
 		}
 	}
-	assert.ElementsMatch(t, []string{"optional", "strip_authorization", "disable_metrics", "cache_ttl", "jwks_max_stale"}, left)
+	assert.ElementsMatch(t, []string{"optional", "strip_authorization", "disable_metrics", "cache_ttl", "jwks_max_stale",
+		"max_clerk_calls", "cache_max_bytes"}, left)
 
 	cmd := inspectCommand()
 	for _, name := range flags {
