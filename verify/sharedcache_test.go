@@ -137,6 +137,16 @@ func (f *fleet) gateway(machineKey string, cache *SharedCache, lookups *[]bool) 
 		}})
 }
 
+// sharedToken returns a token a first gateway verified and shared.
+func (f *fleet) sharedToken() string {
+	f.t.Helper()
+	token, _ := f.clerk.CreateM2MToken(f.clerk.NewMachine("caller"), backendtest.TokenOptions{})
+	_, err := f.gateway("", f.cache, nil).Verify(context.Background(), token)
+	require.NoError(f.t, err)
+	f.waitForEntries(1)
+	return token
+}
+
 func (f *fleet) waitForEntries(n int) {
 	f.t.Helper()
 	require.Eventually(f.t, func() bool { return f.store.len() == n }, 5*time.Second, time.Millisecond)
@@ -345,15 +355,11 @@ func TestSharedVerdictNeverOutlivesItsSource(t *testing.T) {
 
 func TestSharedCacheReaderKeepsItsOwnTTL(t *testing.T) {
 	f := newFleet(t)
-	caller := f.clerk.NewMachine("caller")
-	token, _ := f.clerk.CreateM2MToken(caller, backendtest.TokenOptions{})
-	_, err := f.gateway("", f.cache, nil).Verify(context.Background(), token)
-	require.NoError(t, err)
-	f.waitForEntries(1)
+	token := f.sharedToken()
 
 	short := f.gateway("", f.cache, nil)
 	short.opts.CacheTTL = time.Second
-	_, err = short.Verify(context.Background(), token)
+	_, err := short.Verify(context.Background(), token)
 	require.NoError(t, err)
 	entry := short.shared.cache.get(cacheKey{short.scope, keyOf(token)}, time.Now())
 	require.NotNil(t, entry)
@@ -389,11 +395,7 @@ func TestSharedCacheTroubleFallsBackToClerk(t *testing.T) {
 
 func TestSharedCacheLookupOnceForABurstAndWithoutASlot(t *testing.T) {
 	f := newFleet(t)
-	caller := f.clerk.NewMachine("caller")
-	token, _ := f.clerk.CreateM2MToken(caller, backendtest.TokenOptions{})
-	_, err := f.gateway("", f.cache, nil).Verify(context.Background(), token)
-	require.NoError(t, err)
-	f.waitForEntries(1)
+	token := f.sharedToken()
 	f.store.gets.Store(0)
 
 	// Every Clerk slot of the other process is taken: a verdict the shared
