@@ -323,6 +323,10 @@ func TestBrokenStorageNeitherBlocksNorOpensTheGate(t *testing.T) {
 	revoked, id := c.token(backendtest.TokenOptions{})
 	c.clerk.RevokeM2MToken(id)
 	assert.Equal(t, http.StatusUnauthorized, c.status(other, revoked))
-	assert.Positive(t, c.metric(other, readErrors))
+	assert.GreaterOrEqual(t, c.metric(other, readErrors), 4.0, "every failed lookup counted")
 	assert.Positive(t, c.metric(gateway, `caddy_clerk_m2m_shared_cache_errors_total{op="write"}`))
+
+	const alert = "trouble with the shared cache of verdicts in the storage"
+	require.Eventually(t, func() bool { return strings.Contains(other.Output(), alert) }, 10*time.Second, 10*time.Millisecond)
+	assert.Equal(t, 1, strings.Count(other.Output(), alert), "logged once a minute, not once a request")
 }
