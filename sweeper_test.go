@@ -15,6 +15,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
+
+	"github.com/caddy-clerk/clerk-m2m/internal/testenv"
 )
 
 // watchedStorage counts the sweeps under way (between Lock and Unlock of
@@ -121,17 +123,29 @@ func TestASweepIsBounded(t *testing.T) {
 	assert.Len(t, left, 5, "left for the next sweep")
 }
 
-func TestTheSweeperStopsWithTheConfiguration(t *testing.T) {
-	sweeper := newVerdictSweeper(&certmagic.FileStorage{Path: t.TempDir()}, zap.NewNop())
-	sweeper.start()
-	stopped := make(chan struct{})
-	go func() {
-		sweeper.halt()
-		close(stopped)
-	}()
+func TestTheSweeperRunsWithAConfigurationThatSharesVerdicts(t *testing.T) {
+	testenv.ClearClerk(t)
+	ctx := newContext(t)
+	without := &Handler{SecretKey: "sk_test_x"}
+	require.NoError(t, without.Provision(ctx))
+	t.Cleanup(func() { _ = without.Cleanup() })
+	app, err := ctx.App("clerk_m2m")
+	require.NoError(t, err)
+	assert.Nil(t, app.(*App).sweeper, "no shared_cache, no sweeps")
+
+	with := &Handler{SecretKey: "sk_test_x", SharedCache: true}
+	require.NoError(t, with.Provision(ctx))
+	t.Cleanup(func() { _ = with.Cleanup() })
+	sweeper := app.(*App).sweeper
+	require.NotNil(t, sweeper)
+	assert.Same(t, ctx.Storage(), sweeper.storage, "the configuration's storage")
+
+	require.NoError(t, app.(*App).Start())
+	require.NotNil(t, sweeper.done)
+	require.NoError(t, app.(*App).Stop())
 	select {
-	case <-stopped:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the sweeper did not stop")
+	case <-sweeper.done:
+	default:
+		t.Fatal("the sweeps go on after the configuration stopped")
 	}
 }
