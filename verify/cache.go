@@ -2,7 +2,7 @@ package verify
 
 import (
 	"container/list"
-	"crypto/sha256"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,24 +19,22 @@ const negativeTTL = time.Second
 // whenever an entry is added).
 const sweepInterval = time.Minute
 
-// tokenKey identifies a credential in caches without keeping it: its SHA-256.
-type tokenKey [sha256.Size]byte
-
-// keyOf hashes token in place: a []byte copy of every token on every
-// request would be garbage for nothing. Sum256 only reads its input.
-func keyOf(token string) tokenKey {
-	return sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
-}
-
 // scope names what makes a Verifier's verdicts valid (see Verifier.scope):
 // Verifiers of one scope answer from each other's cached verdicts, and
 // from no others'.
 type scope [16]byte
 
-// cacheKey is a verdict's key: the Verifier's scope and the credential.
+// cacheKey is a verdict's key: the Verifier's scope and the credential
+// itself. Go's map hashes it with a seed drawn at random for each map, so
+// no one can craft credentials that collide to slow the lookups down, and
+// compares the whole credential on a match, so that a verdict answers for
+// that very credential and no other. A lookup hashes the credential as the
+// request holds it, in far less time than a SHA-256 of it would take;
+// the cache holds a copy of each credential it remembers, in memory only
+// (see put), for no longer than the verdict.
 type cacheKey struct {
 	scope scope
-	token tokenKey
+	token string
 }
 
 // cacheEntry is a remembered verdict on one credential: an identity valid
@@ -65,7 +63,7 @@ func (e *cacheEntry) usable(now time.Time) bool {
 func (e *cacheEntry) expired(now time.Time) bool { return !now.Before(e.until) }
 
 // verdictCache remembers verdicts on credentials, keyed by the scope of
-// the Verifier and the SHA-256 of the credential, bounded by an estimate
+// the Verifier and the credential, bounded by an estimate
 // of the memory its entries hold. Lookups take only a read lock. Expired
 // entries are dropped as they reach the front of the order when an entry
 // is added, and all of them every sweepInterval while the cache holds any.
@@ -108,6 +106,9 @@ func (c *verdictCache) get(key cacheKey, now time.Time) *cacheEntry {
 // the entries fit the bound. An entry larger than the whole bound is not
 // kept.
 func (c *verdictCache) put(entry *cacheEntry, now time.Time) {
+	// The credential may be part of a larger string (a Cookie header) that
+	// the entry must not keep alive.
+	entry.key.token = strings.Clone(entry.key.token)
 	entry.size = entrySize(entry)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -217,11 +218,11 @@ const (
 )
 
 // entrySize estimates the memory an entry holds, on the high side: the
-// fixed overhead, the identity's strings and scopes, and its claims in the
+// fixed overhead, the credential, the identity's strings and scopes, and its claims in the
 // three forms an Identity may keep them (the JSON as received, decoded by
 // Claims, rendered again by ClaimsJSON).
 func entrySize(e *cacheEntry) int64 {
-	size := int64(entryOverhead)
+	size := int64(entryOverhead) + int64(len(e.key.token))
 	if e.refusal != nil {
 		size += int64(len(e.refusal.Error()))
 	}

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -313,7 +314,7 @@ func TestJWTCacheIsBoundedInBytes(t *testing.T) {
 // entryFor is a cache entry for the credential numbered i, valid for an
 // hour.
 func entryFor(i byte) *cacheEntry {
-	return &cacheEntry{key: cacheKey{token: tokenKey{i}}, identity: &Identity{}, until: testNow.Add(time.Hour)}
+	return &cacheEntry{key: cacheKey{token: fmt.Sprintf("mt_%03d", i)}, identity: &Identity{}, until: testNow.Add(time.Hour)}
 }
 
 func TestVerdictCacheGivesUsedEntriesASecondChance(t *testing.T) {
@@ -326,6 +327,25 @@ func TestVerdictCacheGivesUsedEntriesASecondChance(t *testing.T) {
 	assert.NotNil(t, c.get(entryFor(0).key, testNow), "kept: it was used")
 	assert.Nil(t, c.get(entryFor(1).key, testNow), "evicted: the oldest unused")
 	assert.Equal(t, 3, c.len())
+}
+
+// TestVerdictCacheKeysByTheWholeCredential: a verdict answers for the very
+// credential it was given on, not for one that shares all but its last
+// character, and the cache keeps a copy of the credential of its own, not
+// the string it came in (a Cookie header, say, that would stay alive with
+// it).
+func TestVerdictCacheKeysByTheWholeCredential(t *testing.T) {
+	c := newVerdictCache(1<<20, fixedClock)
+	cookie := "theme=dark; __session=mt_0123456789abcdef; lang=en"
+	credential := cookie[len("theme=dark; __session=") : len(cookie)-len("; lang=en")]
+	entry := &cacheEntry{key: cacheKey{token: credential}, identity: &Identity{}, until: testNow.Add(time.Hour)}
+	c.put(entry, testNow)
+
+	require.NotNil(t, c.get(cacheKey{token: "mt_0123456789abcdef"}, testNow))
+	assert.Nil(t, c.get(cacheKey{token: "mt_0123456789abcdeg"}, testNow))
+	assert.Nil(t, c.get(cacheKey{token: "mt_0123456789abcde"}, testNow))
+	assert.NotSame(t, unsafe.StringData(credential), unsafe.StringData(entry.key.token), "the cache holds a copy")
+	assert.Equal(t, credential, entry.key.token)
 }
 
 func TestCacheLookupsAreReported(t *testing.T) {

@@ -44,7 +44,7 @@ func (v *Verifier) waiting(credential string) int {
 	c := v.shared.calls
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if call, ok := c.running[cacheKey{v.scope, keyOf(credential)}]; ok {
+	if call, ok := c.running[cacheKey{v.scope, credential}]; ok {
 		return call.waiting
 	}
 	return 0

@@ -21,8 +21,10 @@
 // machine secret key for M2M tokens); JWTs are verified locally with keys
 // from a KeySource: PEMKey (the instance's public key, no network at all)
 // or RemoteKeys (the instance's JWKS, fetched and kept fresh). Verified
-// credentials are remembered, by their SHA-256, for Options.CacheTTL
-// (opaque) or until they expire (JWTs).
+// credentials are remembered for Options.CacheTTL (opaque) or until they
+// expire (JWTs), keyed by the credential itself, in memory only: a lookup
+// costs a map's seeded hash, not a SHA-256, and answers only for the very
+// same credential.
 //
 // # Bounds
 //

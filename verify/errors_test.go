@@ -50,7 +50,7 @@ func TestRefusalsCarryTypeAndFormat(t *testing.T) {
 	}
 
 	t.Run("Clerk's cached refusal is not changed by the stamp", func(t *testing.T) {
-		entry := v.shared.cache.get(cacheKey{v.scope, keyOf("mt_0123456789abcdef")}, testNow)
+		entry := v.shared.cache.get(cacheKey{v.scope, "mt_0123456789abcdef"}, testNow)
 		require.NotNil(t, entry)
 		assert.Empty(t, entry.refusal.(*Error).Format)
 	})

@@ -172,7 +172,7 @@ func TestEntrySizeCoversWhatEntriesHold(t *testing.T) {
 					claimsJSON: bytes.Clone(claims)}
 				require.Equal(t, claims == nil, id.Claims() == nil, "the claims decode")
 				require.Equal(t, claims == nil, id.ClaimsJSON() == "{}")
-				cache.put(&cacheEntry{key: cacheKey{token: keyOf(id.TokenID)}, identity: id, until: testNow.Add(time.Hour)}, testNow)
+				cache.put(&cacheEntry{key: cacheKey{token: id.TokenID}, identity: id, until: testNow.Add(time.Hour)}, testNow)
 			}
 			held := heapInUse() - before
 			t.Logf("held %d bytes an entry, counted %d", held/entries, cache.bytes/entries)

@@ -263,7 +263,7 @@ func (v *Verifier) verify(ctx context.Context, token string, fromCookie bool) (*
 	if prefixed != nil {
 		cacheName, format = "opaque", Opaque
 	}
-	cache, key := v.shared.cache, cacheKey{scope: v.scope, token: keyOf(token)}
+	cache, key := v.shared.cache, cacheKey{scope: v.scope, token: token}
 	entry := cache.get(key, v.opts.now())
 	if entry != nil && entry.signer != nil && !v.opts.Keys.current(entry.signer) {
 		cache.drop(key) // its key was rotated out: verify it again

@@ -19,39 +19,18 @@ const modulePath = "github.com/caddy-clerk/clerk-m2m"
 
 // buildCaddy builds, in a Go module of its own under dir, a Caddy with its
 // standard modules, clerk_m2m from this checkout (through a replace
-// directive) and, when the Go module proxy serves it, the peer module
-// (path@version): one binary, so that both run in the same Caddy. The
-// project's own go.mod never requires the peer. It returns the binary and
-// whether the peer is in it.
-func buildCaddy(dir, peer string) (binary string, withPeer bool, err error) {
+// directive) and the peer module (path@version): from peerSource, a
+// directory holding its source, when given (through a replace directive
+// too), or else from the Go module proxy when it serves it. One binary, so
+// that both run in the same Caddy. The project's own go.mod never requires
+// the peer. It returns the binary and whether the peer is in it.
+func buildCaddy(dir, peer, peerSource string) (binary string, withPeer bool, err error) {
 	checkout, err := goOutput("", "list", "-m", "-f", "{{.Dir}}", modulePath)
 	if err != nil {
 		return "", false, fmt.Errorf("finding this checkout (run from inside it): %v", err)
 	}
 	build := filepath.Join(dir, "build")
-	if err := os.MkdirAll(build, 0o700); err != nil {
-		return "", false, err
-	}
-	goMod := fmt.Sprintf("module clerk-m2m-loadtest\n\ngo 1.26.0\n\nrequire %s v0.0.0\n\nreplace %[1]s => %s\n", modulePath, checkout)
-	if err := os.WriteFile(filepath.Join(build, "go.mod"), []byte(goMod), 0o600); err != nil {
-		return "", false, err
-	}
-	// The checkout's sums spare the proxy most look-ups.
-	if sums, err := os.ReadFile(filepath.Join(checkout, "go.sum")); err == nil {
-		if err := os.WriteFile(filepath.Join(build, "go.sum"), sums, 0o600); err != nil {
-			return "", false, err
-		}
-	}
-	imports := []string{modulePath}
-	if peer != "" {
-		if _, err := goOutput(build, "get", peer); err != nil {
-			fmt.Printf("\n*** The peer %s cannot be had from the Go module proxy:\n%v\n", peer, err)
-		} else {
-			withPeer = true
-			imports = append(imports, strings.SplitN(peer, "@", 2)[0])
-		}
-	}
-	if err := writeMain(filepath.Join(build, "main.go"), imports); err != nil {
+	if withPeer, err = writeBuildModule(build, checkout, peer, peerSource); err != nil {
 		return "", false, err
 	}
 	if _, err := goOutput(build, "mod", "tidy"); err != nil {
@@ -62,6 +41,67 @@ func buildCaddy(dir, peer string) (binary string, withPeer bool, err error) {
 		return "", false, err
 	}
 	return binary, withPeer, nil
+}
+
+// writeBuildModule writes the build module into dir: its go.mod, the
+// checkout's sums and a main.go importing the modules built in. It tells
+// whether the peer is among them.
+func writeBuildModule(dir, checkout, peer, peerSource string) (withPeer bool, err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return false, err
+	}
+	goMod, err := buildGoMod(checkout, peer, peerSource)
+	if err != nil {
+		return false, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte(goMod), 0o600); err != nil {
+		return false, err
+	}
+	// The checkout's sums spare the proxy most look-ups.
+	if sums, err := os.ReadFile(filepath.Join(checkout, "go.sum")); err == nil {
+		if err := os.WriteFile(filepath.Join(dir, "go.sum"), sums, 0o600); err != nil {
+			return false, err
+		}
+	}
+	switch {
+	case peerSource != "":
+		withPeer = true
+	case peer != "":
+		if _, err := goOutput(dir, "get", peer); err != nil {
+			fmt.Printf("\n*** The peer %s cannot be had from the Go module proxy:\n%v\n", peer, err)
+		} else {
+			withPeer = true
+		}
+	}
+	imports := []string{modulePath}
+	if withPeer {
+		peerPath, _, _ := strings.Cut(peer, "@")
+		imports = append(imports, peerPath)
+	}
+	return withPeer, writeMain(filepath.Join(dir, "main.go"), imports)
+}
+
+// buildGoMod is the build module's go.mod: this checkout as the module
+// under test and, with a peer source, the peer (path@version) replaced by
+// that directory, so that the peer is built from it instead of being
+// fetched.
+func buildGoMod(checkout, peer, peerSource string) (string, error) {
+	goMod := fmt.Sprintf("module clerk-m2m-loadtest\n\ngo 1.26.0\n\nrequire %s v0.0.0\n\nreplace %[1]s => %s\n", modulePath, checkout)
+	if peerSource == "" {
+		return goMod, nil
+	}
+	path, version, ok := strings.Cut(peer, "@")
+	if !ok || path == "" || version == "" {
+		return "", fmt.Errorf("-peer-source needs -peer as path@version, not %q", peer)
+	}
+	source, err := filepath.Abs(peerSource)
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(filepath.Join(source, "go.mod")); err != nil {
+		return "", fmt.Errorf("-peer-source %s holds no Go module: %v", peerSource, err)
+	}
+	return goMod + fmt.Sprintf("\nrequire %s %s\n\nreplace %[1]s => %[3]s\n", path, version, source), nil
 }
 
 var mainTemplate = template.Must(template.New("main").Parse(`// Caddy with its standard modules and the modules the load run compares.
@@ -105,30 +145,11 @@ func goOutput(dir string, args ...string) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
-// peerModule is the module ID under which the peer authenticates.
-const peerModule = "http.authentication.providers.jwt"
-
-// hasPeer tells whether a given Caddy binary has the peer built in.
-func hasPeer(binary string) (bool, error) {
-	out, err := exec.Command(binary, "list-modules").Output()
-	if err != nil {
-		return false, fmt.Errorf("%s list-modules: %v", binary, err)
-	}
-	for _, line := range strings.Split(string(out), "\n") {
-		if strings.TrimSpace(line) == peerModule {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
 // caddyConfig is what the Caddyfile is made from: a port per site.
 type caddyConfig struct {
 	Admin                                 string // the admin API's address, or "off"
-	BarePort, ClerkPort, PeerPort         int
-	MetricsPort                           int
+	BarePort, ClerkPort, MetricsPort      int
 	SecretKey, MachineSecretKey, ClerkURL string
-	PeerKey                               string // the PEM the peer verifies with; empty without a peer
 }
 
 // caddyfileTemplate puts every route in a site of its own, on a port of its
@@ -158,31 +179,32 @@ http://:{{.ClerkPort}} {
 	}
 	respond "ok"
 }
-{{if .PeerKey}}
-http://:{{.PeerPort}} {
-	bind 127.0.0.1
-	route {
-		jwtauth {
-			sign_key ` + "`{{.PeerKey}}`" + `
-			sign_alg RS256
-			from_header Authorization
-			user_claims sub
-		}
-		respond "ok"
-	}
-}
-{{end}}
+
 http://:{{.MetricsPort}} {
 	bind 127.0.0.1
 	metrics
 }
 `))
 
-// startCaddy runs the Caddy binary with the Caddyfile. Caddy is stopped
+// adaptCaddyfile turns the Caddyfile into Caddy's JSON with the binary's
+// own adapter.
+func adaptCaddyfile(binary, caddyfile string) ([]byte, error) {
+	out, err := exec.Command(binary, "adapt", "--config", caddyfile, "--adapter", "caddyfile").Output()
+	if err != nil {
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			return nil, fmt.Errorf("%s adapt: %v\n%s", binary, err, exit.Stderr)
+		}
+		return nil, fmt.Errorf("%s adapt: %v", binary, err)
+	}
+	return out, nil
+}
+
+// startCaddy runs the Caddy binary with a JSON config. Caddy is stopped
 // when this program ends, however it ends (an interrupted run must not
 // leave a Caddy behind).
-func startCaddy(binary, caddyfile string) (*exec.Cmd, error) {
-	cmd := exec.Command(binary, "run", "--config", caddyfile, "--adapter", "caddyfile")
+func startCaddy(binary, config string) (*exec.Cmd, error) {
+	cmd := exec.Command(binary, "run", "--config", config)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	return cmd, cmd.Start()

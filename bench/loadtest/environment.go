@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net/http"
@@ -51,7 +52,7 @@ func startEnvironment(work string, opts options, withPeer bool) (*environment, e
 	env.ports = map[site]int{bareSite: ports[0], clerkSite: ports[1], peerSite: ports[2]}
 	env.metrics = fmt.Sprintf("http://127.0.0.1:%d/metrics", ports[3])
 	config := caddyConfig{
-		Admin: "off", BarePort: ports[0], ClerkPort: ports[1], PeerPort: ports[2], MetricsPort: ports[3],
+		Admin: "off", BarePort: ports[0], ClerkPort: ports[1], MetricsPort: ports[3],
 		SecretKey: env.clerk.SecretKey(), MachineSecretKey: gateway.SecretKey, ClerkURL: env.clerk.URL,
 	}
 	if opts.profile != "" {
@@ -61,22 +62,15 @@ func startEnvironment(work string, opts options, withPeer bool) (*environment, e
 		config.Admin = fmt.Sprintf("127.0.0.1:%d", ports[4])
 		env.profiles = fmt.Sprintf("http://%s/debug/pprof/profile", config.Admin)
 	}
+	peerKey := ""
 	if withPeer {
-		config.PeerKey = env.clerk.PublicKeyPEM()
+		peerKey = env.clerk.PublicKeyPEM()
 	}
-	caddyfile := filepath.Join(work, "Caddyfile")
-	f, err := os.OpenFile(caddyfile, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	configPath, err := writeConfig(work, opts.caddy, config, ports[2], peerKey)
 	if err != nil {
 		return nil, err
 	}
-	err = caddyfileTemplate.Execute(f, config)
-	if closeErr := f.Close(); err == nil {
-		err = closeErr
-	}
-	if err != nil {
-		return nil, err
-	}
-	if env.caddy, err = startCaddy(opts.caddy, caddyfile); err != nil {
+	if env.caddy, err = startCaddy(opts.caddy, configPath); err != nil {
 		return nil, err
 	}
 	env.started = time.Now()
@@ -86,6 +80,31 @@ func startEnvironment(work string, opts options, withPeer bool) (*environment, e
 	}
 	ok = true
 	return env, nil
+}
+
+// writeConfig writes the Caddyfile and its JSON, adapted by the binary,
+// with the peer's server on peerPort when peerKey (the PEM the peer
+// verifies with) is set. Caddy runs the JSON, whose path is returned.
+func writeConfig(work, binary string, config caddyConfig, peerPort int, peerKey string) (string, error) {
+	var caddyfile bytes.Buffer
+	if err := caddyfileTemplate.Execute(&caddyfile, config); err != nil {
+		return "", err
+	}
+	caddyfilePath := filepath.Join(work, "Caddyfile")
+	if err := os.WriteFile(caddyfilePath, caddyfile.Bytes(), 0o600); err != nil {
+		return "", err
+	}
+	adapted, err := adaptCaddyfile(binary, caddyfilePath)
+	if err != nil {
+		return "", err
+	}
+	if peerKey != "" {
+		if adapted, err = addPeerServer(adapted, peerPort, peerKey); err != nil {
+			return "", err
+		}
+	}
+	configPath := filepath.Join(work, "caddy.json")
+	return configPath, os.WriteFile(configPath, adapted, 0o600)
 }
 
 // waitReady waits until every site answers a request of its scenarios.

@@ -20,6 +20,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/caddy-clerk/clerk-m2m"
+	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
 )
 
 func TestParseMachineBusy(t *testing.T) {
@@ -216,11 +217,12 @@ func TestRotateStartsEachScenarioOnce(t *testing.T) {
 	}
 }
 
-// TestOneSitePerRoute adapts the load run's Caddyfile: every route is a
-// server of its own, on its own loopback port, with no matcher to pay for.
-func TestOneSitePerRoute(t *testing.T) {
+// adaptedConfig is the load run's Caddyfile adapted to JSON, with the
+// peer's server on port 2003.
+func adaptedConfig(t *testing.T) []byte {
+	t.Helper()
 	var text strings.Builder
-	config := caddyConfig{Admin: "off", BarePort: 2001, ClerkPort: 2002, PeerPort: 2003, MetricsPort: 2004,
+	config := caddyConfig{Admin: "off", BarePort: 2001, ClerkPort: 2002, MetricsPort: 2004,
 		SecretKey: "sk_test_x", MachineSecretKey: "ak_x", ClerkURL: "http://127.0.0.1:9"}
 	if err := caddyfileTemplate.Execute(&text, config); err != nil {
 		t.Fatal(err)
@@ -229,6 +231,20 @@ func TestOneSitePerRoute(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, text.String())
 	}
+	clerk := backendtest.New()
+	t.Cleanup(clerk.Close)
+	withPeer, err := addPeerServer(adapted, 2003, clerk.PublicKeyPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return withPeer
+}
+
+// TestOneSitePerRoute adapts the load run's Caddyfile and adds the peer:
+// every route is a server of its own, on its own loopback port, with no
+// matcher to pay for.
+func TestOneSitePerRoute(t *testing.T) {
+	adapted := adaptedConfig(t)
 	var cfg struct {
 		Apps struct {
 			HTTP struct {
@@ -264,7 +280,7 @@ func TestOneSitePerRoute(t *testing.T) {
 		}
 	}
 	slices.Sort(listens)
-	if want := []string{"127.0.0.1:2001", "127.0.0.1:2002", "127.0.0.1:2004"}; !slices.Equal(listens, want) {
+	if want := []string{"127.0.0.1:2001", "127.0.0.1:2002", "127.0.0.1:2003", "127.0.0.1:2004"}; !slices.Equal(listens, want) {
 		t.Errorf("listening on %v, want %v", listens, want)
 	}
 }

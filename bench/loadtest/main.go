@@ -28,6 +28,14 @@
 //	go run ./bench/loadtest                 # or: make bench
 //	go run ./bench/loadtest -rounds 9 -duration 5s
 //	go run ./bench/loadtest -only jwt,distinct -profile /tmp/prof
+//	go run ./bench/loadtest -peer-source /path/to/caddy-jwt
+//
+// The peer is fetched from the Go module proxy; where the proxy refuses it,
+// -peer-source names a directory holding its source (a Go module declaring
+// the peer's path), which the build module takes in its place through a
+// replace directive. The peer is configured in Caddy's JSON (handler
+// "authentication", provider "jwt"), so a copy without its Caddyfile
+// directive serves as well.
 package main
 
 import (
@@ -52,6 +60,7 @@ func main() {
 	flag.Float64Var(&opts.quietCPU, "quiet", 0.10, "most CPU (in cores) other processes may use during a run of a quiet round")
 	flag.StringVar(&opts.caddy, "caddy", "", "a Caddy binary with clerk_m2m (default: build one, with the peer)")
 	flag.StringVar(&opts.peer, "peer", "github.com/ggicci/caddy-jwt@v1.1.1", `the peer module built into the same Caddy ("" for none)`)
+	flag.StringVar(&opts.peerSource, "peer-source", "", "a directory holding the peer's source, built in its place (for when the Go module proxy does not serve it)")
 	flag.StringVar(&opts.only, "only", "", "comma-separated scenarios to run (their baselines are added)")
 	flag.StringVar(&opts.profile, "profile", "", "a directory for a CPU profile of Caddy during every run (profiling costs Caddy a few percent)")
 	flag.Parse()
@@ -68,12 +77,15 @@ type options struct {
 	rounds, maxRounds, connections, threads, tableSize int
 	duration                                           time.Duration
 	quietCPU                                           float64
-	caddy, peer, only, profile                         string
+	caddy, peer, peerSource, only, profile             string
 }
 
 func run(opts options) error {
 	if _, err := exec.LookPath("wrk"); err != nil {
 		return errors.New("wrk is needed: apt-get install wrk")
+	}
+	if opts.peerSource != "" && opts.caddy != "" {
+		return errors.New("-peer-source builds the peer into the Caddy the run builds: leave out -caddy")
 	}
 	if opts.tableSize < opts.threads {
 		return fmt.Errorf("-table %d is smaller than -threads %d", opts.tableSize, opts.threads)
@@ -87,7 +99,7 @@ func run(opts options) error {
 	withPeer := false
 	if opts.caddy == "" {
 		fmt.Println("building Caddy with clerk_m2m from this checkout ...")
-		if opts.caddy, withPeer, err = buildCaddy(work, opts.peer); err != nil {
+		if opts.caddy, withPeer, err = buildCaddy(work, opts.peer, opts.peerSource); err != nil {
 			return err
 		}
 	} else if withPeer, err = hasPeer(opts.caddy); err != nil {
