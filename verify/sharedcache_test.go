@@ -361,7 +361,7 @@ func TestSharedCacheReaderKeepsItsOwnTTL(t *testing.T) {
 	short.opts.CacheTTL = time.Second
 	_, err := short.Verify(context.Background(), token)
 	require.NoError(t, err)
-	entry := short.shared.cache.get(cacheKey{short.scope, keyOf(token)}, time.Now())
+	entry := short.shared.cache.get(cacheKey{short.scope, token}, time.Now())
 	require.NotNil(t, entry)
 	assert.False(t, entry.until.After(time.Now().Add(time.Second)), "remembered no longer than its own cache_ttl")
 }
