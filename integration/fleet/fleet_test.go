@@ -61,6 +61,12 @@ func newCluster(t *testing.T) *cluster {
 // verifies M2M tokens with machine's key, sharing verdicts.
 func (c *cluster) gateway(machine *backendtest.Machine, storage string) *caddyproc.Process {
 	c.t.Helper()
+	return c.start(machine, storage, "shared_cache")
+}
+
+// start starts a Caddy of the cluster with the last subdirective given.
+func (c *cluster) start(machine *backendtest.Machine, storage, subdirective string) *caddyproc.Process {
+	c.t.Helper()
 	return caddyproc.Start(c.t, func(p caddyproc.Ports) string {
 		return fmt.Sprintf(`{
 	admin 127.0.0.1:%d
@@ -74,11 +80,11 @@ http://127.0.0.1:%d {
 		api_url {env.FAKE_CLERK_URL}
 		cache_ttl 10m
 		timeout 10s
-		shared_cache
+		%s
 	}
 	respond "through {http.auth.user.id}"
 }
-`, p.Admin, p.HTTP, strconv.Quote(storage), p.HTTP)
+`, p.Admin, p.HTTP, strconv.Quote(storage), p.HTTP, subdirective)
 	}, append(clerkDefaultsUnset, "FAKE_CLERK_URL="+c.clerk.URL, "GATEWAY_MACHINE_SECRET_KEY="+machine.SecretKey)...)
 }
 
@@ -184,6 +190,17 @@ func TestATokenVerifiedOnceIsAcceptedByTheWholeCluster(t *testing.T) {
 	}
 	assert.Equal(t, 1, c.clerk.Calls(verifyPath), "one call to Clerk for the three gateways")
 	assert.Equal(t, 1.0, c.metric(gateways[0], sharedMisses))
+}
+
+func TestWithoutSharedCacheEachGatewayAsksClerk(t *testing.T) {
+	c := newCluster(t)
+	token, _ := c.token(backendtest.TokenOptions{})
+	for range 3 {
+		gateway := c.start(c.serviceA, c.storage, "# shared_cache off")
+		assert.Equal(t, http.StatusOK, c.status(gateway, token))
+	}
+	assert.Equal(t, 3, c.clerk.Calls(verifyPath), "one call per gateway")
+	assert.Empty(t, c.entries(c.storage))
 }
 
 func TestASharedVerdictEndsWithTheToken(t *testing.T) {
