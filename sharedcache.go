@@ -36,10 +36,7 @@ func (s storageVerdicts) Put(ctx context.Context, key string, value []byte, _ ti
 // keys that verify opaque credentials; and has the App sweep the expired
 // ones while the configuration runs.
 func (h *Handler) useSharedCache(ctx caddy.Context, opts *verify.Options) error {
-	storage := ctx.Storage()
-	if storage == nil {
-		return fmt.Errorf("shared_cache: the configuration has no storage")
-	}
+	storage := ctx.Storage() // the `storage` global option, or Caddy's default folder
 	opts.SharedCache = verify.NewSharedCache(storageVerdicts{storage}, verify.SharedCacheOptions{OnError: h.sharedCacheTrouble})
 	opts.SharedCacheSecret = sharedCacheSecret(h.secretKey, h.machineSecretKey)
 	app, err := ctx.App("clerk_m2m")
