@@ -247,6 +247,28 @@ func TestASuccessfulMintIsPacedToo(t *testing.T) {
 	assert.Equal(t, int32(3), m.mints.Load(), "and one once it has passed")
 }
 
+// TestAMintThatRacedTheLastIsPacedToo: a caller that found no pacing just
+// before the mint under way recorded its attempt starts its own mint once
+// that one is over; that mint asks Clerk for nothing within the interval,
+// and hands out what the last one brought.
+func TestAMintThatRacedTheLastIsPacedToo(t *testing.T) {
+	s, m, _ := newSource(time.Minute)
+	first := token(t, s)
+	raced, err := s.mint()
+	require.NoError(t, err)
+	assert.Equal(t, first, raced)
+	assert.Equal(t, int32(1), m.mints.Load(), "no second mint within the interval")
+
+	failing, m, _ := newSource(time.Minute)
+	m.fail(errors.New("clerk is down"))
+	_, err = failing.Token(context.Background())
+	require.Error(t, err)
+	_, err = failing.mint()
+	require.ErrorIs(t, err, ErrUnavailable)
+	assert.ErrorContains(t, err, "clerk is down", "the last attempt's error")
+	assert.Equal(t, int32(1), m.mints.Load())
+}
+
 func TestAnExpiredTokenIsNotHandedOutWhilePaced(t *testing.T) {
 	c := testclock.New(start)
 	m := &fakeMinter{clock: c, lifetime: time.Second}
