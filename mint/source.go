@@ -190,9 +190,21 @@ func (s *Source) unavailable() error {
 	return errors.Join(ErrUnavailable, s.lastErr)
 }
 
-// mint asks Clerk for a token and makes it the current one.
+// mint asks Clerk for a token and makes it the current one, unless
+// MintInterval forbids it: a caller may have found no pacing just before a
+// mint under way recorded its attempt (when it ends), and start this one
+// once that one is over. It then gets what the last attempt brought.
 func (s *Source) mint() (any, error) {
 	start := s.opts.Now()
+	s.mu.Lock()
+	if start.Sub(s.lastAttempt) < s.opts.MintInterval {
+		defer s.mu.Unlock()
+		if s.current != nil && (s.current.expiresAt.IsZero() || start.Before(s.current.expiresAt)) {
+			return s.current.token, nil
+		}
+		return nil, errors.Join(ErrUnavailable, s.lastErr)
+	}
+	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(s.base, s.opts.Timeout)
 	defer cancel()
 	created, err := s.minter.CreateM2MToken(ctx, s.opts.Token)

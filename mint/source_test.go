@@ -19,7 +19,8 @@ import (
 var start = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 
 // fakeMinter mints numbered tokens valid for lifetime from the clock's now,
-// or fails, counting calls.
+// or fails, counting calls. delay makes calls overlap; no test reads how
+// long they took.
 type fakeMinter struct {
 	clock    *testclock.Clock
 	lifetime time.Duration
@@ -61,6 +62,13 @@ func newSource(lifetime time.Duration) (*Source, *fakeMinter, *testclock.Clock) 
 	c := testclock.New(start)
 	m := &fakeMinter{clock: c, lifetime: lifetime}
 	return NewSource(m, Options{Now: c.Now, Token: backend.CreateM2MTokenOptions{SecondsUntilExpiration: int64(lifetime / time.Second)}}), m, c
+}
+
+// settle waits for the mint under way, if any, to end. Token starts its
+// background mints before it returns, so after settle every mint the calls
+// so far started has been counted.
+func settle(s *Source) {
+	_, _, _ = s.flight.Do("mint", func() (any, error) { return nil, nil })
 }
 
 func token(t *testing.T, s *Source) string {
@@ -105,7 +113,8 @@ func TestRenewedInTheBackgroundAtHalfLife(t *testing.T) {
 
 	c.Advance(2 * time.Minute) // past the half of its life
 	assert.Equal(t, first, token(t, s), "the call does not wait for the renewal")
-	require.Eventually(t, func() bool { return token(t, s) == "mt_token_2" }, time.Second, 5*time.Millisecond)
+	settle(s)
+	assert.Equal(t, "mt_token_2", token(t, s))
 	assert.Equal(t, int32(2), m.mints.Load())
 }
 
@@ -115,15 +124,17 @@ func TestCurrentTokenServesThroughAnOutage(t *testing.T) {
 	m.fail(&backend.Error{Status: 503})
 	c.Advance(31 * time.Minute) // past the renewal point
 	assert.Equal(t, first, token(t, s), "Clerk is down, the token is still valid")
-	require.Eventually(t, func() bool { return m.mints.Load() == 2 }, time.Second, 5*time.Millisecond, "a renewal was tried")
+	settle(s)
+	assert.Equal(t, int32(2), m.mints.Load(), "a renewal was tried")
 	for range 10 {
 		assert.Equal(t, first, token(t, s))
 	}
-	time.Sleep(20 * time.Millisecond)
+	settle(s)
 	assert.Equal(t, int32(2), m.mints.Load(), "failed renewals are paced, not one per call")
 	c.Advance(5 * time.Second)
 	assert.Equal(t, first, token(t, s))
-	require.Eventually(t, func() bool { return m.mints.Load() == 3 }, time.Second, 5*time.Millisecond, "and tried again later")
+	settle(s)
+	assert.Equal(t, int32(3), m.mints.Load(), "and tried again later")
 
 	c.Advance(28*time.Minute + 55*time.Second) // within the 10s margin of expiry
 	_, err := s.Token(context.Background())
@@ -155,7 +166,7 @@ func TestNeverExpiringTokensAreNeverRenewed(t *testing.T) {
 	first := token(t, s)
 	c.Advance(1000 * time.Hour)
 	assert.Equal(t, first, token(t, s))
-	time.Sleep(20 * time.Millisecond)
+	settle(s)
 	assert.Equal(t, int32(1), m.mints.Load())
 }
 
@@ -176,7 +187,7 @@ func TestCallerGivesUpWithItsContextAndCloseStopsTheMint(t *testing.T) {
 	}()
 	select {
 	case <-done:
-	case <-time.After(2 * time.Second):
+	case <-time.After(time.Minute): // fails only if the mint never ends
 		t.Fatal("Close did not end the mint under way")
 	}
 }
@@ -220,18 +231,42 @@ func TestASuccessfulMintIsPacedToo(t *testing.T) {
 	first := token(t, s)
 	c.Advance(30 * time.Second)
 	assert.Equal(t, first, token(t, s))
-	require.Eventually(t, func() bool { return token(t, s) == "mt_token_2" }, time.Second, 5*time.Millisecond)
+	settle(s)
+	assert.Equal(t, "mt_token_2", token(t, s))
 
 	c.Advance(4 * time.Second)
 	s.mu.Lock()
 	s.current.renewAt = c.Now() // as if the new token were due for renewal already
 	s.mu.Unlock()
 	assert.Equal(t, "mt_token_2", token(t, s))
-	time.Sleep(20 * time.Millisecond)
+	settle(s)
 	assert.Equal(t, int32(2), m.mints.Load(), "no mint within the interval of the last one, though it succeeded")
 	c.Advance(time.Second)
 	_ = token(t, s)
-	require.Eventually(t, func() bool { return m.mints.Load() == 3 }, time.Second, 5*time.Millisecond, "and one once it has passed")
+	settle(s)
+	assert.Equal(t, int32(3), m.mints.Load(), "and one once it has passed")
+}
+
+// TestAMintThatRacedTheLastIsPacedToo: a caller that found no pacing just
+// before the mint under way recorded its attempt starts its own mint once
+// that one is over; that mint asks Clerk for nothing within the interval,
+// and hands out what the last one brought.
+func TestAMintThatRacedTheLastIsPacedToo(t *testing.T) {
+	s, m, _ := newSource(time.Minute)
+	first := token(t, s)
+	raced, err := s.mint()
+	require.NoError(t, err)
+	assert.Equal(t, first, raced)
+	assert.Equal(t, int32(1), m.mints.Load(), "no second mint within the interval")
+
+	failing, m, _ := newSource(time.Minute)
+	m.fail(errors.New("clerk is down"))
+	_, err = failing.Token(context.Background())
+	require.Error(t, err)
+	_, err = failing.mint()
+	require.ErrorIs(t, err, ErrUnavailable)
+	assert.ErrorContains(t, err, "clerk is down", "the last attempt's error")
+	assert.Equal(t, int32(1), m.mints.Load())
 }
 
 func TestAnExpiredTokenIsNotHandedOutWhilePaced(t *testing.T) {

@@ -114,27 +114,6 @@ func TestOpaqueCacheConcurrentFirstUseMakesOneCall(t *testing.T) {
 	assert.Equal(t, int32(1), b.calls.Load())
 }
 
-func TestOpaqueCacheWaiterKeepsItsOwnDeadline(t *testing.T) {
-	c := testclock.New(testNow)
-	b := &slowBackend{delay: 300 * time.Millisecond, expiry: testNow.Add(time.Hour)}
-	v := cachingVerifier(b, c, 30*time.Second, 0)
-
-	leader := make(chan error, 1)
-	go func() {
-		_, err := v.Verify(context.Background(), "mt_slow")
-		leader <- err
-	}()
-	time.Sleep(20 * time.Millisecond)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	_, err := v.Verify(ctx, "mt_slow")
-	requireReason(t, err, ReasonUnavailable)
-	assert.Less(t, time.Since(start), 250*time.Millisecond, "the waiter gives up at its own deadline")
-	require.NoError(t, <-leader, "the shared call goes on for the others")
-	assert.Equal(t, int32(1), b.calls.Load())
-}
-
 func TestOpaqueCacheRemembersRefusalsForASecond(t *testing.T) {
 	c := testclock.New(testNow)
 	b := &slowBackend{err: &backend.Error{Status: 404}, expiry: testNow.Add(time.Hour)}

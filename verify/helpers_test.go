@@ -151,6 +151,25 @@ func rsaKey(private *rsa.PrivateKey, alg string) *signingKey {
 	return &signingKey{id: testKid, algorithm: alg, public: &private.PublicKey}
 }
 
+// hung is how long a test waits for something that must happen before it
+// declares the code under test stuck: far beyond any real wait, so that it
+// fails only when the thing never happens, whatever the load.
+const hung = time.Minute
+
+// receive returns what ch delivers, failing the test if nothing comes
+// before hung.
+func receive[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(hung):
+	}
+	t.Fatalf("waited %v for %s", hung, what)
+	var none T
+	return none
+}
+
 // concurrently runs f n times at once and waits for all of them.
 func concurrently(n int, f func()) {
 	var wg sync.WaitGroup

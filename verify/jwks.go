@@ -53,7 +53,8 @@ type JWKSOptions struct {
 	// brought usable keys). For metrics.
 	OnFetch func(error)
 
-	now func() time.Time // the clock; time.Now unless a test sets it
+	now   func() time.Time                     // the clock; time.Now unless a test sets it
+	after func(time.Duration) <-chan time.Time // the refresher's pauses; time.After unless a test sets it
 }
 
 func (o *JWKSOptions) applyDefaults() {
@@ -74,6 +75,9 @@ func (o *JWKSOptions) applyDefaults() {
 	}
 	if o.now == nil {
 		o.now = time.Now
+	}
+	if o.after == nil {
+		o.after = time.After
 	}
 }
 
@@ -164,12 +168,10 @@ func (r *RemoteKeys) keepFresh() {
 	defer close(r.stopped)
 	failures := 0
 	for {
-		timer := time.NewTimer(r.untilNextRefresh(failures))
 		select {
 		case <-r.base.Done():
-			timer.Stop()
 			return
-		case <-timer.C:
+		case <-r.opts.after(r.untilNextRefresh(failures)):
 		}
 		if r.untilNextRefresh(0) > 0 {
 			failures = 0 // refreshed on demand meanwhile: wait for the next renewal

@@ -22,20 +22,27 @@ import (
 	"github.com/caddy-clerk/clerk-m2m/internal/testclock"
 )
 
-// fakeJWKS serves a key set (or an error) and counts fetches.
+// fakeJWKS serves a key set (or an error) and counts fetches. A fetch
+// takes delay, or if release is set, waits until it is closed.
 type fakeJWKS struct {
 	mu      sync.Mutex
 	keys    []json.RawMessage
 	err     error
 	delay   time.Duration
+	release chan struct{}
 	fetches atomic.Int32
 }
 
 func (f *fakeJWKS) JWKS(ctx context.Context) (*backend.JWKS, error) {
 	f.fetches.Add(1)
+	var delay <-chan time.Time
 	if f.delay > 0 {
-		select {
-		case <-time.After(f.delay):
+		delay = time.After(f.delay)
+	}
+	if delay != nil || f.release != nil {
+		select { // a nil channel never delivers
+		case <-delay:
+		case <-f.release:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
@@ -240,15 +247,21 @@ func TestRemoteKeysSkipUnusableKeys(t *testing.T) {
 
 func TestRemoteKeysWaiterGivesUpWithItsContext(t *testing.T) {
 	a, _ := signingKeys(t)
-	r, f, _ := newRemote(t, jwkJSON(&a.PublicKey, "ins_a", "RS256"))
-	f.delay = 500 * time.Millisecond
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	_, err := r.key(ctx, "ins_a")
-	requireReason(t, err, ReasonUnavailable)
-	assert.Less(t, time.Since(start), 400*time.Millisecond)
+	f := &fakeJWKS{keys: []json.RawMessage{jwkJSON(&a.PublicKey, "ins_a", "RS256")}, release: make(chan struct{})}
+	r := NewRemoteKeys(f, JWKSOptions{now: testclock.New(testNow).Now, Timeout: time.Hour})
+	ctx, leave := context.WithCancel(context.Background())
+	waiter := make(chan error, 1)
+	go func() {
+		_, err := r.key(ctx, "ins_a")
+		waiter <- err
+	}()
+	waitFor(t, func() bool { return f.fetches.Load() == 1 })
+	leave()
+	// The fetch is held until released below: the waiter can only return
+	// on its own.
+	requireReason(t, receive(t, waiter, "the waiter's answer"), ReasonUnavailable)
 
+	close(f.release)
 	waitFor(t, func() bool {
 		_, err := r.key(context.Background(), "ins_a")
 		return err == nil
@@ -335,64 +348,121 @@ func ecPublicPEM(t *testing.T) string {
 	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
 }
 
+// pauses stands in for the refresher's timer: each pause the refresher
+// asks for is handed to the test, which ends it when it chooses.
+type pauses chan pause
+
+type pause struct {
+	length time.Duration
+	end    chan time.Time
+}
+
+func newPauses() pauses { return make(pauses, 16) }
+
+func (p pauses) after(length time.Duration) <-chan time.Time {
+	end := make(chan time.Time, 1)
+	p <- pause{length, end}
+	return end
+}
+
+// next is the pause the refresher asks for next: it asks once it is done
+// with the fetch before, if any.
+func (p pauses) next(t *testing.T) pause {
+	t.Helper()
+	return receive(t, p, "the refresher's next pause")
+}
+
+// remoteWithPauses is a RemoteKeys whose clock and refresher's pauses the
+// test moves.
+func remoteWithPauses(f *fakeJWKS, opts JWKSOptions) (*RemoteKeys, *testclock.Clock, pauses) {
+	c, p := testclock.New(testNow), newPauses()
+	opts.now, opts.after = c.Now, p.after
+	return NewRemoteKeys(f, opts), c, p
+}
+
 func TestRemoteKeysStartFetchesInTheBackground(t *testing.T) {
 	a, _ := signingKeys(t)
 	f := &fakeJWKS{keys: []json.RawMessage{jwkJSON(&a.PublicKey, "ins_a", "RS256")}}
-	r := NewRemoteKeys(f, JWKSOptions{MaxAge: 100 * time.Millisecond, Timeout: time.Second})
+	r, c, p := remoteWithPauses(f, JWKSOptions{MaxAge: 100 * time.Second, Timeout: time.Second})
 	r.Start()
 	r.Start() // idempotent
-	waitFor(t, func() bool { return f.fetches.Load() >= 1 })
+	pause := p.next(t)
+	assert.Zero(t, pause.length, "the first fetch starts at once")
+	for fetches := range int32(3) {
+		pause.end <- c.Now()
+		pause = p.next(t)
+		assert.Equal(t, fetches+1, f.fetches.Load())
+		assert.Equal(t, 80*time.Second, pause.length, "renewed ahead of MaxAge, again and again")
+		c.Advance(pause.length)
+	}
 	_, err := r.key(context.Background(), "ins_a")
 	require.NoError(t, err)
 
-	waitFor(t, func() bool { return f.fetches.Load() >= 3 }) // renewed ahead of MaxAge, again and again
 	r.Stop()
-	fetches := f.fetches.Load()
-	time.Sleep(250 * time.Millisecond)
-	assert.Equal(t, fetches, f.fetches.Load(), "nothing runs after Stop")
 	select {
 	case <-r.stopped:
 	default:
 		t.Fatal("Stop returned before the refresher did")
 	}
+	pause.end <- c.Now() // the pause the refresher was in when stopped
+	assert.Empty(t, p, "the refresher asks for no pause after Stop")
+	assert.Equal(t, int32(3), f.fetches.Load(), "nothing runs after Stop")
 
 	_, err = r.key(context.Background(), "ins_a")
 	assert.NoError(t, err, "the set held is still answered from")
 	r.Start()
-	time.Sleep(50 * time.Millisecond)
-	assert.Equal(t, fetches, f.fetches.Load(), "Start after Stop does nothing")
+	// A refresher started here would ask for its first pause at once. The
+	// grace lets no right Start fail; only a wrong one on a stalled run could
+	// slip through, and -count catches that.
+	select {
+	case <-p:
+		t.Fatal("Start after Stop started a refresher")
+	case <-time.After(100 * time.Millisecond):
+	}
+	assert.Equal(t, int32(3), f.fetches.Load(), "Start after Stop does nothing")
 }
 
 func TestRemoteKeysRefresherBacksOffWhileFailing(t *testing.T) {
 	f := &fakeJWKS{err: &backend.Error{Status: 503}}
-	r := NewRemoteKeys(f, JWKSOptions{RefetchInterval: 40 * time.Millisecond, Timeout: time.Second})
+	r, c, p := remoteWithPauses(f, JWKSOptions{RefetchInterval: 5 * time.Second, Timeout: time.Second})
 	r.Start()
 	defer r.Stop()
-	time.Sleep(330 * time.Millisecond) // attempts at about 0, 40, 120 and 280 ms
-	assert.LessOrEqual(t, f.fetches.Load(), int32(5), "retries double their pause instead of hammering every 40 ms")
-	assert.GreaterOrEqual(t, f.fetches.Load(), int32(2), "and do retry")
+	var lengths []time.Duration
+	pause := p.next(t)
+	for range 7 {
+		lengths = append(lengths, pause.length)
+		c.Advance(pause.length)
+		pause.end <- c.Now()
+		pause = p.next(t)
+	}
+	assert.Equal(t, []time.Duration{0, 5 * time.Second, 10 * time.Second, 20 * time.Second, 40 * time.Second, time.Minute, time.Minute},
+		lengths, "retries double their pause from RefetchInterval up to a minute")
+	assert.Equal(t, int32(7), f.fetches.Load(), "one fetch per pause")
 
 	a, _ := signingKeys(t)
 	f.set([]json.RawMessage{jwkJSON(&a.PublicKey, "ins_a", "RS256")}, nil)
-	waitFor(t, func() bool {
-		_, err := r.key(context.Background(), "ins_a")
-		return err == nil
-	})
+	c.Advance(pause.length)
+	pause.end <- c.Now()
+	pause = p.next(t)
+	_, err := r.key(context.Background(), "ins_a")
+	require.NoError(t, err, "a retry that succeeds brings the keys")
+	assert.Equal(t, 4*time.Minute, pause.length, "then the next renewal is due at four fifths of MaxAge")
+
+	f.set(nil, &backend.Error{Status: 503})
+	c.Advance(pause.length)
+	pause.end <- c.Now()
+	assert.Equal(t, 5*time.Second, p.next(t).length, "a new run of failures starts again from RefetchInterval")
 }
 
 func TestRemoteKeysStopCancelsAHangingFetch(t *testing.T) {
-	f := &fakeJWKS{delay: time.Hour}
+	f := &fakeJWKS{release: make(chan struct{})} // never released
 	var failures atomic.Int32
 	r := NewRemoteKeys(f, JWKSOptions{Timeout: time.Hour, OnFetch: func(error) { failures.Add(1) }})
 	r.Start()
 	waitFor(t, func() bool { return f.fetches.Load() == 1 })
 	stopped := make(chan struct{})
 	go func() { r.Stop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(2 * time.Second):
-		t.Fatal("Stop waited for a hanging fetch")
-	}
+	receive(t, stopped, "Stop's return (it waited for a hanging fetch)")
 	_ = r.refresh(context.Background(), false) // joins the cancelled fetch until it returns
 	assert.Zero(t, failures.Load(), "a fetch cancelled by Stop is not reported as Clerk failing")
 }
