@@ -2,6 +2,7 @@ package clerkm2m
 
 import (
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 )
 
@@ -16,11 +17,15 @@ func init() {
 // configuration: the handlers load it themselves.
 //
 // When the configuration starts, it also warns about every server that
-// carries a clerk_m2m_token handler and listens beyond loopback.
+// carries a clerk_m2m_token handler and listens beyond loopback, and, when
+// a clerk_m2m handler has shared_cache, removes the expired shared
+// verdicts from the storage every ten minutes or so, one instance of the
+// cluster at a time.
 type App struct {
 	// Registered while the configuration is provisioned and read when it
 	// starts; Caddy does both in one goroutine, one after the other.
 	registered []registered
+	sweeper    *verdictSweeper // of the shared verdicts, when a handler has shared_cache
 
 	ctx    caddy.Context
 	logger *zap.Logger
@@ -58,6 +63,14 @@ func (a *App) register(shared starter, logger *zap.Logger) {
 	a.registered = append(a.registered, registered{shared, logger})
 }
 
+// sweepVerdicts has the expired shared verdicts removed from storage
+// while the configuration runs.
+func (a *App) sweepVerdicts(storage certmagic.Storage) {
+	if a.sweeper == nil {
+		a.sweeper = newVerdictSweeper(storage, a.logger.Named("shared_cache"))
+	}
+}
+
 // Start starts the registered state (what is still running from the
 // previous configuration carries on as it was), and has it log from now on
 // where this configuration says: the previous one's logs may close.
@@ -65,13 +78,22 @@ func (a *App) Start() error {
 	for _, r := range a.registered {
 		r.shared.start(r.logger)
 	}
+	if a.sweeper != nil {
+		a.sweeper.start()
+	}
 	a.warnAboutExposedSidecars()
 	return nil
 }
 
-// Stop does nothing: an instance stops when the last configuration using it
-// is cleaned up, so that a reload does not interrupt it.
-func (a *App) Stop() error { return nil }
+// Stop stops the sweeps of shared verdicts. An instance stops when the
+// last configuration using it is cleaned up, so that a reload does not
+// interrupt it.
+func (a *App) Stop() error {
+	if a.sweeper != nil {
+		a.sweeper.halt()
+	}
+	return nil
+}
 
 // Interface guards
 var (

@@ -58,6 +58,7 @@ func registerDirective[H any, P interface {
 //	    jwks_max_stale     <duration>
 //	    max_clerk_calls    <n>
 //	    cache_max_bytes    <size>
+//	    shared_cache
 //	}
 //
 // Every subdirective is optional; without a block, the keys come from the
@@ -92,6 +93,7 @@ var handlerSubdirectives = block[Handler]{
 	durationArg("jwks_max_stale", func(h *Handler) *caddy.Duration { return &h.JWKSMaxStale }),
 	countArg("max_clerk_calls", func(h *Handler) *int { return &h.MaxClerkCalls }),
 	sizeArg("cache_max_bytes", func(h *Handler) *int64 { return &h.CacheMaxBytes }),
+	flagArg("shared_cache", func(h *Handler) *bool { return &h.SharedCache }),
 }
 
 // subdirective is one line of a directive's block: its name, and how its

@@ -43,7 +43,7 @@ func exampleEnv(t *testing.T, clerk *backendtest.Server) (secretFile string) {
 func clearAdaptVariables(t *testing.T) {
 	t.Helper()
 	for _, name := range []string{"PORT", "UPSTREAM", "MACHINE_ID", "APP_ORIGIN", "BILLING", "PARTNERS", "APP",
-		"BILLING_MACHINE_ID", "CLERK_SECRET_KEY_FILE", "A_SIDECAR", "B_GATEWAY", "B_SERVICE", "TOKEN_FORMAT"} {
+		"BILLING_MACHINE_ID", "CLERK_SECRET_KEY_FILE", "CADDY_CLUSTER_STORAGE", "A_SIDECAR", "B_GATEWAY", "B_SERVICE", "TOKEN_FORMAT"} {
 		t.Setenv(name, "") // restored after the test...
 		require.NoError(t, os.Unsetenv(name))
 	}

@@ -35,6 +35,7 @@ type moduleMetrics struct {
 	clerkRequests *prometheus.CounterVec
 	clerkLatency  *prometheus.HistogramVec
 	cacheLookups  *prometheus.CounterVec
+	sharedErrors  *prometheus.CounterVec
 	jwksFetches   *prometheus.CounterVec
 	jwksAge       keySetAges
 	mints         *prometheus.CounterVec
@@ -57,7 +58,10 @@ func newMetrics() moduleMetrics {
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"endpoint"}),
 		cacheLookups: counter("cache_lookups_total",
-			"Lookups of verified credentials, by cache (jwt, opaque) and result (hit, miss).", "cache", "result"),
+			"Lookups of verified credentials, by cache (jwt, opaque, shared) and result (hit, miss).", "cache", "result"),
+		sharedErrors: counter("shared_cache_errors_total",
+			"Failed operations of shared_cache on the storage, by operation (read: failed, slow, or an entry that failed "+
+				"its check; write: failed or dropped; sweep).", "op"),
 		jwksFetches: counter("jwks_fetches_total", "Fetches of Clerk's signing keys, by outcome (success, failure).",
 			"outcome"),
 		jwksAge: keySetAges{desc: prometheus.NewDesc(prometheus.BuildFQName(namespace, subsystem, "jwks_age_seconds"),
@@ -73,7 +77,7 @@ func newMetrics() moduleMetrics {
 // registered it) is fine.
 func registerMetrics(registry *prometheus.Registry) error {
 	for _, collector := range []prometheus.Collector{metrics.verifications, metrics.clerkRequests, metrics.clerkLatency,
-		metrics.cacheLookups, metrics.jwksFetches, metrics.jwksAge, metrics.mints} {
+		metrics.cacheLookups, metrics.sharedErrors, metrics.jwksFetches, metrics.jwksAge, metrics.mints} {
 		if err := registry.Register(collector); err != nil {
 			if already := (prometheus.AlreadyRegisteredError{}); !errors.As(err, &already) {
 				return err
@@ -90,6 +94,7 @@ func registerMetrics(registry *prometheus.Registry) error {
 type observer interface {
 	verification(tokenType verify.TokenType, format verify.Format, outcome string)
 	cacheLookup(cache string, hit bool)
+	sharedCacheError(op string)
 	clerkRequest(backend.Attempt)
 	jwksFetch(err error)
 	mint(format string, err error)
@@ -162,6 +167,8 @@ func (r *resolvedCounters) with(values ...string) prometheus.Counter {
 	return child
 }
 
+func (countingObserver) sharedCacheError(op string) { metrics.sharedErrors.WithLabelValues(op).Inc() }
+
 func (countingObserver) clerkRequest(attempt backend.Attempt) {
 	metrics.clerkRequests.WithLabelValues(attempt.Path, attempt.Result).Inc()
 	metrics.clerkLatency.WithLabelValues(attempt.Path).Observe(attempt.Duration.Seconds())
@@ -180,6 +187,7 @@ type quietObserver struct{}
 
 func (quietObserver) verification(verify.TokenType, verify.Format, string) {}
 func (quietObserver) cacheLookup(string, bool)                             {}
+func (quietObserver) sharedCacheError(string)                              {}
 func (quietObserver) clerkRequest(backend.Attempt)                         {}
 func (quietObserver) jwksFetch(error)                                      {}
 func (quietObserver) mint(string, error)                                   {}

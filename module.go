@@ -215,6 +215,24 @@ type Handler struct {
 	// dropped as they come up. Default: `64MiB`.
 	CacheMaxBytes int64 `json:"cache_max_bytes,omitempty"`
 
+	// Share the verdicts on opaque credentials with the other Caddy
+	// instances of the cluster, through the storage they share (the
+	// `storage` global option): a credential Clerk verified for one
+	// instance is accepted by the others without asking Clerk again, until
+	// the verdict expires (`cache_ttl` after Clerk's answer, or the
+	// credential's expiry, whichever comes first; never later on another
+	// instance). Looked up after the in-memory cache, within a quarter of
+	// `timeout` (at most 250ms), and before asking Clerk. Only successes
+	// are shared: a refusal is asked of Clerk again. Entries are named and
+	// authenticated with keys derived from `secret_key` and
+	// `machine_secret_key` (HKDF and HMAC-SHA256): the storage holds no
+	// credential nor key, a handler with other keys or another `api_url`
+	// reads none of them, and an entry written without the keys is
+	// ignored. Trouble with the storage never lets a request through: the
+	// credential is verified with Clerk. Needs `cache_ttl`, and a key that
+	// verifies opaque credentials. Default: off.
+	SharedCache bool `json:"shared_cache,omitempty"`
+
 	// Expanded at provision.
 	secretKey         string
 	machineSecretKey  string
@@ -357,6 +375,11 @@ func (h *Handler) buildVerifier(ctx caddy.Context) error {
 	if err := h.useSharedInstance(ctx, &opts); err != nil {
 		return err
 	}
+	if h.SharedCache {
+		if err := h.useSharedCache(ctx, &opts); err != nil {
+			return err
+		}
+	}
 	if h.jwtKey != "" {
 		key, err := loadJWTKey(h.jwtKey)
 		if err != nil {
@@ -483,6 +506,11 @@ func (h *Handler) Validate() error {
 		return errors.New("max_clerk_calls must be positive")
 	case h.CacheMaxBytes < 0:
 		return errors.New("cache_max_bytes must be positive")
+	case h.SharedCache && *h.CacheTTL == 0:
+		return errors.New("shared_cache shares what cache_ttl keeps, and cache_ttl is 0: set cache_ttl, or remove shared_cache")
+	case h.SharedCache && h.secretKey == "" && h.machineSecretKey == "":
+		return errors.New("shared_cache shares verdicts on opaque credentials, which need secret_key or machine_secret_key: " +
+			"set one, or remove shared_cache")
 	}
 	return nil
 }

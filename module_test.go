@@ -143,6 +143,10 @@ func TestValidationErrors(t *testing.T) {
 		"negative cache ttl":  {Handler{SecretKey: "sk_test_x", CacheTTL: durationPtr(-time.Second)}, "cache_ttl must not be negative"},
 		"negative calls":      {Handler{SecretKey: "sk_test_x", MaxClerkCalls: -1}, "max_clerk_calls must be positive"},
 		"negative cache size": {Handler{SecretKey: "sk_test_x", CacheMaxBytes: -1}, "cache_max_bytes must be positive"},
+		"shared cache without a cache": {Handler{SecretKey: "sk_test_x", SharedCache: true, CacheTTL: durationPtr(0)},
+			"shared_cache shares what cache_ttl keeps, and cache_ttl is 0"},
+		"shared cache without opaque credentials": {Handler{JWTKey: testPEM, SharedCache: true},
+			"shared_cache shares verdicts on opaque credentials, which need secret_key or machine_secret_key"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			h := tc.handler

@@ -130,6 +130,7 @@ type alerter struct {
 	trouble   rate.Sometimes
 	busy      rate.Sometimes
 	misconfig rate.Sometimes
+	shared    rate.Sometimes
 }
 
 func newAlerter(logger *zap.Logger) *alerter {
@@ -138,7 +139,15 @@ func newAlerter(logger *zap.Logger) *alerter {
 		trouble:   rate.Sometimes{First: 1, Interval: alertInterval},
 		busy:      rate.Sometimes{First: 1, Interval: alertInterval},
 		misconfig: rate.Sometimes{First: 1, Interval: alertInterval},
+		shared:    rate.Sometimes{First: 1, Interval: alertInterval},
 	}
+}
+
+func (a *alerter) sharedCacheTrouble(op string, err error) {
+	a.shared.Do(func() {
+		a.logger.Warn("trouble with the shared cache of verdicts in the storage; credentials are verified with Clerk "+
+			"meanwhile (logged once a minute while it lasts)", zap.String("op", op), zap.Error(err))
+	})
 }
 
 func (a *alerter) callsLimited(maxCalls int) {

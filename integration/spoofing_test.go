@@ -94,6 +94,7 @@ var exampleRoutes = map[string][]exampleRoute{
 	"problem-details.Caddyfile": {{path: "/", credentials: machineCredentials}},
 	"cors.Caddyfile":            {{path: "/invoices", credentials: browserCredentials}},
 	"secrets.Caddyfile":         {{path: "/", credentials: machineCredentials}},
+	"fleet.Caddyfile":           {{path: "/", credentials: machineCredentials}},
 	"quickstart/Caddyfile":      {{path: "/", credentials: machineCredentials}},
 	"two-services/Caddyfile": {
 		{site: "A_SIDECAR", path: "/invoices", anonymous: http.StatusOK}, // the sidecar brings the credential

@@ -40,6 +40,20 @@
 // verdicts of Verifiers set up alike, so that sharing never lets one
 // configuration's verdict answer for another's.
 //
+// # Across processes
+//
+// Verifiers in several processes (gateways behind one load balancer) may
+// share their verdicts on opaque credentials through a VerdictStore, a
+// second level behind the in-memory cache (Options.SharedCache,
+// NewSharedCache): a credential is looked up there once for all the
+// requests presenting it, within a quarter of Options.Timeout (at most
+// 250 ms) and before a call slot is taken; only Clerk's successes are
+// written, in the background and bounded, until CacheTTL after Clerk's
+// answer or the credential's expiry; entries are named and authenticated
+// with keys derived from Options.SharedCacheSecret, so that the store holds
+// no credential and a writer without the secret cannot plant a verdict.
+// Anything wrong with the store is a miss: Clerk is asked.
+//
 // # Use
 //
 //	verifier := verify.New(verify.Options{

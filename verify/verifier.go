@@ -5,7 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
-	"fmt"
+	"hash"
 	"net/http"
 	"slices"
 	"strconv"
@@ -84,9 +84,21 @@ type Options struct {
 	// Nil: a Shared of its own, with the defaults.
 	Shared *Shared
 
+	// SharedCache, if set, shares the verdicts on opaque credentials with
+	// the Verifiers of other processes (see SharedCache): looked up after
+	// the in-memory cache and before asking Clerk, and written once Clerk
+	// verified one. It is named and authenticated with SharedCacheSecret,
+	// and used only with it and a CacheTTL.
+	SharedCache *SharedCache
+
+	// SharedCacheSecret is the secret the entries of SharedCache are named
+	// and authenticated with: the Clerk secret key (or keys) that Backend
+	// verifies with, so that only Verifiers holding it read or write them.
+	SharedCacheSecret []byte
+
 	// OnCacheLookup, if set, is told of every cache lookup: which cache
-	// ("jwt" or "opaque") and whether it answered. For metrics; it must be
-	// quick.
+	// ("jwt", "opaque", or "shared" for SharedCache) and whether it
+	// answered. For metrics; it must be quick.
 	OnCacheLookup func(cache string, hit bool)
 
 	now func() time.Time // the clock; time.Now unless a test sets it
@@ -99,6 +111,8 @@ type Verifier struct {
 	policy policy
 	shared *Shared
 	scope  scope // of its verdicts in the shared cache
+
+	sharedKeys *sharedKeys // name and authenticate its entries in opts.SharedCache; nil without one
 }
 
 // New returns a Verifier. It makes no network call.
@@ -113,13 +127,17 @@ func New(opts Options) *Verifier {
 	if shared == nil {
 		shared = NewShared(SharedOptions{now: opts.now})
 	}
-	return &Verifier{
+	v := &Verifier{
 		opts:   opts,
 		accept: opts.Accept,
 		policy: policy{requireScopes: opts.RequireScopes, allowedSubjects: opts.AllowedSubjects},
 		shared: shared,
 		scope:  scopeOf(opts),
 	}
+	if opts.SharedCache != nil && len(opts.SharedCacheSecret) > 0 && opts.CacheTTL > 0 {
+		v.sharedKeys = newSharedKeys(opts.SharedCacheSecret, opaqueScopeOf(opts))
+	}
+	return v
 }
 
 // scopeOf names what makes the verdicts of a Verifier with opts valid:
@@ -131,14 +149,7 @@ func New(opts Options) *Verifier {
 // no part in it.
 func scopeOf(opts Options) scope {
 	h := sha256.New()
-	part := func(value string) { fmt.Fprintf(h, "%d:%s,", len(value), value) } // length-prefixed: no two lists write alike
-	set := func(name string, values []string) {
-		part(name)
-		part(strconv.Itoa(len(values)))
-		for _, value := range slices.Sorted(slices.Values(values)) {
-			part(value)
-		}
-	}
+	set := func(name string, values []string) { writeSet(h, name, values) }
 	types := make([]string, len(opts.Accept))
 	for i, t := range opts.Accept {
 		types[i] = string(t)
@@ -156,6 +167,30 @@ func scopeOf(opts Options) scope {
 	var s scope
 	copy(s[:], h.Sum(nil))
 	return s
+}
+
+// opaqueScopeOf names what makes the verdicts on opaque credentials of a
+// Verifier with opts valid, for the shared cache, where Verifiers of other
+// processes read them: whom the Backend asks and with which keys, and the
+// settings Clerk's answers are judged by. What decides whether a
+// credential reaches Clerk at all (the accepted types), and JWTs' keys,
+// have no part in it; nor has CacheTTL, which every reader applies on its
+// own.
+func opaqueScopeOf(opts Options) []byte {
+	h := sha256.New()
+	writeSet(h, "backend", []string{backendScope(opts.Backend)})
+	writeSet(h, "audience", opts.Audience)
+	writeSet(h, "clock_skew", []string{opts.ClockSkew.String()})
+	return h.Sum(nil)
+}
+
+// writeSet writes a named set of values, in an order of their own.
+func writeSet(h hash.Hash, name string, values []string) {
+	writePart(h, name)
+	writePart(h, strconv.Itoa(len(values)))
+	for _, value := range slices.Sorted(slices.Values(values)) {
+		writePart(h, value)
+	}
 }
 
 // backendScope names whom a Backend asks, and with which keys: its
