@@ -373,3 +373,18 @@ http://{{GATEWAY}} {
 	time.Sleep(100 * time.Millisecond) // time enough for a fetch at start to show
 	assert.Zero(t, clerk.Calls("/v1/jwks"), "the JWKS was fetched although jwt_key is set")
 }
+
+// TestDataStaysInTheTestsStorage: what the gateway keeps (here a verdict
+// shared_cache writes) lands in the test process's own folder, never in
+// the data directory of the developer running the tests.
+func TestDataStaysInTheTestsStorage(t *testing.T) {
+	e := newEnv(t)
+	e.load(gatewayWith("shared_cache"))
+	resp, _ := e.bearer("/", e.fresh())
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	verdicts := filepath.Join(storageDir, "clerk_m2m", "verdicts")
+	require.Eventually(t, func() bool {
+		scopes, _ := os.ReadDir(verdicts)
+		return len(scopes) > 0
+	}, 30*time.Second, 10*time.Millisecond, "the shared verdict in %s", verdicts)
+}

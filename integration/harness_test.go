@@ -50,8 +50,10 @@ var httpPort, httpsPort, adminPort int
 func TestMain(m *testing.M) { os.Exit(runTests(m)) }
 
 func runTests(m *testing.M) int {
-	// Caddy keeps data (its instance id, certificates) in the user's data
-	// directory: keep the tests out of a developer's own.
+	// Caddy keeps data (its instance id, certificates, shared verdicts) in
+	// the user's data directory: keep the tests out of a developer's own.
+	// Its default storage was placed when the package was initialised,
+	// before this runs, so every configuration names its own (globals).
 	home, err := os.MkdirTemp("", "clerk-m2m-integration-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -60,6 +62,7 @@ func runTests(m *testing.M) int {
 	defer os.RemoveAll(home)
 	os.Setenv("XDG_DATA_HOME", filepath.Join(home, "data"))
 	os.Setenv("XDG_CONFIG_HOME", filepath.Join(home, "config"))
+	storageDir = filepath.Join(home, "data", "caddy")
 	if err := startCaddy(); err != nil {
 		fmt.Fprintln(os.Stderr, "starting Caddy:", err)
 		return 1
@@ -67,6 +70,10 @@ func runTests(m *testing.M) int {
 	defer func() { _ = caddy.Stop() }()
 	return m.Run()
 }
+
+// storageDir is where the tests' Caddy keeps its data: a temporary
+// folder of the test process.
+var storageDir string
 
 // idleCaddyfile is what Caddy runs until a test loads its configuration.
 const idleCaddyfile = "http://{{GATEWAY}} {\n\trespond \"no test configuration loaded\" 503\n}\n"
@@ -121,7 +128,7 @@ func globals(extra string) string {
 	// persist_config off: tests must not replace the autosave.json that a
 	// developer's own `caddy run --resume` loads.
 	return "{\n\tadmin 127.0.0.1:{{ADMIN_PORT}}\n\tpersist_config off\n\thttp_port {{HTTP_PORT}}\n\thttps_port {{HTTPS_PORT}}\n" +
-		"\tgrace_period 1ns\n\tskip_install_trust\n" + extra + "}\n"
+		"\tgrace_period 1ns\n\tskip_install_trust\n\tstorage file_system {{STORAGE}}\n" + extra + "}\n"
 }
 
 // Log options for globals: everything to the test's log file, or errors
@@ -159,6 +166,7 @@ func adapt(caddyfile string) ([]byte, error) {
 		"{{HTTP_PORT}}", strconv.Itoa(httpPort),
 		"{{HTTPS_PORT}}", strconv.Itoa(httpsPort),
 		"{{ADMIN_PORT}}", strconv.Itoa(adminPort),
+		"{{STORAGE}}", storageDir,
 	).Replace(caddyfile)
 	config, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
 	return config, err

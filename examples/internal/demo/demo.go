@@ -20,8 +20,12 @@ import (
 	_ "github.com/caddy-clerk/clerk-m2m"
 )
 
+// dataDir is where the demo's Caddy keeps its data while it runs: a
+// temporary folder, removed by StopCaddy.
+var dataDir string
+
 // StartCaddy sets env (the Caddyfile reads it), adapts the Caddyfile and
-// runs it in this process.
+// runs it in this process, with its data in a temporary folder.
 func StartCaddy(caddyfile []byte, env map[string]string) error {
 	for name, value := range env {
 		if err := os.Setenv(name, value); err != nil {
@@ -35,7 +39,16 @@ func StartCaddy(caddyfile []byte, env map[string]string) error {
 	for _, w := range warnings {
 		fmt.Fprintln(os.Stderr, "Caddyfile:", w.Message)
 	}
-	config, err = withoutAutosave(config)
+	if dataDir, err = os.MkdirTemp("", "clerk-m2m-demo-"); err != nil {
+		return err
+	}
+	// Caddy reads this for what it keeps outside its storage (its
+	// instance id); its default storage was placed at start-up, hence
+	// isolated.
+	if err := os.Setenv("XDG_DATA_HOME", dataDir); err != nil {
+		return err
+	}
+	config, err = isolated(config, dataDir)
 	if err != nil {
 		return err
 	}
@@ -45,9 +58,11 @@ func StartCaddy(caddyfile []byte, env map[string]string) error {
 	return nil
 }
 
-// withoutAutosave turns off Caddy's autosave of the config: a demo must not
-// overwrite the autosave.json that `caddy run --resume` would load.
-func withoutAutosave(config []byte) ([]byte, error) {
+// isolated keeps a demo's Caddy to itself: no autosave of the config (a
+// demo must not overwrite the autosave.json that `caddy run --resume`
+// would load), and, unless the config names a storage, its data (the
+// local CA, verdicts) in dir rather than the user's data directory.
+func isolated(config []byte, dir string) ([]byte, error) {
 	var parsed caddy.Config
 	if err := json.Unmarshal(config, &parsed); err != nil {
 		return nil, fmt.Errorf("reading the adapted config: %v", err)
@@ -60,11 +75,23 @@ func withoutAutosave(config []byte) ([]byte, error) {
 	}
 	persist := false
 	parsed.Admin.Config.Persist = &persist
+	if parsed.StorageRaw == nil {
+		storage, err := json.Marshal(map[string]string{"module": "file_system", "root": dir})
+		if err != nil {
+			return nil, err
+		}
+		parsed.StorageRaw = storage
+	}
 	return json.Marshal(parsed)
 }
 
-// StopCaddy stops what StartCaddy started.
-func StopCaddy() { _ = caddy.Stop() }
+// StopCaddy stops what StartCaddy started, and removes its data.
+func StopCaddy() {
+	_ = caddy.Stop()
+	if dataDir != "" {
+		_ = os.RemoveAll(dataDir)
+	}
+}
 
 // EchoIdentity is a demo service: it answers, as JSON, with the identity
 // the gateway passed on in X-Clerk-* headers.

@@ -9,17 +9,18 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestWithoutAutosave: the demos' config never persists, and nothing else
-// in it changes.
-func TestWithoutAutosave(t *testing.T) {
+// TestIsolated: the demos' config never persists, keeps its data in the
+// folder given unless it names a storage, and nothing else in it changes.
+func TestIsolated(t *testing.T) {
 	for name, caddyfile := range map[string]string{
 		"admin off":   "{\n\tadmin off\n}\nhttp://localhost:8080 {\n\trespond ok\n}\n",
 		"admin as is": "http://localhost:8080 {\n\tclerk_m2m\n\trespond ok\n}\n",
+		"own storage": "{\n\tstorage file_system /var/lib/caddy-cluster\n}\nhttp://localhost:8080 {\n\trespond ok\n}\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			adapted, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
 			require.NoError(t, err)
-			config, err := withoutAutosave(adapted)
+			config, err := isolated(adapted, "/tmp/demo-data")
 			require.NoError(t, err)
 
 			var got, want map[string]any
@@ -30,6 +31,10 @@ func TestWithoutAutosave(t *testing.T) {
 			delete(admin, "config")
 			if len(admin) == 0 {
 				delete(got, "admin")
+			}
+			if want["storage"] == nil {
+				assert.Equal(t, map[string]any{"module": "file_system", "root": "/tmp/demo-data"}, got["storage"])
+				delete(got, "storage")
 			}
 			assert.Equal(t, want, got)
 		})
