@@ -154,10 +154,9 @@ func (s *Source) Token(ctx context.Context) (string, error) {
 		return current.token, nil
 	}
 	if paced {
-		if current != nil && now.Before(current.expiresAt) {
-			return current.token, nil // in its margin, but no mint is allowed yet
-		}
-		return "", s.unavailable()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.lastOutcome(now) // in its margin, or none: no mint is allowed yet
 	}
 	select {
 	case res := <-s.flight.DoChan("mint", s.mint):
@@ -184,10 +183,14 @@ func (s *Source) valid(t *issued, now time.Time) bool {
 	return t.expiresAt.IsZero() || now.Before(t.expiresAt.Add(-s.opts.Margin))
 }
 
-func (s *Source) unavailable() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return errors.Join(ErrUnavailable, s.lastErr)
+// lastOutcome is what a caller gets while MintInterval forbids a mint: the
+// current token until it expires, else ErrUnavailable with Clerk's error
+// of the last attempt, if any. s.mu must be held.
+func (s *Source) lastOutcome(now time.Time) (string, error) {
+	if t := s.current; t != nil && (t.expiresAt.IsZero() || now.Before(t.expiresAt)) {
+		return t.token, nil
+	}
+	return "", errors.Join(ErrUnavailable, s.lastErr)
 }
 
 // mint asks Clerk for a token and makes it the current one, unless
@@ -199,10 +202,7 @@ func (s *Source) mint() (any, error) {
 	s.mu.Lock()
 	if start.Sub(s.lastAttempt) < s.opts.MintInterval {
 		defer s.mu.Unlock()
-		if s.current != nil && (s.current.expiresAt.IsZero() || start.Before(s.current.expiresAt)) {
-			return s.current.token, nil
-		}
-		return nil, errors.Join(ErrUnavailable, s.lastErr)
+		return s.lastOutcome(start)
 	}
 	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(s.base, s.opts.Timeout)
