@@ -1,7 +1,6 @@
 package clerkm2m
 
 import (
-	"context"
 	"net"
 	"net/http"
 	"net/url"
@@ -49,11 +48,6 @@ func userAgent() string {
 	}
 	return "caddy-clerk-m2m/" + version
 }
-
-// frontendJWKS fetches the public key set of the Frontend API.
-type frontendJWKS struct{ *backend.Client }
-
-func (f frontendJWKS) JWKS(ctx context.Context) (*backend.JWKS, error) { return f.FrontendJWKS(ctx) }
 
 // warnIfCleartext warns when the secret key would cross a network in the
 // clear: http is fine on loopback (a local proxy or a test), nowhere else.

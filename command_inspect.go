@@ -283,11 +283,12 @@ func (r *inspectReport) judge(credential string, config json.RawMessage, carrier
 		return
 	}
 	defer release()
+	accept, opaqueWith, jwtsWith := h.verifier.Setup()
 	r.CheckedWith = &checkedWith{
-		Accept:                   h.accept,
-		OpaqueTokensVerifiedWith: opaqueVerifiedWith(h.machineSecretKey, h.secretKey),
-		JWTsVerifiedWith:         jwtsVerifiedWith(h.jwtKey, h.secretKey, h.frontendURL),
-		APIURL:                   h.apiURL,
+		Accept:                   accept,
+		OpaqueTokensVerifiedWith: opaqueWith,
+		JWTsVerifiedWith:         jwtsWith,
+		APIURL:                   h.settings.verify.APIURL,
 		CredentialIn:             "authorization_header",
 	}
 	if carrier.cookie {

@@ -140,22 +140,21 @@ func claimsFlag(text string) (map[string]any, error) {
 // mintFailed says why Clerk minted nothing, naming the trouble as the
 // handlers do, and returns the exit status.
 func mintFailed(cmd *cobra.Command, err error) int {
-	say := func(reason verify.Reason, what string) {
-		printf(cmd.ErrOrStderr(), "%s: %s: %s: %v\n", cmd.CommandPath(), reason, what, err)
-	}
-	var apiErr *backend.Error
-	errors.As(err, &apiErr)
-	switch backend.KindOf(err) {
-	case backend.KindKeyRejected:
-		say(verify.ReasonMisconfigured, "Clerk rejected the machine secret key")
+	reason := verify.ReasonOf(err)
+	say := func(what string) { printf(cmd.ErrOrStderr(), "%s: %s: %s: %v\n", cmd.CommandPath(), reason, what, err) }
+	switch reason {
+	case verify.ReasonMisconfigured:
+		say("Clerk rejected the machine secret key")
 		return exitRefused
-	case backend.KindBadRequest, backend.KindNotFound:
+	case verify.ReasonInvalid:
 		printf(cmd.ErrOrStderr(), "%s: Clerk refused to mint: %v\n", cmd.CommandPath(), err)
 		return exitRefused
-	case backend.KindRateLimited:
-		say(verify.ReasonRateLimited, fmt.Sprintf("Clerk is rate-limiting; try again in %s", retryAfterSeconds(apiErr.RetryAfter)+"s"))
+	case verify.ReasonRateLimited:
+		var apiErr *backend.Error
+		errors.As(err, &apiErr)
+		say(fmt.Sprintf("Clerk is rate-limiting; try again in %ss", retryAfterSeconds(apiErr.RetryAfter)))
 	default:
-		say(verify.ReasonUnavailable, "Clerk could not mint")
+		say("Clerk could not mint")
 	}
 	return exitTrouble
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 
@@ -218,13 +219,14 @@ func (k keySetAges) Describe(ch chan<- *prometheus.Desc) { ch <- k.desc }
 
 func (k keySetAges) Collect(ch chan<- prometheus.Metric) {
 	oldest := map[string]float64{}
+	now := time.Now()
 	pool.Range(func(_, value any) bool {
 		inst, ok := value.(*instance)
-		if !ok || inst.keys == nil || !inst.isCounted() {
+		if !ok || !inst.isCounted() {
 			return true
 		}
-		if age, fetched := inst.keys.Age(); fetched && age.Seconds() >= oldest[inst.keysURL] {
-			oldest[inst.keysURL] = age.Seconds()
+		for url, age := range inst.keysAge(now) {
+			oldest[url] = max(oldest[url], age.Seconds())
 		}
 		return true
 	})

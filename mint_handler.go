@@ -222,11 +222,8 @@ func (h *MintHandler) Validate() error {
 	switch {
 	case h.machineSecretKey == "":
 		return errors.New("minting tokens needs the machine's secret key: set machine_secret_key (or CLERK_MACHINE_SECRET_KEY)")
-	case strings.HasPrefix(h.machineSecretKey, "sk_"):
-		return errors.New("machine_secret_key must be a machine secret key starting with ak_: Clerk mints M2M tokens " +
-			"only for a machine, never with the instance secret key (sk_…)")
-	case !strings.HasPrefix(h.machineSecretKey, "ak_"):
-		return errors.New("machine_secret_key must be a machine secret key starting with ak_")
+	case backend.CheckMachineSecretKey(h.machineSecretKey) != nil:
+		return fmt.Errorf("%v: Clerk mints M2M tokens only for a machine", backend.CheckMachineSecretKey(h.machineSecretKey))
 	case h.Format != "opaque" && h.Format != "jwt":
 		return fmt.Errorf("format must be opaque or jwt, not %q", h.Format)
 	case time.Duration(h.TTL) < mint.MinLifetime:

@@ -28,7 +28,7 @@ func (v *Verifier) judge(tokenType TokenType, answer verdict) (time.Time, []byte
 	switch {
 	case answer.revoked:
 		return time.Time{}, nil, invalid(tokenType, "the token has been revoked")
-	case answer.expired, !expiresAt.IsZero() && !expiresAt.After(v.opts.now().Add(-v.opts.ClockSkew)):
+	case answer.expired, !expiresAt.IsZero() && !expiresAt.After(v.now().Add(-v.clockSkew)):
 		return time.Time{}, nil, &Error{Reason: ReasonExpired, TokenType: tokenType, Description: "the token has expired"}
 	}
 	claims, err := objectClaims(tokenType, answer.claims)

@@ -9,21 +9,13 @@ import (
 // users, organizations or machines, verified by Clerk.
 const APIKey TokenType = "api_key"
 
-const (
-	apiKeyPrefix = "ak_"  // API keys
-	orgIDPrefix  = "org_" // organizations, which may own API keys
-)
-
-var apiKeyKind = kind{
-	tokenType: APIKey,
-	prefix:    apiKeyPrefix,
-	askClerk:  (*Verifier).verifyAPIKey,
-}
+// orgIDPrefix starts the ids of organizations, which may own API keys.
+const orgIDPrefix = "org_"
 
 // verifyAPIKey asks Clerk about an API key (ak_…). The key stands for a
 // user, an organization or a machine: its subject.
 func (v *Verifier) verifyAPIKey(ctx context.Context, secret string) (*Identity, error) {
-	answer, err := v.opts.Backend.VerifyAPIKey(ctx, secret)
+	answer, err := v.clerk.VerifyAPIKey(ctx, secret)
 	if err != nil {
 		return nil, clerkFailure(APIKey, err)
 	}
@@ -33,8 +25,6 @@ func (v *Verifier) verifyAPIKey(ctx context.Context, secret string) (*Identity, 
 	}
 	identity := &Identity{
 		Subject:    answer.Subject,
-		TokenType:  APIKey,
-		Format:     Opaque,
 		TokenID:    answer.ID,
 		Scopes:     nonNil(answer.Scopes),
 		ExpiresAt:  expiresAt,

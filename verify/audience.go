@@ -41,7 +41,7 @@ func audiences(raw json.RawMessage) (list []string, named, ok bool) {
 // than a string or a list of strings is refused (Clerk's SDK lets it pass
 // unchecked).
 func (v *Verifier) checkAudience(raw json.RawMessage, tokenType TokenType) error {
-	if len(v.opts.Audience) == 0 {
+	if len(v.audience) == 0 {
 		return nil
 	}
 	list, named, ok := audiences(raw)
@@ -56,5 +56,5 @@ func (v *Verifier) checkAudience(raw json.RawMessage, tokenType TokenType) error
 
 // configuredAudience reports whether list names an audience of Options.
 func (v *Verifier) configuredAudience(list []string) bool {
-	return slices.ContainsFunc(list, func(a string) bool { return a != "" && slices.Contains(v.opts.Audience, a) })
+	return slices.ContainsFunc(list, func(a string) bool { return a != "" && slices.Contains(v.audience, a) })
 }

@@ -6,18 +6,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 )
 
 // negativeTTL is how long Clerk's "no" to an opaque token is remembered: long
 // enough to spare Clerk a client retrying a dead token in a loop, too short to
 // matter for a token that was just minted and is not yet known everywhere.
 const negativeTTL = time.Second
-
-// sweepInterval is how often a cache that holds entries looks through all
-// of them for expired ones (those at the front of its order are dropped
-// whenever an entry is added).
-const sweepInterval = time.Minute
 
 // scope names what makes a Verifier's verdicts valid (see Verifier.scope):
 // Verifiers of one scope answer from each other's cached verdicts, and
@@ -54,6 +48,14 @@ type cacheEntry struct {
 	referenced atomic.Bool
 }
 
+// format is how the credential of the entry is carried.
+func (e *cacheEntry) format() Format {
+	if e.identity != nil {
+		return e.identity.Format
+	}
+	return refusal(e.refusal).Format
+}
+
 // usable reports whether the entry may answer at now.
 func (e *cacheEntry) usable(now time.Time) bool {
 	return now.Before(e.until) && !now.Before(e.notBefore)
@@ -66,7 +68,7 @@ func (e *cacheEntry) expired(now time.Time) bool { return !now.Before(e.until) }
 // the Verifier and the credential, bounded by an estimate
 // of the memory its entries hold. Lookups take only a read lock. Expired
 // entries are dropped as they reach the front of the order when an entry
-// is added, and all of them every sweepInterval while the cache holds any.
+// is added, and all of them when the cache is swept (by Pool.Run).
 type verdictCache struct {
 	maxBytes int64
 	now      func() time.Time
@@ -75,7 +77,6 @@ type verdictCache struct {
 	entries map[cacheKey]*list.Element // of *cacheEntry
 	order   *list.List                 // eviction order, oldest first
 	bytes   int64                      // the sum of the entries' sizes
-	sweeper *time.Timer                // armed while entries are held; nil otherwise
 	closed  bool
 }
 
@@ -124,9 +125,6 @@ func (c *verdictCache) put(entry *cacheEntry, now time.Time) {
 	}
 	c.entries[entry.key] = c.order.PushBack(entry)
 	c.bytes += entry.size
-	if c.sweeper == nil {
-		c.sweeper = time.AfterFunc(sweepInterval, c.sweep)
-	}
 }
 
 // drop forgets the entry of key.
@@ -147,8 +145,7 @@ func (c *verdictCache) dropExpiredFront(now time.Time) {
 	}
 }
 
-// sweep removes every expired entry, and comes back while entries are
-// held.
+// sweep removes every expired entry.
 func (c *verdictCache) sweep() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -160,21 +157,13 @@ func (c *verdictCache) sweep() {
 		}
 		element = next
 	}
-	c.sweeper = nil
-	if c.order.Len() > 0 && !c.closed {
-		c.sweeper = time.AfterFunc(sweepInterval, c.sweep)
-	}
 }
 
-// close forgets every entry and stops the sweeps; nothing is kept after.
+// close forgets every entry; nothing is kept after.
 func (c *verdictCache) close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.closed = true
-	if c.sweeper != nil {
-		c.sweeper.Stop()
-		c.sweeper = nil
-	}
 	clear(c.entries)
 	c.order.Init()
 	c.bytes = 0
@@ -226,17 +215,10 @@ func entrySize(e *cacheEntry) int64 {
 	if e.refusal != nil {
 		size += int64(len(e.refusal.Error()))
 	}
-	id := e.identity
-	if id == nil {
-		return size
+	if id := e.identity; id != nil {
+		size += id.textSize() + claimsSize(id.claimsJSON)
 	}
-	for _, s := range []string{id.Subject, id.TokenID, id.ClientID, id.SessionID, id.OrgID, id.Name, id.Actor} {
-		size += int64(len(s))
-	}
-	for _, s := range id.Scopes {
-		size += int64(len(s)) + int64(unsafe.Sizeof(s))
-	}
-	return size + claimsSize(id.claimsJSON)
+	return size
 }
 
 // claimsSize estimates what claims hold: the JSON itself; decoded, its

@@ -12,13 +12,10 @@ import (
 // first starts it, the others join it), at most max at once (a request
 // that would start one more is refused at once rather than queued), and
 // each cancelled as soon as no request waits for it any more, rather than
-// run to its timeout for nobody. A call may first look the credential up
-// in a shared cache (recall): that lookup needs no slot of its own among
-// the max, only one of the lookups in flight, and asks Clerk (taking a
-// slot then) only when it finds nothing.
+// run to its timeout for nobody. A call's slot covers all it does: the
+// look in a Store first, when there is one, and the call to Clerk.
 type clerkCalls struct {
-	slots   chan struct{} // holds one token per call to Clerk in flight
-	lookups chan struct{} // holds one token per call looking in a shared cache first
+	slots chan struct{} // holds one token per call in flight
 
 	mu      sync.Mutex
 	running map[cacheKey]*clerkCall
@@ -34,16 +31,11 @@ type clerkCall struct {
 	err      error
 }
 
-// asker asks Clerk about a credential; recaller looks its verdict up
-// elsewhere first (nil when it finds none).
-type (
-	asker    func(context.Context) (*Identity, error)
-	recaller func(context.Context) *Identity
-)
+// asker asks Clerk about a credential.
+type asker func(context.Context) (*Identity, error)
 
 func newClerkCalls(max int) *clerkCalls {
-	return &clerkCalls{slots: make(chan struct{}, max), lookups: make(chan struct{}, max),
-		running: make(map[cacheKey]*clerkCall)}
+	return &clerkCalls{slots: make(chan struct{}, max), running: make(map[cacheKey]*clerkCall)}
 }
 
 // errNoSlot is do's error when max calls are in flight already.
@@ -56,17 +48,11 @@ var errNoSlot = errors.New("as many calls to Clerk as allowed are in flight alre
 // every request waiting for it has stopped. do returns when the call ends,
 // or with ctx's error when ctx ends first (or has ended already: then no
 // call is made).
-//
-// With recall (nil for none), the new call first looks there, within the
-// same budget, and asks Clerk only when recall finds nothing: a slot is
-// taken then, and a call that finds none ends with errNoSlot. When as many
-// lookups as slots are under way already, the call skips recall and asks
-// Clerk at once, as without it.
-func (c *clerkCalls) do(ctx context.Context, key cacheKey, timeout time.Duration, recall recaller, ask asker) (*Identity, error) {
+func (c *clerkCalls) do(ctx context.Context, key cacheKey, timeout time.Duration, ask asker) (*Identity, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err // gone already: no call for nobody
 	}
-	call, err := c.join(ctx, key, timeout, recall, ask)
+	call, err := c.join(ctx, key, timeout, ask)
 	if err != nil {
 		return nil, err
 	}
@@ -80,40 +66,29 @@ func (c *clerkCalls) do(ctx context.Context, key cacheKey, timeout time.Duration
 }
 
 // join waits for the call under way for key, or starts one.
-func (c *clerkCalls) join(ctx context.Context, key cacheKey, timeout time.Duration, recall recaller, ask asker) (*clerkCall, error) {
+func (c *clerkCalls) join(ctx context.Context, key cacheKey, timeout time.Duration, ask asker) (*clerkCall, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if call, ok := c.running[key]; ok {
 		call.waiting++
 		return call, nil
 	}
-	if recall != nil && !tryTake(c.lookups) {
-		recall = nil // lookups are bounded too: past the bound, straight to Clerk
-	}
-	if recall == nil && !tryTake(c.slots) {
+	select {
+	case c.slots <- struct{}{}:
+	default:
 		return nil, errNoSlot
 	}
 	callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	call := &clerkCall{waiting: 1, cancel: cancel, done: make(chan struct{})}
 	c.running[key] = call
-	go c.run(callCtx, key, call, recall, ask)
+	go c.run(callCtx, key, call, ask)
 	return call, nil
 }
 
-// tryTake takes a token from slots if one is free.
-func tryTake(slots chan struct{}) bool {
-	select {
-	case slots <- struct{}{}:
-		return true
-	default:
-		return false
-	}
-}
-
-// run makes the call (after the lookup, when recall is set), then frees
-// what it holds.
-func (c *clerkCalls) run(ctx context.Context, key cacheKey, call *clerkCall, recall recaller, ask asker) {
-	call.identity, call.err = c.answer(ctx, recall, ask)
+// run makes the call, then frees its slot.
+func (c *clerkCalls) run(ctx context.Context, key cacheKey, call *clerkCall, ask asker) {
+	call.identity, call.err = ask(ctx)
+	<-c.slots
 	call.cancel()
 	c.mu.Lock()
 	if c.running[key] == call {
@@ -121,26 +96,6 @@ func (c *clerkCalls) run(ctx context.Context, key cacheKey, call *clerkCall, rec
 	}
 	c.mu.Unlock()
 	close(call.done)
-}
-
-// answer asks recall, then Clerk; it frees each bound's token as soon as
-// it is done with it.
-func (c *clerkCalls) answer(ctx context.Context, recall recaller, ask asker) (*Identity, error) {
-	if recall != nil {
-		identity := recall(ctx)
-		<-c.lookups
-		if identity != nil {
-			return identity, nil
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, err // nobody waits any more, or the budget is spent
-		}
-		if !tryTake(c.slots) {
-			return nil, errNoSlot
-		}
-	}
-	defer func() { <-c.slots }()
-	return ask(ctx)
 }
 
 // leave stops a request's wait; the last to leave cancels the call, and a

@@ -2,6 +2,7 @@ package verify
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -13,12 +14,13 @@ const maxTokenLength = 16 << 10
 
 // bearerToken extracts the credential from the values of a request's
 // Authorization header, strictly: exactly one header, the scheme "Bearer"
-// (in any case), one space, and a token of a length a credential can have.
-// No header at all is ReasonMissing; anything else that is not such a
-// credential is ReasonInvalid. Its characters are checked when it is
-// classified (checkTokenSyntax), before anything parses it; a credential
-// answered from the cache is the very one that passed that check then, so
-// the hot path reads it only once, to hash it.
+// (in any case), one space, and a token. No header at all is
+// ReasonMissing; anything else that is not such a credential is
+// ReasonInvalid. Its length is checked before the cache is asked
+// (checkTokenLength), its characters when it is classified, before
+// anything parses it; a credential answered from the cache is the very
+// one that passed that check then, so the hot path reads it only once, to
+// hash it.
 func bearerToken(authorization []string) (string, error) {
 	switch len(authorization) {
 	case 0:
@@ -30,9 +32,6 @@ func bearerToken(authorization []string) (string, error) {
 	scheme, token, found := strings.Cut(authorization[0], " ")
 	if !found || !strings.EqualFold(scheme, "Bearer") {
 		return "", invalid("", `the Authorization header must use the "Bearer" scheme`)
-	}
-	if err := checkTokenLength(token); err != nil {
-		return "", err
 	}
 	return token, nil
 }
@@ -51,8 +50,8 @@ const (
 // credentialOf finds the credential of a request: the Authorization header
 // (by bearerToken's rules) or, when it is absent and sessions are accepted,
 // the __session cookie (fromCookie), its value taken as sent (quotes around
-// it are kept, as Clerk's SDK keeps them, and then refused, by
-// checkTokenSyntax as with the header: Clerk's frontend never quotes a
+// it are kept, as Clerk's SDK keeps them, and then refused, by the
+// character check as with the header: Clerk's frontend never quotes a
 // token). A request with neither has ReasonMissing; one with several
 // __session cookies is refused rather than guessed at.
 func credentialOf(r *http.Request, acceptSessions bool) (token string, fromCookie bool, err error) {
@@ -73,7 +72,7 @@ func credentialOf(r *http.Request, acceptSessions bool) (token string, fromCooki
 	case 0:
 		return "", true, &Error{Reason: ReasonMissing, Description: "no bearer token, and no session cookie"}
 	case 1:
-		return values[0], true, checkTokenLength(values[0])
+		return values[0], true, nil
 	default:
 		return "", true, invalid("", "more than one session cookie")
 	}
@@ -126,7 +125,7 @@ func wholeSeconds(s string) (int64, bool) {
 }
 
 // checkTokenLength refuses a credential that is empty or too long to be
-// worth hashing.
+// worth hashing: the one check made before the cache is asked.
 func checkTokenLength(token string) error {
 	switch {
 	case token == "":
@@ -137,19 +136,15 @@ func checkTokenLength(token string) error {
 	return nil
 }
 
-// checkTokenSyntax refuses what cannot be a Clerk credential before anything
-// parses it: empty, too long, or holding characters outside RFC 6750's
-// b64token (spaces, control bytes, non-ASCII).
-func checkTokenSyntax(token string) error {
-	if err := checkTokenLength(token); err != nil {
-		return err
-	}
+// b64TokenOnly reports whether token holds only the characters of RFC
+// 6750's b64token: no spaces, control bytes or non-ASCII.
+func b64TokenOnly(token string) bool {
 	for i := 0; i < len(token); i++ {
 		if !b64TokenBytes[token[i]] {
-			return invalid("", "the bearer token contains characters a token cannot have")
+			return false
 		}
 	}
-	return nil
+	return true
 }
 
 // b64TokenBytes are the bytes that may appear in an RFC 6750 b64token:
@@ -167,4 +162,31 @@ func byteSet(chars string) (set [256]bool) {
 		set[chars[i]] = true
 	}
 	return set
+}
+
+// StripCredentials removes every Clerk credential from a request's
+// headers, not only one that was verified: the Authorization header and
+// every session cookie (__session, and the __session_<suffix> of Clerk's
+// newer SDKs). A session cookie left beside a verified machine token would
+// reach the upstream as someone's credential that nobody checked. The
+// other cookies are left as they were sent: reparsing them would drop
+// those Go cannot parse, and merge the headers.
+func StripCredentials(header http.Header) {
+	header.Del("Authorization")
+	var kept []string
+	for _, line := range header.Values("Cookie") {
+		pairs := slices.DeleteFunc(strings.Split(line, ";"), func(pair string) bool {
+			name, _, _ := strings.Cut(pair, "=")
+			name = strings.TrimSpace(name)
+			return name == SessionCookie || strings.HasPrefix(name, SessionCookie+"_")
+		})
+		if rest := strings.TrimSpace(strings.Join(pairs, ";")); rest != "" {
+			kept = append(kept, rest)
+		}
+	}
+	if len(kept) == 0 {
+		header.Del("Cookie")
+		return
+	}
+	header["Cookie"] = kept
 }

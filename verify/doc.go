@@ -16,52 +16,59 @@
 //
 // A credential's type is decided from its shape alone, so that a type the
 // Verifier does not accept is refused before any signature check or network
-// call. Opaque credentials are verified by Clerk's Backend API through a
-// Backend (a *backend.Client with the instance secret key, or with a
-// machine secret key for M2M tokens); JWTs are verified locally with keys
-// from a KeySource: PEMKey (the instance's public key, no network at all)
-// or RemoteKeys (the instance's JWKS, fetched and kept fresh). Verified
-// credentials are remembered for Options.CacheTTL (opaque) or until they
-// expire (JWTs), keyed by the credential itself, in memory only: a lookup
-// costs a map's seeded hash, not a SHA-256, and answers only for the very
-// same credential.
+// call. Opaque credentials are verified by Clerk's Backend API, with the
+// instance secret key (Options.SecretKey) or, for M2M tokens, a machine
+// secret key (Options.MachineSecretKey); JWTs are verified locally, with
+// the instance's public key (Options.JWTKey: no network at all) or its
+// signing keys, fetched with the secret key or from the Frontend API a
+// publishable key names (Options.PublishableKey), and kept fresh. Which
+// type needs which key, and which checks each type reads, is said once,
+// in the table of kinds.go; New refuses options that cannot work together.
+// Verified credentials are remembered for Options.CacheTTL (opaque) or
+// until they expire (JWTs), keyed by the credential itself, in memory
+// only: a lookup costs a map's seeded hash, not a SHA-256, and answers
+// only for the very same credential.
 //
 // # Bounds
 //
-// The Verifiers of one Clerk instance share a Shared (NewShared): one cache
-// of verdicts, bounded by an estimate of the memory it holds
-// (SharedOptions.CacheMaxBytes; expired verdicts are dropped as they come
-// up, and swept every minute), and the calls to Clerk, bounded in number
-// (SharedOptions.MaxClerkCalls). A credential that needs a call when the
-// bound is reached is refused at once with ReasonCallsLimited; one the
-// cache answers, and a JWT, needs none. A call is made once for all the
-// requests that present the same credential meanwhile, and cancelled when
-// the last of them stops waiting. A Verifier answers only from the
-// verdicts of Verifiers set up alike, so that sharing never lets one
-// configuration's verdict answer for another's.
+// The Verifiers of one Clerk instance share a Pool (NewPool): the
+// connections to Clerk; one cache of verdicts, bounded by an estimate of
+// the memory it holds (PoolOptions.CacheMaxBytes; expired verdicts are
+// dropped as they come up, and swept every minute while Pool.Run runs);
+// and the calls to Clerk, bounded in number (PoolOptions.MaxClerkCalls).
+// A credential that needs a call when the bound is reached is refused at
+// once with ReasonCallsLimited; one the cache answers, and a JWT, needs
+// none. A call is made once for all the requests that present the same
+// credential meanwhile, and cancelled when the last of them stops
+// waiting. A Verifier answers only from the verdicts of Verifiers set up
+// alike, so that sharing never lets one configuration's verdict answer
+// for another's. Pool.Run keeps the signing keys fresh until its context
+// ends: the Pool's background work lives as long as that context.
 //
 // # Across processes
 //
 // Verifiers in several processes (gateways behind one load balancer) may
-// share their verdicts on opaque credentials through a VerdictStore, a
-// second level behind the in-memory cache (Options.SharedCache,
-// NewSharedCache): a credential is looked up there once for all the
-// requests presenting it, within a quarter of Options.Timeout (at most
-// 250 ms) and before a call slot is taken; only Clerk's successes are
-// written, in the background and bounded, until CacheTTL after Clerk's
-// answer or the credential's expiry; entries are named and authenticated
-// with keys derived from Options.SharedCacheSecret, so that the store holds
-// no credential and a writer without the secret cannot plant a verdict.
-// Anything wrong with the store is a miss: Clerk is asked.
+// share their verdicts on opaque credentials through a Store, a second
+// level behind the in-memory cache (Options.Store): a credential is looked
+// up there once for all the requests presenting it, within a quarter of
+// the Pool's timeout (at most 250 ms), inside the call its first request
+// makes; only Clerk's successes are written, in the background and
+// bounded, until CacheTTL after Clerk's answer or the credential's
+// expiry; entries are named and authenticated with keys derived from the
+// Clerk secret keys, so that the store holds no credential and a writer
+// without the keys cannot plant a verdict. Anything wrong with the store
+// is a miss: Clerk is asked.
 //
 // # Use
 //
-//	verifier := verify.New(verify.Options{
+//	verifier, err := verify.New(verify.Options{
 //		Accept:        []verify.TokenType{verify.M2MToken},
-//		Backend:       client, // a *backend.Client: verifies opaque tokens
-//		Keys:          keys,   // verify.PEMKey(pem), or verify.NewRemoteKeys(client, ...)
+//		SecretKey:     os.Getenv("CLERK_SECRET_KEY"),
 //		RequireScopes: []string{"mch_this_service"},
 //	})
+//	if err != nil {
+//		// options that cannot work together, named
+//	}
 //	identity, err := verifier.VerifyRequest(r)
 //	if err != nil {
 //		// *verify.Error: its Reason says what to answer (401, 403, 503...)
@@ -72,7 +79,8 @@
 // package's Example runs this against the fake Clerk of backend/backendtest.
 // Inspect classifies a credential without verifying it (its type, its
 // format and, for a JWT, its header and claims), for tools that explain a
-// verdict.
+// verdict. StripCredentials removes every Clerk credential from a
+// request's headers.
 //
 // # Refusals
 //

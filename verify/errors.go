@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"time"
+
+	"github.com/caddy-clerk/clerk-m2m/backend"
 )
 
 // Reason says why a credential was refused. The values are the ones a
@@ -37,7 +39,7 @@ const (
 	// ReasonRateLimited: Clerk asked us to slow down.
 	ReasonRateLimited Reason = "clerk_rate_limited"
 	// ReasonCallsLimited: verifying the credential needs a call to Clerk,
-	// and as many as Shared allows are in flight already; the credential
+	// and as many as the Pool allows are in flight already; the credential
 	// may be valid.
 	ReasonCallsLimited Reason = "clerk_calls_limited"
 	// ReasonMisconfigured: Clerk rejected the key this verifier is
@@ -81,30 +83,44 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// ReasonOf returns the Reason of err when it is (or wraps) an *Error, and
-// ReasonInvalid otherwise, so that an unexpected error never counts as valid.
+// ReasonOf returns the Reason of err: its own when it is (or wraps) an
+// *Error; for a failed call to Clerk's API (a *backend.Error), what that
+// failure means for a credential; and ReasonInvalid otherwise, so that an
+// unexpected error never counts as valid.
 func ReasonOf(err error) Reason {
 	var verr *Error
 	if errors.As(err, &verr) {
 		return verr.Reason
 	}
+	var apiErr *backend.Error
+	if errors.As(err, &apiErr) {
+		return clerkFailure("", err).Reason
+	}
 	return ReasonInvalid
 }
 
-// refusal returns err as the *Error a caller gets, carrying format. An
-// *Error may be shared (Clerk's refusals are cached), so it is copied rather
-// than changed; any other error refuses the credential as invalid.
-func refusal(err error, format Format) *Error {
+// refusal returns err as the *Error a caller gets: any other error
+// refuses the credential as invalid.
+func refusal(err error) *Error {
 	var verr *Error
 	if !errors.As(err, &verr) {
-		return &Error{Reason: ReasonInvalid, Format: format, Err: err}
+		return &Error{Reason: ReasonInvalid, Err: err}
 	}
-	if verr.Format == format {
-		return verr
+	return verr
+}
+
+// stamped returns err carrying the type and format of cred, which the
+// code that made it may not have known (a key source does not). An *Error
+// may be shared (Clerk's refusals are cached), so it is copied rather than
+// changed.
+func stamped(err error, cred *credential) error {
+	verr := refusal(err)
+	if err == nil || verr.Format == cred.format && verr.TokenType == cred.kind.tokenType {
+		return err
 	}
-	stamped := *verr
-	stamped.Format = format
-	return &stamped
+	copied := *verr
+	copied.Format, copied.TokenType = cred.format, cred.kind.tokenType
+	return &copied
 }
 
 func invalid(tokenType TokenType, description string) *Error {

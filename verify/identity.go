@@ -3,6 +3,9 @@ package verify
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -10,36 +13,40 @@ import (
 // Identity is a verified credential: who presented it and what it carries.
 // It is shared by every request that presents the same credential while it
 // is cached, so it must not be modified.
+//
+// Its fields are its one definition: their JSON names are the names Field
+// answers to (and a gateway's placeholders use), and the JSON form is how
+// a verdict is kept in a Store.
 type Identity struct {
 	// Subject is who the credential stands for: a machine (mch_…), a user
 	// (user_…) or an organization (org_…).
-	Subject   string
-	TokenType TokenType
-	Format    Format
+	Subject   string    `json:"id"`
+	TokenType TokenType `json:"token_type"`
+	Format    Format    `json:"token_format"`
 	// TokenID is the credential's id (mt_…, ak_…, oat_…) or a JWT's jti;
 	// empty when it has none.
-	TokenID string
+	TokenID string `json:"token_id,omitempty"`
 	// Scopes are the scopes the credential grants; for M2M tokens, the
 	// machines it may call.
-	Scopes []string
+	Scopes []string `json:"scopes"`
 	// ExpiresAt is when the credential expires; zero when it never does.
-	ExpiresAt time.Time
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
 	// IssuedAt is when a JWT was issued (its iat); zero when it does not
 	// say, and for opaque credentials.
-	IssuedAt time.Time
+	IssuedAt time.Time `json:"issued_at,omitzero"`
 
 	// Set where the credential type has them: the OAuth application's
 	// client id, the session id, the organization (of an API key owned by
 	// one, or the active organization of a session), the API key's name.
-	ClientID  string
-	SessionID string
-	OrgID     string
-	Name      string
+	ClientID  string `json:"client_id,omitempty"`
+	SessionID string `json:"session_id,omitempty"`
+	OrgID     string `json:"org_id,omitempty"`
+	Name      string `json:"name,omitempty"`
 	// Actor is who acts for the subject, the "sub" of the token's "act"
 	// claim (RFC 8693): the client an OAuth token was exchanged for, or
 	// the user impersonating a session's. Its whole chain stays in the
 	// claims, under "act". Empty when the token names none.
-	Actor string
+	Actor string `json:"actor,omitempty"`
 
 	// The custom claims, kept as the JSON object they came in and decoded
 	// only if someone asks: most requests never look at them.
@@ -49,6 +56,68 @@ type Identity struct {
 	claims     map[string]any
 	renderOnce sync.Once
 	claimsText string
+}
+
+// claimsField is the name Field answers the custom claims to, as a JSON
+// object.
+const claimsField = "claims"
+
+// Field returns one of the identity's fields as text, by its JSON name:
+// strings as they are, scopes separated by one space, times in Unix
+// seconds (empty when zero), and "claims" as ClaimsJSON. It is false for
+// a name that is no field.
+func (id *Identity) Field(name string) (string, bool) {
+	if name == claimsField {
+		return id.ClaimsJSON(), true
+	}
+	i, ok := identityFields[name]
+	if !ok {
+		return "", false
+	}
+	switch value := reflect.ValueOf(id).Elem().Field(i).Interface().(type) {
+	case []string:
+		return strings.Join(value, " "), true
+	case time.Time:
+		if value.IsZero() {
+			return "", true
+		}
+		return strconv.FormatInt(value.Unix(), 10), true
+	default:
+		return reflect.ValueOf(value).String(), true
+	}
+}
+
+// identityFields maps the JSON name of each field of Identity to its
+// index, read from the type itself.
+var identityFields = func() map[string]int {
+	fields := map[string]int{}
+	t := reflect.TypeFor[Identity]()
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" {
+			fields[name] = i
+		}
+	}
+	return fields
+}()
+
+// textSize is what the identity's strings and scopes hold, in bytes: the
+// variable part of its size in memory.
+func (id *Identity) textSize() int64 {
+	var size int64
+	v := reflect.ValueOf(id).Elem()
+	for _, i := range identityFields {
+		switch value := v.Field(i).Interface().(type) {
+		case []string:
+			for _, s := range value {
+				size += int64(len(s)) + int64(reflect.TypeFor[string]().Size())
+			}
+		default:
+			if field := v.Field(i); field.Kind() == reflect.String {
+				size += int64(field.Len())
+			}
+		}
+	}
+	return size
 }
 
 // Claims returns the credential's custom claims (numbers as json.Number),

@@ -26,14 +26,17 @@ type Header struct {
 // anything: from its shape alone, with no key and no call to Clerk. What
 // Verify refuses at that stage (not a Clerk credential, a JWT whose parts
 // do not decode) Inspect refuses too, with the same *Error.
-func Inspect(credential string) (*Inspection, error) {
-	prefixed := prefixedKind(credential)
-	tok, err := classify(credential, prefixed)
-	if err != nil {
-		return nil, refusal(err, formatOf(credential, prefixed))
+func Inspect(token string) (*Inspection, error) {
+	err := checkTokenLength(token)
+	var cred *credential
+	if err == nil {
+		cred, err = classify(token)
 	}
-	inspection := &Inspection{TokenType: tok.kind.tokenType, Format: tok.format()}
-	if t := tok.jwt; t != nil {
+	if err != nil {
+		return nil, refusal(err)
+	}
+	inspection := &Inspection{TokenType: cred.kind.tokenType, Format: cred.format}
+	if t := cred.jwt; t != nil {
 		h := t.header
 		inspection.Header = &Header{Alg: h.alg, Kid: h.kid, Typ: h.typ, Cat: h.cat, HasTyp: h.hasTyp, HasCat: h.hasCat}
 		inspection.Claims = json.RawMessage(t.payload)

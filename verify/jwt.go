@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 	"strings"
 	"time"
 )
@@ -59,6 +58,8 @@ type jwtToken struct {
 	claims    []member // its top-level members
 	signed    string   // base64url(header) "." base64url(payload)
 	signature []byte
+
+	sub *stringClaimValue // "sub", once read (subject)
 
 	claimsBuf [16]member // room for a typical payload's members
 }
@@ -167,6 +168,23 @@ func (t *jwtToken) claim(name string) ([]byte, bool) {
 	return nil, false
 }
 
+// stringClaimValue is a string claim as read: its value, whether it is
+// present, and why it is not a string.
+type stringClaimValue struct {
+	value   string
+	present bool
+	err     error
+}
+
+// subject returns "sub", read once however many rules ask for it.
+func (t *jwtToken) subject() (string, bool, error) {
+	if t.sub == nil {
+		value, present, err := t.stringClaim("sub")
+		t.sub = &stringClaimValue{value, present, err}
+	}
+	return t.sub.value, t.sub.present, t.sub.err
+}
+
 // stringClaim returns a claim that must be a string when present.
 func (t *jwtToken) stringClaim(name string) (value string, present bool, err error) {
 	raw, ok := t.claim(name)
@@ -204,9 +222,8 @@ func (t *jwtToken) timeClaim(name string) (seconds float64, present bool, err er
 
 // checkHeader applies the header rules that need no key: a known RSA
 // algorithm, no critical extensions, no key or key URL carried by the token,
-// and a type from the allowed list (absent allowed only when the list says
-// so, as Clerk's assertHeaderType does).
-func (t *jwtToken) checkHeader(tokenType TokenType, typeOptional bool, allowedTypes ...string) error {
+// and a type typeOK allows (nil: the kind's classification tested it).
+func (t *jwtToken) checkHeader(tokenType TokenType, typeOK func(*jwtHeader) bool) error {
 	h := &t.header
 	if _, ok := algorithms[h.alg]; !ok {
 		return invalid(tokenType, "the token's algorithm is not RS256, RS384 or RS512")
@@ -217,17 +234,15 @@ func (t *jwtToken) checkHeader(tokenType TokenType, typeOptional bool, allowedTy
 	if h.selfKeyed {
 		return invalid(tokenType, "the token names its own key; only Clerk's keys are used")
 	}
-	if !h.hasTyp {
-		if typeOptional {
-			return nil
-		}
-		return invalid(tokenType, "the token has no type")
+	if typeOK != nil && !typeOK(h) {
+		return invalid(tokenType, "the token's type is not one Clerk uses for this kind of token")
 	}
-	if slices.Contains(allowedTypes, h.typ) {
-		return nil
-	}
-	return invalid(tokenType, "the token's type is not one Clerk uses for this kind of token")
+	return nil
 }
+
+// plainJWTType allows "typ" JWT, or none, as Clerk's assertHeaderType does
+// for M2M and session tokens.
+func plainJWTType(h *jwtHeader) bool { return !h.hasTyp || h.typ == "JWT" }
 
 // verifySignature checks the signature with key. The key's own algorithm,
 // when it has one, must be the token's.

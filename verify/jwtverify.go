@@ -13,14 +13,14 @@ var registeredClaims = []string{"iss", "sub", "exp", "nbf", "iat", "jti"}
 
 // jwtKind is what differs between the kinds of JWT Clerk issues: which
 // JWTs are of the kind (by their shape, for classification), which
-// categories may pass, which header types, and how verified claims become
-// an identity (with the kind's own claim rules).
+// categories may pass, which header types (nil when claims tested it
+// already), and how verified claims become an identity (with the kind's
+// own claim rules).
 type jwtKind struct {
-	claims       func(*jwtToken) bool
-	categoryOK   func(*jwtHeader) bool
-	typeOptional bool
-	types        []string
-	identity     func(*Verifier, *jwtToken) (*Identity, error)
+	claims     func(*jwtToken) bool
+	categoryOK func(*jwtHeader) bool
+	typeOK     func(*jwtHeader) bool
+	identity   func(*Verifier, *jwtToken) (*Identity, error)
 }
 
 // verifyJWT verifies a JWT locally, in the order that leaks nothing and
@@ -28,23 +28,23 @@ type jwtKind struct {
 // lookup for a token of another category), then the header, the key, the
 // signature, and only then the claims. A valid token is cached until it
 // expires.
-func (v *Verifier) verifyJWT(ctx context.Context, t *jwtToken, k *kind, cached cacheKey) (*Identity, error) {
-	tokenType, rules := k.tokenType, k.jwt
+func (v *Verifier) verifyJWT(ctx context.Context, cred *credential, cached cacheKey) (*Identity, error) {
+	t, tokenType, rules := cred.jwt, cred.kind.tokenType, cred.kind.jwt
 	if !rules.categoryOK(&t.header) {
 		return nil, invalid(tokenType, fmt.Sprintf("the token's category is not that of a %s", tokenType))
 	}
-	if err := t.checkHeader(tokenType, rules.typeOptional, rules.types...); err != nil {
+	if err := t.checkHeader(tokenType, rules.typeOK); err != nil {
 		return nil, err
 	}
-	key, err := v.opts.Keys.key(ctx, t.header.kid)
+	key, err := v.keys.key(ctx, t.header.kid)
 	if err != nil {
-		return nil, withType(err, tokenType)
+		return nil, err
 	}
 	if err := t.verifySignature(key); err != nil {
 		return nil, invalidBecause(tokenType, "the token's signature does not verify", err)
 	}
-	now := v.opts.now()
-	window, err := t.checkTimes(tokenType, now, v.opts.ClockSkew)
+	now := v.now()
+	window, err := t.checkTimes(tokenType, now, v.clockSkew)
 	if err != nil {
 		return nil, err
 	}
@@ -55,23 +55,24 @@ func (v *Verifier) verifyJWT(ctx context.Context, t *jwtToken, k *kind, cached c
 		}
 		return nil, invalidBecause(tokenType, "the token's claims are malformed", err)
 	}
+	identity.TokenType, identity.Format = tokenType, JWT
 	identity.ExpiresAt, identity.IssuedAt = window.expiresAt, window.issuedAt
 	// The claims share one buffer with the token's other decoded parts: a
 	// copy of their own keeps the cached identity to what it counts.
 	identity.claimsJSON = bytes.Clone(identity.claimsJSON)
-	v.shared.cache.put(&cacheEntry{
+	v.pool.cache.put(&cacheEntry{
 		key:       cached,
 		identity:  identity,
 		signer:    key,
-		notBefore: shifted(window.notBefore, -v.opts.ClockSkew),
-		until:     window.expiresAt.Add(v.opts.ClockSkew),
+		notBefore: shifted(window.notBefore, -v.clockSkew),
+		until:     window.expiresAt.Add(v.clockSkew),
 	}, now)
 	return identity, nil
 }
 
 // subjectClaim returns "sub", which Clerk requires to be a string.
 func subjectClaim(t *jwtToken) (string, error) {
-	sub, present, err := t.stringClaim("sub")
+	sub, present, err := t.subject()
 	if err == nil && !present {
 		err = fmt.Errorf(`claim "sub" is missing`)
 	}

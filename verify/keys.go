@@ -30,10 +30,10 @@ type signingKey struct {
 	public    *rsa.PublicKey
 }
 
-// KeySource holds the keys that verify JWTs: a static key (PEMKey), or the
-// instance's key set, fetched from Clerk (RemoteKeys). It never takes a key
+// keySource holds the keys that verify JWTs: a static key (pemKey), or the
+// instance's key set, fetched from Clerk (remoteKeys). It never takes a key
 // from a token.
-type KeySource interface {
+type keySource interface {
 	// key returns the key for a token whose header names kid. It fails with
 	// an *Error: ReasonInvalid when no such key exists, ReasonUnavailable
 	// when the keys cannot be had right now.
@@ -52,13 +52,13 @@ type staticKey struct {
 	signingKey
 }
 
-// PEMKey returns the networkless key source: one RSA public key, the "JWT
+// pemKey returns the networkless key source: one RSA public key, the "JWT
 // public key" of Clerk's dashboard (CLERK_JWT_KEY), in PEM form ("-----BEGIN
 // PUBLIC KEY-----") or the bare base64 body of one. Line breaks written as
 // the two characters \n (as they often are in environment files) are
 // understood. As in Clerk's SDKs, a token's kid is not matched against it,
 // and it verifies RS256 only.
-func PEMKey(text string) (KeySource, error) {
+func pemKey(text string) (*staticKey, error) {
 	text = strings.TrimSpace(strings.ReplaceAll(text, `\n`, "\n"))
 	if !strings.HasPrefix(text, "-----BEGIN") {
 		body := strings.Join(strings.Fields(text), "")

@@ -11,26 +11,16 @@ import (
 // (mch_…) use to call each other, opaque (mt_…) or JWTs.
 const M2MToken TokenType = "m2m_token"
 
-const (
-	m2mTokenPrefix  = "mt_"  // opaque M2M tokens
-	machineIDPrefix = "mch_" // machines, the subjects of M2M tokens
-)
-
-var m2mKind = kind{
-	tokenType: M2MToken,
-	prefix:    m2mTokenPrefix,
-	askClerk:  (*Verifier).verifyOpaqueM2M,
-	jwt:       &m2mJWT,
-}
+// machineIDPrefix starts the ids of machines, the subjects of M2M tokens.
+const machineIDPrefix = "mch_"
 
 // m2mJWT are the rules of M2M JWTs: a JWT is one when its "sub" names a
 // machine; it carries the M2M category or none (tokens minted before
 // Clerk's rollout of categories carry none), and "typ" JWT or none.
 var m2mJWT = jwtKind{
-	claims:       isMachineSubject,
-	categoryOK:   func(h *jwtHeader) bool { return !h.hasCat || h.cat == categoryM2M },
-	typeOptional: true,
-	types:        []string{"JWT"},
+	claims:     isMachineSubject,
+	categoryOK: func(h *jwtHeader) bool { return !h.hasCat || h.cat == categoryM2M },
+	typeOK:     plainJWTType,
 	identity: func(v *Verifier, t *jwtToken) (*Identity, error) {
 		aud, _ := t.claim("aud")
 		if err := v.checkAudience(aud, M2MToken); err != nil {
@@ -43,7 +33,7 @@ var m2mJWT = jwtKind{
 // isMachineSubject reports whether the payload's "sub" is a string naming a
 // machine; a "sub" of another type is simply not a machine's.
 func isMachineSubject(t *jwtToken) bool {
-	sub, _, err := t.stringClaim("sub")
+	sub, _, err := t.subject()
 	return err == nil && strings.HasPrefix(sub, machineIDPrefix)
 }
 
@@ -51,7 +41,7 @@ func isMachineSubject(t *jwtToken) bool {
 // does: id from jti, scopes from "scopes" split on spaces or else from aud,
 // claims = the payload minus the registered claims.
 func m2mIdentityFromClaims(t *jwtToken) (*Identity, error) {
-	subject, _, _ := t.stringClaim("sub") // a string starting mch_: that is how it was classified
+	subject, _, _ := t.subject() // a string starting mch_: that is how it was classified
 	tokenID, _, err := t.stringClaim("jti")
 	if err != nil {
 		return nil, err
@@ -62,8 +52,6 @@ func m2mIdentityFromClaims(t *jwtToken) (*Identity, error) {
 	}
 	return &Identity{
 		Subject:    subject,
-		TokenType:  M2MToken,
-		Format:     JWT,
 		TokenID:    tokenID,
 		Scopes:     scopes,
 		claimsJSON: t.payload,
@@ -94,7 +82,7 @@ func m2mScopes(t *jwtToken) ([]string, error) {
 
 // verifyOpaqueM2M asks Clerk about an opaque M2M token (mt_…).
 func (v *Verifier) verifyOpaqueM2M(ctx context.Context, token string) (*Identity, error) {
-	answer, err := v.opts.Backend.VerifyM2MToken(ctx, token)
+	answer, err := v.clerk.VerifyM2MToken(ctx, token)
 	if err != nil {
 		return nil, clerkFailure(M2MToken, err)
 	}
@@ -104,8 +92,6 @@ func (v *Verifier) verifyOpaqueM2M(ctx context.Context, token string) (*Identity
 	}
 	return &Identity{
 		Subject:    answer.Subject,
-		TokenType:  M2MToken,
-		Format:     Opaque,
 		TokenID:    answer.ID,
 		Scopes:     nonNil(answer.Scopes),
 		ExpiresAt:  expiresAt,

@@ -15,26 +15,15 @@ import (
 // (oat_…) or JWTs.
 const OAuthToken TokenType = "oauth_token"
 
-// oauthTokenPrefix starts opaque OAuth access tokens.
-const oauthTokenPrefix = "oat_"
-
-var oauthKind = kind{
-	tokenType: OAuthToken,
-	prefix:    oauthTokenPrefix,
-	askClerk:  (*Verifier).verifyOpaqueOAuth,
-	jwt:       &oauthJWT,
-}
-
 // oauthJWTTypes are the "typ" values of OAuth access-token JWTs (RFC 9068).
 var oauthJWTTypes = []string{"at+jwt", "application/at+jwt"}
 
 // oauthJWT are the rules of OAuth access-token JWTs (RFC 9068): a JWT that
 // is not a machine's is one when its "typ" is at+jwt or application/at+jwt
-// (required); Clerk checks no category on them.
+// (required, and so tested once, here); Clerk checks no category on them.
 var oauthJWT = jwtKind{
 	claims:     func(t *jwtToken) bool { return t.header.hasTyp && slices.Contains(oauthJWTTypes, t.header.typ) },
 	categoryOK: func(*jwtHeader) bool { return true },
-	types:      oauthJWTTypes,
 	identity: func(v *Verifier, t *jwtToken) (*Identity, error) {
 		aud, _ := t.claim("aud")
 		if err := v.checkOAuthAudience(aud); err != nil {
@@ -67,8 +56,6 @@ func oauthIdentityFromClaims(t *jwtToken) (*Identity, error) {
 	act, _ := t.claim("act")
 	return &Identity{
 		Subject:    subject,
-		TokenType:  OAuthToken,
-		Format:     JWT,
 		TokenID:    tokenID,
 		Scopes:     scopes,
 		ClientID:   clientID,
@@ -101,7 +88,7 @@ func oauthScopes(t *jwtToken) ([]string, error) {
 // or a non-empty list of non-empty strings, and one of them must be
 // configured.
 func (v *Verifier) checkOAuthAudience(raw json.RawMessage) error {
-	if len(v.opts.Audience) == 0 {
+	if len(v.audience) == 0 {
 		return nil
 	}
 	list, _, ok := audiences(raw)
@@ -134,7 +121,7 @@ func answerClaims(answer *backend.OAuthAccessToken) json.RawMessage {
 // verifyOpaqueOAuth asks Clerk about an opaque OAuth access token (oat_…).
 // {"active": false} is a refusal.
 func (v *Verifier) verifyOpaqueOAuth(ctx context.Context, token string) (*Identity, error) {
-	answer, err := v.opts.Backend.VerifyOAuthToken(ctx, token)
+	answer, err := v.clerk.VerifyOAuthToken(ctx, token)
 	if err != nil {
 		return nil, clerkFailure(OAuthToken, err)
 	}
@@ -150,8 +137,6 @@ func (v *Verifier) verifyOpaqueOAuth(ctx context.Context, token string) (*Identi
 	}
 	return &Identity{
 		Subject:    answer.Subject,
-		TokenType:  OAuthToken,
-		Format:     Opaque,
 		TokenID:    answer.ID,
 		Scopes:     nonNil(answer.Scopes),
 		ExpiresAt:  expiresAt,

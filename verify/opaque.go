@@ -11,23 +11,25 @@ import (
 // call runs with its own budget, detached from any one request, so that a
 // request giving up does not fail the others; each request stops waiting
 // when its own context ends, and the call is cancelled when the last one
-// does. A call needs one of the Shared's slots: with none free, the
-// credential is refused at once. With a shared cache, the call looks
-// there first, and takes a slot only when it finds nothing.
-func (v *Verifier) verifyWithClerk(ctx context.Context, tok *classified, key cacheKey) (*Identity, error) {
-	tokenType := tok.kind.tokenType
-	if v.opts.Backend == nil {
+// does. A call needs one of the Pool's slots: with none free, the
+// credential is refused at once. With a Store, the call looks there
+// first, within a share of its budget.
+func (v *Verifier) verifyWithClerk(ctx context.Context, cred *credential, key cacheKey) (*Identity, error) {
+	tokenType := cred.kind.tokenType
+	if v.clerk == nil {
 		return nil, notAccepted(tokenType, "opaque tokens cannot be verified here (no secret key is configured)")
 	}
-	var recall recaller
-	if v.sharedKeys != nil {
-		recall = func(callCtx context.Context) *Identity { return v.recallShared(callCtx, tok, key) }
-	}
-	ask := tok.kind.askClerk
-	identity, err := v.shared.calls.do(ctx, key, v.opts.Timeout, recall, func(callCtx context.Context) (*Identity, error) {
-		identity, err := ask(v, callCtx, tok.raw)
+	identity, err := v.pool.calls.do(ctx, key, v.pool.timeout, func(callCtx context.Context) (*Identity, error) {
+		if identity := v.recall(callCtx, cred, key); identity != nil {
+			return identity, nil
+		}
+		identity, err := cred.kind.askClerk(v, callCtx, cred.raw)
+		if err == nil {
+			identity.TokenType, identity.Format = tokenType, Opaque
+		}
+		err = stamped(err, cred)
 		if callCtx.Err() == nil { // a call cut short leaves nothing behind
-			v.rememberClerkVerdict(key, tok.raw, identity, err)
+			v.rememberClerkVerdict(key, cred.raw, identity, err)
 		}
 		return identity, err
 	})
@@ -35,75 +37,62 @@ func (v *Verifier) verifyWithClerk(ctx context.Context, tok *classified, key cac
 	case errors.Is(err, errNoSlot):
 		return nil, &Error{Reason: ReasonCallsLimited, TokenType: tokenType, RetryAfter: time.Second,
 			Description: "too many credentials are being verified with Clerk right now", Err: err}
-	case err != nil && (err == ctx.Err() || err == context.DeadlineExceeded): // this request's end, or the call's (spent in recall)
+	case err != nil && (err == ctx.Err() || err == context.DeadlineExceeded): // this request's end, or the call's
 		return nil, &Error{Reason: ReasonUnavailable, TokenType: tokenType, Description: "Clerk did not answer in time", Err: err}
 	}
 	return identity, err
 }
 
 // rememberClerkVerdict caches a success for min(CacheTTL, expiry) and a
-// refusal for negativeTTL, and shares the success through the shared
-// cache, with the same expiry. Trouble reaching Clerk is never remembered.
+// refusal for negativeTTL, and shares the success through the Store, with
+// the same expiry. Trouble reaching Clerk is never remembered.
 func (v *Verifier) rememberClerkVerdict(key cacheKey, token string, identity *Identity, err error) {
-	if v.opts.CacheTTL <= 0 {
+	if v.cacheTTL <= 0 {
 		return
 	}
-	now := v.opts.now()
-	entry := &cacheEntry{key: key, identity: identity, until: now.Add(v.opts.CacheTTL)}
+	now := v.now()
+	entry := &cacheEntry{key: key, identity: identity, until: now.Add(v.cacheTTL)}
 	switch reason := ReasonOf(err); {
 	case err == nil:
 		if expiry := identity.ExpiresAt; !expiry.IsZero() && expiry.Before(entry.until) {
 			entry.until = expiry
 		}
-		v.share(token, identity, entry.until)
+		if v.shared != nil {
+			v.shared.share(token, identity, now, entry.until)
+		}
 	case reason == ReasonInvalid || reason == ReasonExpired:
-		entry.refusal, entry.until = err, now.Add(min(negativeTTL, v.opts.CacheTTL))
+		entry.refusal, entry.until = err, now.Add(min(negativeTTL, v.cacheTTL))
 	default:
 		return
 	}
-	v.shared.cache.put(entry, now)
+	v.pool.cache.put(entry, now)
 }
 
-// share writes a success to the shared cache, in the background, valid
-// until until.
-func (v *Verifier) share(token string, identity *Identity, until time.Time) {
-	if v.sharedKeys == nil {
-		return
-	}
-	name, tokenMAC := v.sharedKeys.name(token)
-	if entry, ok := v.sharedKeys.seal(tokenMAC, identity, until); ok {
-		v.opts.SharedCache.put(name, entry, until)
-	}
-}
-
-// recallShared looks an opaque credential up in the shared cache, within
-// a share of the call's budget, and remembers what it finds in memory
-// until the entry's expiry, or CacheTTL from now if that comes first: a
-// verdict read never lives longer than where it came from. Anything but a
-// valid, unexpired entry for this credential and scope is a miss.
-func (v *Verifier) recallShared(ctx context.Context, tok *classified, key cacheKey) *Identity {
-	name, tokenMAC := v.sharedKeys.name(tok.raw)
-	var identity *Identity
-	var expiry time.Time
-	if data := v.opts.SharedCache.get(ctx, name, readBudget(v.opts.Timeout)); data != nil {
-		var err error
-		if identity, expiry, err = v.sharedKeys.open(tokenMAC, data, tok.kind.tokenType); err != nil {
-			v.opts.SharedCache.onError(SharedCacheRead, errors.Join(ErrSharedEntryRejected, err))
-		}
-	}
-	now := v.opts.now()
-	hit := identity != nil && now.Before(expiry)
-	if v.opts.OnCacheLookup != nil {
-		v.opts.OnCacheLookup("shared", hit)
-	}
-	if !hit {
+// recall looks an opaque credential up in the Store, within a share of
+// the call's budget, and remembers what it finds in memory until the
+// entry's expiry, or CacheTTL after Clerk's answer if that comes first: a
+// verdict read never lives longer than where it came from, nor longer
+// than this Verifier would keep its own (a credential revoked since is
+// refused as soon as either says). Anything but a valid, unexpired entry
+// for this credential is a miss (nil).
+func (v *Verifier) recall(ctx context.Context, cred *credential, key cacheKey) *Identity {
+	if v.shared == nil {
 		return nil
 	}
-	until := now.Add(v.opts.CacheTTL)
+	now := v.now()
+	budget := min(v.pool.timeout/4, maxStoreReadTime)
+	identity, answered, expiry := v.shared.recall(ctx, budget, cred.raw, cred.kind.tokenType, now.Add(v.cacheTTL))
+	until := answered.Add(v.cacheTTL)
 	if expiry.Before(until) {
 		until = expiry
 	}
-	v.shared.cache.put(&cacheEntry{key: key, identity: identity, until: until}, now)
+	now = v.now()
+	hit := identity != nil && now.Before(until)
+	v.onCacheLookup("shared", hit)
+	if !hit {
+		return nil
+	}
+	v.pool.cache.put(&cacheEntry{key: key, identity: identity, until: until}, now)
 	return identity
 }
 

@@ -9,11 +9,6 @@ import (
 // sessions, which may also come from the __session cookie.
 const SessionToken TokenType = "session_token"
 
-var sessionKind = kind{
-	tokenType: SessionToken,
-	jwt:       &sessionJWT,
-}
-
 // sessionJWT are the rules of browser session tokens: any JWT that is no
 // other kind's is one (Clerk's SDKs take it as a session's); "typ" JWT or
 // absent, and no category but the session's (or the one that carries no
@@ -25,9 +20,8 @@ var sessionJWT = jwtKind{
 	categoryOK: func(h *jwtHeader) bool {
 		return !h.hasCat || h.cat == categorySession || h.cat == categoryIgnore
 	},
-	typeOptional: true,
-	types:        []string{"JWT"},
-	identity:     (*Verifier).sessionIdentityFromClaims,
+	typeOK:   plainJWTType,
+	identity: (*Verifier).sessionIdentityFromClaims,
 }
 
 // sessionIdentityFromClaims applies the claim rules of sessions and maps
@@ -72,8 +66,6 @@ func (v *Verifier) sessionIdentityFromClaims(t *jwtToken) (*Identity, error) {
 	act, _ := t.claim("act")
 	return &Identity{
 		Subject:    subject,
-		TokenType:  SessionToken,
-		Format:     JWT,
 		TokenID:    tokenID,
 		Scopes:     []string{},
 		SessionID:  sessionID,
@@ -88,11 +80,11 @@ func (v *Verifier) sessionIdentityFromClaims(t *jwtToken) (*Identity, error) {
 // configured, "azp" must be present, non-empty and one of them (a missing
 // azp passing was a bypass Clerk fixed).
 func (v *Verifier) checkAuthorizedParty(t *jwtToken) error {
-	if len(v.opts.AuthorizedParties) == 0 {
+	if len(v.authorizedParties) == 0 {
 		return nil
 	}
 	azp, _, err := t.stringClaim("azp")
-	if err != nil || azp == "" || !slices.Contains(v.opts.AuthorizedParties, azp) {
+	if err != nil || azp == "" || !slices.Contains(v.authorizedParties, azp) {
 		return &Error{Reason: ReasonInvalid, TokenType: SessionToken, Description: "the session was not issued to an authorized party"}
 	}
 	return nil
@@ -101,11 +93,11 @@ func (v *Verifier) checkAuthorizedParty(t *jwtToken) error {
 // checkIssuer applies Clerk's issuer rule: with issuers configured, "iss"
 // must be a string among them.
 func (v *Verifier) checkIssuer(t *jwtToken) error {
-	if len(v.opts.Issuer) == 0 {
+	if len(v.issuer) == 0 {
 		return nil
 	}
 	iss, _, err := t.stringClaim("iss")
-	if err != nil || !slices.Contains(v.opts.Issuer, iss) {
+	if err != nil || !slices.Contains(v.issuer, iss) {
 		return invalid(SessionToken, "the session was not issued by an allowed issuer")
 	}
 	return nil

@@ -1,0 +1,56 @@
+package clerkm2m
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-clerk/clerk-m2m/verify"
+)
+
+// ServeHTTP verifies the request's credential and either refuses the request
+// or passes it on with the identity placeholders set.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	identity, err := h.verifier.VerifyRequest(r)
+	if err != nil {
+		var verr *verify.Error
+		if !errors.As(err, &verr) { // fail closed on what verify does not promise
+			verr = &verify.Error{Reason: verify.ReasonInvalid, Err: err}
+		}
+		if h.Optional && verr.Reason == verify.ReasonMissing {
+			h.observer.verification("", "", outcomeAnonymous)
+			publishIdentity(r.Context(), repl, nil)
+			return next.ServeHTTP(w, r)
+		}
+		if clientGone(r, err) {
+			return caddyhttp.Error(statusClientClosedRequest, err)
+		}
+		h.observer.verification(verr.TokenType, verr.Format, string(verr.Reason))
+		return h.refuse(w, repl, verr)
+	}
+	h.observer.verification(identity.TokenType, identity.Format, outcomeVerified)
+	publishIdentity(r.Context(), repl, identity)
+	addAccessLogFields(r, identity)
+	if h.StripAuthorization {
+		verify.StripCredentials(r.Header)
+	}
+	if c := h.logger.Check(zap.DebugLevel, "credential verified"); c != nil {
+		c.Write(zap.String("subject", identity.Subject), zap.String("token_type", string(identity.TokenType)),
+			zap.String("token_format", string(identity.Format)), zap.String("token_id", identity.TokenID))
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// Cleanup releases the shared instance; the last configuration to release
+// it stops its background work.
+func (h *Handler) Cleanup() error {
+	if h.instance != nil {
+		h.instance.release()
+		h.instance = nil
+	}
+	return nil
+}

@@ -1,0 +1,181 @@
+package clerkm2m
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-clerk/clerk-m2m/backend"
+	"github.com/caddy-clerk/clerk-m2m/verify"
+)
+
+// settings are a clerk_m2m handler's configuration as it verifies with
+// it: its placeholders expanded, the CLERK_* environment variables in
+// place of the keys it does not set, translated into verify's options and
+// the settings of the Clerk instance it shares. The inspect command reads
+// them too.
+type settings struct {
+	verify   verify.Options // but its Pool and its hooks
+	instance instanceSettings
+}
+
+// settings expands the handler's configuration. It reads a jwt_key given
+// as a file's path, and nothing else outside the process.
+func (h *Handler) expand() (settings, error) {
+	repl := caddy.NewReplacer()
+	var s settings
+	o := &s.verify
+	if err := expandFields(repl,
+		field{name: "secret_key", configured: h.SecretKey, whenUnset: "{env.CLERK_SECRET_KEY}", dest: &o.SecretKey},
+		machineSecretKeyField(h.MachineSecretKey, &o.MachineSecretKey),
+		field{name: "jwt_key", configured: h.JWTKey, whenUnset: "{env.CLERK_JWT_KEY}", dest: &o.JWTKey},
+		apiURLField(h.APIURL, &o.APIURL),
+		field{name: "publishable_key", configured: h.PublishableKey, whenUnset: "{env.CLERK_PUBLISHABLE_KEY}", dest: &o.PublishableKey},
+	); err != nil {
+		return s, err
+	}
+	var err error
+	if o.JWTKey, err = readJWTKey(o.JWTKey); err != nil {
+		return s, fmt.Errorf("jwt_key: %v", err)
+	}
+	if err := expandLists(repl, o, h); err != nil {
+		return s, err
+	}
+	o.ClockSkew, o.CacheTTL = optionalDuration(h.ClockSkew), optionalDuration(h.CacheTTL)
+	s.instance = instanceSettings{APIURL: o.APIURL, Timeout: time.Duration(h.Timeout), MaxStale: time.Duration(h.JWKSMaxStale),
+		MaxClerkCalls: h.MaxClerkCalls, CacheMaxBytes: h.CacheMaxBytes}
+	if o.JWTKey == "" { // with jwt_key, no key set is ever fetched
+		s.instance.SecretKey, s.instance.PublishableKey = o.SecretKey, o.PublishableKey
+	}
+	return s, nil
+}
+
+// expandLists resolves the accepted types and the lists that say who may
+// pass.
+func expandLists(repl *caddy.Replacer, o *verify.Options, h *Handler) error {
+	var names []string
+	var err error
+	if len(h.Accept) > 0 { // else verify's default
+		if names, err = expandList(repl, "accept", h.Accept); err != nil {
+			return err
+		}
+		if len(names) == 0 {
+			return errors.New("accept: no token type given")
+		}
+		if o.Accept, err = verify.ParseTokenTypes(names); err != nil {
+			return fmt.Errorf("accept: %v", err)
+		}
+	}
+	for _, list := range []struct {
+		name string
+		from []string
+		dest *[]string
+	}{
+		{"require_scopes", h.RequireScopes, &o.RequireScopes},
+		{"allowed_subjects", h.AllowedSubjects, &o.AllowedSubjects},
+		{"authorized_parties", h.AuthorizedParties, &o.AuthorizedParties},
+		{"audience", h.Audience, &o.Audience},
+		{"issuer", h.Issuer, &o.Issuer},
+	} {
+		if *list.dest, err = expandList(repl, list.name, list.from); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readJWTKey reads jwt_key: PEM text, or bare base64, is taken as it is;
+// anything else is the path of a file holding it.
+func readJWTKey(value string) (string, error) {
+	if value == "" || strings.Contains(value, "-----BEGIN") {
+		return value, nil
+	}
+	if info, err := os.Stat(value); err == nil && info.Mode().IsRegular() {
+		data, err := os.ReadFile(value)
+		return string(data), err
+	}
+	return value, nil
+}
+
+// optionalDuration is a duration of the configuration as verify reads
+// one: nil when not set (the default), else its value.
+func optionalDuration(d *caddy.Duration) *time.Duration {
+	if d == nil {
+		return nil
+	}
+	return new(time.Duration(*d))
+}
+
+// unlessZero is a duration that is not set when 0, as verify reads an
+// optional one: nil, the default.
+func unlessZero(d time.Duration) *time.Duration {
+	if d == 0 {
+		return nil
+	}
+	return &d
+}
+
+// field is a configured value that may hold placeholders: its name in the
+// configuration, the value configured, what stands for it when it is not
+// configured (an environment placeholder), where the expanded value goes,
+// and what an expansion to nothing of that default means (usually
+// nothing).
+type field struct {
+	name       string
+	configured string
+	whenUnset  string
+	dest       *string
+	whenEmpty  string
+}
+
+// apiURLField and machineSecretKeyField are the fields both handlers have.
+func apiURLField(configured string, dest *string) field {
+	return field{name: "api_url", configured: configured, whenUnset: "{env.CLERK_API_URL}", dest: dest, whenEmpty: backend.DefaultURL}
+}
+
+func machineSecretKeyField(configured string, dest *string) field {
+	return field{name: "machine_secret_key", configured: configured, whenUnset: "{env.CLERK_MACHINE_SECRET_KEY}", dest: dest}
+}
+
+// expandFields resolves placeholders in each configured value, or in its
+// environment default when it is not set, and trims the result. A value set
+// explicitly that expands to nothing (Caddy reads a missing file as empty)
+// is an error: it must not quietly mean "no key".
+func expandFields(repl *caddy.Replacer, fields ...field) error {
+	for _, f := range fields {
+		value, explicit := f.configured, f.configured != ""
+		if !explicit {
+			value = f.whenUnset
+		}
+		expanded, err := repl.ReplaceOrErr(value, false, true)
+		if err != nil {
+			return fmt.Errorf("%s: %v", f.name, err)
+		}
+		*f.dest = strings.TrimSpace(expanded)
+		if explicit && *f.dest == "" {
+			return fmt.Errorf("%s is set to %q, which is empty: is the file or environment variable there?", f.name, value)
+		}
+		if *f.dest == "" {
+			*f.dest = f.whenEmpty
+		}
+	}
+	return nil
+}
+
+// expandList resolves placeholders in a list; one entry may stand for
+// several values, separated by spaces or commas.
+func expandList(repl *caddy.Replacer, name string, entries []string) ([]string, error) {
+	var values []string
+	for _, entry := range entries {
+		expanded, err := repl.ReplaceOrErr(entry, false, true)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %v", name, err)
+		}
+		values = append(values, strings.FieldsFunc(expanded, func(r rune) bool { return r == ',' || r == ' ' })...)
+	}
+	return values, nil
+}

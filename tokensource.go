@@ -1,0 +1,75 @@
+package clerkm2m
+
+import (
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-clerk/clerk-m2m/backend"
+	"github.com/caddy-clerk/clerk-m2m/mint"
+)
+
+// tokenSource is a machine's token source, shared by the clerk_m2m_token
+// handlers with the same settings, and the connections it mints over.
+type tokenSource struct {
+	sharers
+	*mint.Source
+	httpClient *http.Client
+	logger     atomic.Pointer[zap.Logger]
+	shortLived *alert // about tokens born near expiry
+}
+
+// tokenSourceSettings are what makes two handlers' token sources the same
+// one: one per machine, Clerk API, token, renewal point and budget.
+type tokenSourceSettings struct {
+	APIURL           string                        `json:"api_url"`
+	MachineSecretKey string                        `json:"machine_secret_key"`
+	Token            backend.CreateM2MTokenOptions `json:"token"`
+	RenewAt          float64                       `json:"renew_at"`
+	Timeout          time.Duration                 `json:"timeout"`
+}
+
+// loadTokenSource returns the shared token source for s, making it on
+// first use. It mints nothing.
+func loadTokenSource(s tokenSourceSettings, counted bool, logger *zap.Logger) (*tokenSource, *lease, error) {
+	return share("token_source", s, counted, func() (*tokenSource, error) {
+		// One mint at a time (see mint.Source): the connections need no bound.
+		src := &tokenSource{httpClient: backend.NewHTTPClient(0), shortLived: newAlert()}
+		src.logger.Store(logger)
+		observe := func(attempt backend.Attempt) { src.observer().clerkRequest(attempt) }
+		client, err := newClerkClient(s.APIURL, clerkKeys{machine: s.MachineSecretKey}, src.httpClient, observe)
+		if err != nil {
+			return nil, err
+		}
+		src.Source = mint.NewSource(client, mint.Options{
+			Token:        s.Token,
+			RenewAt:      s.RenewAt,
+			Timeout:      s.Timeout,
+			OnMint:       func(err error) { src.observer().mint(s.Token.Format, err) },
+			OnShortLived: src.warnShortLived,
+		})
+		return src, nil
+	})
+}
+
+// start has the source log where the configuration that starts says: the
+// previous one's logs may close.
+func (s *tokenSource) start(logger *zap.Logger) { s.logger.Store(logger) }
+
+// warnShortLived says, once a minute while it lasts, that Clerk's tokens
+// come back with less life than asked, and what that costs.
+func (s *tokenSource) warnShortLived(asked, got time.Duration) {
+	s.shortLived.log(s.logger.Load(), "Clerk's M2M tokens come back with less life than asked (a clock out of step with Clerk's, "+
+		"or a cap on their lifetime): each is used until it expires, and a new one minted at most once per "+
+		mint.DefaultMintInterval.String(), zap.Duration("asked", asked), zap.Duration("got", got))
+}
+
+// Destruct stops a mint under way and closes the idle connections, when
+// the last configuration using the source is unloaded.
+func (s *tokenSource) Destruct() error {
+	s.Close()
+	s.httpClient.CloseIdleConnections()
+	return nil
+}
