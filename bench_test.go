@@ -1,17 +1,21 @@
 package clerkm2m
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
+	"path"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
 	"github.com/caddy-clerk/clerk-m2m/internal/testenv"
+	"github.com/caddy-clerk/clerk-m2m/verify"
 )
 
 // ok is the next handler: it answers 200 and reads one placeholder, as a
@@ -91,4 +95,72 @@ func BenchmarkHandlerOpaqueCached(b *testing.B) {
 	if calls := clerk.Calls("/m2m_tokens/verify"); calls != 1 {
 		b.Fatalf("%d calls to Clerk", calls)
 	}
+}
+
+// The miss path of an opaque token: a gateway that has not seen the token
+// asks Clerk (the fake, over loopback), or, with shared_cache, finds the
+// verdict another gateway wrote in a file_system storage. Each iteration
+// is a gateway that has not seen the token (a Verifier with a Pool of its
+// own, made before the timer starts).
+
+func BenchmarkOpaqueMissAsksClerk(b *testing.B) { benchOpaqueMiss(b, false) }
+
+func BenchmarkOpaqueMissReadsSharedCache(b *testing.B) { benchOpaqueMiss(b, true) }
+
+func benchOpaqueMiss(b *testing.B, shared bool) {
+	clerk := backendtest.New()
+	b.Cleanup(clerk.Close)
+	token, _ := clerk.CreateM2MToken(clerk.NewMachine("caller"), backendtest.TokenOptions{})
+	storage := &certmagic.FileStorage{Path: b.TempDir()}
+	gateway := func() *verify.Verifier {
+		pool, err := verify.NewPool(verify.PoolOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		opts := verify.Options{SecretKey: clerk.SecretKey(), APIURL: clerk.URL, CacheTTL: new(time.Hour), Pool: pool,
+			OnStoreError: func(op string, err error) { b.Errorf("%s: %v", op, err) }}
+		if shared {
+			opts.Store = newClusterStore(storage)
+		}
+		v, err := verify.New(opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return v
+	}
+	verifyOnce := func(v *verify.Verifier) {
+		if _, err := v.Verify(context.Background(), token); err != nil {
+			b.Fatal(err)
+		}
+	}
+	verifyOnce(gateway()) // the first gateway asks Clerk, and shares the verdict
+	if shared {
+		waitForSharedVerdict(b, storage)
+	}
+	gateways := make([]*verify.Verifier, b.N)
+	for i := range gateways {
+		gateways[i] = gateway()
+	}
+	clerk.ResetCalls()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for _, v := range gateways {
+		verifyOnce(v)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(clerk.Calls("/m2m_tokens/verify"))/float64(b.N), "clerk-calls/op")
+}
+
+// waitForSharedVerdict waits until the storage holds a verdict: they are
+// written in the background.
+func waitForSharedVerdict(b *testing.B, storage certmagic.Storage) {
+	for deadline := time.Now().Add(hung); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		keys, _ := storage.List(context.Background(), verdictsFolder, true)
+		for _, key := range keys {
+			if len(path.Base(key)) == 64 { // a credential's MAC: an entry, written
+				return
+			}
+		}
+	}
+	b.Fatal("no verdict was shared")
 }

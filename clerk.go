@@ -14,22 +14,14 @@ import (
 // modulePath is this module's Go import path, used to find its version.
 const modulePath = "github.com/caddy-clerk/clerk-m2m"
 
-// clerkKeys are the keys a client of Clerk's API authenticates with: the
-// instance secret key, the machine secret key, both or neither (the
-// Frontend API's public key set needs none).
-type clerkKeys struct {
-	secret, machine string
-}
-
-// newClerkClient is the one place a client of Clerk's API is made: every
-// call carries the module's User-Agent, goes over httpClient (connections
-// shared with what else calls the same Clerk instance), and is told to
-// observe.
-func newClerkClient(apiURL string, keys clerkKeys, httpClient *http.Client, observe func(backend.Attempt)) (*backend.Client, error) {
+// newMintClient is the one place a client of Clerk's API that mints M2M
+// tokens is made (verify makes those that verify): every call carries the
+// module's User-Agent, authenticates with the machine's secret key, goes
+// over httpClient, and is told to observe.
+func newMintClient(apiURL, machineSecretKey string, httpClient *http.Client, observe func(backend.Attempt)) (*backend.Client, error) {
 	return backend.New(backend.Options{
 		URL:              apiURL,
-		SecretKey:        keys.secret,
-		MachineSecretKey: keys.machine,
+		MachineSecretKey: machineSecretKey,
 		UserAgent:        userAgent(),
 		HTTPClient:       httpClient,
 		Observe:          observe,

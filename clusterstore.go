@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"time"
 
@@ -130,6 +131,7 @@ type verdictSweeper struct {
 	logger  *zap.Logger
 	trouble *alert
 	stop    context.CancelFunc
+	done    chan struct{} // closed when the sweeps have stopped
 }
 
 func newVerdictSweeper(storage certmagic.Storage, logger *zap.Logger) *verdictSweeper {
@@ -141,7 +143,9 @@ func newVerdictSweeper(storage certmagic.Storage, logger *zap.Logger) *verdictSw
 func (s *verdictSweeper) start() {
 	var ctx context.Context
 	ctx, s.stop = context.WithCancel(context.Background())
+	s.done = make(chan struct{})
 	go func() {
+		defer close(s.done)
 		for {
 			timer := time.NewTimer(bucketWidth*4/5 + rand.N(bucketWidth*2/5))
 			select {
@@ -209,7 +213,7 @@ func (s *verdictSweeper) remove(ctx context.Context, folder string) error {
 		return nil
 	}
 	troubles := []error{err}
-	for _, key := range left {
+	for _, key := range slices.Backward(left) { // what is inside a folder before the folder
 		troubles = append(troubles, del(key))
 	}
 	return errors.Join(append(troubles, del(folder))...)

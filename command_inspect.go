@@ -35,7 +35,7 @@ var inspectSettings = []inspectSetting{
 	{name: "jwt_key", usage: "the instance's JWT public key: PEM text or file (default {env.CLERK_JWT_KEY})"},
 	{name: "api_url", usage: "Clerk's Backend API (default {env.CLERK_API_URL}, else https://api.clerk.com)"},
 	{name: "publishable_key", usage: "the instance's publishable key, pk_… (default {env.CLERK_PUBLISHABLE_KEY})"},
-	{name: "accept", kind: listSetting, usage: "credential types to accept: m2m_token, api_key, oauth_token, session_token, any (default m2m_token)"},
+	{name: "accept", kind: listSetting, usage: "credential types to accept: " + typeNames() + ", any (default m2m_token)"},
 	{name: "require_scopes", kind: listSetting, usage: "scopes a valid credential must all carry"},
 	{name: "allowed_subjects", kind: listSetting, usage: "subjects let through (default any)"},
 	{name: "authorized_parties", kind: listSetting, usage: "origins a session token may have been issued to (azp)"},
@@ -43,6 +43,16 @@ var inspectSettings = []inspectSetting{
 	{name: "issuer", kind: listSetting, usage: "issuers a session token may come from (iss)"},
 	{name: "timeout", kind: durationSetting, usage: "budget of one call to Clerk (default 5s)"},
 	{name: "clock_skew", kind: durationSetting, usage: "leeway on exp, nbf and iat (default 5s)"},
+}
+
+// typeNames lists the credential types verify knows, separated by commas.
+func typeNames() string {
+	all, _ := verify.ParseTokenTypes([]string{"any"})
+	names := make([]string, len(all))
+	for i, t := range all {
+		names[i] = string(t)
+	}
+	return strings.Join(names, ", ")
 }
 
 // inspectSetting is a subdirective taken as a flag: its name, what it
@@ -283,12 +293,12 @@ func (r *inspectReport) judge(credential string, config json.RawMessage, carrier
 		return
 	}
 	defer release()
-	accept, opaqueWith, jwtsWith := h.verifier.Setup()
+	setup := h.verifier.Setup()
 	r.CheckedWith = &checkedWith{
-		Accept:                   accept,
-		OpaqueTokensVerifiedWith: opaqueWith,
-		JWTsVerifiedWith:         jwtsWith,
-		APIURL:                   h.settings.verify.APIURL,
+		Accept:                   setup.Accept,
+		OpaqueTokensVerifiedWith: setup.OpaqueWith,
+		JWTsVerifiedWith:         setup.JWTsWith,
+		APIURL:                   setup.APIURL,
 		CredentialIn:             "authorization_header",
 	}
 	if carrier.cookie {
@@ -345,8 +355,8 @@ func (r *inspectReport) readPlaceholders(repl *caddy.Replacer) {
 		r.Placeholders[identityPlaceholderPrefix+name] = value
 		r.placeholderOrder = append(r.placeholderOrder, identityPlaceholderPrefix+name)
 	}
-	for _, p := range identityPlaceholders {
-		read(p.name)
+	for _, name := range new(verify.Identity).FieldNames() {
+		read(name)
 	}
 	claimsJSON, _ := repl.GetString(identityPlaceholderPrefix + "claims")
 	var claims map[string]any

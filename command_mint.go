@@ -67,7 +67,7 @@ func runMint(cmd *cobra.Command, args []string) int {
 	}
 	httpClient := backend.NewHTTPClient(0)
 	defer httpClient.CloseIdleConnections()
-	client, err := newClerkClient(apiURL, clerkKeys{machine: h.machineSecretKey}, httpClient, nil)
+	client, err := newMintClient(apiURL, h.machineSecretKey, httpClient, nil)
 	if err != nil {
 		return usageError(cmd, "%v", err)
 	}

@@ -1,10 +1,14 @@
 package clerkm2m
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
@@ -13,13 +17,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
+	"github.com/caddy-clerk/clerk-m2m/internal/testenv"
+	"github.com/caddy-clerk/clerk-m2m/verify"
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/dustin/go-humanize"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/caddy-clerk/clerk-m2m/internal/testenv"
 )
 
 // The subdirectives of each directive are said in five places: the parser's
@@ -80,11 +86,12 @@ func TestDocumentedDefaultsAreApplied(t *testing.T) {
 	verifier, minter := &Handler{}, &MintHandler{}
 	require.NoError(t, provision(t, verifier))
 	require.NoError(t, provision(t, minter))
+	setup := verifier.verifier.Setup() // verify applies the defaults the handler documents
 	applied := map[string]map[string]any{
 		"Handler": {
-			"accept": string(verifier.accept[0]), "api_url": verifier.apiURL, "timeout": verifier.Timeout,
-			"clock_skew": *verifier.ClockSkew, "cache_ttl": *verifier.CacheTTL, "jwks_max_stale": verifier.JWKSMaxStale,
-			"max_clerk_calls": verifier.MaxClerkCalls, "cache_max_bytes": verifier.CacheMaxBytes,
+			"accept": string(setup.Accept[0]), "api_url": setup.APIURL, "timeout": setup.Timeout,
+			"clock_skew": setup.ClockSkew, "cache_ttl": setup.CacheTTL, "jwks_max_stale": setup.KeysMaxStale,
+			"max_clerk_calls": setup.MaxClerkCalls, "cache_max_bytes": setup.CacheMaxBytes,
 		},
 		"MintHandler": {
 			"api_url": minter.apiURL, "format": minter.Format, "ttl": minter.TTL, "renew_at": minter.RenewAt,
@@ -113,8 +120,8 @@ func TestDocumentedDefaultsAreApplied(t *testing.T) {
 
 func TestPlaceholdersAreDocumentedAsAnswered(t *testing.T) {
 	var names []string
-	for _, p := range identityPlaceholders {
-		names = append(names, "{"+identityPlaceholderPrefix+p.name+"}")
+	for _, name := range new(verify.Identity).FieldNames() {
+		names = append(names, "{"+identityPlaceholderPrefix+name+"}")
 	}
 	claim := "{" + identityPlaceholderPrefix + claimPlaceholderPrefix + "<path>}"
 	for where, text := range map[string]string{
@@ -127,7 +134,7 @@ func TestPlaceholdersAreDocumentedAsAnswered(t *testing.T) {
 				documented = append(documented, placeholder)
 			}
 		}
-		assert.Equal(t, names, documented, where)
+		assert.ElementsMatch(t, names, documented, where)
 	}
 }
 
@@ -305,4 +312,187 @@ func parseDefault(t *testing.T, text string, like any) any {
 	default:
 		return text
 	}
+}
+
+// exampleEnv is the environment the examples read, with nothing set that
+// a Caddyfile substitutes when adapted ({$VAR:default} takes its default
+// only for a variable that is unset).
+func exampleEnv(t *testing.T, clerk *backendtest.Server) (secretFile string) {
+	t.Helper()
+	testenv.ClearClerk(t)
+	secretFile = filepath.Join(t.TempDir(), "clerk_secret_key")
+	require.NoError(t, os.WriteFile(secretFile, []byte(clerk.SecretKey()+"\n"), 0o600))
+	for name, value := range map[string]string{
+		"CLERK_SECRET_KEY": clerk.SecretKey(), "CLERK_MACHINE_SECRET_KEY": "ak_examples", "CLERK_API_URL": clerk.URL,
+		"CLERK_JWT_KEY": clerk.PublicKeyPEM(), "GATEWAY_MACHINE_SECRET_KEY": "ak_gateway", "GATEWAY_MACHINE_ID": "mch_gateway",
+		"A_MACHINE_SECRET_KEY": "ak_service_a", "B_MACHINE_SECRET_KEY": "ak_service_b", "B_MACHINE_ID": "mch_service_b",
+	} {
+		t.Setenv(name, value)
+	}
+	clearAdaptVariables(t)
+	t.Setenv("CLERK_SECRET_KEY_FILE", secretFile) // secrets.Caddyfile reads the key from this file
+	return secretFile
+}
+
+// clearAdaptVariables unsets, for the test, the variables the examples
+// substitute when adapted, so that they adapt with their defaults.
+func clearAdaptVariables(t *testing.T) {
+	t.Helper()
+	for _, name := range []string{"PORT", "UPSTREAM", "MACHINE_ID", "APP_ORIGIN", "BILLING", "PARTNERS", "APP",
+		"BILLING_MACHINE_ID", "CLERK_SECRET_KEY_FILE", "CADDY_CLUSTER_STORAGE", "A_SIDECAR", "B_GATEWAY", "B_SERVICE", "TOKEN_FORMAT"} {
+		t.Setenv(name, "") // restored after the test...
+		require.NoError(t, os.Unsetenv(name))
+	}
+}
+
+// defaultSecretFile is where secrets.Caddyfile reads the key by default;
+// the goldens show it in place of the test's own file.
+const defaultSecretFile = "/run/secrets/clerk_secret_key"
+
+// TestExamples keeps every example honest: `caddy fmt` leaves it unchanged,
+// it adapts without warnings to the JSON in testdata/examples (its JSON
+// form, for those who configure Caddy in JSON), and it provisions and
+// validates as `caddy validate` would, with no network call.
+// UPDATE_GOLDEN=1 rewrites the JSON files.
+func TestExamples(t *testing.T) {
+	clerk := backendtest.New()
+	defer clerk.Close()
+	secretFile := exampleEnv(t, clerk)
+	files, err := filepath.Glob("examples/*Caddyfile")
+	require.NoError(t, err)
+	files = append(files, "examples/two-services/Caddyfile")
+	require.GreaterOrEqual(t, len(files), 7)
+	for _, file := range files {
+		t.Run(exampleName(file), func(t *testing.T) {
+			source, err := os.ReadFile(file)
+			require.NoError(t, err)
+			assert.Equal(t, string(source), string(caddyfile.Format(source)), "caddy fmt would change it")
+
+			adapted, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt(source, map[string]any{"filename": file})
+			require.NoError(t, err)
+			assert.Empty(t, warnings)
+			var pretty bytes.Buffer
+			require.NoError(t, json.Indent(&pretty, bytes.ReplaceAll(adapted, []byte(secretFile), []byte(defaultSecretFile)), "", "\t"))
+			golden := filepath.Join("testdata", "examples", exampleName(file)+".json")
+			if os.Getenv("UPDATE_GOLDEN") != "" {
+				require.NoError(t, os.WriteFile(golden, append(pretty.Bytes(), '\n'), 0o644))
+			}
+			want, err := os.ReadFile(golden)
+			require.NoError(t, err, "no JSON golden; run with UPDATE_GOLDEN=1")
+			assert.Equal(t, string(want), pretty.String()+"\n")
+			assert.NotContains(t, pretty.String(), clerk.SecretKey(), "no key in the adapted JSON")
+
+			var cfg caddy.Config
+			require.NoError(t, json.Unmarshal(adapted, &cfg))
+			require.NoError(t, caddy.Validate(&cfg))
+		})
+	}
+}
+
+// exampleName is examples/<name>.Caddyfile's or examples/<name>/Caddyfile's
+// name.
+func exampleName(file string) string {
+	if filepath.Base(file) == "Caddyfile" && filepath.Dir(file) != "examples" {
+		return filepath.Base(filepath.Dir(file))
+	}
+	return strings.TrimSuffix(filepath.Base(file), ".Caddyfile")
+}
+
+func TestExposedListeners(t *testing.T) {
+	assert.Empty(t, exposedListeners([]string{"tcp/127.0.0.1:8081", "tcp/[::1]:8081", "127.0.0.2:80", "localhost:8081",
+		"unix//run/sidecar.sock", "unix//run/sidecar.sock|0222"}))
+	assert.Equal(t, []string{":8081", "tcp/0.0.0.0:8081", "tcp/[::]:8081", "10.0.0.5:8081", "example.com:80", "fd/3", "tcp/127.0.0.1:bad"},
+		exposedListeners([]string{":8081", "tcp/0.0.0.0:8081", "tcp/[::]:8081", "10.0.0.5:8081", "example.com:80", "fd/3", "tcp/127.0.0.1:bad"}))
+}
+
+// TestSidecarsListenOnLoopbackOnly adapts every example and every
+// Caddyfile of the README that has clerk_m2m_token, and checks that no
+// such handler sits on a server that listens beyond loopback: it would
+// hand the machine's authority to anyone who can reach the server.
+func TestSidecarsListenOnLoopbackOnly(t *testing.T) {
+	clearAdaptVariables(t)
+	sources := map[string]string{}
+	files, err := filepath.Glob("examples/*Caddyfile")
+	require.NoError(t, err)
+	nested, err := filepath.Glob("examples/*/Caddyfile")
+	require.NoError(t, err)
+	for _, file := range append(files, nested...) {
+		sources[file] = readFile(t, file)
+	}
+	for i, block := range regexp.MustCompile("(?s)```caddyfile\n(.*?)```").FindAllStringSubmatch(readFile(t, "README.md"), -1) {
+		if !strings.Contains(block[1], "[<matcher>]") { // a directive's syntax, not a configuration
+			sources[fmt.Sprintf("README.md, Caddyfile block %d", i+1)] = block[1]
+		}
+	}
+	sidecars := 0
+	for name, source := range sources {
+		if !strings.Contains(source, "clerk_m2m_token") {
+			continue
+		}
+		adapted, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(source), nil)
+		require.NoError(t, err, name)
+		var config struct {
+			Apps struct {
+				HTTP struct {
+					Servers map[string]adaptedServer `json:"servers"`
+				} `json:"http"`
+			} `json:"apps"`
+		}
+		require.NoError(t, json.Unmarshal(adapted, &config), name)
+		for server, s := range config.Apps.HTTP.Servers {
+			if !s.mints() {
+				continue
+			}
+			sidecars++
+			assert.Empty(t, exposedListeners(s.Listen), "%s: server %s has clerk_m2m_token and listens beyond loopback", name, server)
+		}
+	}
+	assert.GreaterOrEqual(t, sidecars, 2, "the two-services example and the README's sidecar were checked")
+}
+
+// adaptedServer is a server of an adapted configuration: its listeners and
+// its routes, whose handlers are left as JSON.
+type adaptedServer struct {
+	Listen []string                `json:"listen"`
+	Routes []adaptedRoute          `json:"routes"`
+	Errors *adaptedRoutes          `json:"errors"`
+	Named  map[string]adaptedRoute `json:"named_routes"`
+}
+
+type adaptedRoutes struct {
+	Routes []adaptedRoute `json:"routes"`
+}
+
+type adaptedRoute struct {
+	Handle []adaptedHandler `json:"handle"`
+}
+
+type adaptedHandler struct {
+	Handler string         `json:"handler"`
+	Routes  []adaptedRoute `json:"routes"` // of a subroute
+	Errors  *adaptedRoutes `json:"errors"`
+}
+
+// mints reports whether a clerk_m2m_token handler is among the server's
+// routes, at any depth.
+func (s adaptedServer) mints() bool {
+	routes := s.Routes
+	if s.Errors != nil {
+		routes = append(routes, s.Errors.Routes...)
+	}
+	for _, route := range s.Named {
+		routes = append(routes, route)
+	}
+	return anyMints(routes)
+}
+
+func anyMints(routes []adaptedRoute) bool {
+	for _, route := range routes {
+		for _, h := range route.Handle {
+			if h.Handler == "clerk_m2m_token" || anyMints(h.Routes) || h.Errors != nil && anyMints(h.Errors.Routes) {
+				return true
+			}
+		}
+	}
+	return false
 }

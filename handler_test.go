@@ -2,13 +2,18 @@ package clerkm2m
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
@@ -20,6 +25,150 @@ import (
 	"github.com/caddy-clerk/clerk-m2m/internal/testenv"
 	"github.com/caddy-clerk/clerk-m2m/verify"
 )
+
+// newContext returns a context like the one Caddy provisions a
+// configuration's modules with.
+func newContext(t testing.TB) caddy.Context {
+	t.Helper()
+	base, err := caddy.ProvisionContext(&caddy.Config{Admin: &caddy.AdminConfig{Disabled: true}})
+	require.NoError(t, err)
+	ctx, cancel := caddy.NewContext(base)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// provisioned is what either handler is to Caddy.
+type provisioned interface {
+	caddy.Provisioner
+	caddy.Validator
+	caddy.CleanerUpper
+}
+
+// provision provisions and validates h as Caddy would, and cleans it up
+// when the test ends.
+func provision(t testing.TB, h provisioned) error {
+	t.Helper()
+	t.Cleanup(func() { _ = h.Cleanup() })
+	if err := h.Provision(newContext(t)); err != nil {
+		return err
+	}
+	return h.Validate()
+}
+
+// testPEM is a valid RSA public key, for configurations that need one.
+var testPEM = func() string {
+	clerk := backendtest.New()
+	defer clerk.Close()
+	return clerk.PublicKeyPEM()
+}()
+
+// TestProvisionExpandsTheConfiguration: keys and lists are expanded from
+// placeholders, keys not set come from the CLERK_* variables (trimmed),
+// jwt_key may be a file, and what is not set is left to verify's
+// defaults.
+func TestProvisionExpandsTheConfiguration(t *testing.T) {
+	testenv.ClearClerk(t)
+	t.Setenv("CLERK_SECRET_KEY", "sk_test_from_env")
+	t.Setenv("CLERK_MACHINE_SECRET_KEY", " ak_from_env\n")
+	t.Setenv("CLERK_API_URL", "https://clerk-proxy.example.com/")
+	h := &Handler{}
+	require.NoError(t, provision(t, h))
+	o := h.settings.verify
+	assert.Equal(t, []string{"sk_test_from_env", "ak_from_env", "https://clerk-proxy.example.com/"},
+		[]string{o.SecretKey, o.MachineSecretKey, o.APIURL}, "from the environment, blanks trimmed")
+	assert.Nil(t, o.Accept, "verify's default")
+	assert.Nil(t, o.ClockSkew, "verify's default")
+
+	testenv.ClearClerk(t)
+	t.Setenv("MY_CLERK_KEY", "sk_live_placeholder")
+	keyFile := filepath.Join(t.TempDir(), "machine-key")
+	require.NoError(t, os.WriteFile(keyFile, []byte("ak_from_file\n"), 0o600))
+	pemFile := filepath.Join(t.TempDir(), "jwt.pem")
+	require.NoError(t, os.WriteFile(pemFile, []byte(testPEM), 0o600))
+	t.Setenv("MY_TYPES", "m2m_token")
+	t.Setenv("MY_AUDIENCES", "https://a.example.com,https://b.example.com")
+	h = &Handler{SecretKey: "{env.MY_CLERK_KEY}", MachineSecretKey: "{file." + keyFile + "}", JWTKey: pemFile,
+		Accept: []string{"{env.MY_TYPES}"}, Audience: []string{"{env.MY_AUDIENCES}"}, CacheTTL: new(caddy.Duration(0))}
+	require.NoError(t, provision(t, h))
+	o = h.settings.verify
+	assert.Equal(t, []string{"sk_live_placeholder", "ak_from_file", "https://api.clerk.com", testPEM},
+		[]string{o.SecretKey, o.MachineSecretKey, o.APIURL, o.JWTKey})
+	assert.Equal(t, []verify.TokenType{verify.M2MToken}, o.Accept)
+	assert.Equal(t, []string{"https://a.example.com", "https://b.example.com"}, o.Audience)
+	assert.Equal(t, new(time.Duration(0)), o.CacheTTL, "0 is set, not the default")
+}
+
+func TestProvisionAndValidateMakeNoNetworkCall(t *testing.T) {
+	testenv.ClearClerk(t)
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { calls.Add(1) }))
+	defer srv.Close()
+	h := &Handler{SecretKey: "sk_test_x", MachineSecretKey: "ak_x", APIURL: srv.URL, Accept: []string{"any"}}
+	require.NoError(t, provision(t, h))
+	assert.Zero(t, calls.Load(), "nothing runs before the configuration starts")
+}
+
+// TestConfigurationErrors: what the root reads (placeholders, lists) is
+// refused with the option's name; what verify refuses (its own tests
+// hold every case) reaches the operator as it says it.
+func TestConfigurationErrors(t *testing.T) {
+	testenv.ClearClerk(t)
+	for name, tc := range map[string]struct {
+		handler Handler
+		want    string
+	}{
+		"unknown type": {Handler{SecretKey: "sk_test_x", Accept: []string{"machine_token"}}, `accept: unknown token type "machine_token"`},
+		"empty accept": {Handler{SecretKey: "sk_test_x", Accept: []string{" "}}, "no token type"},
+		"key from a missing file": {Handler{SecretKey: "{file./nonexistent/clerk_secret_key}"},
+			`secret_key is set to "{file./nonexistent/clerk_secret_key}", which is empty`},
+		"key from an unset variable": {Handler{MachineSecretKey: "{env.CLERK_M2M_TEST_UNSET}"}, "machine_secret_key is set to"},
+		"unknown placeholder":        {Handler{SecretKey: "{vault.clerk}"}, "secret_key:"},
+		"verify's refusal":           {Handler{MachineSecretKey: "ak_x", Accept: []string{"api_key"}}, "accepting api_key needs secret_key"},
+		"the pool's refusal":         {Handler{SecretKey: "sk_test_x", MaxClerkCalls: -1}, "max_clerk_calls must be positive"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := tc.handler
+			err := provision(t, &h)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+// TestCaddyValidateRefusesBadConfigs runs what `caddy validate` runs (adapt,
+// load, provision, validate, without starting) on whole Caddyfiles.
+func TestCaddyValidateRefusesBadConfigs(t *testing.T) {
+	testenv.ClearClerk(t)
+	for name, tc := range map[string]struct{ block, want string }{
+		"good":                 {"secret_key sk_test_x", ""},
+		"unknown subdirective": {"secret_keys sk_test_x", `unknown subdirective "secret_keys"`},
+		"no key":               {"accept m2m_token", "accepting m2m_token needs"},
+		"swapped keys":         {"secret_key ak_1\n machine_secret_key sk_test_1", "set it as machine_secret_key"},
+		"unknown type":         {"secret_key sk_test_x\n accept m2m", `unknown token type "m2m"`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := caddyValidate(":8080 {\n clerk_m2m {\n " + tc.block + "\n }\n respond ok\n}")
+			if tc.want == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+func caddyValidate(caddyfileText string) error {
+	adapted, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfileText), nil)
+	if err != nil {
+		return err
+	}
+	var cfg caddy.Config
+	if err := json.Unmarshal(adapted, &cfg); err != nil {
+		return err
+	}
+	return caddy.Validate(&cfg)
+}
 
 // asCaddyWould gives req the context Caddy's server gives every request:
 // its replacer, its variables (with the two Caddy always sets), room for
@@ -206,38 +355,6 @@ func TestAClientThatLeftIsNoClerkOutage(t *testing.T) {
 	}
 	assert.Zero(t, warnings.Len(), "no alert about Clerk")
 	assert.Equal(t, before, unavailable(), "no clerk_unavailable counted")
-}
-
-func TestStripCookiesLeavesTheOtherPairsAsSent(t *testing.T) {
-	for name, tc := range map[string]struct{ sent, want []string }{
-		"alone":             {[]string{"__session=eyJ"}, nil},
-		"first":             {[]string{"__session=eyJ; theme=dark"}, []string{"theme=dark"}},
-		"middle":            {[]string{"a=1; __session=eyJ; b=2"}, []string{"a=1; b=2"}},
-		"twice":             {[]string{"__session=x;a=1;__session=y"}, []string{"a=1"}},
-		"unparseable kept":  {[]string{`bad name=1; __session=eyJ; q="a"b"`}, []string{`bad name=1; q="a"b"`}},
-		"headers kept":      {[]string{"a=1", "__session=eyJ", "b=2; __session=eyJ"}, []string{"a=1", "b=2"}},
-		"suffixed ones too": {[]string{"__session_x=1; __session_Ab12Cd34=2; a=3"}, []string{"a=3"}},
-		"a lookalike kept":  {[]string{"__sessions=1; x__session=2; __session-x=3"}, []string{"__sessions=1; x__session=2; __session-x=3"}},
-		"no cookie at all":  {nil, nil},
-		"spaces around it":  {[]string{"a=1 ;  __session =eyJ ; b=2"}, []string{"a=1 ; b=2"}},
-		"value holds names": {[]string{"a=__session=1"}, []string{"a=__session=1"}},
-		"client_uat kept":   {[]string{"__session=eyJ; __client_uat=1700000000"}, []string{"__client_uat=1700000000"}},
-	} {
-		t.Run(name, func(t *testing.T) {
-			header := http.Header{"Cookie": tc.sent}
-			stripCookies(header, isSessionCookie)
-			assert.Equal(t, tc.want, header["Cookie"])
-		})
-	}
-}
-
-func TestActorPlaceholder(t *testing.T) {
-	value, known := identityPlaceholder(&verify.Identity{Actor: "user_admin"}, "actor")
-	assert.True(t, known)
-	assert.Equal(t, "user_admin", value)
-	value, known = identityPlaceholder(&verify.Identity{}, "actor")
-	assert.True(t, known, "known, and empty, for a token that names no actor")
-	assert.Equal(t, "", value)
 }
 
 // A request prepared by caddyhttp.PrepareRequest without a server (as

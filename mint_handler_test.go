@@ -77,7 +77,7 @@ func TestTokenValidation(t *testing.T) {
 		want    string
 	}{
 		"no key":       {MintHandler{}, "set machine_secret_key (or CLERK_MACHINE_SECRET_KEY)"},
-		"instance key": {MintHandler{MachineSecretKey: "sk_live_x"}, "never with the instance secret key"},
+		"instance key": {MintHandler{MachineSecretKey: "sk_live_x"}, "Clerk mints M2M tokens only for a machine"},
 		"not a key":    {MintHandler{MachineSecretKey: "hunter2"}, "starting with ak_"},
 		"format":       {MintHandler{MachineSecretKey: "ak_x", Format: "paseto"}, "format must be opaque or jwt"},
 		"ttl":          {MintHandler{MachineSecretKey: "ak_x", TTL: caddy.Duration(29 * time.Second)}, "ttl must be at least 30s, not 29s"},
@@ -181,7 +181,7 @@ func TestPublishableKeys(t *testing.T) {
 	valid := "pk_live_" + base64.RawStdEncoding.EncodeToString([]byte("clerk.example.com$"))
 	h := &Handler{PublishableKey: valid}
 	require.NoError(t, provision(t, h), "a publishable key alone can verify M2M JWTs")
-	assert.Equal(t, "https://clerk.example.com", h.frontendURL)
+	assert.Equal(t, "frontend_api_jwks", h.verifier.Setup().JWTsWith)
 
 	t.Setenv("CLERK_PUBLISHABLE_KEY", valid)
 	require.NoError(t, provision(t, &Handler{Accept: []string{"session_token"}}), "from the environment too")

@@ -64,6 +64,7 @@ func init() {
 // | `{http.auth.user.claims}` | the custom claims as a JSON object (`{}` when none) |
 // | `{http.auth.user.claims.<path>}` | one claim; dots walk into objects; strings as is, other values as JSON; empty when the credential does not carry it |
 // | `{http.auth.user.expires_at}` | expiry in Unix seconds; empty when the credential never expires |
+// | `{http.auth.user.issued_at}` | JWTs: when the token was issued (its `iat`), in Unix seconds; empty when it does not say, and for opaque credentials |
 // | `{http.auth.user.client_id}` | OAuth tokens: the OAuth application's client id |
 // | `{http.auth.user.session_id}` | session tokens: the session (`sess_…`) |
 // | `{http.auth.user.org_id}` | session tokens: the active organization; API keys: the organization that owns the key |
@@ -205,8 +206,9 @@ type Handler struct {
 	// instance is accepted by the others without asking Clerk again, until
 	// the verdict expires (`cache_ttl` after Clerk's answer, or the
 	// credential's expiry, whichever comes first; never later on another
-	// instance). Looked up after the in-memory cache, within a quarter of
-	// `timeout` (at most 250ms), and before asking Clerk. Only successes
+	// instance, nor later than its own `cache_ttl` after Clerk's answer).
+	// Looked up after the in-memory cache, within a quarter of `timeout`
+	// (at most 250ms), and before asking Clerk. Only successes
 	// are shared: a refusal is asked of Clerk again. Entries are named and
 	// authenticated with keys derived from `secret_key` and
 	// `machine_secret_key` (HKDF and HMAC-SHA256): the storage holds no

@@ -3,7 +3,6 @@ package clerkm2m
 import (
 	"context"
 	"encoding/json"
-	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -62,36 +61,14 @@ func (h *identityHolder) placeholder(key string) (any, bool) {
 	return identityPlaceholder(h.id, name)
 }
 
-// identityPlaceholders are the {http.auth.user.<name>} placeholders of a
-// verified identity, in the order the docs list them, with how each is
-// read; {http.auth.user.claims.<path>} comes after them.
-var identityPlaceholders = []struct {
-	name  string
-	value func(*verify.Identity) string
-}{
-	{"id", func(id *verify.Identity) string { return id.Subject }},
-	{"token_type", func(id *verify.Identity) string { return string(id.TokenType) }},
-	{"token_format", func(id *verify.Identity) string { return string(id.Format) }},
-	{"token_id", func(id *verify.Identity) string { return id.TokenID }},
-	{"scopes", func(id *verify.Identity) string { return strings.Join(id.Scopes, " ") }},
-	{"claims", func(id *verify.Identity) string { return id.ClaimsJSON() }},
-	{"expires_at", expiresAt},
-	{"client_id", func(id *verify.Identity) string { return id.ClientID }},
-	{"session_id", func(id *verify.Identity) string { return id.SessionID }},
-	{"org_id", func(id *verify.Identity) string { return id.OrgID }},
-	{"name", func(id *verify.Identity) string { return id.Name }},
-	{"actor", func(id *verify.Identity) string { return id.Actor }},
-}
-
 // claimPlaceholderPrefix starts {http.auth.user.claims.<path>}.
 const claimPlaceholderPrefix = "claims."
 
-// identityPlaceholder answers {http.auth.user.<name>}.
+// identityPlaceholder answers {http.auth.user.<name>}: a field of the
+// identity, by its name (see verify.Identity.Field), or one of its claims.
 func identityPlaceholder(id *verify.Identity, name string) (any, bool) {
-	for _, p := range identityPlaceholders {
-		if p.name == name {
-			return p.value(id), true
-		}
+	if value, ok := id.Field(name); ok {
+		return value, true
 	}
 	path, ok := strings.CutPrefix(name, claimPlaceholderPrefix)
 	if !ok {
@@ -106,14 +83,6 @@ func identityPlaceholder(id *verify.Identity, name string) (any, bool) {
 		return "", true
 	}
 	return renderClaim(value), true
-}
-
-// expiresAt is the expiry in Unix seconds; empty when there is none.
-func expiresAt(id *verify.Identity) string {
-	if id.ExpiresAt.IsZero() {
-		return ""
-	}
-	return strconv.FormatInt(id.ExpiresAt.Unix(), 10)
 }
 
 func lookupClaim(claims map[string]any, path string) (any, bool) {

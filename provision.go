@@ -42,9 +42,9 @@ func (h *Handler) Validate() error {
 		return err
 	}
 	if c := h.logger.Check(zap.DebugLevel, "clerk_m2m provisioned"); c != nil {
-		accept, opaqueWith, jwtsWith := h.verifier.Setup()
-		c.Write(zap.Any("accept", accept), zap.String("api_url", h.settings.verify.APIURL),
-			zap.String("opaque_tokens_verified_with", opaqueWith), zap.String("jwts_verified_with", jwtsWith))
+		setup := h.verifier.Setup()
+		c.Write(zap.Any("accept", setup.Accept), zap.String("api_url", setup.APIURL),
+			zap.String("opaque_tokens_verified_with", setup.OpaqueWith), zap.String("jwts_verified_with", setup.JWTsWith))
 	}
 	return nil
 }

@@ -39,7 +39,7 @@ func loadTokenSource(s tokenSourceSettings, counted bool, logger *zap.Logger) (*
 		src := &tokenSource{httpClient: backend.NewHTTPClient(0), shortLived: newAlert()}
 		src.logger.Store(logger)
 		observe := func(attempt backend.Attempt) { src.observer().clerkRequest(attempt) }
-		client, err := newClerkClient(s.APIURL, clerkKeys{machine: s.MachineSecretKey}, src.httpClient, observe)
+		client, err := newMintClient(s.APIURL, s.MachineSecretKey, src.httpClient, observe)
 		if err != nil {
 			return nil, err
 		}

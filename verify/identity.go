@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // Identity is a verified credential: who presented it and what it carries.
@@ -87,17 +89,24 @@ func (id *Identity) Field(name string) (string, bool) {
 	}
 }
 
-// identityFields maps the JSON name of each field of Identity to its
-// index, read from the type itself.
-var identityFields = func() map[string]int {
+// FieldNames lists the names Field answers to, in the order of the
+// fields, "claims" last.
+func (id *Identity) FieldNames() []string {
+	return append(slices.Clone(identityNames), claimsField)
+}
+
+// identityNames are the JSON names of the fields of Identity, in order,
+// and identityFields their indexes, read from the type itself.
+var identityNames, identityFields = func() ([]string, map[string]int) {
+	var names []string
 	fields := map[string]int{}
 	t := reflect.TypeFor[Identity]()
 	for i := range t.NumField() {
 		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" {
-			fields[name] = i
+			names, fields[name] = append(names, name), i
 		}
 	}
-	return fields
+	return names, fields
 }()
 
 // textSize is what the identity's strings and scopes hold, in bytes: the
@@ -109,7 +118,7 @@ func (id *Identity) textSize() int64 {
 		switch value := v.Field(i).Interface().(type) {
 		case []string:
 			for _, s := range value {
-				size += int64(len(s)) + int64(reflect.TypeFor[string]().Size())
+				size += int64(len(s)) + int64(unsafe.Sizeof(s))
 			}
 		default:
 			if field := v.Field(i); field.Kind() == reflect.String {

@@ -165,6 +165,7 @@ func (v *Verifier) useKeys(opts Options) (keySet, error) {
 	if apiURL == "" {
 		apiURL = backend.DefaultURL
 	}
+	v.apiURL = apiURL
 	if err := errors.Join(backend.CheckSecretKey(opts.SecretKey), backend.CheckMachineSecretKey(opts.MachineSecretKey)); err != nil {
 		return 0, err
 	}
@@ -195,7 +196,11 @@ func (v *Verifier) useKeys(opts Options) (keySet, error) {
 		}
 		v.jwtsWith = "jwt_key"
 	case opts.SecretKey != "":
-		v.keys, v.jwtsWith = v.pool.remoteKeys(apiURL, client, client), "jwks"
+		fetcher, err := v.pool.client(apiURL, opts.SecretKey, "") // the same for every machine key
+		if err != nil {
+			return 0, fmt.Errorf("api_url: %v", err)
+		}
+		v.keys, v.jwtsWith = v.pool.remoteKeys(apiURL, fetcher, fetcher), "jwks"
 	case frontendURL != "":
 		frontend, err := v.pool.client(frontendURL, "", "")
 		if err != nil {

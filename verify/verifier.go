@@ -18,6 +18,7 @@ type Verifier struct {
 	fingerprint       string    // names whom clerk asks, and with which keys
 	opaqueWith        string    // the key clerk asks with, named as Setup names it
 	jwtsWith          string    // what keys holds, named as Setup names it
+	apiURL            string
 	clockSkew         time.Duration
 	cacheTTL          time.Duration
 	authorizedParties []string
@@ -168,11 +169,24 @@ func clerkFailure(tokenType TokenType, err error) *Error {
 	return e
 }
 
-// Setup says what the Verifier accepts, and what it verifies opaque
-// credentials and JWTs with, by the names of the options:
-// "machine_secret_key" or "secret_key"; "jwt_key", "jwks" (fetched with
-// the secret key) or "frontend_api_jwks" (from the publishable key's
-// Frontend API); "none" when it cannot verify them.
-func (v *Verifier) Setup() (accept []TokenType, opaqueWith, jwtsWith string) {
-	return slices.Clone(v.accept), v.opaqueWith, v.jwtsWith
+// Setup is what a Verifier verifies with, its defaults applied: what it
+// accepts; what verifies opaque credentials ("machine_secret_key" or
+// "secret_key") and JWTs ("jwt_key", "jwks" fetched with the secret key,
+// or "frontend_api_jwks" from the publishable key's Frontend API), "none"
+// when nothing does; the API it calls; its durations; its Pool's bounds.
+type Setup struct {
+	Accept                       []TokenType
+	OpaqueWith, JWTsWith, APIURL string
+	ClockSkew, CacheTTL          time.Duration
+	Timeout, KeysMaxStale        time.Duration
+	MaxClerkCalls                int
+	CacheMaxBytes                int64
+}
+
+// Setup says what the Verifier verifies with.
+func (v *Verifier) Setup() Setup {
+	p := v.pool
+	return Setup{Accept: slices.Clone(v.accept), OpaqueWith: v.opaqueWith, JWTsWith: v.jwtsWith, APIURL: v.apiURL,
+		ClockSkew: v.clockSkew, CacheTTL: v.cacheTTL, Timeout: p.timeout, KeysMaxStale: p.keysStale,
+		MaxClerkCalls: p.opts.MaxClerkCalls, CacheMaxBytes: p.opts.CacheMaxBytes}
 }

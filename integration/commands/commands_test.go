@@ -312,7 +312,7 @@ func TestInspectWithoutKeysDescribesOnly(t *testing.T) {
 	rep, r := f.inspect(expired, []string{"CLERK_API_URL=" + f.clerk.URL})
 	assert.Equal(t, 2, r.status)
 	assert.Equal(t, "not_verified", rep.Verdict)
-	assert.Contains(t, rep.NotVerifiedBecause, "needs a key: set machine_secret_key (or CLERK_MACHINE_SECRET_KEY)")
+	assert.Contains(t, rep.NotVerifiedBecause, "accepting m2m_token needs machine_secret_key (or CLERK_MACHINE_SECRET_KEY)")
 	assert.Equal(t, "m2m_token", rep.TokenType)
 	assert.Equal(t, "expired 3 minutes ago", rep.Times["exp"].Relative)
 	assert.Empty(t, rep.Reason)
@@ -449,7 +449,7 @@ func TestMintExitStatus(t *testing.T) {
 	}{
 		{name: "no key", env: api, status: 2, complaint: "needs the machine's secret key: set machine_secret_key (or CLERK_MACHINE_SECRET_KEY)"},
 		{name: "the instance secret key", env: append([]string{"CLERK_MACHINE_SECRET_KEY=" + f.clerk.SecretKey()}, api...),
-			status: 2, complaint: "never with the instance secret key"},
+			status: 2, complaint: "Clerk mints M2M tokens only for a machine"},
 		{name: "a key Clerk rejects", env: append([]string{"CLERK_MACHINE_SECRET_KEY=" + f.secret("ak_00000000000000000000000000000000")}, api...),
 			status: 1, complaint: "misconfigured: Clerk rejected the machine secret key"},
 		{name: "claims that are not an object", env: callerKey, args: []string{"--claims", `["job"]`}, status: 2,
