@@ -22,7 +22,10 @@ func apiKeyAnswer(subject string, change func(*backend.APIKey)) *backend.APIKey 
 
 func TestAPIKeys(t *testing.T) {
 	const secret = "ak_LCWGdaM8mv8K4PC/57IICZQXAeWfCgF30DZaFXHoGn9="
-	id, err := allTypesVerifier(&fakeBackend{apiKey: apiKeyAnswer("user_2vYVtestTESTtestTESTtestTESTtest", nil)}, nil).Verify(context.Background(), secret)
+	verify := func(clerk *fakeClerk) (*Identity, error) {
+		return newVerifier(t, allTypes(clerk, nil)).Verify(context.Background(), secret)
+	}
+	id, err := verify(&fakeClerk{apiKey: apiKeyAnswer("user_2vYVtestTESTtestTESTtestTESTtest", nil)})
 	require.NoError(t, err)
 	assert.Equal(t, "user_2vYVtestTESTtestTESTtestTESTtest", id.Subject)
 	assert.Equal(t, APIKey, id.TokenType)
@@ -34,23 +37,20 @@ func TestAPIKeys(t *testing.T) {
 	assert.Empty(t, id.OrgID)
 	assert.True(t, id.ExpiresAt.IsZero(), "API keys may never expire")
 
-	id, err = allTypesVerifier(&fakeBackend{apiKey: apiKeyAnswer("org_2vYVtestTESTtestTESTtestTESTtest", nil)}, nil).Verify(context.Background(), secret)
+	id, err = verify(&fakeClerk{apiKey: apiKeyAnswer("org_2vYVtestTESTtestTESTtestTESTtest", nil)})
 	require.NoError(t, err)
 	assert.Equal(t, "org_2vYVtestTESTtestTESTtestTESTtest", id.OrgID, "an organization's key names the organization")
 
 	for name, tc := range map[string]struct {
-		backend *fakeBackend
-		want    Reason
+		clerk *fakeClerk
+		want  Reason
 	}{
-		"revoked":       {&fakeBackend{apiKey: apiKeyAnswer("user_1", func(k *backend.APIKey) { k.Revoked = true })}, ReasonInvalid},
-		"expired":       {&fakeBackend{apiKey: apiKeyAnswer("user_1", func(k *backend.APIKey) { k.Expired = true })}, ReasonExpired},
-		"unknown":       {&fakeBackend{err: &backend.Error{Status: 404}}, ReasonInvalid},
-		"key rejected":  {&fakeBackend{err: &backend.Error{Status: 401, Code: "clerk_key_invalid"}}, ReasonMisconfigured},
-		"claims a list": {&fakeBackend{apiKey: apiKeyAnswer("user_1", func(k *backend.APIKey) { k.Claims = json.RawMessage(`[1]`) })}, ReasonUnavailable},
-		"clerk failing": {&fakeBackend{err: &backend.Error{Status: 502}}, ReasonUnavailable},
+		"revoked":       {&fakeClerk{apiKey: apiKeyAnswer("user_1", func(k *backend.APIKey) { k.Revoked = true })}, ReasonInvalid},
+		"expired":       {&fakeClerk{apiKey: apiKeyAnswer("user_1", func(k *backend.APIKey) { k.Expired = true })}, ReasonExpired},
+		"claims a list": {&fakeClerk{apiKey: apiKeyAnswer("user_1", func(k *backend.APIKey) { k.Claims = json.RawMessage(`[1]`) })}, ReasonUnavailable},
 	} {
 		t.Run(name, func(t *testing.T) {
-			_, err := allTypesVerifier(tc.backend, nil).Verify(context.Background(), secret)
+			_, err := verify(tc.clerk)
 			verr := requireReason(t, err, tc.want)
 			assert.Equal(t, APIKey, verr.TokenType)
 		})

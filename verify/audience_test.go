@@ -13,9 +13,10 @@ import (
 )
 
 // audienceVerifier accepts every type, and the audiences given.
-func audienceVerifier(b Backend, keys KeySource, audience ...string) *Verifier {
-	accept, _ := ParseTokenTypes([]string{"any"})
-	return New(Options{Accept: accept, Backend: b, Keys: keys, ClockSkew: 5 * time.Second, now: fixedClock, Audience: audience})
+func audienceVerifier(t *testing.T, clerk clerkAPI, keys keySource, audience ...string) *Verifier {
+	opts := allTypes(clerk, keys)
+	opts.Audience = audience
+	return newVerifier(t, opts)
 }
 
 // The "aud" values the tests try, and which of them name the audience
@@ -40,72 +41,51 @@ var audiencesTried = map[string]struct {
 	"nested":               {[][]string{{"https://api.example.com"}}, "malformed"},
 }
 
-// TestAudienceOfSessionsAndM2MJWTs: Clerk's lenient rule, only when the
-// token names an audience; a malformed one is refused.
-func TestAudienceOfSessionsAndM2MJWTs(t *testing.T) {
+// TestAudience: with an audience configured, session tokens and M2M JWTs
+// follow Clerk's lenient rule (checked only when the token names an
+// audience; a malformed one is refused), OAuth tokens, JWT or opaque, its
+// strict one (they must name one of them, which stays in their claims),
+// and API keys and opaque M2M tokens none (they carry no audience: Clerk
+// checks whom they were granted to). With none configured, nothing is
+// checked.
+func TestAudience(t *testing.T) {
 	private, _ := signingKeys(t)
-	keys := &countingKeys{signing: rsaKey(private, "RS256")}
-	for name, tc := range audiencesTried {
-		changes := map[string]any{"aud": tc.aud}
-		for kind, token := range map[TokenType]string{
-			SessionToken: sign(t, private, sessionHeader(), with(sessionPayload(), changes)),
-			M2MToken:     sign(t, private, m2mHeader(), with(m2mPayload(), with(changes, map[string]any{"scopes": "mch_1"}))),
-		} {
-			t.Run(string(kind)+" "+name, func(t *testing.T) {
-				_, err := audienceVerifier(nil, keys).Verify(context.Background(), token)
-				require.NoError(t, err, "no audience configured, nothing checked")
-				_, err = audienceVerifier(nil, keys, "https://api.example.com").Verify(context.Background(), token)
-				switch tc.kind {
-				case "other", "malformed":
-					assert.Equal(t, kind, requireReason(t, err, ReasonInvalid).TokenType)
-				default:
-					assert.NoError(t, err)
-				}
-			})
-		}
-	}
-}
-
-// TestAudienceOfOAuthTokens: Clerk's strict rule for OAuth tokens, JWT or
-// opaque: with an audience configured, the token must name one of them.
-func TestAudienceOfOAuthTokens(t *testing.T) {
-	private, _ := signingKeys(t)
-	keys := &countingKeys{signing: rsaKey(private, "RS256")}
+	keys := keysFor(private, "RS256")
 	expiration := testNow.Add(time.Hour).UnixMilli()
 	for name, tc := range audiencesTried {
 		var raw json.RawMessage
 		if tc.aud != nil {
 			raw, _ = json.Marshal(tc.aud)
 		}
-		answer := &backend.OAuthAccessToken{Object: "clerk_idp_oauth_access_token", ID: "oat_1", Subject: "user_1",
-			Expiration: &expiration, Audience: raw}
-		for format, token := range map[Format]string{
-			JWT:    sign(t, private, oauthHeader(), with(oauthPayload(), map[string]any{"aud": tc.aud})),
-			Opaque: "oat_8XOIucKvqHVr5tYP123456789abcdefghij",
+		clerk := &fakeClerk{apiKey: apiKeyAnswer("user_1", nil), m2m: m2mAnswer(nil), oauth: &backend.OAuthAccessToken{
+			Object: "clerk_idp_oauth_access_token", ID: "oat_1", Subject: "user_1", Expiration: &expiration, Audience: raw}}
+		open, strict := audienceVerifier(t, clerk, keys), audienceVerifier(t, clerk, keys, "https://api.example.com")
+		changes := map[string]any{"aud": tc.aud}
+		for _, credential := range []struct {
+			tokenType   TokenType
+			token, rule string
+		}{
+			{SessionToken, sign(t, private, sessionHeader(), with(sessionPayload(), changes)), "lenient"},
+			{M2MToken, sign(t, private, m2mHeader(), with(m2mPayload(), with(changes, map[string]any{"scopes": "mch_1"}))), "lenient"},
+			{OAuthToken, sign(t, private, oauthHeader(), with(oauthPayload(), changes)), "strict"},
+			{OAuthToken, "oat_8XOIucKvqHVr5tYP123456789abcdefghij", "strict"},
+			{APIKey, "ak_LCWGdaM8mv8K4PC57IICZQXAeWfCgF30DZaFXHoGn9", "none"},
+			{M2MToken, "mt_8XOIucKvqHVr5tYP123456789abcdefghij", "none"},
 		} {
-			t.Run(string(format)+" "+name, func(t *testing.T) {
-				b := &fakeBackend{oauth: answer}
-				_, err := audienceVerifier(b, keys).Verify(context.Background(), token)
+			t.Run(name+", "+string(credential.tokenType)+" "+credential.token[:3], func(t *testing.T) {
+				_, err := open.Verify(context.Background(), credential.token)
 				require.NoError(t, err, "no audience configured, nothing checked")
-				id, err := audienceVerifier(b, keys, "https://api.example.com").Verify(context.Background(), token)
-				if tc.kind == "match" {
-					require.NoError(t, err)
-					assert.Equal(t, jsonRoundTrip(t, tc.aud), jsonRoundTrip(t, id.Claims()["aud"]), "the audience is in the claims")
+				id, err := strict.Verify(context.Background(), credential.token)
+				if credential.rule == "lenient" && (tc.kind == "other" || tc.kind == "malformed") ||
+					credential.rule == "strict" && tc.kind != "match" {
+					assert.Equal(t, credential.tokenType, requireReason(t, err, ReasonInvalid).TokenType)
 					return
 				}
-				assert.Equal(t, OAuthToken, requireReason(t, err, ReasonInvalid).TokenType)
+				require.NoError(t, err)
+				if credential.rule == "strict" {
+					assert.Equal(t, jsonRoundTrip(t, tc.aud), jsonRoundTrip(t, id.Claims()["aud"]), "the audience is in the claims")
+				}
 			})
 		}
 	}
-}
-
-// TestAudienceSparesAPIKeysAndOpaqueM2MTokens: Clerk checks who those were
-// granted to; they carry no audience.
-func TestAudienceSparesAPIKeysAndOpaqueM2MTokens(t *testing.T) {
-	b := &fakeBackend{apiKey: apiKeyAnswer("user_1", nil), answer: m2mAnswer(nil)}
-	v := audienceVerifier(b, nil, "https://api.example.com")
-	_, err := v.Verify(context.Background(), "ak_LCWGdaM8mv8K4PC57IICZQXAeWfCgF30DZaFXHoGn9")
-	assert.NoError(t, err)
-	_, err = v.Verify(context.Background(), "mt_8XOIucKvqHVr5tYP123456789abcdefghij")
-	assert.NoError(t, err)
 }

@@ -12,6 +12,8 @@ import (
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwt"
+
+	"github.com/caddy-clerk/clerk-m2m/backend"
 )
 
 // The benchmarks come in pairs: an operation and the floor it is measured
@@ -53,22 +55,19 @@ func BenchmarkFloorSHA256(b *testing.B) {
 	}
 }
 
-func BenchmarkClassifyOpaque(b *testing.B) {
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := classifyToken("mt_f7f0ba8c3b4843ce7d85fcdd5e71853e"); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-func BenchmarkClassifyJWT(b *testing.B) {
+// BenchmarkClassify tells a credential's type and format, as every
+// credential not in the cache needs.
+func BenchmarkClassify(b *testing.B) {
 	token, _ := benchToken(b)
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := classifyToken(token); err != nil {
-			b.Fatal(err)
-		}
+	for name, credential := range map[string]string{"opaque": "mt_f7f0ba8c3b4843ce7d85fcdd5e71853e", "jwt": token} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := classify(credential); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
@@ -80,8 +79,11 @@ func BenchmarkVerifyM2MJWTUncached(b *testing.B) {
 	other := sign(b, private, m2mHeader(), with(m2mPayload(), map[string]any{
 		"jti": "mt_other", "exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix(), "nbf": time.Now().Unix(),
 	}))
-	v := New(Options{Accept: []TokenType{M2MToken}, Keys: &staticKey{signingKey{id: testKid, public: &private.PublicKey}},
-		ClockSkew: 5 * time.Second, Shared: NewShared(SharedOptions{CacheMaxBytes: 1})})
+	pool, err := NewPool(PoolOptions{CacheMaxBytes: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	v := newVerifier(b, Options{keys: &staticKey{signingKey{id: testKid, public: &private.PublicKey}}, Pool: pool, now: time.Now})
 	tokens := [2]string{token, other}
 	b.ReportAllocs()
 	i := 0
@@ -93,32 +95,24 @@ func BenchmarkVerifyM2MJWTUncached(b *testing.B) {
 	}
 }
 
-// BenchmarkVerifyM2MJWTCached verifies a JWT verified before: compare with
-// BenchmarkFloorSHA256.
-func BenchmarkVerifyM2MJWTCached(b *testing.B) {
+// BenchmarkVerifyCached verifies a credential verified before, outside
+// the measure: compare with BenchmarkFloorSHA256.
+func BenchmarkVerifyCached(b *testing.B) {
 	token, private := benchToken(b)
-	v := New(Options{Accept: []TokenType{M2MToken}, Keys: &staticKey{signingKey{id: testKid, public: &private.PublicKey}}, ClockSkew: 5 * time.Second})
-	benchCachedVerify(b, v, token)
-}
-
-// BenchmarkVerifyOpaqueCached is an opaque token whose verification is
-// cached: compare with BenchmarkFloorSHA256.
-func BenchmarkVerifyOpaqueCached(b *testing.B) {
-	v := New(Options{Accept: []TokenType{M2MToken}, Backend: &fakeBackend{answer: m2mAnswer(nil)}, CacheTTL: time.Hour, now: fixedClock})
-	benchCachedVerify(b, v, "mt_f7f0ba8c3b4843ce7d85fcdd5e71853e")
-}
-
-// benchCachedVerify verifies token once, outside the measure, so that the
-// loop measures the cached answer.
-func benchCachedVerify(b *testing.B, v *Verifier, token string) {
-	if _, err := v.Verify(context.Background(), token); err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := v.Verify(context.Background(), token); err != nil {
-			b.Fatal(err)
-		}
+	v := newVerifier(b, Options{MachineSecretKey: testMachineKey, clerk: &fakeClerk{m2m: m2mAnswer(func(a *backend.M2MToken) { a.Expiration = nil })},
+		keys: &staticKey{signingKey{id: testKid, public: &private.PublicKey}}, CacheTTL: new(time.Hour), now: time.Now})
+	for name, credential := range map[string]string{"jwt": token, "opaque": "mt_f7f0ba8c3b4843ce7d85fcdd5e71853e"} {
+		b.Run(name, func(b *testing.B) {
+			if _, err := v.Verify(context.Background(), credential); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := v.Verify(context.Background(), credential); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 

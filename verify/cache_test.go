@@ -1,11 +1,12 @@
 package verify
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"sync/atomic"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -17,203 +18,205 @@ import (
 	"github.com/caddy-clerk/clerk-m2m/internal/testclock"
 )
 
-// slowBackend answers every M2M verification after a delay, counting
-// calls.
-type slowBackend struct {
-	m2mOnly
-	delay  time.Duration
-	err    error
-	expiry time.Time
-	calls  atomic.Int32
-}
-
-func (s *slowBackend) VerifyM2MToken(ctx context.Context, token string) (*backend.M2MToken, error) {
-	s.calls.Add(1)
-	select {
-	case <-time.After(s.delay):
-	case <-ctx.Done():
-		return nil, &backend.Error{Err: ctx.Err()}
-	}
-	if s.err != nil {
-		return nil, s.err
-	}
-	expiration := s.expiry.UnixMilli()
-	return &backend.M2MToken{Object: "machine_to_machine_token", ID: "mt_" + token[3:], Subject: "mch_caller", Expiration: &expiration}, nil
-}
-
-// cachingVerifier verifies M2M tokens with b, remembering verdicts for
-// ttl in a cache of maxBytes (0: the default).
-func cachingVerifier(b Backend, c *testclock.Clock, ttl time.Duration, maxBytes int64) *Verifier {
-	return New(Options{Accept: []TokenType{M2MToken}, Backend: b, now: c.Now, CacheTTL: ttl, Timeout: time.Second,
-		Shared: NewShared(SharedOptions{CacheMaxBytes: maxBytes, now: c.Now})})
-}
-
-// len is how many entries the cache holds.
-func (c *verdictCache) len() int {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return len(c.entries)
-}
-
-func TestOpaqueCacheReusesAVerification(t *testing.T) {
+// TestOpaqueCacheKeepsAVerdictForTheTTLNeverBeyondTheToken: Clerk is
+// asked once in CacheTTL about a credential, and again as soon as the
+// credential expires, if that comes first.
+func TestOpaqueCacheKeepsAVerdictForTheTTLNeverBeyondTheToken(t *testing.T) {
 	c := testclock.New(testNow)
-	b := &slowBackend{expiry: testNow.Add(time.Hour)}
-	v := cachingVerifier(b, c, 30*time.Second, 0)
+	clerk := &fakeClerk{}
+	v := opaqueVerifier(t, clerk, 30*time.Second, PoolOptions{now: c.Now})
 	for range 50 {
 		id, err := v.Verify(context.Background(), "mt_one")
 		require.NoError(t, err)
 		assert.Equal(t, "mt_one", id.TokenID)
 	}
-	assert.Equal(t, int32(1), b.calls.Load(), "50 sequential verifications within the TTL make one call")
+	assert.Equal(t, int32(1), clerk.calls.Load(), "50 sequential verifications within the TTL make one call")
 
-	c.Advance(30 * time.Second)
-	_, err := v.Verify(context.Background(), "mt_one")
-	require.NoError(t, err)
-	assert.Equal(t, int32(2), b.calls.Load(), "after the TTL Clerk is asked again")
-}
-
-func TestOpaqueCacheNeverOutlivesTheToken(t *testing.T) {
-	c := testclock.New(testNow)
-	b := &slowBackend{expiry: testNow.Add(10 * time.Second)}
-	v := cachingVerifier(b, c, time.Minute, 0)
+	clerk.expiry = testNow.Add(10 * time.Second)
 	_, err := v.Verify(context.Background(), "mt_short")
 	require.NoError(t, err)
 	c.Advance(10 * time.Second)
-	b.expiry = testNow // Clerk now reports the token expired
+	clerk.expiry = testNow // Clerk now reports the tokens expired
 	_, err = v.Verify(context.Background(), "mt_short")
 	requireReason(t, err, ReasonExpired)
-	assert.Equal(t, int32(2), b.calls.Load())
-}
+	assert.Equal(t, int32(3), clerk.calls.Load(), "asked again once the token expired")
 
-func TestOpaqueCacheOffStillSharesConcurrentCalls(t *testing.T) {
-	c := testclock.New(testNow)
-	b := &slowBackend{delay: 50 * time.Millisecond, expiry: testNow.Add(time.Hour)}
-	v := cachingVerifier(b, c, 0, 0)
-	_, err := v.Verify(context.Background(), "mt_x")
+	_, err = v.Verify(context.Background(), "mt_one")
 	require.NoError(t, err)
-	_, err = v.Verify(context.Background(), "mt_x")
-	require.NoError(t, err)
-	assert.Equal(t, int32(2), b.calls.Load(), "cache_ttl 0: every request asks Clerk")
-	assert.Zero(t, v.shared.cache.len())
-
-	concurrently(100, func() {
-		_, err := v.Verify(context.Background(), "mt_y")
-		assert.NoError(t, err)
-	})
-	assert.Equal(t, int32(3), b.calls.Load())
+	c.Advance(20 * time.Second)
+	_, err = v.Verify(context.Background(), "mt_one")
+	requireReason(t, err, ReasonExpired)
+	assert.Equal(t, int32(4), clerk.calls.Load(), "asked again after the TTL")
 }
 
-func TestOpaqueCacheConcurrentFirstUseMakesOneCall(t *testing.T) {
-	c := testclock.New(testNow)
-	b := &slowBackend{delay: 50 * time.Millisecond, expiry: testNow.Add(time.Hour)}
-	v := cachingVerifier(b, c, 30*time.Second, 0)
-	concurrently(100, func() {
-		_, err := v.Verify(context.Background(), "mt_burst")
-		assert.NoError(t, err)
-	})
-	assert.Equal(t, int32(1), b.calls.Load())
+// TestConcurrentRequestsMakeOneCall: the requests presenting a credential
+// while Clerk is asked about it share that one call, whether the cache is
+// on or off; with it off, nothing is kept, and a later request asks again.
+func TestConcurrentRequestsMakeOneCall(t *testing.T) {
+	for _, ttl := range []time.Duration{30 * time.Second, 0} {
+		t.Run("cache_ttl "+ttl.String(), func(t *testing.T) {
+			clerk := &fakeClerk{gate: make(chan struct{})}
+			v := opaqueVerifier(t, clerk, ttl, PoolOptions{})
+			results := make([]chan error, 100)
+			for i := range results {
+				results[i] = verifyInBackground(context.Background(), v, "mt_burst")
+			}
+			waitFor(t, func() bool { return v.waiting("mt_burst") == len(results) })
+			close(clerk.gate)
+			for _, result := range results {
+				require.NoError(t, receive(t, result, "an answer"))
+			}
+			assert.Equal(t, int32(1), clerk.calls.Load())
+
+			_, err := v.Verify(context.Background(), "mt_burst")
+			require.NoError(t, err)
+			if ttl == 0 {
+				assert.Equal(t, int32(2), clerk.calls.Load(), "cache_ttl 0: every request after asks Clerk")
+				assert.Zero(t, v.pool.cache.len())
+			} else {
+				assert.Equal(t, int32(1), clerk.calls.Load(), "the cache answers after")
+			}
+		})
+	}
 }
 
-func TestOpaqueCacheRemembersRefusalsForASecond(t *testing.T) {
+// TestOpaqueCacheRemembersRefusalsBrieflyAndTroubleNever: Clerk's "no" is
+// remembered for a second, sparing Clerk a client that retries a dead
+// token; trouble reaching Clerk is not remembered at all.
+func TestOpaqueCacheRemembersRefusalsBrieflyAndTroubleNever(t *testing.T) {
 	c := testclock.New(testNow)
-	b := &slowBackend{err: &backend.Error{Status: 404}, expiry: testNow.Add(time.Hour)}
-	v := cachingVerifier(b, c, 30*time.Second, 0)
+	clerk := &fakeClerk{err: &backend.Error{Status: 404}}
+	v := opaqueVerifier(t, clerk, 30*time.Second, PoolOptions{now: c.Now})
 	for range 3 {
 		_, err := v.Verify(context.Background(), "mt_unknown")
 		requireReason(t, err, ReasonInvalid)
 	}
-	assert.Equal(t, int32(1), b.calls.Load())
+	assert.Equal(t, int32(1), clerk.calls.Load())
 
 	c.Advance(negativeTTL)
-	b.err = nil // the token now exists (minted a moment ago, say)
-	_, err := v.Verify(context.Background(), "mt_unknown")
-	require.NoError(t, err, "a refusal is not remembered beyond a second")
-	assert.Equal(t, int32(2), b.calls.Load())
-}
-
-func TestOpaqueCacheDoesNotKeepTrouble(t *testing.T) {
-	c := testclock.New(testNow)
-	b := &slowBackend{err: errors.New("outage"), expiry: testNow.Add(time.Hour)}
-	v := cachingVerifier(b, c, 30*time.Second, 0)
+	clerk.err = errors.New("outage")
 	for range 3 {
-		_, err := v.Verify(context.Background(), "mt_x")
+		_, err := v.Verify(context.Background(), "mt_unknown")
 		requireReason(t, err, ReasonUnavailable)
 	}
-	assert.Equal(t, int32(3), b.calls.Load())
-	b.err = nil
-	_, err := v.Verify(context.Background(), "mt_x")
+	assert.Equal(t, int32(4), clerk.calls.Load(), "a refusal is not remembered beyond a second, nor an outage at all")
+
+	clerk.err = nil // the token now exists (minted a moment ago, say)
+	_, err := v.Verify(context.Background(), "mt_unknown")
 	assert.NoError(t, err, "recovers as soon as Clerk answers")
 }
 
-func TestOpaqueCacheIsBoundedInBytes(t *testing.T) {
-	c := testclock.New(testNow)
-	b := &slowBackend{expiry: testNow.Add(time.Hour)}
-	probe := cachingVerifier(b, c, time.Minute, 0)
-	_, err := probe.Verify(context.Background(), "mt_00")
-	require.NoError(t, err)
-	oneEntry := probe.shared.cache.bytes
-
-	v := cachingVerifier(b, c, time.Minute, 10*oneEntry)
-	for i := range 25 {
-		_, err := v.Verify(context.Background(), fmt.Sprintf("mt_%02d", i))
-		require.NoError(t, err)
-	}
-	assert.Equal(t, 10, v.shared.cache.len())
-	assert.Equal(t, 10*oneEntry, v.shared.cache.bytes)
-	calls := b.calls.Load()
-	_, err = v.Verify(context.Background(), "mt_24")
-	require.NoError(t, err)
-	assert.Equal(t, calls, b.calls.Load(), "the newest entries are kept")
-	_, err = v.Verify(context.Background(), "mt_00")
-	require.NoError(t, err)
-	assert.Equal(t, calls+1, b.calls.Load(), "the oldest were dropped")
-}
-
-func TestAnEntryLargerThanTheBoundIsNotKept(t *testing.T) {
-	c := testclock.New(testNow)
-	v := cachingVerifier(&slowBackend{expiry: testNow.Add(time.Hour)}, c, time.Minute, entryOverhead)
-	_, err := v.Verify(context.Background(), "mt_x")
-	require.NoError(t, err)
-	assert.Zero(t, v.shared.cache.len())
-	assert.Zero(t, v.shared.cache.bytes)
-}
-
-func TestOpaqueCacheDropsExpiredEntries(t *testing.T) {
-	c := testclock.New(testNow)
-	b := &slowBackend{expiry: testNow.Add(time.Hour)}
-	v := cachingVerifier(b, c, time.Second, 0)
-	for i := range 5 {
-		_, err := v.Verify(context.Background(), fmt.Sprintf("mt_%d", i))
-		require.NoError(t, err)
-	}
-	c.Advance(2 * time.Second)
-	for i := range 5 {
-		_, err := v.Verify(context.Background(), fmt.Sprintf("mt_%d", i))
-		require.NoError(t, err)
-	}
-	assert.Equal(t, 5, v.shared.cache.len(), "a refreshed entry replaces the expired one")
-}
-
-func TestJWTCacheSkipsTheWorkOnRepeats(t *testing.T) {
+// TestCacheIsBoundedInBytes: verdicts on opaque tokens and on JWTs alike
+// fill the cache up to its bound in bytes, the oldest giving way; a verdict
+// larger than the whole bound is not kept.
+func TestCacheIsBoundedInBytes(t *testing.T) {
 	private, _ := signingKeys(t)
+	for format, credential := range map[Format]func(int) string{
+		Opaque: func(i int) string { return fmt.Sprintf("mt_%02d", i) },
+		JWT: func(i int) string {
+			return sign(t, private, m2mHeader(), with(m2mPayload(), map[string]any{"jti": fmt.Sprintf("mt_%02d", i)}))
+		},
+	} {
+		t.Run(string(format), func(t *testing.T) {
+			clerk, keys := &fakeClerk{}, keysFor(private, "")
+			verifier := func(maxBytes int64) *Verifier {
+				pool, err := NewPool(PoolOptions{CacheMaxBytes: maxBytes})
+				require.NoError(t, err)
+				return newVerifier(t, Options{MachineSecretKey: testMachineKey, clerk: clerk, keys: keys, CacheTTL: new(time.Minute), Pool: pool})
+			}
+			verify := func(v *Verifier, i int) {
+				_, err := v.Verify(context.Background(), credential(i))
+				require.NoError(t, err)
+			}
+			probe := verifier(0)
+			verify(probe, 0)
+			oneEntry := probe.pool.cache.bytes
+
+			v := verifier(10 * oneEntry)
+			for i := range 25 {
+				verify(v, i)
+			}
+			assert.Equal(t, 10, v.pool.cache.len())
+			assert.Equal(t, 10*oneEntry, v.pool.cache.bytes)
+			asked := func() int32 { return clerk.calls.Load() + keys.calls.Load() }
+			before := asked()
+			verify(v, 24)
+			assert.Equal(t, before, asked(), "the newest entries are kept")
+			verify(v, 0)
+			assert.Equal(t, before+1, asked(), "the oldest were dropped")
+		})
+	}
+	t.Run("an entry larger than the bound", func(t *testing.T) {
+		cache := newVerdictCache(entryOverhead, fixedClock)
+		cache.put(entryFor(0), testNow)
+		assert.Zero(t, cache.len())
+		assert.Zero(t, cache.bytes)
+	})
+}
+
+// entryFor is a cache entry for the credential numbered i, valid for an
+// hour.
+func entryFor(i byte) *cacheEntry {
+	return &cacheEntry{key: cacheKey{token: fmt.Sprintf("mt_%03d", i)}, identity: &Identity{}, until: testNow.Add(time.Hour)}
+}
+
+func TestExpiredVerdictsAreReclaimed(t *testing.T) {
 	c := testclock.New(testNow)
-	keys := &countingKeys{signing: rsaKey(private, "RS256")}
-	v := New(Options{Accept: []TokenType{M2MToken}, Keys: keys, ClockSkew: 5 * time.Second, now: c.Now})
+	cache := newVerdictCache(defaultCacheMaxBytes, c.Now)
+	entry := func(i byte, life time.Duration) *cacheEntry {
+		e := entryFor(i)
+		e.until = c.Now().Add(life)
+		return e
+	}
+	for i := range byte(5) {
+		cache.put(entry(i, time.Second), c.Now())
+	}
+	cache.put(entry(5, time.Hour), c.Now())
+	cache.put(entry(6, time.Second), c.Now()) // behind a live one
+	cache.put(entry(7, time.Second), c.Now())
+	c.Advance(time.Second)
+	cache.put(entry(8, time.Hour), c.Now())
+	assert.Equal(t, 4, cache.len(), "adding one drops the expired ones at the front")
+	cache.put(entry(6, time.Hour), c.Now())
+	assert.Equal(t, 4, cache.len(), "a verdict renewed replaces the expired one")
+	cache.sweep()
+	assert.Equal(t, 3, cache.len(), "a sweep drops the others")
+	assert.Equal(t, 3*entrySize(entryFor(0)), cache.bytes)
+
+	cache.close()
+	assert.Zero(t, cache.len())
+	assert.Zero(t, cache.bytes)
+	cache.put(entry(9, time.Hour), c.Now())
+	assert.Zero(t, cache.len(), "a closed cache keeps nothing")
+}
+
+// TestCacheLookupsAreReported: a credential verified is looked up in the
+// cache of its format, and answered from it after, a JWT with no key
+// lookup nor signature check.
+func TestCacheLookupsAreReported(t *testing.T) {
+	private, _ := signingKeys(t)
+	var lookups []string
+	keys := keysFor(private, "")
+	v := newVerifier(t, Options{MachineSecretKey: testMachineKey, clerk: &fakeClerk{}, keys: keys, CacheTTL: new(time.Minute),
+		OnCacheLookup: func(cache string, hit bool) { lookups = append(lookups, fmt.Sprintf("%s %v", cache, hit)) }})
 	token := sign(t, private, m2mHeader(), m2mPayload())
 	first, err := v.Verify(context.Background(), token)
 	require.NoError(t, err)
-	for range 10 {
-		again, err := v.Verify(context.Background(), token)
+	for _, credential := range []string{token, token, "mt_abc", "mt_abc"} {
+		id, err := v.Verify(context.Background(), credential)
 		require.NoError(t, err)
-		assert.Same(t, first, again)
+		if credential == token {
+			assert.Same(t, first, id)
+		}
 	}
+	assert.Equal(t, []string{"jwt false", "jwt true", "jwt true", "opaque false", "opaque true"}, lookups)
 	assert.Equal(t, int32(1), keys.calls.Load(), "no key lookup, no signature check on a hit")
 }
 
 func TestJWTCacheRechecksTimesOnEveryHit(t *testing.T) {
 	private, _ := signingKeys(t)
 	c := testclock.New(testNow)
-	v := New(Options{Accept: []TokenType{M2MToken}, Keys: &countingKeys{signing: rsaKey(private, "")}, ClockSkew: 5 * time.Second, now: c.Now})
+	v := newVerifier(t, Options{keys: keysFor(private, ""), now: c.Now})
 	now := testNow.Unix()
 	token := sign(t, private, m2mHeader(), with(m2mPayload(), map[string]any{"exp": now + 60}))
 	_, err := v.Verify(context.Background(), token)
@@ -233,67 +236,6 @@ func TestJWTCacheRechecksTimesOnEveryHit(t *testing.T) {
 	c.Set(testNow.Add(-3 * time.Second)) // a clock that stepped back
 	_, err = v.Verify(context.Background(), early)
 	requireReason(t, err, ReasonInvalid)
-}
-
-func TestJWTCacheForgetsTokensOfARotatedOutKey(t *testing.T) {
-	a, b := signingKeys(t)
-	r, f, c := newRemote(t, jwkJSON(&a.PublicKey, testKid, "RS256"))
-	v := New(Options{Accept: []TokenType{M2MToken}, Keys: r, ClockSkew: 5 * time.Second, now: c.Now})
-	token := sign(t, a, m2mHeader(), m2mPayload())
-	_, err := v.Verify(context.Background(), token)
-	require.NoError(t, err)
-
-	f.set([]json.RawMessage{jwkJSON(&b.PublicKey, "ins_new", "RS256")}, nil)
-	_, err = r.key(context.Background(), "ins_new") // the rotation is picked up
-	require.NoError(t, err)
-	_, err = v.Verify(context.Background(), token)
-	requireReason(t, err, ReasonInvalid)
-}
-
-func TestJWTCacheSurvivesARefreshThatKeepsTheKey(t *testing.T) {
-	a, b := signingKeys(t)
-	r, f, c := newRemote(t, jwkJSON(&a.PublicKey, testKid, "RS256"))
-	var hits []bool
-	v := New(Options{Accept: []TokenType{M2MToken}, Keys: r, ClockSkew: 5 * time.Second, now: c.Now,
-		OnCacheLookup: func(_ string, hit bool) { hits = append(hits, hit) }})
-	token := sign(t, a, m2mHeader(), m2mPayload())
-	_, err := v.Verify(context.Background(), token)
-	require.NoError(t, err)
-
-	require.NoError(t, r.refresh(context.Background(), false)) // the same key again
-	_, err = v.Verify(context.Background(), token)
-	require.NoError(t, err)
-	assert.Equal(t, []bool{false, true}, hits, "a refresh that brings back the same key keeps the cache")
-
-	f.set([]json.RawMessage{jwkJSON(&b.PublicKey, testKid, "RS256")}, nil) // the same kid, another key
-	require.NoError(t, r.refresh(context.Background(), false))
-	_, err = v.Verify(context.Background(), token)
-	requireReason(t, err, ReasonInvalid)
-}
-
-func TestJWTCacheIsBoundedInBytes(t *testing.T) {
-	private, _ := signingKeys(t)
-	jwt := func(i int) string {
-		return sign(t, private, m2mHeader(), with(m2mPayload(), map[string]any{"jti": fmt.Sprintf("mt_%02d", i)}))
-	}
-	keys := &countingKeys{signing: rsaKey(private, "")}
-	probe := New(Options{Accept: []TokenType{M2MToken}, Keys: keys, now: fixedClock})
-	_, err := probe.Verify(context.Background(), jwt(0))
-	require.NoError(t, err)
-	oneEntry := probe.shared.cache.bytes
-
-	v := New(Options{Accept: []TokenType{M2MToken}, Keys: keys, now: fixedClock, Shared: NewShared(SharedOptions{CacheMaxBytes: 5 * oneEntry})})
-	for i := range 12 {
-		_, err := v.Verify(context.Background(), jwt(i))
-		require.NoError(t, err)
-	}
-	assert.Equal(t, 5, v.shared.cache.len())
-}
-
-// entryFor is a cache entry for the credential numbered i, valid for an
-// hour.
-func entryFor(i byte) *cacheEntry {
-	return &cacheEntry{key: cacheKey{token: fmt.Sprintf("mt_%03d", i)}, identity: &Identity{}, until: testNow.Add(time.Hour)}
 }
 
 func TestVerdictCacheGivesUsedEntriesASecondChance(t *testing.T) {
@@ -327,23 +269,62 @@ func TestVerdictCacheKeysByTheWholeCredential(t *testing.T) {
 	assert.Equal(t, credential, entry.key.token)
 }
 
-func TestCacheLookupsAreReported(t *testing.T) {
-	private, _ := signingKeys(t)
-	var lookups []string
-	v := New(Options{Accept: []TokenType{M2MToken}, Keys: &countingKeys{signing: rsaKey(private, "")}, Backend: &fakeBackend{answer: m2mAnswer(nil)},
-		now: fixedClock, CacheTTL: time.Minute, OnCacheLookup: func(cache string, hit bool) {
-			lookups = append(lookups, fmt.Sprintf("%s %v", cache, hit))
-		}})
-	token := sign(t, private, m2mHeader(), m2mPayload())
-	for _, credential := range []string{token, token, "mt_abc", "mt_abc"} {
-		_, err := v.Verify(context.Background(), credential)
-		require.NoError(t, err)
+// TestEntrySizeCoversWhatEntriesHold fills a cache with identities whose
+// claims take the shapes that cost the most once decoded (numbers, members,
+// nesting) or rendered (<, >, &), decodes and renders them as placeholders
+// would, and checks that the memory they hold is within what the cache
+// counted.
+func TestEntrySizeCoversWhatEntriesHold(t *testing.T) {
+	const size = 4 << 10
+	repeat := func(open, item, sep, close string) []byte {
+		n := (size - len(open) - len(close)) / (len(item) + len(sep))
+		return []byte(open + strings.Repeat(item+sep, n-1) + item + close)
 	}
-	assert.Equal(t, []string{"jwt false", "jwt true", "opaque false", "opaque true"}, lookups)
+	members := func() []byte {
+		var b bytes.Buffer
+		b.WriteString("{")
+		for i := 0; b.Len() < size; i++ {
+			fmt.Fprintf(&b, `"m%d":0,`, i)
+		}
+		b.Truncate(b.Len() - 1)
+		b.WriteString("}")
+		return b.Bytes()
+	}
+	for name, claims := range map[string][]byte{
+		"none":                  nil,
+		"a JWT's":               []byte(`{"aud":["mch_2xhFjEI5X2qWRvtV13BzSj8H6Dk"],"iss":"https://clerk.example.com","scopes":"mch_2xhFjEI5X2qWRvtV13BzSj8H6Dk","sub":"mch_2vYVtestTESTtestTESTtestTEST","jti":"mt_2xKa9Bgv7NxMRDFyQw8LpZ3cTmU1vHjE","iat":1795784000,"nbf":1795783990,"exp":1795787600}`),
+		"one long string":       repeat(`{"s":"`, "x", "", `"}`),
+		"numbers":               repeat(`{"n":[`, "0", ",", `]}`),
+		"members":               members(),
+		"nested lists":          []byte(`{"a":` + strings.Repeat("[", 1000) + strings.Repeat("]", 1000) + `}`),
+		"characters to escape":  repeat(`{"h":"`, "<", "", `"}`),
+		"empty objects in list": repeat(`{"o":[`, "{}", ",", `]}`),
+	} {
+		t.Run(name, func(t *testing.T) {
+			cache := newVerdictCache(1<<40, fixedClock)
+			defer cache.close()
+			const entries = 64
+			before := heapInUse()
+			for i := range entries {
+				id := &Identity{Subject: "mch_caller", TokenID: fmt.Sprintf("mt_%d", i), Scopes: []string{"mch_a", "mch_b"},
+					claimsJSON: bytes.Clone(claims)}
+				require.Equal(t, claims == nil, id.Claims() == nil, "the claims decode")
+				require.Equal(t, claims == nil, id.ClaimsJSON() == "{}")
+				cache.put(&cacheEntry{key: cacheKey{token: id.TokenID}, identity: id, until: testNow.Add(time.Hour)}, testNow)
+			}
+			held := heapInUse() - before
+			t.Logf("held %d bytes an entry, counted %d", held/entries, cache.bytes/entries)
+			assert.LessOrEqual(t, held, cache.bytes, "the estimate is not below what the entries hold")
+			assert.Equal(t, entries, cache.len())
+		})
+	}
 }
 
-func TestFormatOf(t *testing.T) {
-	for token, want := range map[string]Format{"mt_x": Opaque, "oat_x": Opaque, "ak_x": Opaque, "a.b.c": JWT, "garbage": "", "": ""} {
-		assert.Equal(t, want, formatOf(token, prefixedKind(token)), token)
-	}
+// heapInUse is the memory of the live objects, after a collection.
+func heapInUse() int64 {
+	runtime.GC()
+	runtime.GC()
+	var stats runtime.MemStats
+	runtime.ReadMemStats(&stats)
+	return int64(stats.HeapAlloc)
 }

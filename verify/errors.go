@@ -109,17 +109,17 @@ func refusal(err error) *Error {
 	return verr
 }
 
-// stamped returns err carrying the type and format of cred, which the
-// code that made it may not have known (a key source does not). An *Error
-// may be shared (Clerk's refusals are cached), so it is copied rather than
-// changed.
-func stamped(err error, cred *credential) error {
+// stamped returns err carrying the credential's type and format, which
+// the code that made it may not have known (a key source does not). An
+// *Error may be shared (Clerk's refusals are cached), so it is copied
+// rather than changed.
+func stamped(err error, tokenType TokenType, format Format) error {
 	verr := refusal(err)
-	if err == nil || verr.Format == cred.format && verr.TokenType == cred.kind.tokenType {
+	if err == nil || verr.Format == format && verr.TokenType == tokenType {
 		return err
 	}
 	copied := *verr
-	copied.Format, copied.TokenType = cred.format, cred.kind.tokenType
+	copied.Format, copied.TokenType = format, tokenType
 	return &copied
 }
 

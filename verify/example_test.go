@@ -5,32 +5,28 @@ import (
 	"fmt"
 	"net/http/httptest"
 
-	"github.com/caddy-clerk/clerk-m2m/backend"
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
 	"github.com/caddy-clerk/clerk-m2m/verify"
 )
 
 // A service that machines call verifies their M2M tokens: opaque ones with
-// Clerk, JWTs locally with the instance's signing keys. Here Clerk is the
-// fake of backend/backendtest.
+// Clerk, JWTs locally with the instance's signing keys, which the secret
+// key fetches. Here Clerk is the fake of backend/backendtest.
 func Example() {
-	clerk := backendtest.New() // in production: backend.DefaultURL
+	clerk := backendtest.New() // in production: no APIURL, Clerk's own
 	defer clerk.Close()
 	service := clerk.NewMachine("invoices") // the machine this service runs as
 	caller := clerk.NewMachine("billing")
 
-	client, err := backend.New(backend.Options{URL: clerk.URL, SecretKey: clerk.SecretKey()})
+	verifier, err := verify.New(verify.Options{
+		Accept:        []verify.TokenType{verify.M2MToken},
+		SecretKey:     clerk.SecretKey(),
+		APIURL:        clerk.URL,
+		RequireScopes: []string{service.ID}, // tokens granted to this service only
+	})
 	if err != nil {
 		panic(err)
 	}
-	keys := verify.NewRemoteKeys(client, verify.JWKSOptions{})
-	defer keys.Stop()
-	verifier := verify.New(verify.Options{
-		Accept:        []verify.TokenType{verify.M2MToken},
-		Backend:       client,
-		Keys:          keys,
-		RequireScopes: []string{service.ID}, // tokens granted to this service only
-	})
 
 	granted := backendtest.TokenOptions{Scopes: []string{service.ID}}
 	opaque, _ := clerk.CreateM2MToken(caller, granted)

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -24,6 +25,14 @@ import (
 var testNow = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 
 func fixedClock() time.Time { return testNow }
+
+// Keys of the right shapes for New, for Verifiers whose Clerk is a
+// fakeClerk (Options.clerk): New checks only that some key verifies each
+// type accepted.
+const (
+	testSecretKey  = "sk_test_secret"
+	testMachineKey = "ak_test_machine"
+)
 
 var (
 	keysOnce sync.Once
@@ -98,10 +107,7 @@ func m2mPayload() map[string]any {
 
 // with returns a copy of m with the given changes; a nil value deletes.
 func with(m map[string]any, changes map[string]any) map[string]any {
-	out := make(map[string]any, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
+	out := maps.Clone(m)
 	for k, v := range changes {
 		if v == nil {
 			delete(out, k)
@@ -132,7 +138,7 @@ func jwkJSON(key *rsa.PublicKey, kid, alg string) json.RawMessage {
 	return data
 }
 
-// countingKeys is a KeySource that records how often it was asked.
+// countingKeys is a keySource that records how often it was asked.
 type countingKeys struct {
 	signing *signingKey
 	calls   atomic.Int32
@@ -147,8 +153,119 @@ func (c *countingKeys) current(key *signingKey) bool { return key == c.signing }
 
 func (c *countingKeys) scope() string { return "counting" }
 
-func rsaKey(private *rsa.PrivateKey, alg string) *signingKey {
-	return &signingKey{id: testKid, algorithm: alg, public: &private.PublicKey}
+// keysFor is a countingKeys holding private's public key, for alg.
+func keysFor(private *rsa.PrivateKey, alg string) *countingKeys {
+	return &countingKeys{signing: &signingKey{id: testKid, algorithm: alg, public: &private.PublicKey}}
+}
+
+// failingKeys is a keySource that cannot give any key.
+type failingKeys struct{}
+
+func (failingKeys) key(context.Context, string) (*signingKey, error) {
+	return nil, &Error{Reason: ReasonUnavailable, Description: "keys are down"}
+}
+func (failingKeys) current(*signingKey) bool { return false }
+func (failingKeys) scope() string            { return "failing" }
+
+// fakeClerk stands in for Clerk's Backend API (Options.clerk). It answers
+// M2M tokens with m2m (nil: an answer made for the token, which is its id,
+// expiring at expiry, or an hour after testNow), API keys with apiKey and
+// OAuth tokens with oauth, or each with err when it is set. With gate set,
+// a call waits until gate is closed, or ends with its context; with delay,
+// a call takes that long. It counts the calls, and those its context
+// ended, and keeps the budget the last call had.
+type fakeClerk struct {
+	m2m    *backend.M2MToken
+	apiKey *backend.APIKey
+	oauth  *backend.OAuthAccessToken
+	err    error
+	expiry time.Time
+	gate   chan struct{}
+	delay  time.Duration
+
+	calls, cancelled atomic.Int32
+	budget           atomic.Int64
+}
+
+func (f *fakeClerk) VerifyM2MToken(ctx context.Context, token string) (*backend.M2MToken, error) {
+	answer := f.m2m
+	if answer == nil {
+		expiry := f.expiry
+		if expiry.IsZero() {
+			expiry = testNow.Add(time.Hour)
+		}
+		expiration := expiry.UnixMilli()
+		answer = &backend.M2MToken{Object: "machine_to_machine_token", ID: token, Subject: "mch_caller", Expiration: &expiration}
+	}
+	return answerWith(ctx, f, answer)
+}
+
+func (f *fakeClerk) VerifyAPIKey(ctx context.Context, _ string) (*backend.APIKey, error) {
+	return answerWith(ctx, f, f.apiKey)
+}
+
+func (f *fakeClerk) VerifyOAuthToken(ctx context.Context, _ string) (*backend.OAuthAccessToken, error) {
+	return answerWith(ctx, f, f.oauth)
+}
+
+func answerWith[T any](ctx context.Context, f *fakeClerk, answer *T) (*T, error) {
+	f.calls.Add(1)
+	if deadline, ok := ctx.Deadline(); ok {
+		f.budget.Store(int64(time.Until(deadline)))
+	}
+	var delay <-chan time.Time
+	if f.delay > 0 {
+		delay = time.After(f.delay)
+	}
+	if f.gate != nil || delay != nil {
+		select { // a nil channel never delivers
+		case <-f.gate:
+		case <-delay:
+		case <-ctx.Done():
+			f.cancelled.Add(1)
+			return nil, &backend.Error{Err: ctx.Err()}
+		}
+	}
+	if f.err != nil {
+		return nil, f.err
+	}
+	return answer, nil
+}
+
+// newVerifier is New(opts), on the tests' clock unless opts has one,
+// failing the test if New refuses opts.
+func newVerifier(t testing.TB, opts Options) *Verifier {
+	t.Helper()
+	if opts.now == nil {
+		opts.now = fixedClock
+	}
+	v, err := New(opts)
+	require.NoError(t, err)
+	return v
+}
+
+// allTypes are Options accepting every type, verified by clerk (with the
+// secret key that verifies all opaque types) and keys: ones that Clerk
+// never answers and that give no key when nil.
+func allTypes(clerk clerkAPI, keys keySource) Options {
+	accept, _ := ParseTokenTypes([]string{"any"})
+	if clerk == nil {
+		clerk = &fakeClerk{err: errors.New("fakeClerk: not expected to be asked")}
+	}
+	if keys == nil {
+		keys = failingKeys{}
+	}
+	return Options{Accept: accept, SecretKey: testSecretKey, clerk: clerk, keys: keys}
+}
+
+// opaqueVerifier verifies M2M tokens with clerk (with a machine secret
+// key, which fetches no keys for JWTs), remembering verdicts for ttl, in a
+// Pool of its own made with pool (and on its clock, if it has one).
+func opaqueVerifier(t *testing.T, clerk clerkAPI, ttl time.Duration, pool PoolOptions) *Verifier {
+	t.Helper()
+	p, err := NewPool(pool)
+	require.NoError(t, err)
+	return newVerifier(t, Options{MachineSecretKey: testMachineKey, clerk: clerk, now: pool.now, CacheTTL: &ttl, Pool: p})
 }
 
 // hung is how long a test waits for something that must happen before it
@@ -170,13 +287,10 @@ func receive[T any](t *testing.T, ch <-chan T, what string) T {
 	return none
 }
 
-// concurrently runs f n times at once and waits for all of them.
-func concurrently(n int, f func()) {
-	var wg sync.WaitGroup
-	for range n {
-		wg.Go(f)
-	}
-	wg.Wait()
+// waitFor polls cond until it holds, failing the test after hung.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	require.Eventually(t, cond, hung, time.Millisecond)
 }
 
 // requireReason asserts that err is an *Error with the given reason.
@@ -189,26 +303,6 @@ func requireReason(t *testing.T, err error, want Reason) *Error {
 	return verr
 }
 
-// m2mOnly completes a Backend that only expects M2M verifications.
-type m2mOnly struct{}
-
-func (m2mOnly) VerifyAPIKey(context.Context, string) (*backend.APIKey, error) {
-	return nil, errors.New("unexpected API key verification")
-}
-
-func (m2mOnly) VerifyOAuthToken(context.Context, string) (*backend.OAuthAccessToken, error) {
-	return nil, errors.New("unexpected OAuth verification")
-}
-
-// classifyToken classifies token as the Verifier does.
-func classifyToken(token string) (*classified, error) { return classify(token, prefixedKind(token)) }
-
-func allTypesVerifier(b Backend, keys KeySource, parties ...string) *Verifier {
-	accept, _ := ParseTokenTypes([]string{"any"})
-	return New(Options{Accept: accept, Backend: b, Keys: keys, ClockSkew: 5 * time.Second, now: fixedClock,
-		AuthorizedParties: parties, CacheTTL: time.Minute})
-}
-
 // jsonRoundTrip gives v as encoding/json decodes it (numbers as float64).
 func jsonRoundTrip(t *testing.T, v any) any {
 	t.Helper()
@@ -217,4 +311,33 @@ func jsonRoundTrip(t *testing.T, v any) any {
 	var out any
 	require.NoError(t, json.Unmarshal(data, &out))
 	return out
+}
+
+// len is how many entries the cache holds.
+func (c *verdictCache) len() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.entries)
+}
+
+// waiting is how many requests wait for the call under way for
+// credential, 0 when there is none.
+func (v *Verifier) waiting(credential string) int {
+	c := v.pool.calls
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if call, ok := c.running[cacheKey{v.scope, credential}]; ok {
+		return call.waiting
+	}
+	return 0
+}
+
+// verifyInBackground verifies credential with ctx and sends the error.
+func verifyInBackground(ctx context.Context, v *Verifier, credential string) chan error {
+	result := make(chan error, 1)
+	go func() {
+		_, err := v.Verify(ctx, credential)
+		result <- err
+	}()
+	return result
 }

@@ -1,32 +1,28 @@
 package verify
 
 import (
-	"encoding/json"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
-func TestInspectOpaque(t *testing.T) {
+func TestInspect(t *testing.T) {
 	for _, k := range kinds {
 		if k.prefix == "" {
-			continue
+			continue // no opaque form
 		}
 		inspection, err := Inspect(k.prefix + "8XOIucKvqHVr5tYP123456789abcdefghij")
 		require.NoError(t, err, k.prefix)
 		assert.Equal(t, &Inspection{TokenType: k.tokenType, Format: Opaque}, inspection, k.prefix)
 	}
-}
-
-func TestInspectJWT(t *testing.T) {
 	key, _ := signingKeys(t)
 	inspection, err := Inspect(sign(t, key, m2mHeader(), m2mPayload()))
 	require.NoError(t, err)
 	assert.Equal(t, M2MToken, inspection.TokenType)
 	assert.Equal(t, JWT, inspection.Format)
 	assert.Equal(t, &Header{Alg: "RS256", Kid: testKid, Typ: "JWT", Cat: categoryM2M, HasTyp: true, HasCat: true}, inspection.Header)
-	assert.JSONEq(t, string(mustJSON(t, m2mPayload())), string(inspection.Claims))
+	assert.Equal(t, jsonRoundTrip(t, m2mPayload()), jsonRoundTrip(t, inspection.Claims))
 
 	session, err := Inspect(sign(t, key, map[string]any{"alg": "RS256", "kid": testKid}, map[string]any{"sub": "user_1", "sid": "sess_1"}))
 	require.NoError(t, err)
@@ -46,7 +42,7 @@ func TestInspectRefusesAsVerifyDoes(t *testing.T) {
 		_, err := Inspect(token)
 		verr := requireReason(t, err, ReasonInvalid)
 		assert.Equal(t, format, verr.Format, token)
-		_, verifyErr := allTypesVerifier(nil, nil).Verify(t.Context(), token)
+		_, verifyErr := newVerifier(t, allTypes(nil, nil)).Verify(t.Context(), token)
 		assert.Equal(t, verifyErr.(*Error).Description, verr.Description, token)
 	}
 }
@@ -63,11 +59,4 @@ func TestCategoryNames(t *testing.T) {
 	} {
 		assert.Equal(t, want, header.Category(), "%+v", header)
 	}
-}
-
-func mustJSON(t *testing.T, v any) []byte {
-	t.Helper()
-	data, err := json.Marshal(v)
-	require.NoError(t, err)
-	return data
 }

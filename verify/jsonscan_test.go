@@ -99,18 +99,3 @@ func TestJSONValues(t *testing.T) {
 		assert.False(t, ok, raw)
 	}
 }
-
-func TestDuplicateMembersMakeATokenInvalid(t *testing.T) {
-	private, _ := signingKeys(t)
-	for name, tc := range map[string]struct{ header, payload string }{
-		"duplicate alg in the header":  {`{"alg":"none","alg":"RS256","typ":"JWT","kid":"` + testKid + `"}`, `{"sub":"mch_1","exp":9999999999}`},
-		"duplicate sub in the payload": {`{"alg":"RS256","typ":"JWT","kid":"` + testKid + `"}`, `{"sub":"user_1","sub":"mch_1","exp":9999999999}`},
-		"escaped duplicate exp":        {`{"alg":"RS256","typ":"JWT","kid":"` + testKid + `"}`, `{"sub":"mch_1","exp":1,"\u0065xp":9999999999}`},
-		"duplicate cat in the header":  {`{"alg":"RS256","cat":"cl_B7d4PD111AAA","cat":"cl_B7d4PD333AAA","kid":"` + testKid + `"}`, `{"sub":"mch_1","exp":9999999999}`},
-	} {
-		t.Run(name, func(t *testing.T) {
-			_, err := classifyToken(sign(t, private, tc.header, tc.payload))
-			requireReason(t, err, ReasonInvalid)
-		})
-	}
-}

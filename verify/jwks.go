@@ -321,7 +321,10 @@ func (r *remoteKeys) fetchKeys(ctx context.Context) (map[string]*signingKey, err
 			keys[key.id] = &key
 		}
 	}
-	if len(keys) == 0 {
+	switch {
+	case len(set.Keys) == 0:
+		return nil, errors.New("the JWKS holds no key")
+	case len(keys) == 0:
 		return nil, fmt.Errorf("the JWKS holds no usable signing key (%d keys in all): %w", len(set.Keys), errors.Join(skipped...))
 	}
 	return keys, nil

@@ -22,26 +22,20 @@ import (
 	"github.com/caddy-clerk/clerk-m2m/internal/testclock"
 )
 
-// fakeJWKS serves a key set (or an error) and counts fetches. A fetch
-// takes delay, or if release is set, waits until it is closed.
+// fakeJWKS serves a key set (or an error) and counts fetches. If release
+// is set, a fetch waits until it is closed, or its context ends.
 type fakeJWKS struct {
 	mu      sync.Mutex
 	keys    []json.RawMessage
 	err     error
-	delay   time.Duration
 	release chan struct{}
 	fetches atomic.Int32
 }
 
 func (f *fakeJWKS) JWKS(ctx context.Context) (*backend.JWKS, error) {
 	f.fetches.Add(1)
-	var delay <-chan time.Time
-	if f.delay > 0 {
-		delay = time.After(f.delay)
-	}
-	if delay != nil || f.release != nil {
-		select { // a nil channel never delivers
-		case <-delay:
+	if f.release != nil {
+		select {
 		case <-f.release:
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -61,66 +55,113 @@ func (f *fakeJWKS) set(keys []json.RawMessage, err error) {
 	f.keys, f.err = keys, err
 }
 
-func newRemote(t *testing.T, keys ...json.RawMessage) (*RemoteKeys, *fakeJWKS, *testclock.Clock) {
+func newRemote(t *testing.T, keys ...json.RawMessage) (*remoteKeys, *fakeJWKS, *testclock.Clock) {
 	t.Helper()
 	f := &fakeJWKS{keys: keys}
 	c := testclock.New(testNow)
-	return NewRemoteKeys(f, JWKSOptions{now: c.Now, Timeout: time.Second}), f, c
+	return newRemoteKeys(f, remoteKeysOptions{now: c.Now, timeout: time.Second, maxStale: time.Hour}), f, c
 }
 
-// waitFor polls cond until it holds or a second has passed.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	require.Eventually(t, cond, time.Second, 5*time.Millisecond)
+// joining is a context that counts the callers waiting on it: a caller of
+// remoteKeys.key waits on its context only once it has joined the fetch
+// under way, or started one.
+type joining struct {
+	context.Context
+	joined *atomic.Int32
 }
 
-func TestRemoteKeysFetchOnFirstUseOnly(t *testing.T) {
+func (j joining) Done() <-chan struct{} {
+	j.joined.Add(1)
+	return j.Context.Done()
+}
+
+// TestRemoteKeysFetchOnceOnFirstUse: nothing is fetched before a key is
+// asked for; the callers that come while the set is fetched share that
+// fetch, each waiting only as long as its own context lets it; later ones
+// need none.
+func TestRemoteKeysFetchOnceOnFirstUse(t *testing.T) {
 	a, _ := signingKeys(t)
 	r, f, _ := newRemote(t, jwkJSON(&a.PublicKey, "ins_a", "RS256"))
 	assert.Zero(t, f.fetches.Load(), "nothing is fetched before a key is asked for")
 
+	f.release = make(chan struct{})
+	var joined atomic.Int32
+	ctx, leave := context.WithCancel(context.Background())
+	leaver := make(chan error, 1)
+	go func() {
+		_, err := r.key(joining{ctx, &joined}, "ins_a")
+		leaver <- err
+	}()
+	var callers sync.WaitGroup
+	for range 100 {
+		callers.Go(func() {
+			_, err := r.key(joining{context.Background(), &joined}, "ins_a")
+			assert.NoError(t, err)
+		})
+	}
+	waitFor(t, func() bool { return joined.Load() == 101 }) // every caller waits for a fetch
+	leave()
+	requireReason(t, receive(t, leaver, "the answer of a caller who left"), ReasonUnavailable)
+	close(f.release)
+	callers.Wait()
 	for range 10 {
 		key, err := r.key(context.Background(), "ins_a")
 		require.NoError(t, err)
 		assert.Equal(t, "RS256", key.algorithm)
 		assert.Equal(t, a.N, key.public.N)
 	}
-	assert.Equal(t, int32(1), f.fetches.Load())
+	assert.Equal(t, int32(1), f.fetches.Load(), "one fetch, which went on for the others")
 }
 
-func TestRemoteKeysConcurrentMissesShareOneFetch(t *testing.T) {
-	a, _ := signingKeys(t)
-	r, f, _ := newRemote(t, jwkJSON(&a.PublicKey, "ins_a", "RS256"))
-	f.delay = 50 * time.Millisecond
-	concurrently(100, func() {
-		_, err := r.key(context.Background(), "ins_a")
-		assert.NoError(t, err)
-	})
-	assert.Equal(t, int32(1), f.fetches.Load())
-}
-
-func TestRemoteKeysPickUpARotation(t *testing.T) {
+// TestKeyRotation: a token naming a kid the set does not hold has it
+// fetched again, which picks up a rotation; the cached verdicts on JWTs
+// whose key was rotated out, or replaced under the same kid, are
+// forgotten, while a refresh that brings the same key back keeps them.
+func TestKeyRotation(t *testing.T) {
 	a, b := signingKeys(t)
-	r, f, _ := newRemote(t, jwkJSON(&a.PublicKey, "ins_a", "RS256"))
-	_, err := r.key(context.Background(), "ins_a")
-	require.NoError(t, err)
+	r, f, c := newRemote(t, jwkJSON(&a.PublicKey, testKid, "RS256"))
+	var hits []bool
+	v := newVerifier(t, Options{keys: r, now: c.Now, OnCacheLookup: func(_ string, hit bool) { hits = append(hits, hit) }})
+	verify := func(token string) error {
+		_, err := v.Verify(context.Background(), token)
+		return err
+	}
+	old := sign(t, a, m2mHeader(), m2mPayload())
+	require.NoError(t, verify(old))
+	require.NoError(t, r.refresh(context.Background(), false)) // the same key again
+	require.NoError(t, verify(old))
+	assert.Equal(t, []bool{false, true}, hits, "a refresh that brings back the same key keeps the cache")
 
-	f.set([]json.RawMessage{jwkJSON(&b.PublicKey, "ins_b", "RS256")}, nil)
-	key, err := r.key(context.Background(), "ins_b")
-	require.NoError(t, err, "an unknown kid triggers a refetch")
-	assert.Equal(t, b.N, key.public.N)
-	assert.Equal(t, int32(2), f.fetches.Load())
+	f.set([]json.RawMessage{jwkJSON(&b.PublicKey, "ins_new", "RS256")}, nil)
+	rotated := sign(t, b, with(m2mHeader(), map[string]any{"kid": "ins_new"}), m2mPayload())
+	require.NoError(t, verify(rotated), "an unknown kid has the set fetched again")
+	assert.Equal(t, int32(3), f.fetches.Load())
+	requireReason(t, verify(old), ReasonInvalid)
 
-	_, err = r.key(context.Background(), "ins_a")
-	requireReason(t, err, ReasonInvalid)
+	f.set([]json.RawMessage{jwkJSON(&a.PublicKey, "ins_new", "RS256")}, nil) // the same kid, another key
+	require.NoError(t, r.refresh(context.Background(), false))
+	requireReason(t, verify(rotated), ReasonInvalid)
+
+	for _, kid := range []any{"ins_unknown", nil} {
+		requireReason(t, verify(sign(t, a, with(m2mHeader(), map[string]any{"kid": kid}), m2mPayload())), ReasonInvalid)
+	}
 }
 
+// TestRemoteKeysMadeUpKidsCostABoundedFewFetches: a kid that cannot be
+// one costs no fetch, and made-up ones a few, paced; the kids held are
+// never revealed.
 func TestRemoteKeysMadeUpKidsCostABoundedFewFetches(t *testing.T) {
 	a, _ := signingKeys(t)
-	r, f, c := newRemote(t, jwkJSON(&a.PublicKey, "ins_a", "RS256"))
+	r, f, c := newRemote(t, jwkJSON(&a.PublicKey, "ins_secret_instance", "RS256"))
+	for _, kid := range []string{"", strings.Repeat("k", maxKeyIDLength+1)} {
+		_, err := r.key(context.Background(), kid)
+		requireReason(t, err, ReasonInvalid)
+	}
+	assert.Zero(t, f.fetches.Load())
 	for i := range 200 {
 		_, err := r.key(context.Background(), "ins_made_up_"+strings.Repeat("x", i%50))
 		requireReason(t, err, ReasonInvalid)
+		assert.NotContains(t, err.Error(), "ins_secret_instance")
 	}
 	assert.Equal(t, int32(refetchBurst), f.fetches.Load())
 
@@ -129,52 +170,58 @@ func TestRemoteKeysMadeUpKidsCostABoundedFewFetches(t *testing.T) {
 	requireReason(t, err, ReasonInvalid)
 	assert.Equal(t, int32(refetchBurst+1), f.fetches.Load(), "one more fetch per interval")
 
-	_, err = r.key(context.Background(), "ins_a")
+	_, err = r.key(context.Background(), "ins_secret_instance")
 	assert.NoError(t, err, "known keys keep working throughout")
 }
 
-func TestRemoteKeysRefuseUnusableKidsWithoutFetching(t *testing.T) {
-	r, f, _ := newRemote(t)
-	for _, kid := range []string{"", strings.Repeat("k", maxKeyIDLength+1)} {
-		_, err := r.key(context.Background(), kid)
-		requireReason(t, err, ReasonInvalid)
-	}
-	assert.Zero(t, f.fetches.Load())
-}
-
-func TestRemoteKeysRefreshAfterMaxAgeWithoutBlocking(t *testing.T) {
-	a, b := signingKeys(t)
-	r, f, c := newRemote(t, jwkJSON(&a.PublicKey, "ins_a", "RS256"))
+// TestRemoteKeysKeepTheLastGoodSetForMaxStale: with no set at all, keys
+// are unavailable, for Clerk's reason; a set older than maxAge is still
+// served while a refresh runs behind the request, and through failed
+// refreshes for maxStale beyond maxAge, not after. Every fetch is
+// reported, with where it was from and how it ended.
+func TestRemoteKeysKeepTheLastGoodSetForMaxStale(t *testing.T) {
+	a, _ := signingKeys(t)
+	f := &fakeJWKS{err: &backend.Error{Status: 500, Code: "internal_clerk_error"}}
+	c := testclock.New(testNow)
+	fetched := make(chan error, 8)
+	r := newRemoteKeys(f, remoteKeysOptions{url: "https://clerk.example.test", now: c.Now, maxStale: time.Hour,
+		onFetch: func(url string, err error) {
+			assert.Equal(t, "https://clerk.example.test", url)
+			fetched <- err
+		}})
 	_, err := r.key(context.Background(), "ins_a")
-	require.NoError(t, err)
+	verr := requireReason(t, err, ReasonUnavailable)
+	assert.ErrorContains(t, verr, "internal_clerk_error")
+	assert.Positive(t, verr.RetryAfter)
+	assert.Error(t, receive(t, fetched, "the first fetch"))
 
+	f.set([]json.RawMessage{jwkJSON(&a.PublicKey, "ins_a", "RS256")}, nil)
+	c.Advance(5 * time.Second)
+	_, err = r.key(context.Background(), "ins_a")
+	require.NoError(t, err)
+	assert.NoError(t, receive(t, fetched, "the second fetch"))
+
+	_, b := signingKeys(t)
 	f.set([]json.RawMessage{jwkJSON(&b.PublicKey, "ins_a", "RS256")}, nil)
 	c.Advance(5*time.Minute + time.Second)
 	key, err := r.key(context.Background(), "ins_a")
 	require.NoError(t, err)
 	assert.Equal(t, a.N, key.public.N, "the old key is served while the refresh runs")
-	waitFor(t, func() bool { return f.fetches.Load() == 2 })
-	waitFor(t, func() bool {
+	assert.NoError(t, receive(t, fetched, "the refresh behind it"))
+	waitFor(t, func() bool { // then the new one; onFetch is told before the set is in use
 		key, err := r.key(context.Background(), "ins_a")
 		return err == nil && key.public.N.Cmp(b.N) == 0
 	})
-}
-
-func TestRemoteKeysKeepTheLastGoodSetForMaxStale(t *testing.T) {
-	a, _ := signingKeys(t)
-	r, f, c := newRemote(t, jwkJSON(&a.PublicKey, "ins_a", "RS256"))
-	_, err := r.key(context.Background(), "ins_a")
-	require.NoError(t, err)
 
 	f.set(nil, &backend.Error{Status: 503})
 	c.Advance(30 * time.Minute)
 	_, err = r.key(context.Background(), "ins_a")
 	require.NoError(t, err, "within the stale window the last good key is used")
-	waitFor(t, func() bool { return f.fetches.Load() == 2 })
+	assert.Error(t, receive(t, fetched, "the refresh behind it"))
 
-	c.Advance(36 * time.Minute) // 66 minutes after the fetch: past MaxAge + MaxStale
+	c.Advance(36 * time.Minute) // 66 minutes after the fetch: past maxAge + maxStale
 	_, err = r.key(context.Background(), "ins_a")
-	verr := requireReason(t, err, ReasonUnavailable)
+	verr = requireReason(t, err, ReasonUnavailable)
 	assert.Positive(t, verr.RetryAfter)
 
 	f.set([]json.RawMessage{jwkJSON(&a.PublicKey, "ins_a", "RS256")}, nil)
@@ -183,40 +230,13 @@ func TestRemoteKeysKeepTheLastGoodSetForMaxStale(t *testing.T) {
 	assert.NoError(t, err, "recovers once Clerk answers again")
 }
 
-func TestRemoteKeysWithoutAnySetAreUnavailable(t *testing.T) {
-	r, f, _ := newRemote(t)
-	f.set(nil, &backend.Error{Status: 500, Code: "internal_clerk_error"})
-	_, err := r.key(context.Background(), "ins_a")
-	verr := requireReason(t, err, ReasonUnavailable)
-	assert.ErrorContains(t, verr, "internal_clerk_error")
-}
-
-func TestRemoteKeysAnEmptySetDoesNotReplaceAGoodOne(t *testing.T) {
-	a, _ := signingKeys(t)
-	r, f, c := newRemote(t, jwkJSON(&a.PublicKey, "ins_a", "RS256"))
-	_, err := r.key(context.Background(), "ins_a")
-	require.NoError(t, err)
-
-	f.set([]json.RawMessage{}, nil)
-	c.Advance(5*time.Minute + time.Second)
-	_, err = r.key(context.Background(), "ins_a")
-	require.NoError(t, err)
-	waitFor(t, func() bool { return f.fetches.Load() == 2 })
-	_, err = r.key(context.Background(), "ins_a")
-	assert.NoError(t, err)
-}
-
+// TestRemoteKeysSkipUnusableKeys: one odd key does not make the others
+// unusable; a set with no usable key is a failed fetch that says why each
+// key was skipped, and does not replace a good set.
 func TestRemoteKeysSkipUnusableKeys(t *testing.T) {
 	a, b := signingKeys(t)
 	small, err := rsa.GenerateKey(rand.Reader, 1024)
 	require.NoError(t, err)
-	privateJWK := func() json.RawMessage {
-		m := map[string]any{}
-		require.NoError(t, json.Unmarshal(jwkJSON(&a.PublicKey, "ins_private", ""), &m))
-		m["d"] = "AQAB"
-		data, _ := json.Marshal(m)
-		return data
-	}
 	withField := func(key json.RawMessage, field string, value any) json.RawMessage {
 		m := map[string]any{}
 		require.NoError(t, json.Unmarshal(key, &m))
@@ -224,84 +244,89 @@ func TestRemoteKeysSkipUnusableKeys(t *testing.T) {
 		data, _ := json.Marshal(m)
 		return data
 	}
-	r, _, _ := newRemote(t,
-		json.RawMessage(`{"kty":"EC","crv":"P-256","kid":"ins_ec","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}`),
-		withField(jwkJSON(&b.PublicKey, "ins_enc", ""), "use", "enc"),
-		withField(jwkJSON(&b.PublicKey, "ins_oaep", "RSA-OAEP"), "use", nil),
-		withField(jwkJSON(&b.PublicKey, "ins_ops", ""), "key_ops", []string{"encrypt"}),
-		jwkJSON(&small.PublicKey, "ins_small", "RS256"),
-		jwkJSON(&b.PublicKey, "", "RS256"),
-		privateJWK(),
-		json.RawMessage(`{"kty":"oct","k":"c2VjcmV0","kid":"ins_hmac"}`),
-		json.RawMessage(`"not a key"`),
-		jwkJSON(&a.PublicKey, "ins_good", "RS256"),
-	)
+	unusable := []struct {
+		kid string
+		key json.RawMessage
+		why string
+	}{
+		{"ins_ec", json.RawMessage(`{"kty":"EC","crv":"P-256","kid":"ins_ec","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}`), "not an RSA public key"},
+		{"ins_enc", withField(jwkJSON(&b.PublicKey, "ins_enc", ""), "use", "enc"), `key use "enc" is not signing`},
+		{"ins_oaep", withField(jwkJSON(&b.PublicKey, "ins_oaep", "RSA-OAEP"), "use", nil), `algorithm "RSA-OAEP"`},
+		{"ins_ops", withField(jwkJSON(&b.PublicKey, "ins_ops", ""), "key_ops", []string{"encrypt"}), "do not include verify"},
+		{"ins_small", jwkJSON(&small.PublicKey, "ins_small", "RS256"), "1024 bits is too small"},
+		{"", jwkJSON(&b.PublicKey, "", "RS256"), "no kid"},
+		{"ins_private", withField(jwkJSON(&a.PublicKey, "ins_private", ""), "d", "AQAB"), "key 6:"},
+		{"ins_hmac", json.RawMessage(`{"kty":"oct","k":"c2VjcmV0","kid":"ins_hmac"}`), "key type oct"},
+		{"", json.RawMessage(`"not a key"`), "key 8:"},
+	}
+	var set []json.RawMessage
+	for _, u := range unusable {
+		set = append(set, u.key)
+	}
+	r, f, _ := newRemote(t, append(set, jwkJSON(&a.PublicKey, "ins_good", "RS256"))...)
 	key, err := r.key(context.Background(), "ins_good")
 	require.NoError(t, err)
 	assert.Equal(t, a.N, key.public.N)
-	for _, kid := range []string{"ins_ec", "ins_enc", "ins_oaep", "ins_ops", "ins_small", "ins_private", "ins_hmac"} {
-		_, err := r.key(context.Background(), kid)
-		requireReason(t, err, ReasonInvalid)
+	for _, u := range unusable {
+		if u.kid != "" {
+			_, err := r.key(context.Background(), u.kid)
+			requireReason(t, err, ReasonInvalid)
+		}
 	}
+
+	f.set(set, nil)
+	err = r.refresh(context.Background(), false)
+	require.ErrorContains(t, err, "no usable signing key (9 keys in all)")
+	for _, u := range unusable {
+		assert.ErrorContains(t, err, u.why)
+	}
+	f.set([]json.RawMessage{}, nil)
+	require.Error(t, r.refresh(context.Background(), false))
+	_, err = r.key(context.Background(), "ins_good")
+	assert.NoError(t, err, "the good set is kept")
 }
 
-func TestRemoteKeysWaiterGivesUpWithItsContext(t *testing.T) {
-	a, _ := signingKeys(t)
-	f := &fakeJWKS{keys: []json.RawMessage{jwkJSON(&a.PublicKey, "ins_a", "RS256")}, release: make(chan struct{})}
-	r := NewRemoteKeys(f, JWKSOptions{now: testclock.New(testNow).Now, Timeout: time.Hour})
-	ctx, leave := context.WithCancel(context.Background())
-	waiter := make(chan error, 1)
-	go func() {
-		_, err := r.key(ctx, "ins_a")
-		waiter <- err
-	}()
-	waitFor(t, func() bool { return f.fetches.Load() == 1 })
-	leave()
-	// The fetch is held until released below: the waiter can only return
-	// on its own.
-	requireReason(t, receive(t, waiter, "the waiter's answer"), ReasonUnavailable)
+// TestAnEmptySetIsExplainedPlainly: a fetch that brings no key at all says
+// so in plain words.
+func TestAnEmptySetIsExplainedPlainly(t *testing.T) {
 
-	close(f.release)
-	waitFor(t, func() bool {
-		_, err := r.key(context.Background(), "ins_a")
-		return err == nil
-	})
-	assert.Equal(t, int32(1), f.fetches.Load(), "the fetch went on for later callers")
-}
-
-func TestRemoteKeysNeverRevealKnownKids(t *testing.T) {
-	a, _ := signingKeys(t)
-	r, _, _ := newRemote(t, jwkJSON(&a.PublicKey, "ins_secret_instance", "RS256"))
-	_, err := r.key(context.Background(), "ins_other")
-	require.Error(t, err)
-	assert.NotContains(t, err.Error(), "ins_secret_instance")
-}
-
-func TestJWTVerificationThroughRemoteKeys(t *testing.T) {
-	a, _ := signingKeys(t)
-	r, _, _ := newRemote(t, jwkJSON(&a.PublicKey, testKid, "RS256"))
-	v := New(Options{Accept: []TokenType{M2MToken}, Keys: r, now: fixedClock, ClockSkew: 5 * time.Second})
-	_, err := v.Verify(context.Background(), sign(t, a, m2mHeader(), m2mPayload()))
-	require.NoError(t, err)
-	_, err = v.Verify(context.Background(), sign(t, a, with(m2mHeader(), map[string]any{"kid": "ins_unknown"}), m2mPayload()))
-	requireReason(t, err, ReasonInvalid)
-	_, err = v.Verify(context.Background(), sign(t, a, with(m2mHeader(), map[string]any{"kid": nil}), m2mPayload()))
-	requireReason(t, err, ReasonInvalid)
+	r, _, _ := newRemote(t)
+	err := r.refresh(context.Background(), false)
+	require.ErrorContains(t, err, "the JWKS holds no key")
+	assert.NotContains(t, err.Error(), "%!")
 }
 
 func TestParsePEMKey(t *testing.T) {
+	small, err := rsa.GenerateKey(rand.Reader, 1024)
+	require.NoError(t, err)
 	a, _ := signingKeys(t)
 	armoured := publicPEM(t, a)
 	body := strings.Join(strings.Split(strings.TrimSpace(armoured), "\n")[1:strings.Count(armoured, "\n")-1], "")
-	for name, text := range map[string]string{
-		"armoured":                armoured,
-		"bare base64":             body,
-		"escaped line breaks":     strings.ReplaceAll(armoured, "\n", `\n`),
-		"surrounded by blanks":    "\n  " + armoured + "\n\n",
-		"bare base64 with breaks": body[:64] + "\n" + body[64:],
+	private, err := x509.MarshalPKCS8PrivateKey(a)
+	require.NoError(t, err)
+	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	ecPublic, err := x509.MarshalPKIXPublicKey(&ec.PublicKey)
+	require.NoError(t, err)
+	for name, tc := range map[string]struct{ text, refusal string }{
+		"armoured":                {armoured, ""},
+		"bare base64":             {body, ""},
+		"escaped line breaks":     {strings.ReplaceAll(armoured, "\n", `\n`), ""},
+		"surrounded by blanks":    {"\n  " + armoured + "\n\n", ""},
+		"bare base64 with breaks": {body[:64] + "\n" + body[64:], ""},
+		"garbage":                 {"not a key", "neither a PEM block nor base64"},
+		"empty":                   {"", "neither a PEM block nor base64"},
+		"bad PEM":                 {"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----", "not a valid PEM public key"},
+		"small key":               {publicPEM(t, small), "too small"},
+		"private key":             {string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: private})), "private key"},
+		"EC key":                  {string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: ecPublic})), "not RSA"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			s, err := PEMKey(text)
+			s, err := pemKey(tc.text)
+			if tc.refusal != "" {
+				assert.ErrorContains(t, err, tc.refusal)
+				return
+			}
 			require.NoError(t, err)
 			key, err := s.key(context.Background(), "any kid at all")
 			require.NoError(t, err)
@@ -312,42 +337,6 @@ func TestParsePEMKey(t *testing.T) {
 	}
 }
 
-func TestParsePEMKeyRefusals(t *testing.T) {
-	small, err := rsa.GenerateKey(rand.Reader, 1024)
-	require.NoError(t, err)
-	a, _ := signingKeys(t)
-	for name, tc := range map[string]struct{ text, want string }{
-		"garbage":     {"not a key", "neither a PEM block nor base64"},
-		"empty":       {"", "neither a PEM block nor base64"},
-		"bad PEM":     {"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----", "not a valid PEM public key"},
-		"small key":   {publicPEM(t, small), "too small"},
-		"private key": {privatePEM(t, a), "private key"},
-		"EC key":      {ecPublicPEM(t), "not RSA"},
-	} {
-		t.Run(name, func(t *testing.T) {
-			_, err := PEMKey(tc.text)
-			require.Error(t, err)
-			assert.Contains(t, err.Error(), tc.want)
-		})
-	}
-}
-
-func privatePEM(t *testing.T, key *rsa.PrivateKey) string {
-	t.Helper()
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	require.NoError(t, err)
-	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
-}
-
-func ecPublicPEM(t *testing.T) string {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	require.NoError(t, err)
-	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
-}
-
 // pauses stands in for the refresher's timer: each pause the refresher
 // asks for is handed to the test, which ends it when it chooses.
 type pauses chan pause
@@ -356,8 +345,6 @@ type pause struct {
 	length time.Duration
 	end    chan time.Time
 }
-
-func newPauses() pauses { return make(pauses, 16) }
 
 func (p pauses) after(length time.Duration) <-chan time.Time {
 	end := make(chan time.Time, 1)
@@ -372,119 +359,77 @@ func (p pauses) next(t *testing.T) pause {
 	return receive(t, p, "the refresher's next pause")
 }
 
-// remoteWithPauses is a RemoteKeys whose clock and refresher's pauses the
-// test moves.
-func remoteWithPauses(f *fakeJWKS, opts JWKSOptions) (*RemoteKeys, *testclock.Clock, pauses) {
-	c, p := testclock.New(testNow), newPauses()
+// runWithPauses runs remote keys whose clock and refresher's pauses the
+// test moves, until the test ends or stop is called; ran is closed when
+// run has returned.
+func runWithPauses(t *testing.T, f *fakeJWKS, opts remoteKeysOptions) (r *remoteKeys, c *testclock.Clock, p pauses, stop func(), ran chan struct{}) {
+	c, p = testclock.New(testNow), make(pauses, 16)
 	opts.now, opts.after = c.Now, p.after
-	return NewRemoteKeys(f, opts), c, p
+	r = newRemoteKeys(f, opts)
+	ctx, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	ran = make(chan struct{})
+	go func() {
+		r.run(ctx)
+		close(ran)
+	}()
+	return r, c, p, stop, ran
 }
 
-func TestRemoteKeysStartFetchesInTheBackground(t *testing.T) {
+// TestRemoteKeysRun: run fetches the set at once; while fetches fail, it
+// retries, its pause doubling from refetchInterval up to a minute; once
+// one succeeds, it renews the set ahead of maxAge, at four fifths of it,
+// and a new run of failures starts again from refetchInterval. When its
+// context ends, it returns and asks for nothing more, while the set held
+// is still answered from.
+func TestRemoteKeysRun(t *testing.T) {
 	a, _ := signingKeys(t)
-	f := &fakeJWKS{keys: []json.RawMessage{jwkJSON(&a.PublicKey, "ins_a", "RS256")}}
-	r, c, p := remoteWithPauses(f, JWKSOptions{MaxAge: 100 * time.Second, Timeout: time.Second})
-	r.Start()
-	r.Start() // idempotent
-	pause := p.next(t)
-	assert.Zero(t, pause.length, "the first fetch starts at once")
-	for fetches := range int32(3) {
-		pause.end <- c.Now()
-		pause = p.next(t)
-		assert.Equal(t, fetches+1, f.fetches.Load())
-		assert.Equal(t, 80*time.Second, pause.length, "renewed ahead of MaxAge, again and again")
-		c.Advance(pause.length)
-	}
-	_, err := r.key(context.Background(), "ins_a")
-	require.NoError(t, err)
-
-	r.Stop()
-	select {
-	case <-r.stopped:
-	default:
-		t.Fatal("Stop returned before the refresher did")
-	}
-	pause.end <- c.Now() // the pause the refresher was in when stopped
-	assert.Empty(t, p, "the refresher asks for no pause after Stop")
-	assert.Equal(t, int32(3), f.fetches.Load(), "nothing runs after Stop")
-
-	_, err = r.key(context.Background(), "ins_a")
-	assert.NoError(t, err, "the set held is still answered from")
-	r.Start()
-	// A refresher started here would ask for its first pause at once. The
-	// grace lets no right Start fail; only a wrong one on a stalled run could
-	// slip through, and -count catches that.
-	select {
-	case <-p:
-		t.Fatal("Start after Stop started a refresher")
-	case <-time.After(100 * time.Millisecond):
-	}
-	assert.Equal(t, int32(3), f.fetches.Load(), "Start after Stop does nothing")
-}
-
-func TestRemoteKeysRefresherBacksOffWhileFailing(t *testing.T) {
 	f := &fakeJWKS{err: &backend.Error{Status: 503}}
-	r, c, p := remoteWithPauses(f, JWKSOptions{RefetchInterval: 5 * time.Second, Timeout: time.Second})
-	r.Start()
-	defer r.Stop()
+	r, c, p, stop, ran := runWithPauses(t, f, remoteKeysOptions{maxAge: 100 * time.Second, refetchInterval: 5 * time.Second, timeout: time.Second})
 	var lengths []time.Duration
 	pause := p.next(t)
-	for range 7 {
+	next := func() { // ends the pause the refresher is in, once the clock has gone through it
 		lengths = append(lengths, pause.length)
 		c.Advance(pause.length)
 		pause.end <- c.Now()
 		pause = p.next(t)
 	}
+	for range 7 {
+		next()
+	}
 	assert.Equal(t, []time.Duration{0, 5 * time.Second, 10 * time.Second, 20 * time.Second, 40 * time.Second, time.Minute, time.Minute},
-		lengths, "retries double their pause from RefetchInterval up to a minute")
+		lengths, "at once, then pauses doubling from refetchInterval up to a minute")
 	assert.Equal(t, int32(7), f.fetches.Load(), "one fetch per pause")
 
-	a, _ := signingKeys(t)
 	f.set([]json.RawMessage{jwkJSON(&a.PublicKey, "ins_a", "RS256")}, nil)
-	c.Advance(pause.length)
-	pause.end <- c.Now()
-	pause = p.next(t)
+	lengths = nil
+	for range 3 {
+		next()
+	}
+	assert.Equal(t, []time.Duration{time.Minute, 80 * time.Second, 80 * time.Second}, lengths, "renewed ahead of maxAge, again and again")
 	_, err := r.key(context.Background(), "ins_a")
 	require.NoError(t, err, "a retry that succeeds brings the keys")
-	assert.Equal(t, 4*time.Minute, pause.length, "then the next renewal is due at four fifths of MaxAge")
 
 	f.set(nil, &backend.Error{Status: 503})
-	c.Advance(pause.length)
-	pause.end <- c.Now()
-	assert.Equal(t, 5*time.Second, p.next(t).length, "a new run of failures starts again from RefetchInterval")
+	next()
+	assert.Equal(t, 5*time.Second, pause.length, "a new run of failures starts again from refetchInterval")
+
+	stop()
+	receive(t, ran, "run's return once its context ended")
+	assert.Empty(t, p, "the refresher asks for no pause after")
+	assert.Equal(t, int32(11), f.fetches.Load(), "nothing runs after")
+	_, err = r.key(context.Background(), "ins_a")
+	assert.NoError(t, err, "the set held is still answered from")
 }
 
-func TestRemoteKeysStopCancelsAHangingFetch(t *testing.T) {
+func TestRemoteKeysRunEndCancelsAHangingFetch(t *testing.T) {
 	f := &fakeJWKS{release: make(chan struct{})} // never released
-	var failures atomic.Int32
-	r := NewRemoteKeys(f, JWKSOptions{Timeout: time.Hour, OnFetch: func(error) { failures.Add(1) }})
-	r.Start()
+	var reported atomic.Int32
+	r, _, p, stop, ran := runWithPauses(t, f, remoteKeysOptions{timeout: time.Hour, onFetch: func(string, error) { reported.Add(1) }})
+	p.next(t).end <- testNow
 	waitFor(t, func() bool { return f.fetches.Load() == 1 })
-	stopped := make(chan struct{})
-	go func() { r.Stop(); close(stopped) }()
-	receive(t, stopped, "Stop's return (it waited for a hanging fetch)")
+	stop()
+	receive(t, ran, "run's return (a fetch hangs)")
 	_ = r.refresh(context.Background(), false) // joins the cancelled fetch until it returns
-	assert.Zero(t, failures.Load(), "a fetch cancelled by Stop is not reported as Clerk failing")
-}
-
-func TestRemoteKeysReportFetchesAndAge(t *testing.T) {
-	a, _ := signingKeys(t)
-	f := &fakeJWKS{err: &backend.Error{Status: 503}}
-	c := testclock.New(testNow)
-	var fetches []error
-	r := NewRemoteKeys(f, JWKSOptions{now: c.Now, OnFetch: func(err error) { fetches = append(fetches, err) }})
-	_, known := r.Age()
-	assert.False(t, known)
-	_, _ = r.key(context.Background(), "ins_a")
-	f.set([]json.RawMessage{jwkJSON(&a.PublicKey, "ins_a", "RS256")}, nil)
-	c.Advance(5 * time.Second)
-	_, err := r.key(context.Background(), "ins_a")
-	require.NoError(t, err)
-	require.Len(t, fetches, 2)
-	assert.Error(t, fetches[0])
-	assert.NoError(t, fetches[1])
-	c.Advance(42 * time.Second)
-	age, known := r.Age()
-	assert.True(t, known)
-	assert.Equal(t, 42*time.Second, age)
+	assert.Zero(t, reported.Load(), "a fetch cut short by the end of run is not reported as Clerk failing")
 }

@@ -81,18 +81,20 @@ const (
 	jwtKeys
 )
 
-// keyHints say, for each key, what provides it, as users configure it.
+// keyHints say what provides each key, as users configure it: the
+// options that provide it, in the order an operator would reach for them.
 var keyHints = []struct {
 	key  keySet
 	hint string
 }{
 	{machineKey, "machine_secret_key (or CLERK_MACHINE_SECRET_KEY)"},
-	{instanceKey, "secret_key (or CLERK_SECRET_KEY)"},
-	{jwtKeys, "jwt_key (or CLERK_JWT_KEY) to verify JWTs with no network call, or publishable_key " +
-		"(or CLERK_PUBLISHABLE_KEY) to verify JWTs with no secret"},
+	{instanceKey | jwtKeys, "secret_key (or CLERK_SECRET_KEY)"},
+	{jwtKeys, "jwt_key (or CLERK_JWT_KEY) to verify JWTs with no network call"},
+	{jwtKeys, "publishable_key (or CLERK_PUBLISHABLE_KEY) to verify JWTs with no secret"},
 }
 
-// need says what to set for a type whose needs the keys held do not meet.
+// need says what to set for a type whose needs the keys held do not meet:
+// every option that provides one of them.
 func (k *kind) need() error {
 	var hints []string
 	for _, h := range keyHints {

@@ -7,6 +7,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,16 +18,18 @@ import (
 	"github.com/caddy-clerk/clerk-m2m/backend"
 )
 
-// jwtVerifier returns a verifier of M2M tokens with a counting key source
-// holding key.
-func jwtVerifier(key *signingKey, skew time.Duration) (*Verifier, *countingKeys) {
-	keys := &countingKeys{signing: key}
-	return New(Options{Accept: []TokenType{M2MToken}, Keys: keys, ClockSkew: skew, now: fixedClock}), keys
+// jwtVerifier is a Verifier of M2M tokens whose JWT keys are keys.
+func jwtVerifier(t *testing.T, keys keySource, skew time.Duration) *Verifier {
+	return newVerifier(t, Options{keys: keys, ClockSkew: &skew})
 }
 
-func TestM2MJWTValid(t *testing.T) {
+// TestM2MJWTMapping: an M2M JWT maps as Clerk's M2MToken maps it, whatever
+// its category (none before Clerk's rollout) or typ: its scopes from
+// "scopes", else "aud"; its claims, the payload but for iss, sub, exp, nbf,
+// iat and jti (aud and scopes stay).
+func TestM2MJWTMapping(t *testing.T) {
 	private, _ := signingKeys(t)
-	v, _ := jwtVerifier(rsaKey(private, "RS256"), 5*time.Second)
+	v := jwtVerifier(t, keysFor(private, ""), 5*time.Second)
 	for name, header := range map[string]map[string]any{
 		"with the M2M category":             m2mHeader(),
 		"without category (before rollout)": with(m2mHeader(), map[string]any{"cat": nil}),
@@ -41,17 +45,10 @@ func TestM2MJWTValid(t *testing.T) {
 			assert.Equal(t, "mt_2xKa9Bgv7NxMRDFyQw8LpZ3cTmU1vHjE", id.TokenID)
 			assert.Equal(t, []string{"mch_1xxxxx", "mch_2xxxxx"}, id.Scopes)
 			assert.Equal(t, testNow.Add(300*time.Second).Unix(), id.ExpiresAt.Unix())
-			// Clerk keeps aud and scopes among the claims and drops only
-			// iss, sub, exp, nbf, iat and jti.
 			assert.JSONEq(t, `{"aud":["mch_1xxxxx","mch_2xxxxx"],"scopes":"mch_1xxxxx mch_2xxxxx","role":"service","tier":{"level":2}}`, id.ClaimsJSON())
 			assert.Equal(t, "service", id.Claims()["role"])
 		})
 	}
-}
-
-func TestM2MJWTScopesAndClaimsMapping(t *testing.T) {
-	private, _ := signingKeys(t)
-	v, _ := jwtVerifier(rsaKey(private, ""), 5*time.Second)
 	for _, tc := range []struct {
 		name       string
 		changes    map[string]any
@@ -74,20 +71,17 @@ func TestM2MJWTScopesAndClaimsMapping(t *testing.T) {
 	}
 }
 
-func TestM2MJWTCategoryIsCheckedBeforeAnyKeyLookup(t *testing.T) {
-	private, _ := signingKeys(t)
-	for _, cat := range []string{categorySession, categoryJWTTemplate, categoryIgnore, "cl_some_future_unknown_cat", ""} {
-		v, keys := jwtVerifier(rsaKey(private, "RS256"), 5*time.Second)
-		_, err := v.Verify(context.Background(), sign(t, private, with(m2mHeader(), map[string]any{"cat": cat}), m2mPayload()))
-		verr := requireReason(t, err, ReasonInvalid)
-		assert.Equal(t, M2MToken, verr.TokenType)
-		assert.Zero(t, keys.calls.Load(), "cat %q: no key may be looked up", cat)
-	}
-}
-
+// TestM2MJWTHeaderRulesNeedNoKey: the category, then the rest of the
+// header, are checked before any key is looked up (and a header that
+// names a key, or extensions, see TestWhatJWXAcceptsIsRefusedHere).
 func TestM2MJWTHeaderRulesNeedNoKey(t *testing.T) {
 	private, _ := signingKeys(t)
 	for name, changes := range map[string]map[string]any{
+		"session category":  {"cat": categorySession},
+		"template category": {"cat": categoryJWTTemplate},
+		"ignore category":   {"cat": categoryIgnore},
+		"unknown category":  {"cat": "cl_some_future_unknown_cat"},
+		"empty category":    {"cat": ""},
 		"alg none":          {"alg": "none"},
 		"alg empty":         {"alg": ""},
 		"alg missing":       {"alg": nil},
@@ -99,74 +93,55 @@ func TestM2MJWTHeaderRulesNeedNoKey(t *testing.T) {
 		"typ lowercase jwt": {"typ": "jwt"},
 		"typ empty":         {"typ": ""},
 		"typ at+jwt":        {"typ": "at+jwt"},
-		"crit":              {"crit": []string{"exp"}},
-		"jku":               {"jku": "https://attacker.example/jwks.json"},
-		"x5u":               {"x5u": "https://attacker.example/cert.pem"},
-		"embedded jwk":      {"jwk": map[string]any{"kty": "RSA", "n": "AQAB", "e": "AQAB"}},
-		"x5c":               {"x5c": []string{"MIIB"}},
 	} {
 		t.Run(name, func(t *testing.T) {
-			v, keys := jwtVerifier(rsaKey(private, ""), 5*time.Second)
-			_, err := v.Verify(context.Background(), sign(t, private, with(m2mHeader(), changes), m2mPayload()))
-			requireReason(t, err, ReasonInvalid)
-			assert.Zero(t, keys.calls.Load())
+			keys := keysFor(private, "")
+			_, err := jwtVerifier(t, keys, 5*time.Second).Verify(context.Background(), sign(t, private, with(m2mHeader(), changes), m2mPayload()))
+			assert.Equal(t, M2MToken, requireReason(t, err, ReasonInvalid).TokenType)
+			assert.Zero(t, keys.calls.Load(), "no key may be looked up")
 		})
 	}
 }
 
-func TestM2MJWTHMACWithThePublicKeyIsRefused(t *testing.T) {
-	private, _ := signingKeys(t)
-	header, _ := json.Marshal(with(m2mHeader(), map[string]any{"alg": "HS256"}))
-	payload, _ := json.Marshal(m2mPayload())
-	signed := base64.RawURLEncoding.EncodeToString(header) + "." + base64.RawURLEncoding.EncodeToString(payload)
-	mac := hmac.New(sha256.New, []byte(publicPEM(t, private)))
-	mac.Write([]byte(signed))
-	token := signed + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
-
-	v, _ := jwtVerifier(rsaKey(private, ""), 5*time.Second)
-	_, err := v.Verify(context.Background(), token)
-	requireReason(t, err, ReasonInvalid)
-}
-
+// TestM2MJWTSignature: only a signature by the key, with the algorithm it
+// allows, verifies; HMAC keyed with the public key never does.
 func TestM2MJWTSignature(t *testing.T) {
 	private, other := signingKeys(t)
 	good := sign(t, private, m2mHeader(), m2mPayload())
 	tamperedPayload, _ := json.Marshal(with(m2mPayload(), map[string]any{"sub": "mch_attacker"}))
-	parts := splitJWT(good)
-	for name, token := range map[string]string{
-		"signed by another key": sign(t, other, m2mHeader(), m2mPayload()),
-		"tampered payload":      parts[0] + "." + base64.RawURLEncoding.EncodeToString(tamperedPayload) + "." + parts[2],
-		"signature of another token": parts[0] + "." + parts[1] + "." +
-			splitJWT(sign(t, private, m2mHeader(), with(m2mPayload(), map[string]any{"jti": "x"})))[2],
-		"truncated signature": parts[0] + "." + parts[1] + "." + parts[2][:40],
+	parts := strings.Split(good, ".")
+	header, _ := json.Marshal(with(m2mHeader(), map[string]any{"alg": "HS256"}))
+	hmacSigned := base64.RawURLEncoding.EncodeToString(header) + "." + parts[1]
+	mac := hmac.New(sha256.New, []byte(publicPEM(t, private)))
+	mac.Write([]byte(hmacSigned))
+	rs384 := sign(t, private, with(m2mHeader(), map[string]any{"alg": "RS384"}), m2mPayload())
+	for name, tc := range map[string]struct {
+		token, keyAlg string
+		ok            bool
+	}{
+		"signed by another key": {sign(t, other, m2mHeader(), m2mPayload()), "RS256", false},
+		"tampered payload":      {parts[0] + "." + base64.RawURLEncoding.EncodeToString(tamperedPayload) + "." + parts[2], "RS256", false},
+		"signature of another token": {parts[0] + "." + parts[1] + "." +
+			strings.Split(sign(t, private, m2mHeader(), with(m2mPayload(), map[string]any{"jti": "x"})), ".")[2], "RS256", false},
+		"truncated signature":             {parts[0] + "." + parts[1] + "." + parts[2][:40], "RS256", false},
+		"HMAC with the public key":        {hmacSigned + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil)), "", false},
+		"RS384 for an RS256 key":          {rs384, "RS256", false},
+		"RS384 for a key naming none":     {rs384, "", true},
+		"RS512 for an RS512 key":          {sign(t, private, with(m2mHeader(), map[string]any{"alg": "RS512"}), m2mPayload()), "RS512", true},
+		"the same token, signed properly": {good, "RS256", true},
 	} {
 		t.Run(name, func(t *testing.T) {
-			v, _ := jwtVerifier(rsaKey(private, "RS256"), 5*time.Second)
-			_, err := v.Verify(context.Background(), token)
+			_, err := jwtVerifier(t, keysFor(private, tc.keyAlg), 5*time.Second).Verify(context.Background(), tc.token)
+			if tc.ok {
+				assert.NoError(t, err)
+				return
+			}
 			requireReason(t, err, ReasonInvalid)
 		})
 	}
 }
 
-func TestM2MJWTAlgorithmMustAgreeWithTheKey(t *testing.T) {
-	private, _ := signingKeys(t)
-	token := sign(t, private, with(m2mHeader(), map[string]any{"alg": "RS384"}), m2mPayload())
-
-	v, _ := jwtVerifier(rsaKey(private, "RS256"), 5*time.Second)
-	_, err := v.Verify(context.Background(), token)
-	requireReason(t, err, ReasonInvalid)
-
-	v, _ = jwtVerifier(rsaKey(private, ""), 5*time.Second)
-	_, err = v.Verify(context.Background(), token)
-	assert.NoError(t, err, "a key that names no algorithm verifies any RS algorithm")
-
-	token = sign(t, private, with(m2mHeader(), map[string]any{"alg": "RS512"}), m2mPayload())
-	v, _ = jwtVerifier(rsaKey(private, "RS512"), 5*time.Second)
-	_, err = v.Verify(context.Background(), token)
-	assert.NoError(t, err)
-}
-
-func TestM2MJWTTimes(t *testing.T) {
+func TestM2MJWTTimesAndClaims(t *testing.T) {
 	private, _ := signingKeys(t)
 	now := testNow.Unix()
 	for _, tc := range []struct {
@@ -203,9 +178,13 @@ func TestM2MJWTTimes(t *testing.T) {
 		{"iat in the future", 5 * time.Second, map[string]any{"iat": now + 60}, ReasonInvalid},
 		{"iat as a bool", 5 * time.Second, map[string]any{"iat": true}, ReasonInvalid},
 		{"no nbf or iat", 5 * time.Second, map[string]any{"nbf": nil, "iat": nil}, ""},
+		{"jti not a string", 5 * time.Second, map[string]any{"jti": 7}, ReasonInvalid},
+		{"scopes not a string", 5 * time.Second, map[string]any{"scopes": []string{"a"}}, ReasonInvalid},
+		{"aud of numbers", 5 * time.Second, map[string]any{"scopes": nil, "aud": []int{1}}, ReasonInvalid},
+		{"aud an object", 5 * time.Second, map[string]any{"scopes": nil, "aud": map[string]any{}}, ReasonInvalid},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v, _ := jwtVerifier(rsaKey(private, ""), tc.skew)
+			v := jwtVerifier(t, keysFor(private, ""), tc.skew)
 			_, err := v.Verify(context.Background(), sign(t, private, m2mHeader(), with(m2mPayload(), tc.changes)))
 			if tc.want == "" {
 				assert.NoError(t, err)
@@ -216,90 +195,12 @@ func TestM2MJWTTimes(t *testing.T) {
 	}
 }
 
-func TestM2MJWTMalformedClaims(t *testing.T) {
-	private, _ := signingKeys(t)
-	for name, changes := range map[string]map[string]any{
-		"jti not a string":    {"jti": 7},
-		"scopes not a string": {"scopes": []string{"a"}},
-		"aud of numbers":      {"scopes": nil, "aud": []int{1}},
-		"aud an object":       {"scopes": nil, "aud": map[string]any{}},
-	} {
-		t.Run(name, func(t *testing.T) {
-			v, _ := jwtVerifier(rsaKey(private, ""), 5*time.Second)
-			_, err := v.Verify(context.Background(), sign(t, private, m2mHeader(), with(m2mPayload(), changes)))
-			requireReason(t, err, ReasonInvalid)
-		})
-	}
-}
-
 func TestM2MJWTKeySourceErrorsCarryTheType(t *testing.T) {
 	private, _ := signingKeys(t)
-	v := New(Options{Accept: []TokenType{M2MToken}, Keys: failingKeys{}, now: fixedClock})
-	_, err := v.Verify(context.Background(), sign(t, private, m2mHeader(), m2mPayload()))
+	_, err := jwtVerifier(t, failingKeys{}, 0).Verify(context.Background(), sign(t, private, m2mHeader(), m2mPayload()))
 	verr := requireReason(t, err, ReasonUnavailable)
 	assert.Equal(t, M2MToken, verr.TokenType)
-}
-
-type failingKeys struct{}
-
-func (failingKeys) key(context.Context, string) (*signingKey, error) {
-	return nil, &Error{Reason: ReasonUnavailable, Description: "keys are down"}
-}
-func (failingKeys) current(*signingKey) bool { return false }
-func (failingKeys) scope() string            { return "failing" }
-
-func splitJWT(token string) []string {
-	var parts []string
-	start := 0
-	for i := 0; i < len(token); i++ {
-		if token[i] == '.' {
-			parts = append(parts, token[start:i])
-			start = i + 1
-		}
-	}
-	return append(parts, token[start:])
-}
-
-// fakeBackend answers opaque verifications with fixed answers or an error,
-// counting calls. With block, a call ends only when its context does, and
-// budget is how long it had until its deadline.
-type fakeBackend struct {
-	answer *backend.M2MToken
-	apiKey *backend.APIKey
-	oauth  *backend.OAuthAccessToken
-	err    error
-	block  bool
-	budget time.Duration
-	calls  int
-}
-
-func (f *fakeBackend) VerifyM2MToken(ctx context.Context, _ string) (*backend.M2MToken, error) {
-	return answerWith(f, ctx, f.answer)
-}
-
-func (f *fakeBackend) VerifyAPIKey(ctx context.Context, _ string) (*backend.APIKey, error) {
-	return answerWith(f, ctx, f.apiKey)
-}
-
-func (f *fakeBackend) VerifyOAuthToken(ctx context.Context, _ string) (*backend.OAuthAccessToken, error) {
-	return answerWith(f, ctx, f.oauth)
-}
-
-func answerWith[T any](f *fakeBackend, ctx context.Context, answer *T) (*T, error) {
-	f.calls++
-	if f.block {
-		deadline, ok := ctx.Deadline()
-		if !ok {
-			return nil, errors.New("fakeBackend: a call without a deadline would block forever")
-		}
-		f.budget = time.Until(deadline)
-		<-ctx.Done()
-		return nil, &backend.Error{Err: ctx.Err()}
-	}
-	if f.err != nil {
-		return nil, f.err
-	}
-	return answer, nil
+	assert.Equal(t, JWT, verr.Format)
 }
 
 func m2mAnswer(changes func(*backend.M2MToken)) *backend.M2MToken {
@@ -315,68 +216,49 @@ func m2mAnswer(changes func(*backend.M2MToken)) *backend.M2MToken {
 	return answer
 }
 
-func opaqueVerifier(b Backend) *Verifier {
-	return New(Options{Accept: []TokenType{M2MToken}, Backend: b, ClockSkew: 5 * time.Second, now: fixedClock, Timeout: 100 * time.Millisecond})
-}
-
-func TestOpaqueM2MValid(t *testing.T) {
-	id, err := opaqueVerifier(&fakeBackend{answer: m2mAnswer(nil)}).Verify(context.Background(), "mt_abc")
-	require.NoError(t, err)
-	assert.Equal(t, "mch_caller", id.Subject)
-	assert.Equal(t, M2MToken, id.TokenType)
-	assert.Equal(t, Opaque, id.Format)
-	assert.Equal(t, "mt_1", id.TokenID)
-	assert.Equal(t, []string{"mch_gateway"}, id.Scopes)
-	assert.Equal(t, map[string]any{"foo": "bar"}, id.Claims())
-	assert.Equal(t, `{"foo":"bar"}`, id.ClaimsJSON())
-	assert.Equal(t, testNow.Add(time.Hour), id.ExpiresAt.UTC())
-}
-
 func TestOpaqueM2MAnswerMapping(t *testing.T) {
+	inAnHour := strconv.FormatInt(testNow.Add(time.Hour).Unix(), 10)
 	for _, tc := range []struct {
 		name   string
 		change func(*backend.M2MToken)
 		want   Reason
-		check  func(*testing.T, *Identity)
+		fields map[string]string // by Field's names
 	}{
+		{"as Clerk answers", nil, "", map[string]string{"id": "mch_caller", "token_type": "m2m_token", "token_format": "opaque",
+			"token_id": "mt_1", "scopes": "mch_gateway", "expires_at": inAnHour, "claims": `{"foo":"bar"}`}},
 		{"revoked", func(a *backend.M2MToken) { a.Revoked = true }, ReasonInvalid, nil},
 		{"expired flag", func(a *backend.M2MToken) { a.Expired = true }, ReasonExpired, nil},
 		{"expiration passed", func(a *backend.M2MToken) { e := testNow.Add(-time.Minute).UnixMilli(); a.Expiration = &e }, ReasonExpired, nil},
 		{"expiration within skew", func(a *backend.M2MToken) { e := testNow.Add(-time.Second).UnixMilli(); a.Expiration = &e }, "", nil},
-		{"expiration in seconds", func(a *backend.M2MToken) { e := testNow.Add(time.Hour).Unix(); a.Expiration = &e }, "", func(t *testing.T, id *Identity) {
-			assert.Equal(t, testNow.Add(time.Hour), id.ExpiresAt.UTC())
-		}},
-		{"never expires", func(a *backend.M2MToken) { a.Expiration = nil }, "", func(t *testing.T, id *Identity) {
-			assert.True(t, id.ExpiresAt.IsZero())
-		}},
-		{"null claims", func(a *backend.M2MToken) { a.Claims = json.RawMessage("null") }, "", func(t *testing.T, id *Identity) {
-			assert.Nil(t, id.Claims())
-			assert.Equal(t, "{}", id.ClaimsJSON())
-		}},
-		{"no claims", func(a *backend.M2MToken) { a.Claims = nil }, "", func(t *testing.T, id *Identity) {
-			assert.Nil(t, id.Claims())
-			assert.Equal(t, "{}", id.ClaimsJSON())
-		}},
-		{"null scopes", func(a *backend.M2MToken) { a.Scopes = nil }, "", func(t *testing.T, id *Identity) {
-			assert.Equal(t, []string{}, id.Scopes)
-		}},
+		{"expiration in seconds", func(a *backend.M2MToken) { e := testNow.Add(time.Hour).Unix(); a.Expiration = &e }, "", map[string]string{"expires_at": inAnHour}},
+		{"never expires", func(a *backend.M2MToken) { a.Expiration = nil }, "", map[string]string{"expires_at": ""}},
+		{"null claims", func(a *backend.M2MToken) { a.Claims = json.RawMessage("null") }, "", map[string]string{"claims": "{}"}},
+		{"no claims", func(a *backend.M2MToken) { a.Claims = nil }, "", map[string]string{"claims": "{}"}},
+		{"null scopes", func(a *backend.M2MToken) { a.Scopes = nil }, "", map[string]string{"scopes": ""}},
 		{"claims not an object", func(a *backend.M2MToken) { a.Claims = json.RawMessage(`"text"`) }, ReasonUnavailable, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			id, err := opaqueVerifier(&fakeBackend{answer: m2mAnswer(tc.change)}).Verify(context.Background(), "mt_abc")
+			id, err := opaqueVerifier(t, &fakeClerk{m2m: m2mAnswer(tc.change)}, time.Minute, PoolOptions{}).Verify(context.Background(), "mt_abc")
 			if tc.want != "" {
 				requireReason(t, err, tc.want)
 				return
 			}
 			require.NoError(t, err)
-			if tc.check != nil {
-				tc.check(t, id)
+			assert.NotNil(t, id.Scopes, "no scopes are an empty list")
+			assert.Equal(t, id.ClaimsJSON() == "{}", id.Claims() == nil)
+			for name, want := range tc.fields {
+				got, _ := id.Field(name)
+				assert.Equal(t, want, got, name)
 			}
 		})
 	}
 }
 
-func TestOpaqueM2MClerkFailures(t *testing.T) {
+// TestClerkFailures: what a failed call to Clerk means for a credential
+// of any opaque type: invalid when Clerk does not know it or finds it
+// malformed, a misconfiguration when Clerk rejects our key, Clerk's
+// trouble (with its Retry-After) otherwise.
+func TestClerkFailures(t *testing.T) {
 	for _, tc := range []struct {
 		err        error
 		want       Reason
@@ -390,47 +272,51 @@ func TestOpaqueM2MClerkFailures(t *testing.T) {
 		{&backend.Error{Err: errors.New("connection refused")}, ReasonUnavailable, 0},
 		{errors.New("not even a backend error"), ReasonUnavailable, 0},
 	} {
-		_, err := opaqueVerifier(&fakeBackend{err: tc.err}).Verify(context.Background(), "mt_abc")
-		verr := requireReason(t, err, tc.want)
-		assert.Equal(t, M2MToken, verr.TokenType)
-		assert.Equal(t, tc.retryAfter, verr.RetryAfter)
-		assert.ErrorIs(t, err, tc.err)
+		v := newVerifier(t, allTypes(&fakeClerk{err: tc.err}, nil))
+		for tokenType, token := range map[TokenType]string{M2MToken: "mt_abc", APIKey: "ak_abc", OAuthToken: "oat_abc"} {
+			_, err := v.Verify(context.Background(), token)
+			verr := requireReason(t, err, tc.want)
+			assert.Equal(t, tokenType, verr.TokenType)
+			assert.Equal(t, Opaque, verr.Format)
+			assert.Equal(t, tc.retryAfter, verr.RetryAfter)
+			assert.ErrorIs(t, err, tc.err)
+		}
 	}
 }
 
 func TestOpaqueM2MRespectsTimeout(t *testing.T) {
-	b := &fakeBackend{block: true}
-	_, err := opaqueVerifier(b).Verify(context.Background(), "mt_abc")
+	clerk := &fakeClerk{gate: make(chan struct{})} // never opened
+	_, err := opaqueVerifier(t, clerk, time.Minute, PoolOptions{Timeout: new(100 * time.Millisecond)}).Verify(context.Background(), "mt_abc")
 	requireReason(t, err, ReasonUnavailable)
-	assert.Positive(t, b.budget)
-	assert.LessOrEqual(t, b.budget, 100*time.Millisecond, "the call to Clerk is bounded by Options.Timeout")
+	assert.Positive(t, clerk.budget.Load())
+	assert.LessOrEqual(t, time.Duration(clerk.budget.Load()), 100*time.Millisecond, "the call to Clerk is bounded by the Pool's timeout")
 }
 
-func TestTypesNotAcceptedMakeNoCall(t *testing.T) {
+// TestWhatIsNotAcceptedMakesNoCall: a credential of a type not accepted,
+// or of a format that no key given verifies, is refused before any key is
+// looked up or Clerk is asked.
+func TestWhatIsNotAcceptedMakesNoCall(t *testing.T) {
 	private, _ := signingKeys(t)
-	b := &fakeBackend{answer: m2mAnswer(nil)}
-	keys := &countingKeys{signing: rsaKey(private, "")}
-	v := New(Options{Accept: []TokenType{M2MToken}, Backend: b, Keys: keys, now: fixedClock})
-	for _, token := range []string{
-		"ak_LCWGdaM8mv8K4PC/57IICZQXAeWfCgF30DZaFXHoGn9=",
-		"oat_8XOIucKvqHVr5tYP123456789abcdefghij",
-		sign(t, private, map[string]any{"alg": "RS256", "typ": "at+jwt"}, map[string]any{"sub": "user_1"}),
-		sign(t, private, map[string]any{"alg": "RS256", "typ": "JWT"}, map[string]any{"sub": "user_1", "sid": "sess_1"}),
+	clerk, keys := &fakeClerk{}, keysFor(private, "")
+	m2mJWT := sign(t, private, m2mHeader(), m2mPayload())
+	oauthJWT := sign(t, private, map[string]any{"alg": "RS256", "typ": "at+jwt"}, map[string]any{"sub": "user_1"})
+	session := sign(t, private, map[string]any{"alg": "RS256", "typ": "JWT"}, map[string]any{"sub": "user_1", "sid": "sess_1"})
+	for name, tc := range map[string]struct {
+		opts   Options
+		tokens []string
+	}{
+		"M2M tokens only": {Options{SecretKey: testSecretKey, clerk: clerk, keys: keys},
+			[]string{"ak_LCWGdaM8mv8K4PC/57IICZQXAeWfCgF30DZaFXHoGn9=", "oat_8XOIucKvqHVr5tYP123456789abcdefghij", oauthJWT, session}},
+		"session tokens only":          {Options{Accept: []TokenType{SessionToken}, keys: keys}, []string{m2mJWT, oauthJWT, "mt_0123456789abcdef"}},
+		"M2M tokens, JWT keys only":    {Options{keys: keys}, []string{"mt_abc"}},
+		"M2M tokens, machine key only": {Options{MachineSecretKey: testMachineKey, clerk: clerk}, []string{m2mJWT}},
 	} {
-		_, err := v.Verify(context.Background(), token)
-		requireReason(t, err, ReasonTypeNotAccepted)
+		v := newVerifier(t, tc.opts)
+		for _, token := range tc.tokens {
+			_, err := v.Verify(context.Background(), token)
+			requireReason(t, err, ReasonTypeNotAccepted)
+		}
+		assert.Zero(t, clerk.calls.Load(), name)
+		assert.Zero(t, keys.calls.Load(), name)
 	}
-	assert.Zero(t, b.calls)
-	assert.Zero(t, keys.calls.Load())
-}
-
-func TestFormatsWithoutAVerifierAreNotAccepted(t *testing.T) {
-	private, _ := signingKeys(t)
-	jwtOnly := New(Options{Accept: []TokenType{M2MToken}, Keys: &countingKeys{signing: rsaKey(private, "")}, now: fixedClock})
-	_, err := jwtOnly.Verify(context.Background(), "mt_abc")
-	requireReason(t, err, ReasonTypeNotAccepted)
-
-	opaqueOnly := New(Options{Accept: []TokenType{M2MToken}, Backend: &fakeBackend{answer: m2mAnswer(nil)}, now: fixedClock})
-	_, err = opaqueOnly.Verify(context.Background(), sign(t, private, m2mHeader(), m2mPayload()))
-	requireReason(t, err, ReasonTypeNotAccepted)
 }

@@ -23,7 +23,10 @@ func TestOpaqueOAuthTokens(t *testing.T) {
 		return a
 	}
 	const token = "oat_8XOIucKvqHVr5tYP123456789abcdefghij"
-	id, err := allTypesVerifier(&fakeBackend{oauth: answer(nil)}, nil).Verify(context.Background(), token)
+	verify := func(answer *backend.OAuthAccessToken) (*Identity, error) {
+		return newVerifier(t, allTypes(&fakeClerk{oauth: answer}, nil)).Verify(context.Background(), token)
+	}
+	id, err := verify(answer(nil))
 	require.NoError(t, err)
 	assert.Equal(t, "user_1", id.Subject)
 	assert.Equal(t, OAuthToken, id.TokenType)
@@ -35,7 +38,7 @@ func TestOpaqueOAuthTokens(t *testing.T) {
 	exchanged := answer(func(a *backend.OAuthAccessToken) {
 		a.Actor = json.RawMessage(`{"sub":"user_admin","act":{"iss":"https://idp.example.com","sub":"svc"}}`)
 	})
-	id, err = allTypesVerifier(&fakeBackend{oauth: exchanged}, nil).Verify(context.Background(), token)
+	id, err = verify(exchanged)
 	require.NoError(t, err)
 	assert.Equal(t, "user_admin", id.Actor, "the acting subject")
 	assert.Equal(t, `{"act":{"act":{"iss":"https://idp.example.com","sub":"svc"},"sub":"user_admin"}}`, id.ClaimsJSON(), "the whole chain")
@@ -50,7 +53,7 @@ func TestOpaqueOAuthTokens(t *testing.T) {
 		"expired":    {answer(func(a *backend.OAuthAccessToken) { a.Expired = true }), ReasonExpired},
 	} {
 		t.Run(name, func(t *testing.T) {
-			_, err := allTypesVerifier(&fakeBackend{oauth: tc.answer}, nil).Verify(context.Background(), token)
+			_, err := verify(tc.answer)
 			requireReason(t, err, tc.want)
 		})
 	}
@@ -68,7 +71,7 @@ func oauthPayload() map[string]any {
 
 func TestOAuthJWTs(t *testing.T) {
 	private, _ := signingKeys(t)
-	v := allTypesVerifier(nil, &countingKeys{signing: rsaKey(private, "RS256")})
+	v := newVerifier(t, allTypes(nil, keysFor(private, "RS256")))
 	for name, tc := range map[string]struct {
 		header, payload map[string]any
 		wantScopes      []string

@@ -27,7 +27,7 @@ func (v *Verifier) verifyWithClerk(ctx context.Context, cred *credential, key ca
 		if err == nil {
 			identity.TokenType, identity.Format = tokenType, Opaque
 		}
-		err = stamped(err, cred)
+		err = stamped(err, tokenType, Opaque)
 		if callCtx.Err() == nil { // a call cut short leaves nothing behind
 			v.rememberClerkVerdict(key, cred.raw, identity, err)
 		}

@@ -162,6 +162,9 @@ func (p *Pool) Run(ctx context.Context) {
 		case <-ctx.Done():
 		}
 	}
+	p.mu.Lock()
+	p.running = nil // no refresher starts from now on: the wait below is for all of them
+	p.mu.Unlock()
 	p.workers.Wait()
 	p.cache.close()
 	p.httpClient.CloseIdleConnections()

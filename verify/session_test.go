@@ -25,9 +25,17 @@ func sessionPayload() map[string]any {
 		"sub": "user_2GIpXOEpVyJw51rkZn9Kmnc6Sxr", "v": 2, "o": map[string]any{"id": "org_1", "rol": "admin"}}
 }
 
+// partiesVerifier accepts every type, with keys and the authorized
+// parties given.
+func partiesVerifier(t *testing.T, keys keySource, parties ...string) *Verifier {
+	opts := allTypes(nil, keys)
+	opts.AuthorizedParties = parties
+	return newVerifier(t, opts)
+}
+
 func TestSessionTokens(t *testing.T) {
 	private, _ := signingKeys(t)
-	v := allTypesVerifier(nil, &countingKeys{signing: rsaKey(private, "RS256")})
+	v := newVerifier(t, allTypes(nil, keysFor(private, "RS256")))
 	id, err := v.Verify(context.Background(), sign(t, private, sessionHeader(), sessionPayload()))
 	require.NoError(t, err)
 	assert.Equal(t, SessionToken, id.TokenType)
@@ -91,8 +99,8 @@ func TestSessionTokenRefusals(t *testing.T) {
 		"typ JWE":                    {with(sessionHeader(), map[string]any{"typ": "JWE"}), sessionPayload(), nil},
 	} {
 		t.Run(name, func(t *testing.T) {
-			keys := &countingKeys{signing: rsaKey(private, "RS256")}
-			v := allTypesVerifier(nil, keys, tc.parties...)
+			keys := keysFor(private, "RS256")
+			v := partiesVerifier(t, keys, tc.parties...)
 			_, err := v.Verify(context.Background(), sign(t, private, tc.header, tc.payload))
 			requireReason(t, err, ReasonInvalid)
 			if strings.Contains(name, "category") {
@@ -100,52 +108,14 @@ func TestSessionTokenRefusals(t *testing.T) {
 			}
 		})
 	}
-	v := allTypesVerifier(nil, &countingKeys{signing: rsaKey(private, "RS256")}, "https://accounts.inspired.puma-74.lcl.dev")
+	v := partiesVerifier(t, keysFor(private, "RS256"), "https://accounts.inspired.puma-74.lcl.dev")
 	_, err := v.Verify(context.Background(), sign(t, private, sessionHeader(), sessionPayload()))
 	assert.NoError(t, err, "azp among the authorized parties")
 }
 
-func TestSessionOnlyRoutesRefuseMachineJWTs(t *testing.T) {
-	private, _ := signingKeys(t)
-	keys := &countingKeys{signing: rsaKey(private, "RS256")}
-	v := New(Options{Accept: []TokenType{SessionToken}, Keys: keys, now: fixedClock, ClockSkew: 5 * time.Second})
-	for name, token := range map[string]string{
-		"M2M JWT":   sign(t, private, m2mHeader(), m2mPayload()),
-		"OAuth JWT": sign(t, private, oauthHeader(), oauthPayload()),
-		"opaque":    "mt_0123456789abcdef0123456789abcdef",
-	} {
-		_, err := v.Verify(context.Background(), token)
-		requireReason(t, err, ReasonTypeNotAccepted)
-		assert.Zero(t, keys.calls.Load(), name)
-	}
-}
-
-func TestCookiesCarryOnlySessions(t *testing.T) {
-	private, _ := signingKeys(t)
-	v := allTypesVerifier(&fakeBackend{answer: m2mAnswer(nil)}, &countingKeys{signing: rsaKey(private, "RS256")})
-	inCookie := func(token string) *http.Request {
-		r := httptest.NewRequest(http.MethodGet, "/", nil)
-		r.AddCookie(&http.Cookie{Name: SessionCookie, Value: token})
-		r.AddCookie(&http.Cookie{Name: ClientUATCookie, Value: "1700000000"})
-		return r
-	}
-	_, err := v.VerifyRequest(inCookie(sign(t, private, sessionHeader(), sessionPayload())))
-	require.NoError(t, err)
-
-	m2m := sign(t, private, m2mHeader(), m2mPayload())
-	_, err = v.VerifyRequest(inCookie(m2m))
-	requireReason(t, err, ReasonTypeNotAccepted)
-	_, err = v.Verify(context.Background(), m2m)
-	require.NoError(t, err)
-	_, err = v.VerifyRequest(inCookie(m2m))
-	requireReason(t, err, ReasonTypeNotAccepted)
-	_, err = v.VerifyRequest(inCookie("mt_0123456789abcdef0123456789abcdef"))
-	requireReason(t, err, ReasonTypeNotAccepted)
-}
-
 func TestCheckSignedIn(t *testing.T) {
 	private, _ := signingKeys(t)
-	v := allTypesVerifier(nil, &countingKeys{signing: rsaKey(private, "RS256")})
+	v := newVerifier(t, allTypes(nil, keysFor(private, "RS256")))
 	iat := testNow.Unix()
 	verify := func(t *testing.T, payload map[string]any) *Identity {
 		id, err := v.Verify(context.Background(), sign(t, private, sessionHeader(), payload))
@@ -188,20 +158,21 @@ func TestCheckSignedIn(t *testing.T) {
 	}
 }
 
-// TestVerifyRequestChecksSignedIn: VerifyRequest applies the __client_uat
-// rule to a session token from the cookie, and to no other: after the
-// token is verified (a forged token stays token_invalid), before the
-// scopes (an outdated session is told as such, not as insufficient), and
-// also when the token's verdict comes from the cache.
-func TestVerifyRequestChecksSignedIn(t *testing.T) {
-	private, _ := signingKeys(t)
-	keys := &countingKeys{signing: rsaKey(private, "RS256")}
-	accept, _ := ParseTokenTypes([]string{"any"})
-	v := New(Options{Accept: accept, Keys: keys, ClockSkew: 5 * time.Second, now: fixedClock, RequireScopes: []string{"admin"}})
-	open := allTypesVerifier(nil, keys)
-	session := sign(t, private, sessionHeader(), sessionPayload())
-	_, other := signingKeys(t)
-	forged := sign(t, other, sessionHeader(), sessionPayload())
+// TestCookiesCarryOnlySignedInSessions: VerifyRequest takes only a
+// session token from the cookie, never a machine's, verified or answered
+// from the cache; and it applies the __client_uat rule to a session token
+// from the cookie, and to no other: after the token is verified (a forged
+// token stays token_invalid), before the scopes (an outdated session is
+// told as such, not as insufficient), and also when the token's verdict
+// comes from the cache.
+func TestCookiesCarryOnlySignedInSessions(t *testing.T) {
+	private, other := signingKeys(t)
+	keys := keysFor(private, "RS256")
+	opts := allTypes(&fakeClerk{}, keys)
+	open := newVerifier(t, opts)
+	opts.RequireScopes = []string{"admin"}
+	v := newVerifier(t, opts)
+	session, m2m := sign(t, private, sessionHeader(), sessionPayload()), sign(t, private, m2mHeader(), m2mPayload())
 	request := func(authorization string, cookies ...*http.Cookie) *http.Request {
 		r := httptest.NewRequest(http.MethodGet, "/", nil)
 		if authorization != "" {
@@ -214,46 +185,59 @@ func TestVerifyRequestChecksSignedIn(t *testing.T) {
 	}
 	signedOut := &http.Cookie{Name: ClientUATCookie, Value: "0"}
 	signedIn := &http.Cookie{Name: ClientUATCookie, Value: fmt.Sprint(testNow.Unix() - 60)}
-	cookie := &http.Cookie{Name: SessionCookie, Value: session}
+	cookie := func(token string) *http.Cookie { return &http.Cookie{Name: SessionCookie, Value: token} }
 
 	_, err := open.VerifyRequest(request("Bearer "+session, signedOut))
 	require.NoError(t, err, "a token from the Authorization header is exempt")
 	for range 2 { // verified, then from the cache
-		_, err = open.VerifyRequest(request("", cookie, signedOut))
+		_, err = open.VerifyRequest(request("", cookie(session), signedOut))
 		verr := requireReason(t, err, ReasonSessionOutdated)
 		assert.Equal(t, SessionToken, verr.TokenType)
-		assert.Equal(t, JWT, verr.Format)
-		_, err = open.VerifyRequest(request("", cookie))
+		_, err = open.VerifyRequest(request("", cookie(session)))
 		requireReason(t, err, ReasonSessionOutdated)
-		_, err = open.VerifyRequest(request("", cookie, signedIn))
+		_, err = open.VerifyRequest(request("", cookie(session), signedIn))
 		require.NoError(t, err)
+		for _, machine := range []string{m2m, "mt_0123456789abcdef0123456789abcdef"} {
+			_, err = open.VerifyRequest(request("", cookie(machine), signedIn))
+			requireReason(t, err, ReasonTypeNotAccepted)
+			_, err = open.Verify(context.Background(), machine)
+			require.NoError(t, err)
+		}
 	}
-	_, err = open.VerifyRequest(request("", &http.Cookie{Name: SessionCookie, Value: forged}, signedOut))
+	_, err = open.VerifyRequest(request("", cookie(sign(t, other, sessionHeader(), sessionPayload())), signedOut))
 	requireReason(t, err, ReasonInvalid)
-	_, err = v.VerifyRequest(request("", cookie, signedOut))
+	_, err = v.VerifyRequest(request("", cookie(session), signedOut))
 	requireReason(t, err, ReasonSessionOutdated)
-	_, err = v.VerifyRequest(request("", cookie, signedIn))
+	_, err = v.VerifyRequest(request("", cookie(session), signedIn))
 	requireReason(t, err, ReasonInsufficientScope)
 }
 
-// TestIssuer: with issuers configured, a session token's "iss" must be one
-// of them; machine JWTs are not checked, as in Clerk's SDK.
-func TestIssuer(t *testing.T) {
+// TestSessionRulesSpareMachineJWTs: issuers and authorized parties are
+// session rules: a session token's "iss" must be one of the issuers, and
+// its "azp" one of the parties (see TestSessionTokenRefusals), while
+// machine JWTs are not checked, as in Clerk's SDK (which has checked no azp
+// on them since 3.25).
+func TestSessionRulesSpareMachineJWTs(t *testing.T) {
 	private, _ := signingKeys(t)
-	accept, _ := ParseTokenTypes([]string{"any"})
-	v := New(Options{Accept: accept, Keys: &countingKeys{signing: rsaKey(private, "RS256")}, ClockSkew: 5 * time.Second,
-		now: fixedClock, Issuer: []string{"https://clerk.example.com", "https://clerk.inspired.puma-74.lcl.dev"}})
+	opts := allTypes(nil, keysFor(private, "RS256"))
+	opts.Issuer = []string{"https://clerk.example.com", "https://clerk.inspired.puma-74.lcl.dev"}
+	opts.AuthorizedParties = []string{"https://app.example.com", "https://accounts.inspired.puma-74.lcl.dev"}
+	v := newVerifier(t, opts)
+	elsewhere := map[string]any{"iss": "https://clerk.evil.example", "azp": "https://evil.example.com"}
 	for name, tc := range map[string]struct {
 		header, payload map[string]any
 		ok              bool
 	}{
-		"session from an issuer":    {sessionHeader(), sessionPayload(), true},
-		"session from another":      {sessionHeader(), with(sessionPayload(), map[string]any{"iss": "https://clerk.evil.example"}), false},
-		"session without iss":       {sessionHeader(), with(sessionPayload(), map[string]any{"iss": nil}), false},
-		"session with an empty iss": {sessionHeader(), with(sessionPayload(), map[string]any{"iss": ""}), false},
-		"session with iss a list":   {sessionHeader(), with(sessionPayload(), map[string]any{"iss": []string{"https://clerk.example.com"}}), false},
-		"M2M JWT from another":      {m2mHeader(), with(m2mPayload(), map[string]any{"iss": "https://clerk.evil.example"}), true},
-		"OAuth JWT without iss":     {oauthHeader(), oauthPayload(), true},
+		"session from an issuer":        {sessionHeader(), sessionPayload(), true},
+		"session from another":          {sessionHeader(), with(sessionPayload(), map[string]any{"iss": "https://clerk.evil.example"}), false},
+		"session without iss":           {sessionHeader(), with(sessionPayload(), map[string]any{"iss": nil}), false},
+		"session with an empty iss":     {sessionHeader(), with(sessionPayload(), map[string]any{"iss": ""}), false},
+		"session with iss a list":       {sessionHeader(), with(sessionPayload(), map[string]any{"iss": []string{"https://clerk.example.com"}}), false},
+		"session to another party":      {sessionHeader(), with(sessionPayload(), map[string]any{"azp": "https://evil.example.com"}), false},
+		"M2M JWT from and to others":    {m2mHeader(), with(m2mPayload(), elsewhere), true},
+		"OAuth JWT from and to others":  {oauthHeader(), with(oauthPayload(), elsewhere), true},
+		"OAuth JWT without iss nor azp": {oauthHeader(), oauthPayload(), true},
+		"M2M JWT without azp":           {m2mHeader(), m2mPayload(), true},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := v.Verify(context.Background(), sign(t, private, tc.header, tc.payload))
@@ -264,24 +248,4 @@ func TestIssuer(t *testing.T) {
 			requireReason(t, err, ReasonInvalid)
 		})
 	}
-}
-
-// TestAuthorizedPartiesSpareMachineJWTs: authorized parties are a session
-// rule; machine JWTs carry no azp, and Clerk's SDK (since 3.25) does not
-// check one on them.
-func TestAuthorizedPartiesSpareMachineJWTs(t *testing.T) {
-	private, _ := signingKeys(t)
-	v := allTypesVerifier(nil, &countingKeys{signing: rsaKey(private, "RS256")}, "https://app.example.com")
-	for name, token := range map[string]string{
-		"M2M JWT":                  sign(t, private, m2mHeader(), m2mPayload()),
-		"M2M JWT with another azp": sign(t, private, m2mHeader(), with(m2mPayload(), map[string]any{"azp": "https://evil.example.com"})),
-		"OAuth JWT":                sign(t, private, oauthHeader(), oauthPayload()),
-		"OAuth JWT with another azp": sign(t, private, oauthHeader(),
-			with(oauthPayload(), map[string]any{"azp": "https://evil.example.com"})),
-	} {
-		_, err := v.Verify(context.Background(), token)
-		assert.NoError(t, err, name)
-	}
-	_, err := v.Verify(context.Background(), sign(t, private, sessionHeader(), sessionPayload()))
-	requireReason(t, err, ReasonInvalid)
 }

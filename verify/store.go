@@ -115,7 +115,7 @@ func (s *sharedVerdicts) share(token string, identity *Identity, answered, expir
 	if err != nil || len(body) > maxEntryBytes-2*sha256.Size-1 {
 		return // outsized claims: not shared
 	}
-	entry := append(hex.AppendEncode(nil, mac(s.entryKey, tokenMAC, body)), '\n')
+	entry := append(hex.AppendEncode(nil, s.entryMAC(tokenMAC, body)), '\n')
 	entry = append(entry, body...)
 	select {
 	case s.writes <- struct{}{}:
@@ -160,7 +160,7 @@ func (s *sharedVerdicts) recall(ctx context.Context, budget time.Duration, token
 // by share, it has exactly that form.
 func (s *sharedVerdicts) open(tokenMAC, entry []byte, tokenType TokenType) (*storedEntry, error) {
 	sum, body, found := bytes.Cut(entry, []byte("\n"))
-	want := mac(s.entryKey, tokenMAC, body)
+	want := s.entryMAC(tokenMAC, body)
 	if got, err := hex.DecodeString(string(sum)); !found || len(entry) > maxEntryBytes || err != nil || !hmac.Equal(got, want) {
 		return nil, errors.New("its MAC does not match")
 	}
@@ -177,6 +177,13 @@ func (s *sharedVerdicts) open(tokenMAC, entry []byte, tokenType TokenType) (*sto
 	claims, err := objectClaims(tokenType, stored.Claims)
 	id.claimsJSON = claims
 	return &stored, err
+}
+
+// entryMAC authenticates an entry: its scope, its credential's MAC and
+// its body, so that it answers for no other credential, nor in another
+// scope.
+func (s *sharedVerdicts) entryMAC(tokenMAC, body []byte) []byte {
+	return mac(s.entryKey, []byte(s.scope), tokenMAC, body)
 }
 
 // sharedSecret is what a Verifier's entries are keyed with: the keys its

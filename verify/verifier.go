@@ -72,14 +72,17 @@ func (v *Verifier) verify(ctx context.Context, token string, browser *http.Reque
 		return nil, refusal(err)
 	}
 	identity, err := v.lookup(ctx, token, browser != nil)
-	if err == nil && browser != nil {
+	if err != nil {
+		return nil, refusal(err)
+	}
+	if browser != nil {
 		err = checkSignedIn(browser, identity)
 	}
 	if err == nil {
 		err = v.policy.check(identity)
 	}
 	if err != nil {
-		return nil, refusal(err)
+		return nil, refusal(stamped(err, identity.TokenType, identity.Format))
 	}
 	return identity, nil
 }
@@ -99,7 +102,10 @@ func (v *Verifier) lookup(ctx context.Context, token string, fromCookie bool) (*
 		if entry.refusal != nil {
 			return nil, entry.refusal
 		}
-		return entry.identity, checkSource(entry.identity.TokenType, fromCookie)
+		if err := checkSource(entry.identity.TokenType, fromCookie); err != nil {
+			return nil, stamped(err, entry.identity.TokenType, entry.identity.Format)
+		}
+		return entry.identity, nil
 	}
 	cred, err := classify(token)
 	if err != nil {
@@ -108,10 +114,10 @@ func (v *Verifier) lookup(ctx context.Context, token string, fromCookie bool) (*
 	v.onCacheLookup(cacheName(cred.format), false)
 	tokenType := cred.kind.tokenType
 	if err := checkSource(tokenType, fromCookie); err != nil {
-		return nil, stamped(err, cred)
+		return nil, stamped(err, tokenType, cred.format)
 	}
 	if !slices.Contains(v.accept, tokenType) {
-		return nil, stamped(notAccepted(tokenType, "this route does not accept "+string(tokenType)+"s"), cred)
+		return nil, stamped(notAccepted(tokenType, "this route does not accept "+string(tokenType)+"s"), tokenType, cred.format)
 	}
 	var identity *Identity
 	switch {
@@ -122,7 +128,7 @@ func (v *Verifier) lookup(ctx context.Context, token string, fromCookie bool) (*
 	default:
 		identity, err = v.verifyJWT(ctx, cred, key)
 	}
-	return identity, stamped(err, cred)
+	return identity, stamped(err, tokenType, cred.format)
 }
 
 // cacheName is the cache, as OnCacheLookup names it, of a format.
