@@ -32,7 +32,7 @@ func TestNewRefusesOptionsThatCannotWork(t *testing.T) {
 			[]string{"accepting session_token needs secret_key (or CLERK_SECRET_KEY), or jwt_key", "or publishable_key"}},
 		"an unknown type": {Options{Accept: []TokenType{"machine_token"}, MachineSecretKey: testMachineKey}, []string{`unknown token type "machine_token"`}},
 		"an audience for API keys": {Options{Accept: []TokenType{APIKey}, SecretKey: testSecretKey, Audience: []string{"x"}},
-			[]string{"audience applies to m2m_token, oauth_token, session_token only"}},
+			[]string{"audience applies to " + typeNames(kindsReading(optAudience)) + " only"}},
 		"authorized parties without sessions": {Options{JWTKey: jwtKey, AuthorizedParties: []string{"x"}},
 			[]string{"authorized_parties applies to session_token only"}},
 		"an issuer without sessions": {Options{JWTKey: jwtKey, Issuer: []string{"x"}}, []string{"issuer applies to session_token only"}},
