@@ -57,7 +57,7 @@ func init() {
 // | placeholder | value |
 // |-------------|-------|
 // | `{http.auth.user.id}` | the subject: a machine (`mch_…`), user (`user_…`) or organization (`org_…`); also the access log's `user_id` |
-// | `{http.auth.user.token_type}` | `m2m_token`, `api_key`, `oauth_token` or `session_token` |
+// | `{http.auth.user.token_type}` | the credential's type, as `accept` names it |
 // | `{http.auth.user.token_format}` | `opaque` or `jwt` |
 // | `{http.auth.user.token_id}` | the credential's id (`mt_…`, `ak_…`, `oat_…`) or the JWT's `jti` |
 // | `{http.auth.user.scopes}` | the credential's scopes, separated by one space (for M2M tokens, the machines it may call) |
@@ -107,8 +107,8 @@ type Handler struct {
 	// secret at all. Default: `{env.CLERK_PUBLISHABLE_KEY}`.
 	PublishableKey string `json:"publishable_key,omitempty"`
 
-	// The credential types to accept: `m2m_token`, `api_key`,
-	// `oauth_token`, `session_token`, or `any` for all four. Other types are
+	// The credential types to accept, by the names the README's
+	// "Credential types" lists, or `any` for all of them. Other types are
 	// refused without calling Clerk. Default: `m2m_token`.
 	Accept []string `json:"accept,omitempty"`
 
