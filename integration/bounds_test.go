@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
+	"github.com/caddy-clerk/clerk-m2m/internal/freeport"
 )
 
 // What one open connection costs the test process, which holds both of its
@@ -171,7 +172,7 @@ func TestAnAbandonedBurstOfNewTokens(t *testing.T) {
 // dialGateway dials the gateway's port on the IPv4 loopback.
 func dialGateway(ctx context.Context, network, _ string) (net.Conn, error) {
 	var dialer net.Dialer
-	return dialer.DialContext(ctx, network, net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPort)))
+	return dialer.DialContext(ctx, network, freeport.Addr(httpPort))
 }
 
 // giveUpAfter sends a token nobody has seen and gives up after patience:

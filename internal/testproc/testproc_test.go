@@ -1,13 +1,11 @@
 package testproc
 
 import (
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -31,7 +29,7 @@ func TestStartWaitsUntilReadyAndStopEndsTheProcess(t *testing.T) {
 	assert.FileExists(t, flag)
 	assert.Eventually(t, func() bool { return strings.Contains(p.Output(), "starting") }, 10*time.Second, 10*time.Millisecond)
 
-	p.Stop(t)
+	p.Stop()
 	select {
 	case <-p.done:
 	default:
@@ -63,40 +61,4 @@ func TestAnswers(t *testing.T) {
 	assert.True(t, ready())
 	srv.Close()
 	assert.False(t, ready(), "nothing listening is not ready")
-}
-
-func TestOnFreePortsTriesOtherPortsWhenOneWasTaken(t *testing.T) {
-	var tried [][]int
-	ports, err := OnFreePorts(2, func(ports []int) ([]int, error) {
-		tried = append(tried, ports)
-		if len(tried) < 3 {
-			return nil, errors.New("listen tcp 127.0.0.1: bind: address already in use")
-		}
-		return ports, nil
-	})
-	require.NoError(t, err)
-	require.Len(t, tried, 3)
-	assert.Equal(t, tried[2], ports)
-	for _, p := range tried {
-		assert.Len(t, p, 2)
-		assert.NotEqual(t, p[0], p[1], "two ports, not one twice")
-		assert.Positive(t, p[0])
-	}
-	assert.False(t, slices.Equal(tried[0], tried[1]) && slices.Equal(tried[1], tried[2]), "fresh ports for each try")
-}
-
-func TestOnFreePortsGivesUpAfterThreeTriesOrAnotherError(t *testing.T) {
-	for _, message := range []string{"address already in use", "no such file"} {
-		calls := 0
-		_, err := OnFreePorts(1, func([]int) (int, error) {
-			calls++
-			return 0, errors.New(message)
-		})
-		assert.EqualError(t, err, message)
-		want := 1
-		if message == "address already in use" {
-			want = 3
-		}
-		assert.Equal(t, want, calls, message)
-	}
 }
