@@ -64,7 +64,9 @@ func (h *Handler) useClusterStore(ctx caddy.Context) {
 }
 
 // bucket is the folder of the entries that expire in the minute of t.
-func bucket(t time.Time) int64 { return (t.UnixMilli() + bucketWidth.Milliseconds() - 1) / bucketWidth.Milliseconds() }
+func bucket(t time.Time) int64 {
+	return (t.UnixMilli() + bucketWidth.Milliseconds() - 1) / bucketWidth.Milliseconds()
+}
 
 func entryKey(minute int64, name string) string {
 	return path.Join(verdictsFolder, strconv.FormatInt(minute, 10), name)
