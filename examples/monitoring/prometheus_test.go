@@ -129,8 +129,7 @@ func (s *sample) UnmarshalJSON(b []byte) error {
 
 // queryResult is the data of a query answer.
 type queryResult struct {
-	ResultType string   `json:"resultType"`
-	Result     []series `json:"result"`
+	Result []series `json:"result"`
 }
 
 // instant evaluates query now.
