@@ -490,6 +490,23 @@ func TestMintExitStatus(t *testing.T) {
 	})
 }
 
+// TestMintDeclinesATokenThatOutlivesTTL: with --min_remaining_ttl, a live
+// token of the machine that never expires is not printed: mint says so,
+// and prints a new token of --ttl.
+func TestMintDeclinesATokenThatOutlivesTTL(t *testing.T) {
+	f := newFixture(t)
+	foreign, _ := f.clerk.CreateM2MToken(f.caller, backendtest.TokenOptions{NoExpiry: true})
+	f.secret(foreign)
+	env := []string{"CLERK_API_URL=" + f.clerk.URL, "CLERK_MACHINE_SECRET_KEY=" + f.caller.SecretKey}
+	r := f.run("", env, "mint", "--ttl", "10m", "--min_remaining_ttl", "5m")
+	require.Equal(t, 0, r.status, r.stderr)
+	f.secret(strings.TrimSpace(r.stdout))
+	assert.NotEqual(t, foreign, strings.TrimSpace(r.stdout))
+	assert.Contains(t, r.stderr, "Clerk handed back a live token that expires later than --ttl from now: minting a new one")
+	assert.Contains(t, r.stderr, "valid for 9 more minutes")
+	assert.Equal(t, 2, f.clerk.Calls("/m2m_tokens"))
+}
+
 // lastRequest is the last request the fake got on route.
 func lastRequest(t *testing.T, clerk *backendtest.Server, route string) backendtest.Request {
 	t.Helper()
