@@ -107,6 +107,9 @@ func runMint(cmd *cobra.Command, args []string) int {
 // its defaults and its checks, and the claims.
 func mintSettings(cmd *cobra.Command) (*MintHandler, map[string]any, error) {
 	flags := cmd.Flags()
+	if err := refusePlaceholders(cmd, "api_url"); err != nil { // its errors show it; the other flags are not expanded
+		return nil, nil, err
+	}
 	h := new(MintHandler)
 	h.MachineSecretKey, _ = flags.GetString("machine_secret_key")
 	h.APIURL, _ = flags.GetString("api_url")
