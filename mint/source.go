@@ -64,9 +64,10 @@ type Options struct {
 	// not turn every call into an attempt; after a success too, so that
 	// tokens Clerk hands back with little life left (a clock ahead of
 	// Clerk's, a cap on their lifetime) do not turn every call into a mint,
-	// each of which is billed. Meanwhile, calls get the current token as
-	// long as it has not expired, margin or not. Default
-	// DefaultMintInterval.
+	// each of which is billed. A mint that declines the token Clerk handed
+	// back and asks for a new one (see Mint) is one. Meanwhile, calls get
+	// the current token as long as it has not expired, margin or not.
+	// Default DefaultMintInterval.
 	MintInterval time.Duration
 
 	// OnMint, if set, is told how each mint ended (nil: a token). For metrics.
