@@ -228,4 +228,6 @@ func answers(listenHost, dialHost string) bool {
 }
 
 // isLocalhost reports whether ip is one that localhost stands for.
-func isLocalhost(ip net.IP) bool { return ip.Equal(net.IPv4(127, 0, 0, 1)) || ip.Equal(net.IPv6loopback) }
+func isLocalhost(ip net.IP) bool {
+	return ip.Equal(net.IPv4(127, 0, 0, 1)) || ip.Equal(net.IPv6loopback)
+}

@@ -138,7 +138,9 @@ func fingerprint(parts ...string) string {
 // in a query, or, once mangled, in what url.Parse reads as a port or an
 // escape and quotes in its own errors.
 func ParseURL(raw string) (string, error) {
-	invalid := func(why string) error { return errors.New("invalid Backend API URL (not shown: it may hold a credential): " + why) }
+	invalid := func(why string) error {
+		return errors.New("invalid Backend API URL (not shown: it may hold a credential): " + why)
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "", invalid("it does not parse as a URL")
