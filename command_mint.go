@@ -83,7 +83,7 @@ func runMint(cmd *cobra.Command, args []string) int {
 		return mintFailed(cmd, err)
 	}
 	created := minted.CreatedM2MToken
-	if minted, err := verify.Inspect(created.Token); err != nil || minted.TokenType != verify.M2MToken {
+	if inspected, err := verify.Inspect(created.Token); err != nil || inspected.TokenType != verify.M2MToken {
 		// Printed as it is, it could be anything: fail closed.
 		printf(cmd.ErrOrStderr(), "%s: %s: Clerk answered with something that is no M2M token\n", cmd.CommandPath(), verify.ReasonUnavailable)
 		return exitTrouble

@@ -70,7 +70,8 @@ type Options struct {
 	// Default DefaultMintInterval.
 	MintInterval time.Duration
 
-	// OnMint, if set, is told how each mint ended (nil: a token). For metrics.
+	// OnMint, if set, is told how each call to mint ended (nil: a token),
+	// a declined token's included (see Mint). For metrics.
 	OnMint func(error)
 
 	// OnShortLived, if set, is told of a token that came with less than
@@ -232,7 +233,7 @@ type Minted struct {
 	At time.Time
 }
 
-// Mint asks Clerk once for the token opts describe, each call bounded by
+// Mint gets the token opts describe from Clerk, each call bounded by
 // opts.Timeout and told to opts.OnMint.
 //
 // With Token.MinRemainingTTLSeconds, Clerk may hand back a live token of
