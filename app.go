@@ -17,7 +17,8 @@ func init() {
 // configuration: the handlers load it themselves.
 //
 // When the configuration starts, it also warns about every server that
-// carries a clerk_m2m_token handler and listens beyond loopback, and, when
+// listens beyond loopback and carries a clerk_m2m_token handler, or
+// proxies to a server that does (see exposedSidecars), and, when
 // a clerk_m2m handler has shared_cache, removes the expired shared
 // verdicts from the storage every ten minutes or so, one instance of the
 // cluster at a time.

@@ -29,7 +29,8 @@ Flags are named after the subdirectives (--secret_key, --require_scopes);
 environment variables the handlers read (CLERK_SECRET_KEY,
 CLERK_MACHINE_SECRET_KEY), or given as placeholders such as
 '{file./run/secrets/clerk}': on the command line they are kept in shell
-history and shown by ps.
+history and shown by ps. Only the keys' flags expand placeholders: the
+others may be printed, and take the value itself.
 `,
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.AddCommand(inspectCommand(), mintCommand())
@@ -89,6 +90,24 @@ func warnIfSecretInArgs(cmd *cobra.Command, flag, envName string) {
 		fmt.Fprintf(cmd.ErrOrStderr(), "%s: warning: --%s on the command line is kept in shell history and shown by ps; "+
 			"prefer %s, or --%s '{file./path/to/key}'\n", cmd.CommandPath(), flag, envName, flag)
 	}
+}
+
+// refusePlaceholders refuses a placeholder in the flags named, which the
+// command would expand, and which its output may show: in the settings a
+// report was checked with, in a WWW-Authenticate challenge (scope="…"),
+// in errors (an unknown token type, a URL in a failed call). A placeholder
+// there could print a secret (--require_scopes {env.CLERK_SECRET_KEY}), so
+// only the keys' flags, which nothing prints, expand one; the others take
+// the value itself, which the shell can expand ("$NAME"). The error does
+// not echo the value.
+func refusePlaceholders(cmd *cobra.Command, names ...string) error {
+	for _, name := range names {
+		if flag := cmd.Flags().Lookup(name); flag.Changed && strings.Contains(flag.Value.String(), "{") {
+			return fmt.Errorf("--%s: placeholders ({env.NAME}, {file.path}) are expanded only in the keys' flags, whose values "+
+				"are never printed; give the value itself (in a shell, \"$NAME\")", name)
+		}
+	}
+	return nil
 }
 
 // durationFlag reads a duration flag the way Caddy reads durations (1h,

@@ -29,12 +29,12 @@ import (
 // jwks_max_stale), or are set for it (cache_ttl 0: every verification
 // asks Clerk, as a first request does).
 var inspectSettings = []inspectSetting{
-	{name: "secret_key", secretEnv: "CLERK_SECRET_KEY", usage: "the instance secret key, sk_… (default {env.CLERK_SECRET_KEY})"},
-	{name: "machine_secret_key", secretEnv: "CLERK_MACHINE_SECRET_KEY",
+	{name: "secret_key", key: true, secretEnv: "CLERK_SECRET_KEY", usage: "the instance secret key, sk_… (default {env.CLERK_SECRET_KEY})"},
+	{name: "machine_secret_key", key: true, secretEnv: "CLERK_MACHINE_SECRET_KEY",
 		usage: "the gateway machine's secret key, ak_… (default {env.CLERK_MACHINE_SECRET_KEY})"},
-	{name: "jwt_key", usage: "the instance's JWT public key: PEM text or file (default {env.CLERK_JWT_KEY})"},
+	{name: "jwt_key", key: true, usage: "the instance's JWT public key: PEM text or file (default {env.CLERK_JWT_KEY})"},
 	{name: "api_url", usage: "Clerk's Backend API (default {env.CLERK_API_URL}, else https://api.clerk.com)"},
-	{name: "publishable_key", usage: "the instance's publishable key, pk_… (default {env.CLERK_PUBLISHABLE_KEY})"},
+	{name: "publishable_key", key: true, usage: "the instance's publishable key, pk_… (default {env.CLERK_PUBLISHABLE_KEY})"},
 	{name: "accept", kind: listSetting, usage: "credential types to accept: " + typeNames() + ", any (default m2m_token)"},
 	{name: "require_scopes", kind: listSetting, usage: "scopes a valid credential must all carry"},
 	{name: "allowed_subjects", kind: listSetting, usage: "subjects let through (default any)"},
@@ -56,11 +56,13 @@ func typeNames() string {
 }
 
 // inspectSetting is a subdirective taken as a flag: its name, what it
-// holds, and, for a secret key, the variable that keeps it off the command
-// line.
+// holds, whether it is a key (which may be a placeholder, since no output
+// shows it), and, for a secret key, the variable that keeps it off the
+// command line.
 type inspectSetting struct {
 	name, usage string
 	kind        settingKind
+	key         bool
 	secretEnv   string
 }
 
@@ -131,6 +133,15 @@ func runInspect(cmd *cobra.Command, args []string) int {
 	}
 	credential, err := readCredential(cmd, args)
 	if err != nil {
+		return usageError(cmd, "%v", err)
+	}
+	var mayBeShown []string // every setting but the keys
+	for _, s := range inspectSettings {
+		if !s.key {
+			mayBeShown = append(mayBeShown, s.name)
+		}
+	}
+	if err := refusePlaceholders(cmd, mayBeShown...); err != nil {
 		return usageError(cmd, "%v", err)
 	}
 	config, err := inspectConfig(cmd)

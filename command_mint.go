@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/caddy-clerk/clerk-m2m/backend"
+	"github.com/caddy-clerk/clerk-m2m/mint"
 	"github.com/caddy-clerk/clerk-m2m/verify"
 )
 
@@ -28,7 +29,9 @@ line:
 
 Everything else (the token's id, machine, scopes and expiry) goes to
 standard error. Each mint is billed by Clerk: --min_remaining_ttl lets Clerk
-hand back a live token instead.
+hand back a live token of the machine instead, which is used only if it
+expires within --ttl of now; one that outlives it (minted elsewhere with a
+longer ttl, or none) is not, and a new token is minted: one more billed mint.
 
 Exit status: 0 minted; 1 Clerk refused to mint (it rejected the key:
 misconfigured; or the request); 2 a usage error, or Clerk trouble
@@ -44,7 +47,7 @@ misconfigured; or the request); 2 a usage error, or Clerk trouble
 	flags.String("format", "", "opaque (mt_…, verified by Clerk) or jwt (verified without a call to Clerk) (default opaque)")
 	flags.String("ttl", "", "the token's lifetime (default 1h)")
 	flags.String("min_remaining_ttl", "", "hand back a live opaque token of the machine with at least this much life left, "+
-		"instead of minting one")
+		"instead of minting one, if it expires within --ttl")
 	flags.String("claims", "", `custom claims, a JSON object such as '{"job":"nightly-sync"}'`)
 	flags.String("timeout", "", "budget of the call to Clerk (default 5s)")
 	return cmd
@@ -71,13 +74,16 @@ func runMint(cmd *cobra.Command, args []string) int {
 	if err != nil {
 		return usageError(cmd, "%v", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(h.Timeout))
-	defer cancel()
-	created, err := client.CreateM2MToken(ctx, token)
+	minted, err := mint.Mint(context.Background(), client, mint.Options{Token: token, Timeout: time.Duration(h.Timeout),
+		OnDeclined: func(time.Time) {
+			printf(cmd.ErrOrStderr(), "%s: Clerk handed back a live token that expires later than --ttl from now: "+
+				"minting a new one\n", cmd.CommandPath())
+		}})
 	if err != nil {
 		return mintFailed(cmd, err)
 	}
-	if minted, err := verify.Inspect(created.Token); err != nil || minted.TokenType != verify.M2MToken {
+	created := minted.CreatedM2MToken
+	if inspected, err := verify.Inspect(created.Token); err != nil || inspected.TokenType != verify.M2MToken {
 		// Printed as it is, it could be anything: fail closed.
 		printf(cmd.ErrOrStderr(), "%s: %s: Clerk answered with something that is no M2M token\n", cmd.CommandPath(), verify.ReasonUnavailable)
 		return exitTrouble
@@ -101,6 +107,9 @@ func runMint(cmd *cobra.Command, args []string) int {
 // its defaults and its checks, and the claims.
 func mintSettings(cmd *cobra.Command) (*MintHandler, map[string]any, error) {
 	flags := cmd.Flags()
+	if err := refusePlaceholders(cmd, "api_url"); err != nil { // its errors show it; the other flags are not expanded
+		return nil, nil, err
+	}
 	h := new(MintHandler)
 	h.MachineSecretKey, _ = flags.GetString("machine_secret_key")
 	h.APIURL, _ = flags.GetString("api_url")

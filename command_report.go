@@ -221,7 +221,8 @@ func (r *inspectReport) writeText(w io.Writer) {
 		line("verdict", "accepted: the request goes on to the next handler, with these placeholders")
 		for _, name := range r.placeholderOrder {
 			value := r.Placeholders[name]
-			printf(w, "  %-34s %s%s\n", "{"+name+"}", orEmpty(value), expiryNote(name, value))
+			// A claim's placeholder is named after the claim: escaped, as its value is.
+			printf(w, "  %-34s %s%s\n", shown("{"+name+"}"), orEmpty(value), expiryNote(name, value))
 		}
 	default:
 		line("verdict", "refused: %s (%s)", r.Reason, shown(r.Description))

@@ -137,17 +137,21 @@ func goroutinesOfTheModule() int {
 }
 
 // TestReportsShowNoControlSequences: text from a credential reaches the
-// terminal escaped, in both forms of the report.
+// terminal escaped, in both forms of the report: claims' values and names,
+// header members, and the placeholders named after the claims.
 func TestReportsShowNoControlSequences(t *testing.T) {
 	testenv.ClearClerk(t)
 	clerk := backendtest.New()
 	defer clerk.Close()
 	hostile := "\x1b]0;pwned\x07\u009b31m\u2028\U0001F600"
 	token := clerk.MintM2MJWT(clerk.NewMachine("caller"), backendtest.JWTOptions{
-		TokenOptions: backendtest.TokenOptions{Claims: map[string]any{"note": hostile}},
+		TokenOptions: backendtest.TokenOptions{Claims: map[string]any{"note": hostile, hostile: "named"}},
 		Header:       map[string]any{"kid": hostile}})
-	report := inspectCredential(token, json.RawMessage(`{}`), credentialCarrier{}, time.Now())
+	report := inspectCredential(token, json.RawMessage(`{"jwt_key":`+jsonString(t, clerk.PublicKeyPEM())+`}`),
+		credentialCarrier{}, time.Now())
 	require.Equal(t, hostile, report.Header.Kid)
+	require.Equal(t, verdictAccepted, report.Verdict, "%+v", report)
+	require.Equal(t, "named", report.Placeholders["http.auth.user.claims."+hostile], "a placeholder named after the claim")
 
 	var text, asJSON bytes.Buffer
 	report.writeText(&text)

@@ -405,12 +405,15 @@ func TestExposedListeners(t *testing.T) {
 		exposedListeners([]string{":8081", "tcp/0.0.0.0:8081", "tcp/[::]:8081", "10.0.0.5:8081", "example.com:80", "fd/3", "tcp/127.0.0.1:bad"}))
 }
 
-// TestSidecarsListenOnLoopbackOnly adapts every example and every
+// TestSidecarsListenOnLoopbackOnly provisions every example and every
 // Caddyfile of the README that has clerk_m2m_token, and checks that no
-// such handler sits on a server that listens beyond loopback: it would
-// hand the machine's authority to anyone who can reach the server.
+// server hands the machine's authority to anyone who can reach it: none
+// that listens beyond loopback has the handler, or proxies to a server
+// that has it (see exposedSidecars).
 func TestSidecarsListenOnLoopbackOnly(t *testing.T) {
-	clearAdaptVariables(t)
+	clerk := backendtest.New()
+	defer clerk.Close()
+	exampleEnv(t, clerk)
 	sources := map[string]string{}
 	files, err := filepath.Glob("examples/*Caddyfile")
 	require.NoError(t, err)
@@ -429,70 +432,15 @@ func TestSidecarsListenOnLoopbackOnly(t *testing.T) {
 		if !strings.Contains(source, "clerk_m2m_token") {
 			continue
 		}
-		adapted, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(source), nil)
-		require.NoError(t, err, name)
-		var config struct {
-			Apps struct {
-				HTTP struct {
-					Servers map[string]adaptedServer `json:"servers"`
-				} `json:"http"`
-			} `json:"apps"`
-		}
-		require.NoError(t, json.Unmarshal(adapted, &config), name)
-		for server, s := range config.Apps.HTTP.Servers {
-			if !s.mints() {
-				continue
+		t.Run(name, func(t *testing.T) {
+			servers := provisionedServers(t, source)
+			for _, server := range servers {
+				if walkServer(server).mints {
+					sidecars++
+				}
 			}
-			sidecars++
-			assert.Empty(t, exposedListeners(s.Listen), "%s: server %s has clerk_m2m_token and listens beyond loopback", name, server)
-		}
+			assert.Empty(t, exposedSidecars(servers), "servers beyond loopback that hand out a machine's authority")
+		})
 	}
 	assert.GreaterOrEqual(t, sidecars, 2, "the two-services example and the README's sidecar were checked")
-}
-
-// adaptedServer is a server of an adapted configuration: its listeners and
-// its routes, whose handlers are left as JSON.
-type adaptedServer struct {
-	Listen []string                `json:"listen"`
-	Routes []adaptedRoute          `json:"routes"`
-	Errors *adaptedRoutes          `json:"errors"`
-	Named  map[string]adaptedRoute `json:"named_routes"`
-}
-
-type adaptedRoutes struct {
-	Routes []adaptedRoute `json:"routes"`
-}
-
-type adaptedRoute struct {
-	Handle []adaptedHandler `json:"handle"`
-}
-
-type adaptedHandler struct {
-	Handler string         `json:"handler"`
-	Routes  []adaptedRoute `json:"routes"` // of a subroute
-	Errors  *adaptedRoutes `json:"errors"`
-}
-
-// mints reports whether a clerk_m2m_token handler is among the server's
-// routes, at any depth.
-func (s adaptedServer) mints() bool {
-	routes := s.Routes
-	if s.Errors != nil {
-		routes = append(routes, s.Errors.Routes...)
-	}
-	for _, route := range s.Named {
-		routes = append(routes, route)
-	}
-	return anyMints(routes)
-}
-
-func anyMints(routes []adaptedRoute) bool {
-	for _, route := range routes {
-		for _, h := range route.Handle {
-			if h.Handler == "clerk_m2m_token" || anyMints(h.Routes) || h.Errors != nil && anyMints(h.Errors.Routes) {
-				return true
-			}
-		}
-	}
-	return false
 }

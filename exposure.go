@@ -1,33 +1,91 @@
 package clerkm2m
 
 import (
+	"maps"
 	"net"
 	"slices"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/intercept"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
 )
 
-// warnAboutExposedSidecars warns, once per server, when a clerk_m2m_token
-// handler sits on a server that others than this host can reach: whoever
-// reaches it calls the upstream with the machine's authority (a Host
-// matcher is no gate, a client sets the Host header it likes).
+// warnAboutExposedSidecars warns, once per server, when a server that
+// others than this host can reach attaches a machine's M2M token to what it
+// forwards, itself or through a server it proxies to: whoever reaches it
+// calls the upstream with the machine's authority (a Host matcher is no
+// gate, a client sets the Host header it likes).
 func (a *App) warnAboutExposedSidecars() {
 	httpApp, err := a.ctx.AppIfConfigured("http")
 	if err != nil {
 		return
 	}
-	for name, server := range httpApp.(*caddyhttp.App).Servers {
-		exposed := exposedListeners(server.Listen)
-		if len(exposed) == 0 || !mintsOn(server) {
+	for _, s := range exposedSidecars(httpApp.(*caddyhttp.App).Servers) {
+		if s.mintsOn == s.server {
+			a.logger.Warn("clerk_m2m_token attaches the machine's M2M token to the requests this server forwards, and the "+
+				"server listens beyond loopback: anyone who can reach it calls the upstream with the machine's authority. "+
+				"Listen on loopback only (bind 127.0.0.1 [::1] in the site block) or on a unix socket",
+				zap.String("server", s.server), zap.Strings("listen", s.listen))
 			continue
 		}
-		a.logger.Warn("clerk_m2m_token attaches the machine's M2M token to the requests this server forwards, and the "+
-			"server listens beyond loopback: anyone who can reach it calls the upstream with the machine's authority. "+
-			"Listen on loopback only (bind 127.0.0.1 [::1] in the site block) or on a unix socket",
-			zap.String("server", name), zap.Strings("listen", exposed))
+		a.logger.Warn("this server listens beyond loopback and proxies to a server whose clerk_m2m_token attaches the "+
+			"machine's M2M token to the requests it forwards: anyone who can reach this one calls with the machine's "+
+			"authority. Listen on loopback only (bind 127.0.0.1 [::1] in the site block), or proxy elsewhere",
+			zap.String("server", s.server), zap.Strings("listen", s.listen), zap.String("proxies_to", s.mintsOn))
 	}
+}
+
+// exposedSidecar is a server that others than this host can reach and
+// that hands out a machine's authority: its addresses beyond loopback, and
+// the server whose clerk_m2m_token it reaches (itself, or one it proxies
+// to, at any remove).
+type exposedSidecar struct {
+	server, mintsOn string
+	listen          []string
+}
+
+// exposedSidecars finds, in a configuration's servers, those that listen
+// beyond loopback and reach a clerk_m2m_token handler: one of their own, or
+// one of a server they proxy to, which a static upstream of theirs reaches
+// (an upstream known only per request is not followed; nor is an address
+// of this host other than loopback, which the configuration does not
+// name).
+func exposedSidecars(servers map[string]*caddyhttp.Server) []exposedSidecar {
+	names := slices.Sorted(maps.Keys(servers))
+	walks := map[string]serverWalk{}
+	mintsOn := map[string]string{} // the servers that reach a clerk_m2m_token, and the server whose it is
+	for _, name := range names {
+		walks[name] = walkServer(servers[name])
+		if walks[name].mints {
+			mintsOn[name] = name
+		}
+	}
+	for found := true; found; { // until no server is found to proxy to one found before
+		found = false
+		for _, name := range names {
+			if _, known := mintsOn[name]; known {
+				continue
+			}
+			for _, target := range names {
+				if minter, ok := mintsOn[target]; ok && walks[name].proxiesTo(servers[target].Listen) {
+					mintsOn[name], found = minter, true
+					break
+				}
+			}
+		}
+	}
+	var exposed []exposedSidecar
+	for _, name := range names {
+		if minter, ok := mintsOn[name]; ok {
+			if listen := exposedListeners(servers[name].Listen); len(listen) > 0 {
+				exposed = append(exposed, exposedSidecar{server: name, mintsOn: minter, listen: listen})
+			}
+		}
+	}
+	return exposed
 }
 
 // exposedListeners returns the addresses of listen that another host may
@@ -47,9 +105,28 @@ func exposedListeners(listen []string) []string {
 	})
 }
 
-// mintsOn reports whether a clerk_m2m_token handler is among the server's
-// routes, its error routes or its named routes, at any depth of subroutes.
-func mintsOn(server *caddyhttp.Server) bool {
+// serverWalk is what a server's handlers do that matters here: whether one
+// of them mints, and the addresses its reverse proxies' static upstreams
+// dial.
+type serverWalk struct {
+	mints bool
+	dials []string
+}
+
+// walkServer looks at every handler of the server: in its routes, its
+// error routes and its named routes, at any depth.
+func walkServer(server *caddyhttp.Server) serverWalk {
+	var w serverWalk
+	visit := func(handler caddyhttp.MiddlewareHandler) {
+		switch h := handler.(type) {
+		case *MintHandler:
+			w.mints = true
+		case *reverseproxy.Handler:
+			for _, upstream := range h.Upstreams {
+				w.dials = append(w.dials, upstream.Dial)
+			}
+		}
+	}
 	lists := []caddyhttp.RouteList{server.Routes}
 	if server.Errors != nil {
 		lists = append(lists, server.Errors.Routes)
@@ -57,23 +134,100 @@ func mintsOn(server *caddyhttp.Server) bool {
 	for _, route := range server.NamedRoutes {
 		lists = append(lists, caddyhttp.RouteList{*route})
 	}
-	return slices.ContainsFunc(lists, routesMint)
+	for _, routes := range lists {
+		eachHandler(routes, visit)
+	}
+	return w
 }
 
-// routesMint reports whether a clerk_m2m_token handler is among routes, at
-// any depth of subroutes.
-func routesMint(routes caddyhttp.RouteList) bool {
+// eachHandler calls visit with every handler of routes and of the routes
+// they run in turn.
+func eachHandler(routes caddyhttp.RouteList, visit func(caddyhttp.MiddlewareHandler)) {
 	for _, route := range routes {
 		for _, handler := range route.Handlers {
-			switch handler := handler.(type) {
-			case *MintHandler:
-				return true
-			case *caddyhttp.Subroute:
-				if routesMint(handler.Routes) || handler.Errors != nil && routesMint(handler.Errors.Routes) {
-					return true
-				}
+			visit(handler)
+			for _, nested := range nestedRoutes(handler) {
+				eachHandler(nested, visit)
 			}
 		}
 	}
-	return false
+}
+
+// nestedRoutes are the routes a handler runs: a subroute's (route, handle
+// and their kin) and its error routes, and the handle_response routes of
+// reverse_proxy and intercept, whose handlers run on the response's
+// request, a clerk_m2m_token's included.
+func nestedRoutes(handler caddyhttp.MiddlewareHandler) []caddyhttp.RouteList {
+	var responses []caddyhttp.ResponseHandler
+	switch h := handler.(type) {
+	case *caddyhttp.Subroute:
+		if h.Errors != nil {
+			return []caddyhttp.RouteList{h.Routes, h.Errors.Routes}
+		}
+		return []caddyhttp.RouteList{h.Routes}
+	case *reverseproxy.Handler:
+		responses = h.HandleResponse
+	case *intercept.Intercept:
+		responses = h.HandleResponse
+	}
+	lists := make([]caddyhttp.RouteList, 0, len(responses))
+	for _, response := range responses {
+		lists = append(lists, response.Routes)
+	}
+	return lists
+}
+
+// proxiesTo reports whether an upstream of the walked server dials one of
+// the listen addresses.
+func (w serverWalk) proxiesTo(listen []string) bool {
+	return slices.ContainsFunc(w.dials, func(dial string) bool {
+		return slices.ContainsFunc(listen, func(address string) bool { return reaches(dial, address) })
+	})
+}
+
+// reaches reports whether dialing dial, from this host, reaches a listener
+// on listen: the same unix socket, or a port of the listener's on a host
+// that is the listener's (one on every interface answers on loopback too;
+// localhost is 127.0.0.1 and ::1).
+func reaches(dial, listen string) bool {
+	if strings.Contains(dial, "{") { // a placeholder: known only per request
+		return false
+	}
+	to, err := caddy.ParseNetworkAddress(dial)
+	if err != nil {
+		return false
+	}
+	on, err := caddy.ParseNetworkAddress(listen)
+	switch {
+	case err != nil || to.IsUnixNetwork() != on.IsUnixNetwork() || to.IsFdNetwork() || on.IsFdNetwork():
+		return false
+	case on.IsUnixNetwork():
+		return socketPath(to.Host) == socketPath(on.Host)
+	}
+	return to.StartPort >= on.StartPort && to.StartPort <= on.EndPort && answers(on.Host, to.Host)
+}
+
+// socketPath is a unix socket's address without the file mode Caddy
+// allows after it (unix//run/sidecar.sock|0222).
+func socketPath(host string) string {
+	path, _, _ := strings.Cut(host, "|")
+	return path
+}
+
+// answers reports whether a listener on listenHost answers a dial, from
+// this host, to dialHost.
+func answers(listenHost, dialHost string) bool {
+	listenIP, dialIP := net.ParseIP(listenHost), net.ParseIP(dialHost)
+	switch {
+	case listenHost == "" || listenIP != nil && listenIP.IsUnspecified():
+		return dialHost == "" || dialHost == "localhost" || dialIP != nil && dialIP.IsLoopback()
+	case strings.EqualFold(listenHost, dialHost) || listenIP != nil && listenIP.Equal(dialIP):
+		return true
+	}
+	return listenHost == "localhost" && isLocalhost(dialIP) || dialHost == "localhost" && isLocalhost(listenIP)
+}
+
+// isLocalhost reports whether ip is one that localhost stands for.
+func isLocalhost(ip net.IP) bool {
+	return ip.Equal(net.IPv4(127, 0, 0, 1)) || ip.Equal(net.IPv6loopback)
 }

@@ -158,6 +158,23 @@ func TestCaddyValidateRefusesBadConfigs(t *testing.T) {
 	}
 }
 
+// TestCaddyValidateNeverEchoesTheAPIURLsCredentials: an api_url with user
+// info is refused by either handler, and what `caddy validate` says shows
+// no piece of it.
+func TestCaddyValidateNeverEchoesTheAPIURLsCredentials(t *testing.T) {
+	testenv.ClearClerk(t)
+	for _, handler := range []string{"clerk_m2m {\n secret_key sk_test_x", "clerk_m2m_token {\n machine_secret_key ak_x"} {
+		for _, url := range []string{"https://clerkuser:pw0rdSECRET@api.clerk.com", "https://clerkuser:pw0rd/SECRET@api.clerk.com"} {
+			err := caddyValidate(":8080 {\n " + handler + "\n api_url " + url + "\n }\n respond ok\n}")
+			require.Error(t, err, handler)
+			assert.Contains(t, err.Error(), "api_url: invalid Backend API URL")
+			for _, piece := range []string{"clerkuser", "pw0rd", "SECRET"} {
+				assert.NotContains(t, err.Error(), piece, handler)
+			}
+		}
+	}
+}
+
 func caddyValidate(caddyfileText string) error {
 	adapted, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfileText), nil)
 	if err != nil {

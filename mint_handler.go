@@ -68,8 +68,13 @@ type MintHandler struct {
 	// at least this long instead of minting a new one (Clerk's
 	// `min_remaining_ttl_seconds`, in whole seconds): each mint is billed,
 	// and a fleet of sidecars, or one restarting, then shares one token.
-	// Opaque tokens only (Clerk stores no JWT); less than `ttl`. Without
-	// it, every mint is a new token. Default: none.
+	// Clerk hands back any live token of the machine with the same claims,
+	// whoever minted it: one is used only if it expires within `ttl` of
+	// now; one that outlives it (one that never expires, one minted with a
+	// longer `ttl`) is not, and a new token is minted at once, which costs
+	// one more billed mint each time (logged at WARN). Opaque tokens only
+	// (Clerk stores no JWT); less than `ttl`. Without it, every mint is a
+	// new token. Default: none.
 	MinRemainingTTL caddy.Duration `json:"min_remaining_ttl,omitempty"`
 
 	// Custom claims the tokens carry. Values may be placeholders, expanded

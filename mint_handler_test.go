@@ -10,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	logobserver "go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
 	"github.com/caddy-clerk/clerk-m2m/internal/testenv"
@@ -130,6 +132,45 @@ func TestMinRemainingTTLSharesALiveToken(t *testing.T) {
 		`{"token_format":"opaque","seconds_until_expiration":3600,"min_remaining_ttl_seconds":600}`,
 		`{"token_format":"opaque","seconds_until_expiration":3600}`,
 	}, bodies)
+}
+
+// TestMinRemainingTTLDeclinesATokenThatOutlivesTTL: a live token of the
+// machine minted elsewhere that never expires, or lives longer than this
+// sidecar's ttl, is not forwarded: a new one is minted at once, and the
+// cost is logged.
+func TestMinRemainingTTLDeclinesATokenThatOutlivesTTL(t *testing.T) {
+	testenv.ClearClerk(t)
+	clerk := backendtest.New()
+	defer clerk.Close()
+	for name, elsewhere := range map[string]backendtest.TokenOptions{
+		"never expiring": {NoExpiry: true},
+		"an hour long":   {TTL: time.Hour},
+	} {
+		t.Run(name, func(t *testing.T) {
+			machine := clerk.NewMachine(name)
+			foreign, _ := clerk.CreateM2MToken(machine, elsewhere)
+			clerk.ResetCalls()
+			h := &MintHandler{MachineSecretKey: machine.SecretKey, APIURL: clerk.URL, TTL: caddy.Duration(2 * time.Minute),
+				MinRemainingTTL: caddy.Duration(time.Minute)}
+			require.NoError(t, provision(t, h))
+			core, warnings := logobserver.New(zap.WarnLevel)
+			h.source.logger.Store(zap.New(core))
+
+			token, err := h.source.Token(t.Context())
+			require.NoError(t, err)
+			assert.NotEqual(t, foreign, token, "the token minted elsewhere is not forwarded")
+			var bodies []string
+			for _, r := range clerk.Requests() {
+				bodies = append(bodies, string(r.Body))
+			}
+			assert.Equal(t, []string{
+				`{"token_format":"opaque","seconds_until_expiration":120,"min_remaining_ttl_seconds":60}`,
+				`{"token_format":"opaque","seconds_until_expiration":120}`,
+			}, bodies, "declined, then a new token minted in the same attempt")
+			require.Equal(t, 1, warnings.Len())
+			assert.Contains(t, warnings.All()[0].Message, "one more billed mint each time")
+		})
+	}
 }
 
 func TestMintsAreCounted(t *testing.T) {

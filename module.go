@@ -150,8 +150,12 @@ type Handler struct {
 	// Clerk's SDK checks them: an OAuth access token, JWT or opaque, must
 	// name one of them, else 401; a session token or an M2M JWT only when it
 	// names an audience at all (an M2M JWT's `aud` lists the machines it may
-	// call). API keys and opaque M2M tokens carry none: Clerk checks whom
-	// they were granted to. Default: none.
+	// call). API keys and opaque M2M tokens carry none, and are not checked:
+	// only with `machine_secret_key` does Clerk accept just the opaque M2M
+	// tokens granted to this machine; with `secret_key` alone it accepts
+	// one granted to any machine of the instance. A gateway without the
+	// machine key sets `require_scopes <its machine id>` instead (or
+	// `machine_secret_key`). Default: none.
 	Audience []string `json:"audience,omitempty"`
 
 	// Issuers a session token may come from (its `iss` claim, the

@@ -19,6 +19,7 @@ type tokenSource struct {
 	httpClient *http.Client
 	logger     atomic.Pointer[zap.Logger]
 	shortLived *alert // about tokens born near expiry
+	declined   *alert // about live tokens Clerk handed back that outlive ttl
 }
 
 // tokenSourceSettings are what makes two handlers' token sources the same
@@ -36,7 +37,7 @@ type tokenSourceSettings struct {
 func loadTokenSource(s tokenSourceSettings, counted bool, logger *zap.Logger) (*tokenSource, *lease, error) {
 	return share("token_source", s, counted, func() (*tokenSource, error) {
 		// One mint at a time (see mint.Source): the connections need no bound.
-		src := &tokenSource{httpClient: backend.NewHTTPClient(0), shortLived: newAlert()}
+		src := &tokenSource{httpClient: backend.NewHTTPClient(0), shortLived: newAlert(), declined: newAlert()}
 		src.logger.Store(logger)
 		observe := func(attempt backend.Attempt) { src.observer().clerkRequest(attempt) }
 		client, err := newMintClient(s.APIURL, s.MachineSecretKey, src.httpClient, observe)
@@ -49,6 +50,7 @@ func loadTokenSource(s tokenSourceSettings, counted bool, logger *zap.Logger) (*
 			Timeout:      s.Timeout,
 			OnMint:       func(err error) { src.observer().mint(s.Token.Format, err) },
 			OnShortLived: src.warnShortLived,
+			OnDeclined:   func(expiresAt time.Time) { src.warnDeclined(s.Token, expiresAt) },
 		})
 		return src, nil
 	})
@@ -64,6 +66,20 @@ func (s *tokenSource) warnShortLived(asked, got time.Duration) {
 	s.shortLived.log(s.logger.Load(), "Clerk's M2M tokens come back with less life than asked (a clock out of step with Clerk's, "+
 		"or a cap on their lifetime): each is used until it expires, and a new one minted at most once per "+
 		mint.DefaultMintInterval.String(), zap.Duration("asked", asked), zap.Duration("got", got))
+}
+
+// warnDeclined says, once a minute while it lasts, that Clerk handed back
+// for min_remaining_ttl a live token that outlives ttl, which was not used,
+// and what that costs.
+func (s *tokenSource) warnDeclined(token backend.CreateM2MTokenOptions, expiresAt time.Time) {
+	expires := "never"
+	if !expiresAt.IsZero() {
+		expires = expiresAt.UTC().Format(time.RFC3339)
+	}
+	s.declined.log(s.logger.Load(), "for min_remaining_ttl, Clerk handed back a live M2M token of the machine that expires "+
+		"later than ttl from now (minted elsewhere, with a longer ttl or none): it was not used, and a new token was minted, "+
+		"one more billed mint each time",
+		zap.Duration("ttl", time.Duration(token.SecondsUntilExpiration)*time.Second), zap.String("handed_back_expires", expires))
 }
 
 // Destruct stops a mint under way and closes the idle connections, when

@@ -134,20 +134,26 @@ func fingerprint(parts ...string) string {
 
 // ParseURL checks that raw is an absolute http or https URL with a host and
 // no query, fragment or credentials, and returns it without a trailing slash.
+// Its errors never quote raw, which may hold a credential: in its user info,
+// in a query, or, once mangled, in what url.Parse reads as a port or an
+// escape and quotes in its own errors.
 func ParseURL(raw string) (string, error) {
+	invalid := func(why string) error {
+		return errors.New("invalid Backend API URL (not shown: it may hold a credential): " + why)
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "", fmt.Errorf("invalid Backend API URL %q: %v", raw, err)
+		return "", invalid("it does not parse as a URL")
 	}
 	switch {
 	case u.Scheme != "http" && u.Scheme != "https":
-		return "", fmt.Errorf("invalid Backend API URL %q: the scheme must be https (or http)", raw)
+		return "", invalid("the scheme must be https (or http)")
 	case u.Host == "":
-		return "", fmt.Errorf("invalid Backend API URL %q: no host", raw)
+		return "", invalid("no host")
 	case u.User != nil:
-		return "", fmt.Errorf("invalid Backend API URL %q: credentials in the URL are not allowed", raw)
+		return "", invalid("credentials in the URL are not allowed")
 	case u.RawQuery != "" || u.Fragment != "" || u.ForceQuery:
-		return "", fmt.Errorf("invalid Backend API URL %q: no query or fragment allowed", raw)
+		return "", invalid("no query or fragment allowed")
 	}
 	return strings.TrimRight(u.String(), "/"), nil
 }

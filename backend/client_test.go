@@ -346,6 +346,30 @@ func TestParseURL(t *testing.T) {
 	}
 }
 
+// TestParseURLNeverQuotesCredentials: whatever is wrong with a URL that
+// holds a credential, the error shows no piece of it, though url.Parse's
+// own errors quote the URL, a port or an escape.
+func TestParseURLNeverQuotesCredentials(t *testing.T) {
+	for _, raw := range []string{
+		"https://clerkuser:pw0rdSECRET@api.clerk.com",
+		"https://pw0rdSECRET@api.clerk.com",
+		"https://clerkuser:pw0rdSECRET@api.clerk.com/?x=1",
+		"https://clerkuser:pw0rd%zzSECRET@api.clerk.com",   // an invalid escape
+		"https://clerkuser:pw0rd/SECRET@api.clerk.com",     // read as host:port
+		"https://clerkuser:pw0rd SECRET@api.clerk.com",     // a space
+		"https://api.clerk.com/?token=pw0rdSECRET",         // a query
+		"ftp://clerkuser:pw0rdSECRET@api.clerk.com",        // another scheme
+		"https://clerkuser:pw0rdSECRET@api.clerk.com/\x7f", // a control character
+		"https://clerkuser:pw0rdSECRET@[api.clerk.com",     // a broken host
+	} {
+		_, err := ParseURL(raw)
+		require.Error(t, err, raw)
+		for _, piece := range []string{"clerkuser", "pw0rd", "SECRET", "zz"} {
+			assert.NotContains(t, err.Error(), piece, raw)
+		}
+	}
+}
+
 func TestErrorMessageIsReadable(t *testing.T) {
 	err := &Error{Method: "POST", Path: "/m2m_tokens/verify", Status: 401, Code: "clerk_key_invalid", Message: "bad key", TraceID: "t1"}
 	assert.Equal(t, "clerk backend API POST /m2m_tokens/verify: status 401, code clerk_key_invalid: bad key (trace id t1)", err.Error())

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -48,4 +49,23 @@ http://{{GATEWAY}} {
 }
 `)
 	assert.Equal(t, 1, warnings(), "none for a gateway, which mints nothing")
+
+	const proxying = "this server listens beyond loopback and proxies to a server whose clerk_m2m_token attaches"
+	socket := filepath.Join(t.TempDir(), "sidecar.sock")
+	e.load(strings.NewReplacer("{{SOCKET}}", socket, "{{CALLER_KEY}}", e.caller.SecretKey).Replace(globals(debugLog) + `
+http://localhost {
+	bind unix/{{SOCKET}}
+	clerk_m2m_token {
+		machine_secret_key {{CALLER_KEY}}
+		api_url {{CLERK}}
+	}
+	reverse_proxy {{UPSTREAM}}
+}
+
+http://{{GATEWAY}} {
+	reverse_proxy unix/{{SOCKET}}
+}
+`))
+	assert.Equal(t, 1, warnings(), "the sidecar itself listens on a unix socket")
+	assert.Equal(t, 1, strings.Count(readLog(t, e.logFile), proxying), "a server on every interface proxying to the sidecar")
 }

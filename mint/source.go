@@ -64,12 +64,14 @@ type Options struct {
 	// not turn every call into an attempt; after a success too, so that
 	// tokens Clerk hands back with little life left (a clock ahead of
 	// Clerk's, a cap on their lifetime) do not turn every call into a mint,
-	// each of which is billed. Meanwhile, calls get the current token as
-	// long as it has not expired, margin or not. Default
-	// DefaultMintInterval.
+	// each of which is billed. A mint that declines the token Clerk handed
+	// back and asks for a new one (see Mint) is one. Meanwhile, calls get
+	// the current token as long as it has not expired, margin or not.
+	// Default DefaultMintInterval.
 	MintInterval time.Duration
 
-	// OnMint, if set, is told how each mint ended (nil: a token). For metrics.
+	// OnMint, if set, is told how each call to mint ended (nil: a token),
+	// a declined token's included (see Mint). For metrics.
 	OnMint func(error)
 
 	// OnShortLived, if set, is told of a token that came with less than
@@ -77,6 +79,11 @@ type Options struct {
 	// they are set, since Clerk may then hand back an older token): what
 	// was asked, and what it got, counted from when the mint started.
 	OnShortLived func(asked, got time.Duration)
+
+	// OnDeclined, if set, is told of a token Clerk handed back (with
+	// MinRemainingTTLSeconds) that outlives the lifetime asked for, and
+	// was not used (see Mint): when it expires, zero if never.
+	OnDeclined func(expiresAt time.Time)
 
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
@@ -193,10 +200,13 @@ func (s *Source) lastOutcome(now time.Time) (string, error) {
 	return "", errors.Join(ErrUnavailable, s.lastErr)
 }
 
-// mint asks Clerk for a token and makes it the current one, unless
-// MintInterval forbids it: a caller may have found no pacing just before a
-// mint under way recorded its attempt (when it ends), and start this one
-// once that one is over. It then gets what the last attempt brought.
+// mint asks Clerk for a token (see Mint) and makes it the current one,
+// unless MintInterval forbids it: a caller may have found no pacing just
+// before a mint under way recorded its attempt (when it ends), and start
+// this one once that one is over. It then gets what the last attempt
+// brought. A mint that declines the token Clerk handed back and asks for
+// a new one is one attempt: callers wait for the new one, or keep the
+// current token meanwhile.
 func (s *Source) mint() (any, error) {
 	start := s.opts.Now()
 	s.mu.Lock()
@@ -205,35 +215,106 @@ func (s *Source) mint() (any, error) {
 		return s.lastOutcome(start)
 	}
 	s.mu.Unlock()
-	ctx, cancel := context.WithTimeout(s.base, s.opts.Timeout)
-	defer cancel()
-	created, err := s.minter.CreateM2MToken(ctx, s.opts.Token)
-	if s.opts.OnMint != nil {
-		s.opts.OnMint(err)
-	}
+	minted, err := Mint(s.base, s.minter, s.opts)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.lastAttempt, s.lastErr = start, err
 	if err != nil {
 		return nil, errors.Join(ErrUnavailable, err)
 	}
-	s.current = s.timeline(created, start)
-	s.reportShortLife(s.current, start)
-	return created.Token, nil
+	s.current = s.timeline(minted.CreatedM2MToken, minted.At)
+	return minted.Token, nil
 }
 
-// reportShortLife tells OnShortLived of a token minted at mintedAt with
-// less than nine tenths of the life asked for.
-func (s *Source) reportShortLife(t *issued, mintedAt time.Time) {
-	asked := time.Duration(s.opts.Token.SecondsUntilExpiration) * time.Second
-	if minRemaining := s.opts.Token.MinRemainingTTLSeconds; minRemaining > 0 {
+// Minted is a token Clerk handed out, and when the call that got it
+// started.
+type Minted struct {
+	*backend.CreatedM2MToken
+	At time.Time
+}
+
+// Mint gets the token opts describe from Clerk, each call bounded by
+// opts.Timeout and told to opts.OnMint.
+//
+// With Token.MinRemainingTTLSeconds, Clerk may hand back a live token of
+// the machine with the same claims instead of minting one: whichever it
+// is, however long it lives, one that never expires included (minted by
+// hand, or by a sidecar with a longer ttl whose token was logged). Such a
+// token is used only if it expires within the lifetime asked for
+// (Token.SecondsUntilExpiration) of now; else OnDeclined is told, and Mint
+// asks again without MinRemainingTTLSeconds, for a new token: one more
+// call to Clerk, and one more billed mint.
+func Mint(ctx context.Context, minter Minter, opts Options) (Minted, error) {
+	opts.applyDefaults()
+	token := opts.Token
+	minted, err := opts.call(ctx, minter, token)
+	if err == nil && token.MinRemainingTTLSeconds > 0 && !opts.withinLifetime(minted) {
+		if opts.OnDeclined != nil {
+			opts.OnDeclined(expiry(minted.CreatedM2MToken))
+		}
+		token.MinRemainingTTLSeconds = 0
+		minted, err = opts.call(ctx, minter, token)
+	}
+	if err != nil {
+		return Minted{}, err
+	}
+	opts.reportShortLife(minted, token)
+	return minted, nil
+}
+
+// call makes one call to Clerk for token.
+func (o *Options) call(ctx context.Context, minter Minter, token backend.CreateM2MTokenOptions) (Minted, error) {
+	start := o.Now()
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	created, err := minter.CreateM2MToken(ctx, token)
+	if o.OnMint != nil {
+		o.OnMint(err)
+	}
+	return Minted{CreatedM2MToken: created, At: start}, err
+}
+
+// withinLifetime reports whether a token Clerk handed back expires within
+// the lifetime asked for of now, or of when Clerk made it if that is later
+// (a clock behind Clerk's must not decline a token minted just now), give
+// or take a second for the rounding to whole seconds. One that never
+// expires does not, unless that is what was asked for.
+func (o *Options) withinLifetime(m Minted) bool {
+	lifetime := time.Duration(o.Token.SecondsUntilExpiration) * time.Second
+	if lifetime <= 0 {
+		return true
+	}
+	if m.Expiration == nil {
+		return false
+	}
+	from := o.Now()
+	if created := backend.Time(m.CreatedAt); created.After(from) {
+		from = created
+	}
+	return !backend.Time(*m.Expiration).After(from.Add(lifetime + time.Second))
+}
+
+// expiry is when a token Clerk made expires, zero if never.
+func expiry(created *backend.CreatedM2MToken) time.Time {
+	if created.Expiration == nil {
+		return time.Time{}
+	}
+	return backend.Time(*created.Expiration)
+}
+
+// reportShortLife tells OnShortLived of a token minted as token asked
+// with less than nine tenths of the life asked for.
+func (o *Options) reportShortLife(m Minted, token backend.CreateM2MTokenOptions) {
+	asked := time.Duration(token.SecondsUntilExpiration) * time.Second
+	if minRemaining := token.MinRemainingTTLSeconds; minRemaining > 0 {
 		asked = time.Duration(minRemaining) * time.Second
 	}
-	if s.opts.OnShortLived == nil || asked <= 0 || t.expiresAt.IsZero() {
+	expiresAt := expiry(m.CreatedM2MToken)
+	if o.OnShortLived == nil || asked <= 0 || expiresAt.IsZero() {
 		return
 	}
-	if got := t.expiresAt.Sub(mintedAt); got < asked/10*9 {
-		s.opts.OnShortLived(asked, got)
+	if got := expiresAt.Sub(m.At); got < asked/10*9 {
+		o.OnShortLived(asked, got)
 	}
 }
 

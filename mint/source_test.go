@@ -19,8 +19,9 @@ import (
 var start = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 
 // fakeMinter mints numbered tokens valid for lifetime from the clock's now,
-// or fails, counting calls. delay makes calls overlap; no test reads how
-// long they took.
+// or fails, counting calls; asked for a token with some life left, it
+// hands back handBack when it is set. delay makes calls overlap; no test
+// reads how long they took.
 type fakeMinter struct {
 	clock    *testclock.Clock
 	lifetime time.Duration
@@ -29,9 +30,11 @@ type fakeMinter struct {
 	mints    atomic.Int32
 	mu       sync.Mutex
 	err      error
+	handBack *backend.CreatedM2MToken
+	asked    []backend.CreateM2MTokenOptions
 }
 
-func (f *fakeMinter) CreateM2MToken(ctx context.Context, _ backend.CreateM2MTokenOptions) (*backend.CreatedM2MToken, error) {
+func (f *fakeMinter) CreateM2MToken(ctx context.Context, opts backend.CreateM2MTokenOptions) (*backend.CreatedM2MToken, error) {
 	n := f.mints.Add(1)
 	if f.hang {
 		<-ctx.Done()
@@ -39,12 +42,16 @@ func (f *fakeMinter) CreateM2MToken(ctx context.Context, _ backend.CreateM2MToke
 	}
 	time.Sleep(f.delay)
 	f.mu.Lock()
-	err := f.err
+	err, handBack := f.err, f.handBack
+	f.asked = append(f.asked, opts)
 	f.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
-	created := &backend.CreatedM2MToken{Token: fmt.Sprintf("mt_token_%d", n)}
+	if handBack != nil && opts.MinRemainingTTLSeconds > 0 {
+		return handBack, nil
+	}
+	created := &backend.CreatedM2MToken{Token: fmt.Sprintf("mt_token_%d", n), M2MToken: backend.M2MToken{CreatedAt: f.clock.Now().UnixMilli()}}
 	if f.lifetime > 0 {
 		expiration := f.clock.Now().Add(f.lifetime).UnixMilli()
 		created.Expiration = &expiration
@@ -290,4 +297,136 @@ func TestNoShortLifeReportedForTheLifeAsked(t *testing.T) {
 		Token: backend.CreateM2MTokenOptions{SecondsUntilExpiration: 3600, MinRemainingTTLSeconds: 600}})
 	_ = token(t, s)
 	assert.Zero(t, reported, "with min_remaining_ttl, Clerk may hand back a token with that much life left")
+}
+
+// handedBack is a live token of the machine that Clerk hands back: made
+// at created, expiring at expires (never when zero).
+func handedBack(created, expires time.Time) *backend.CreatedM2MToken {
+	token := &backend.CreatedM2MToken{Token: "mt_handed_back", M2MToken: backend.M2MToken{CreatedAt: created.UnixMilli()}}
+	if !expires.IsZero() {
+		token.Expiration = new(expires.UnixMilli())
+	}
+	return token
+}
+
+// sidecarSource is a Source asking for 30-second tokens, or one with at
+// least 10 seconds left, whose declined tokens are collected.
+func sidecarSource(m Minter, c *testclock.Clock, declined *[]time.Time) *Source {
+	return NewSource(m, Options{Now: c.Now, OnDeclined: func(at time.Time) { *declined = append(*declined, inUTC(at)) },
+		Token: backend.CreateM2MTokenOptions{SecondsUntilExpiration: 30, MinRemainingTTLSeconds: 10}})
+}
+
+// TestAHandedBackTokenThatOutlivesTheTTLIsDeclined: a token Clerk hands
+// back for min_remaining_ttl that expires later than ttl from now (one that
+// never expires, one minted with a longer ttl elsewhere) is never handed
+// out: a new one is minted at once, without min_remaining_ttl, in the same
+// attempt.
+func TestAHandedBackTokenThatOutlivesTheTTLIsDeclined(t *testing.T) {
+	for name, tc := range map[string]struct {
+		created, expires time.Time
+	}{
+		"never expiring":                     {start.Add(-24 * time.Hour), time.Time{}},
+		"an hour long, minted a minute ago":  {start.Add(-time.Minute), start.Add(59 * time.Minute)},
+		"31 seconds left, from a longer ttl": {start.Add(-time.Hour), start.Add(31*time.Second + time.Millisecond)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := testclock.New(start)
+			m := &fakeMinter{clock: c, lifetime: 30 * time.Second, handBack: handedBack(tc.created, tc.expires)}
+			var declined []time.Time
+			s := sidecarSource(m, c, &declined)
+			assert.Equal(t, "mt_token_2", token(t, s), "a new token, minted at once")
+			assert.Equal(t, []time.Time{tc.expires}, declined)
+			assert.Equal(t, []backend.CreateM2MTokenOptions{
+				{SecondsUntilExpiration: 30, MinRemainingTTLSeconds: 10},
+				{SecondsUntilExpiration: 30},
+			}, m.asked, "the second call asks for a new token")
+
+			c.Advance(4 * time.Second)
+			assert.Equal(t, "mt_token_2", token(t, s))
+			settle(s)
+			assert.Equal(t, int32(2), m.mints.Load(), "one attempt: nothing more within the interval")
+		})
+	}
+}
+
+// TestAHandedBackTokenWithinTheTTLIsUsed: a token that expires within ttl
+// of now is used as Clerk hands it back, and so is one that expires within
+// ttl of when Clerk made it, though the clock is behind Clerk's.
+func TestAHandedBackTokenWithinTheTTLIsUsed(t *testing.T) {
+	for name, tc := range map[string]struct {
+		created, expires time.Time
+	}{
+		"minted 10 seconds ago with the same ttl": {start.Add(-10 * time.Second), start.Add(20 * time.Second)},
+		"from a longer ttl, 30 seconds left":      {start.Add(-time.Hour), start.Add(30 * time.Second)},
+		"minted now by a clock 10 seconds ahead":  {start.Add(10 * time.Second), start.Add(40 * time.Second)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := testclock.New(start)
+			m := &fakeMinter{clock: c, lifetime: 30 * time.Second, handBack: handedBack(tc.created, tc.expires)}
+			var declined []time.Time
+			s := sidecarSource(m, c, &declined)
+			assert.Equal(t, "mt_handed_back", token(t, s))
+			assert.Empty(t, declined)
+			assert.Equal(t, int32(1), m.mints.Load())
+		})
+	}
+}
+
+// TestADeclinedTokenIsNotHandedOutWhenTheNewMintFails: the declined token
+// is no fallback: when the new mint fails, callers are refused until the
+// interval has passed, as after any failed attempt.
+func TestADeclinedTokenIsNotHandedOutWhenTheNewMintFails(t *testing.T) {
+	c := testclock.New(start)
+	m := &fakeMinter{clock: c, handBack: handedBack(start.Add(-time.Minute), time.Time{})}
+	var declined []time.Time
+	s := sidecarSource(&failAfterHandBack{m}, c, &declined)
+	for range 5 {
+		_, err := s.Token(context.Background())
+		require.ErrorIs(t, err, ErrUnavailable, "never the declined token")
+		assert.Equal(t, backend.KindUnavailable, backend.KindOf(err), "the new mint's error")
+		c.Advance(time.Second)
+	}
+	assert.Len(t, declined, 1)
+	assert.Equal(t, int32(2), m.mints.Load(), "one attempt in the interval: the token declined, the failed mint")
+}
+
+// failAfterHandBack hands back what its fakeMinter does, and fails to
+// mint a new token.
+type failAfterHandBack struct{ *fakeMinter }
+
+func (f *failAfterHandBack) CreateM2MToken(ctx context.Context, opts backend.CreateM2MTokenOptions) (*backend.CreatedM2MToken, error) {
+	if opts.MinRemainingTTLSeconds > 0 {
+		return f.fakeMinter.CreateM2MToken(ctx, opts)
+	}
+	f.mints.Add(1)
+	return nil, &backend.Error{Status: 503}
+}
+
+// TestMintOnItsOwn: Mint, which `caddy clerk-m2m mint` uses, declines as
+// the Source does, counts both calls, and bounds each.
+func TestMintOnItsOwn(t *testing.T) {
+	c := testclock.New(start)
+	m := &fakeMinter{clock: c, lifetime: time.Hour, handBack: handedBack(start.Add(-time.Hour), time.Time{})}
+	var outcomes []error
+	var declined []time.Time
+	minted, err := Mint(context.Background(), m, Options{Now: c.Now, OnMint: func(err error) { outcomes = append(outcomes, err) },
+		OnDeclined: func(at time.Time) { declined = append(declined, inUTC(at)) },
+		Token:      backend.CreateM2MTokenOptions{SecondsUntilExpiration: 3600, MinRemainingTTLSeconds: 600}})
+	require.NoError(t, err)
+	assert.Equal(t, "mt_token_2", minted.Token)
+	assert.Equal(t, start, minted.At)
+	assert.Equal(t, []error{nil, nil}, outcomes, "both calls counted")
+	assert.Equal(t, []time.Time{{}}, declined)
+
+	m = &fakeMinter{clock: c, hang: true}
+	_, err = Mint(context.Background(), m, Options{Now: c.Now, Timeout: time.Millisecond})
+	assert.ErrorIs(t, err, context.DeadlineExceeded, "bounded by Timeout")
+}
+
+// inUTC is t in UTC, as the tests' times are, unless it is zero.
+func inUTC(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return t.UTC()
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/caddy-clerk/clerk-m2m/backend"
+	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
 )
 
 // audienceVerifier accepts every type, and the audiences given.
@@ -45,9 +46,9 @@ var audiencesTried = map[string]struct {
 // follow Clerk's lenient rule (checked only when the token names an
 // audience; a malformed one is refused), OAuth tokens, JWT or opaque, its
 // strict one (they must name one of them, which stays in their claims),
-// and API keys and opaque M2M tokens none (they carry no audience: Clerk
-// checks whom they were granted to). With none configured, nothing is
-// checked.
+// and API keys and opaque M2M tokens none (they carry no audience; whom an
+// opaque M2M token was granted to Clerk checks only for a machine secret
+// key). With none configured, nothing is checked.
 func TestAudience(t *testing.T) {
 	private, _ := signingKeys(t)
 	keys := keysFor(private, "RS256")
@@ -88,4 +89,26 @@ func TestAudience(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestOnlyTheMachineKeyBindsOpaqueM2MTokens: an opaque M2M token granted
+// only to another machine passes `audience <this machine>` with the
+// instance secret key, since it carries no audience and Clerk checks whom
+// it was granted to only for a machine secret key; that key, or
+// require_scopes with the machine's id, refuses it.
+func TestOnlyTheMachineKeyBindsOpaqueM2MTokens(t *testing.T) {
+	clerk := backendtest.New()
+	t.Cleanup(clerk.Close)
+	clerk.SetClock(fixedClock)
+	gateway, other := clerk.NewMachine("gateway"), clerk.NewMachine("other")
+	token, _ := clerk.CreateM2MToken(clerk.NewMachine("caller"), backendtest.TokenOptions{Scopes: []string{other.ID}})
+	verify := func(opts Options) error {
+		opts.APIURL, opts.Audience = clerk.URL, []string{gateway.ID}
+		_, err := newVerifier(t, opts).Verify(context.Background(), token)
+		return err
+	}
+
+	assert.NoError(t, verify(Options{SecretKey: clerk.SecretKey()}), "the secret key alone accepts it, audience or not")
+	requireReason(t, verify(Options{MachineSecretKey: gateway.SecretKey}), ReasonInvalid)
+	requireReason(t, verify(Options{SecretKey: clerk.SecretKey(), RequireScopes: []string{gateway.ID}}), ReasonInsufficientScope)
 }

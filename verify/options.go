@@ -55,7 +55,12 @@ type Options struct {
 	// Audience, when not empty, are the audiences a token may have been
 	// issued for, by Clerk's rules: an OAuth token (JWT or opaque) must
 	// name one of them in "aud"; a session token or an M2M JWT only when it
-	// names an audience at all. API keys and opaque M2M tokens have none.
+	// names an audience at all. API keys and opaque M2M tokens have none,
+	// and are not checked: only with MachineSecretKey does Clerk accept
+	// just the opaque M2M tokens granted to that machine; with SecretKey
+	// alone, one granted to any machine of the instance passes.
+	// RequireScopes with the machine's id binds them (and M2M JWTs) without
+	// the machine key.
 	Audience []string
 
 	// RequireScopes must all be among a valid credential's scopes, and

@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -486,6 +488,64 @@ func TestMintExitStatus(t *testing.T) {
 		f.secret(strings.TrimSpace(r.stdout))
 		assert.Contains(t, r.stderr, "warning: --machine_secret_key on the command line is kept in shell history")
 	})
+}
+
+// TestMintDeclinesATokenThatOutlivesTTL: with --min_remaining_ttl, a live
+// token of the machine that never expires is not printed: mint says so,
+// and prints a new token of --ttl.
+func TestMintDeclinesATokenThatOutlivesTTL(t *testing.T) {
+	f := newFixture(t)
+	foreign, _ := f.clerk.CreateM2MToken(f.caller, backendtest.TokenOptions{NoExpiry: true})
+	f.secret(foreign)
+	env := []string{"CLERK_API_URL=" + f.clerk.URL, "CLERK_MACHINE_SECRET_KEY=" + f.caller.SecretKey}
+	r := f.run("", env, "mint", "--ttl", "10m", "--min_remaining_ttl", "5m")
+	require.Equal(t, 0, r.status, r.stderr)
+	f.secret(strings.TrimSpace(r.stdout))
+	assert.NotEqual(t, foreign, strings.TrimSpace(r.stdout))
+	assert.Contains(t, r.stderr, "Clerk handed back a live token that expires later than --ttl from now: minting a new one")
+	assert.Contains(t, r.stderr, "valid for 9 more minutes")
+	assert.Equal(t, 2, f.clerk.Calls("/m2m_tokens"))
+}
+
+// TestCommandsPrintNoSecretAFlagHolds: every flag of both commands that
+// takes a value, given a placeholder of a key the command holds (from the
+// environment, or from a file), prints no piece of the key, whatever path
+// it could take (the settings checked with, the WWW-Authenticate
+// challenge, errors, logs): the keys' flags read it as a key, which
+// nothing prints, and the others refuse a placeholder without echoing it.
+// An api_url with credentials is refused without showing them either.
+func TestCommandsPrintNoSecretAFlagHolds(t *testing.T) {
+	f := newFixture(t)
+	keyFile := filepath.Join(t.TempDir(), "machine_secret_key")
+	require.NoError(t, os.WriteFile(keyFile, []byte(f.caller.SecretKey), 0o600))
+	credential := f.secret(f.clerk.MintM2MJWT(f.caller, backendtest.JWTOptions{
+		TokenOptions: backendtest.TokenOptions{Scopes: []string{f.gateway.ID}}}))
+	takesAValue := regexp.MustCompile(`(?m)^\s+(?:-\w, )?--(\w+) (?:string|strings)\b`)
+	for _, command := range []string{"inspect", "mint"} {
+		f.t = t
+		help := f.run("", nil, command, "--help")
+		flags := takesAValue.FindAllStringSubmatch(help.stdout, -1)
+		require.GreaterOrEqual(t, len(flags), 7, "the flags of %s, from its help: %s", command, help.stdout)
+		for _, flag := range flags {
+			for from, placeholder := range map[string]string{"env": "{env.CLERK_SECRET_KEY}", "file": "{file." + keyFile + "}"} {
+				t.Run(command+" --"+flag[1]+" from a "+from, func(t *testing.T) {
+					f.t = t
+					f.run(credential, f.gatewayEnv(), command, "--"+flag[1], placeholder) // run checks every output
+				})
+			}
+		}
+	}
+
+	f.t = t
+	r := f.run(credential, f.gatewayEnv(), "inspect", "--require_scopes", "{env.CLERK_SECRET_KEY}")
+	assert.Equal(t, 2, r.status)
+	assert.Contains(t, r.stderr, "--require_scopes: placeholders ({env.NAME}, {file.path}) are expanded only in the keys' flags")
+	password := f.secret("pw0rdSECRETpw0rd")
+	for _, command := range []string{"inspect", "mint"} {
+		r := f.run(credential, f.gatewayEnv(), command, "--api_url", "https://clerkuser:"+password+"@api.clerk.com")
+		assert.Equal(t, 2, r.status)
+		assert.Contains(t, r.stdout+r.stderr, "api_url: invalid Backend API URL", command)
+	}
 }
 
 // lastRequest is the last request the fake got on route.
