@@ -97,30 +97,16 @@ func (s *Server) authorizationServerMetadata(*call) reply {
 // (RFC 7591): any client with at least one absolute redirect URI is
 // registered, public ("none") or with a secret.
 func (s *Server) registerClient(c *call) reply {
-	var req struct {
-		RedirectURIs            []string `json:"redirect_uris"`
-		TokenEndpointAuthMethod string   `json:"token_endpoint_auth_method"`
-		GrantTypes              []string `json:"grant_types"`
-		ResponseTypes           []string `json:"response_types"`
-		ClientName              string   `json:"client_name"`
-		Scope                   string   `json:"scope"`
-	}
-	if err := json.Unmarshal(c.body, &req); err != nil {
+	var client oauthClient // the metadata asked for; what the server decides is set below
+	if err := json.Unmarshal(c.body, &client); err != nil {
 		return oauthError(http.StatusBadRequest, "invalid_client_metadata", "the body is not a JSON object of client metadata")
 	}
-	if len(req.RedirectURIs) == 0 || slices.ContainsFunc(req.RedirectURIs, notAbsolute) {
+	if len(client.RedirectURIs) == 0 || slices.ContainsFunc(client.RedirectURIs, notAbsolute) {
 		return oauthError(http.StatusBadRequest, "invalid_redirect_uri", "redirect_uris must be absolute URLs, at least one")
 	}
-	client := oauthClient{
-		ID:                      "client_" + randomString(alphanumerics, 27),
-		IssuedAt:                s.now().Unix(),
-		RedirectURIs:            req.RedirectURIs,
-		TokenEndpointAuthMethod: req.TokenEndpointAuthMethod,
-		GrantTypes:              []string{"authorization_code"},
-		ResponseTypes:           []string{"code"},
-		ClientName:              req.ClientName,
-		Scope:                   req.Scope,
-	}
+	client.ID, client.Secret, client.SecretExpiresAt = "client_"+randomString(alphanumerics, 27), "", nil
+	client.IssuedAt = s.now().Unix()
+	client.GrantTypes, client.ResponseTypes = []string{"authorization_code"}, []string{"code"}
 	if client.TokenEndpointAuthMethod == "" {
 		client.TokenEndpointAuthMethod = "client_secret_basic" // RFC 7591's default
 	}

@@ -67,11 +67,17 @@ type mcpToolsRun struct {
 	} `json:"answers"`
 }
 
-// startDifferential runs a Caddy that serves each case on a path of its
-// own, /case<i>/..., against clerk.
-func startDifferential(t *testing.T, clerk *backendtest.Server) *caddyproc.Process {
+// compare runs a Caddy that serves each case on a path of its own,
+// /case<i>/..., against a fake Clerk, and mcp-tools on the cases given,
+// with its Hono adapter set up for the first.
+func compare(t *testing.T, cases []resourceCase) (*caddyproc.Process, mcpToolsRun) {
 	t.Helper()
-	return caddyproc.Start(t, differentialCaddyfile, "CLERK_SECRET_KEY="+clerk.SecretKey(), "CLERK_API_URL="+clerk.URL)
+	clerk := backendtest.New()
+	t.Cleanup(clerk.Close)
+	caddy := caddyproc.Start(t, differentialCaddyfile, "CLERK_SECRET_KEY="+clerk.SecretKey(), "CLERK_API_URL="+clerk.URL)
+	var tools mcpToolsRun
+	runNode(t, "mcptools.mjs", map[string]any{"documents": cases, "site": cases[0].resource}, &tools)
+	return caddy, tools
 }
 
 func differentialCaddyfile(p caddyproc.Ports) string {
@@ -97,11 +103,7 @@ func differentialCaddyfile(p caddyproc.Ports) string {
 // README's table of differences (and each member listed there differing).
 func TestMetadataAgainstMCPTools(t *testing.T) {
 	requireNode(t)
-	clerk := backendtest.New()
-	defer clerk.Close()
-	caddy := startDifferential(t, clerk)
-	var tools mcpToolsRun
-	runNode(t, "mcptools.mjs", map[string]any{"documents": resourceCases, "site": resourceCases[0].resource}, &tools)
+	caddy, tools := compare(t, resourceCases)
 
 	differing := map[string]bool{}
 	for i, c := range resourceCases {
@@ -138,11 +140,7 @@ func TestMetadataAgainstMCPTools(t *testing.T) {
 // challenges every refusal; the document at the root names the resource.
 func TestAnswersAgainstMCPTools(t *testing.T) {
 	requireNode(t)
-	clerk := backendtest.New()
-	defer clerk.Close()
-	caddy := startDifferential(t, clerk)
-	var tools mcpToolsRun
-	runNode(t, "mcptools.mjs", map[string]any{"documents": resourceCases[:1], "site": resourceCases[0].resource}, &tools)
+	caddy, tools := compare(t, resourceCases[:1])
 	const metadataURL = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
 
 	theirs := tools.Answers["noToken"]
