@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -170,17 +169,12 @@ func checkResourceURL(name, raw string, noQuery bool) (*url.URL, error) {
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("%s: %v", name, err)
-	case u.Host == "" || u.Scheme != "https" && !(u.Scheme == "http" && isLoopbackHost(u.Hostname())):
+	case u.Host == "" || u.Scheme != "https" && !(u.Scheme == "http" && backend.IsLoopbackHost(u.Hostname())):
 		return nil, fmt.Errorf("%s: %q is not an absolute https URL (http only for a loopback host)", name, raw)
 	case u.User != nil || u.Fragment != "" || noQuery && (u.RawQuery != "" || u.ForceQuery):
 		return nil, fmt.Errorf("%s: %q may have no credentials, fragment or query", name, raw)
 	}
 	return u, nil
-}
-
-func isLoopbackHost(host string) bool {
-	ip := net.ParseIP(host)
-	return host == "localhost" || ip != nil && ip.IsLoopback()
 }
 
 // checkAccepts refuses a protected resource on a route that does not
