@@ -76,7 +76,8 @@ func answer(w http.ResponseWriter, repl *caddy.Replacer, placeholder string, ver
 }
 
 // refuse answers a request whose credential was not verified, with the
-// RFC 6750 challenge of a 401 or 403.
+// RFC 6750 challenge of a 401 or 403, which names a protected resource's
+// metadata (RFC 9728 §5.1).
 func (h *Handler) refuse(w http.ResponseWriter, repl *caddy.Replacer, verr *verify.Error) error {
 	switch statusOf(verr.Reason) {
 	case http.StatusUnauthorized:
@@ -84,9 +85,9 @@ func (h *Handler) refuse(w http.ResponseWriter, repl *caddy.Replacer, verr *veri
 		if verr.Reason != verify.ReasonMissing {
 			challenge += `, error="invalid_token", error_description="` + quotable(verr.Description) + `"`
 		}
-		w.Header().Set("WWW-Authenticate", challenge)
+		w.Header().Set("WWW-Authenticate", challenge+h.settings.resource.challengeParam())
 	case http.StatusForbidden:
-		w.Header().Set("WWW-Authenticate", h.insufficientScopeChallenge(verr))
+		w.Header().Set("WWW-Authenticate", h.insufficientScopeChallenge(verr)+h.settings.resource.challengeParam())
 	}
 	if c := h.logger.Check(zap.DebugLevel, "credential refused"); c != nil {
 		c.Write(zap.String("reason", string(verr.Reason)), zap.String("token_type", string(verr.TokenType)), zap.Error(verr))

@@ -2,6 +2,7 @@ package clerkm2m
 
 import (
 	"context"
+	"encoding/base64"
 	"net/http"
 	"net/http/httptest"
 	"path"
@@ -163,4 +164,31 @@ func waitForSharedVerdict(b *testing.B, storage certmagic.Storage) {
 		}
 	}
 	b.Fatal("no verdict was shared")
+}
+
+// BenchmarkHandlerProtectedResource verifies the same OAuth JWT, issued for
+// an MCP server, on a route that is its protected_resource and, as the
+// baseline, on one that only requires its URI as audience: the same
+// verification, with and without the look for a request of the metadata.
+func BenchmarkHandlerProtectedResource(b *testing.B) {
+	clerk := backendtest.New()
+	defer clerk.Close()
+	const resource = "https://mcp.example.com/"
+	token := "Bearer " + clerk.MintOAuthJWT("user_bench", backendtest.OAuthJWTOptions{OAuthOptions: backendtest.OAuthOptions{
+		Audience: []string{resource}}})
+	for name, h := range map[string]*Handler{
+		"audience": {Audience: []string{resource}},
+		"protected_resource": {ProtectedResource: &ProtectedResource{Resource: resource},
+			PublishableKey: "pk_live_" + base64.StdEncoding.EncodeToString([]byte("clerk.example.com$"))},
+	} {
+		b.Run(name, func(b *testing.B) {
+			h.SecretKey, h.APIURL, h.JWTKey, h.Accept = clerk.SecretKey(), clerk.URL, clerk.PublicKeyPEM(), []string{"oauth_token"}
+			h = benchHandler(b, h)
+			serve(b, h, token)
+			b.ReportAllocs()
+			for b.Loop() {
+				serve(b, h, token)
+			}
+		})
+	}
 }

@@ -27,6 +27,12 @@ func init() {
 //	    authorized_parties <origin> [<origin>…]
 //	    audience           <aud> [<aud>…]
 //	    issuer             <iss> [<iss>…]
+//	    protected_resource <uri> {
+//	        authorization_servers  <url> [<url>…]
+//	        scopes_supported       <scope> [<scope>…]
+//	        resource_name          <name>
+//	        resource_documentation <url>
+//	    }
 //	    optional
 //	    strip_authorization
 //	    disable_metrics
@@ -44,7 +50,8 @@ func init() {
 // CLERK_PUBLISHABLE_KEY and CLERK_API_URL environment variables. Keys, URLs
 // and lists may be placeholders such as {env.NAME} or {file.path}, expanded
 // when the configuration loads. A size is a number of bytes, or one with a
-// unit: 64MiB, 500KB.
+// unit: 64MiB, 500KB. The block of protected_resource may be left out, and
+// so may each of its lines.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return handlerSubdirectives.unmarshal(d, h)
 }
@@ -62,6 +69,8 @@ var handlerSubdirectives = block[Handler]{
 	listArg("authorized_parties", func(h *Handler) *[]string { return &h.AuthorizedParties }),
 	listArg("audience", func(h *Handler) *[]string { return &h.Audience }),
 	listArg("issuer", func(h *Handler) *[]string { return &h.Issuer }),
+	blockArg("protected_resource", func(h *Handler) **ProtectedResource { return &h.ProtectedResource },
+		func(p *ProtectedResource) *string { return &p.Resource }, resourceSubdirectives),
 	flagArg("optional", func(h *Handler) *bool { return &h.Optional }),
 	flagArg("strip_authorization", func(h *Handler) *bool { return &h.StripAuthorization }),
 	flagArg("disable_metrics", func(h *Handler) *bool { return &h.DisableMetrics }),
@@ -72,6 +81,15 @@ var handlerSubdirectives = block[Handler]{
 	countArg("max_clerk_calls", func(h *Handler) *int { return &h.MaxClerkCalls }),
 	sizeArg("cache_max_bytes", func(h *Handler) *int64 { return &h.CacheMaxBytes }),
 	flagArg("shared_cache", func(h *Handler) *bool { return &h.SharedCache }),
+}
+
+// resourceSubdirectives are protected_resource's, in the order its syntax
+// lists them.
+var resourceSubdirectives = block[ProtectedResource]{
+	listArg("authorization_servers", func(p *ProtectedResource) *[]string { return &p.AuthorizationServers }),
+	listArg("scopes_supported", func(p *ProtectedResource) *[]string { return &p.ScopesSupported }),
+	textArg("resource_name", func(p *ProtectedResource) *string { return &p.ResourceName }),
+	textArg("resource_documentation", func(p *ProtectedResource) *string { return &p.ResourceDocumentation }),
 }
 
 // Interface guards

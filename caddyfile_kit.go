@@ -46,8 +46,15 @@ func (b block[H]) unmarshal(d *caddyfile.Dispenser, h *H) error {
 	if d.NextArg() {
 		return d.Errf("%s takes no arguments on its line, only a block of subdirectives; got %q", directive, d.Val())
 	}
+	return b.read(d, h, directive)
+}
+
+// read reads the block that follows on the dispenser, if any: b's
+// subdirectives, each given at most once. directive names the block in
+// errors.
+func (b block[H]) read(d *caddyfile.Dispenser, h *H, directive string) error {
 	seen := make(map[string]bool)
-	for d.NextBlock(0) {
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		name := d.Val()
 		if seen[name] {
 			return d.Errf("subdirective %s given twice", name)
@@ -111,6 +118,20 @@ func optionalDurationArg[H any](name string, field func(*H) **caddy.Duration) su
 	return subdirective[H]{name, func(d *caddyfile.Dispenser, h *H) error {
 		*field(h) = new(caddy.Duration)
 		return readDuration(d, name, *field(h))
+	}}
+}
+
+// blockArg is a subdirective of one argument, which arg reads, and a
+// block of b's subdirectives, which may be left out; field holds the
+// value they set up.
+func blockArg[H, B any](name string, field func(*H) **B, arg func(*B) *string, b block[B]) subdirective[H] {
+	return subdirective[H]{name, func(d *caddyfile.Dispenser, h *H) error {
+		value := new(B)
+		if err := singleArg(d, arg(value)); err != nil {
+			return err
+		}
+		*field(h) = value
+		return b.read(d, value, name)
 	}}
 }
 

@@ -52,6 +52,12 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		authorized_parties https://app.example.com
 		audience https://api.example.com mch_gateway
 		issuer https://clerk.example.com
+		protected_resource https://mcp.example.com/mcp {
+			authorization_servers https://clerk.example.com
+			scopes_supported email profile
+			resource_name "Example tools"
+			resource_documentation https://docs.example.com/mcp
+		}
 		optional
 		strip_authorization
 		timeout 2s
@@ -72,6 +78,9 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	assert.Equal(t, []string{"https://app.example.com"}, h.AuthorizedParties)
 	assert.Equal(t, []string{"https://api.example.com", "mch_gateway"}, h.Audience)
 	assert.Equal(t, []string{"https://clerk.example.com"}, h.Issuer)
+	assert.Equal(t, &ProtectedResource{Resource: "https://mcp.example.com/mcp", AuthorizationServers: []string{"https://clerk.example.com"},
+		ScopesSupported: []string{"email", "profile"}, ResourceName: "Example tools", ResourceDocumentation: "https://docs.example.com/mcp"},
+		h.ProtectedResource)
 	assert.True(t, h.Optional)
 	assert.True(t, h.StripAuthorization)
 	assert.Equal(t, caddy.Duration(2e9), h.Timeout)
@@ -82,6 +91,11 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	assert.Equal(t, caddy.Duration(24*time.Hour), h.JWKSMaxStale)
 	assert.Equal(t, 16, h.MaxClerkCalls)
 	assert.Equal(t, int64(8<<20), h.CacheMaxBytes)
+
+	h, err = parse(t, "clerk_m2m {\n protected_resource https://mcp.example.com/mcp\n optional\n}")
+	require.NoError(t, err)
+	assert.Equal(t, &Handler{ProtectedResource: &ProtectedResource{Resource: "https://mcp.example.com/mcp"}, Optional: true}, h,
+		"protected_resource's block may be left out")
 
 	h, err = parse(t, `clerk_m2m`)
 	require.NoError(t, err)
@@ -107,6 +121,12 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		"size not a size":        {"clerk_m2m {\n cache_max_bytes big\n}", `cache_max_bytes: "big" is not a size above 0`},
 		"no size at all":         {"clerk_m2m {\n cache_max_bytes 0\n}", `cache_max_bytes: "0" is not a size above 0`},
 		"size past int64":        {"clerk_m2m {\n cache_max_bytes 9EiB\n}", `cache_max_bytes: "9EiB" is not a size above 0`},
+		"a resource without URI": {"clerk_m2m {\n protected_resource {\n resource_name x\n }\n}", "wrong argument count"},
+		"a resource of two URIs": {"clerk_m2m {\n protected_resource https://a https://b\n}", "wrong argument count"},
+		"unknown in the resource": {"clerk_m2m {\n protected_resource https://a {\n issuer x\n }\n}",
+			`unknown subdirective "issuer" in protected_resource (known: authorization_servers, scopes_supported, resource_name, resource_documentation)`},
+		"twice in the resource": {"clerk_m2m {\n protected_resource https://a {\n resource_name x\n resource_name y\n }\n}",
+			"resource_name given twice"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := parse(t, tc.input)
@@ -124,6 +144,7 @@ func FuzzUnmarshalCaddyfile(f *testing.F) {
 		"clerk_m2m {\n secret_key sk_test_x\n machine_secret_key ak_x\n accept any\n optional\n}",
 		"clerk_m2m {\n require_scopes a b c\n allowed_subjects mch_1\n authorized_parties https://a\n timeout 2s\n}",
 		"clerk_m2m {\n jwt_key `-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----`\n}",
+		"clerk_m2m {\n protected_resource https://mcp.example.com/mcp {\n scopes_supported a b\n }\n}",
 		"clerk_m2m {\n cache_ttl\n}", "clerk_m2m x {", "clerk_m2m {\n {\n}\n}", "clerk_m2m {\n timeout -1ns\n}",
 		"clerk_m2m_token {\n format jwt\n renew_at 80%\n claims {\n team billing\n }\n}", "clerk_m2m_token {\n claims {\n",
 	} {

@@ -1,7 +1,6 @@
 package clerkm2m
 
 import (
-	"net"
 	"net/http"
 	"net/url"
 	"runtime/debug"
@@ -48,8 +47,7 @@ func warnIfCleartext(logger *zap.Logger, apiURL string) {
 	if err != nil || u.Scheme != "http" {
 		return
 	}
-	host := u.Hostname()
-	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+	if backend.IsLoopbackHost(u.Hostname()) {
 		return
 	}
 	logger.Warn("api_url uses plain http: the secret key crosses the network unencrypted", zap.String("api_url", apiURL))

@@ -41,6 +41,8 @@ var inspectSettings = []inspectSetting{
 	{name: "authorized_parties", kind: listSetting, usage: "origins a session token may have been issued to (azp)"},
 	{name: "audience", kind: listSetting, usage: "audiences a token may have been issued for (aud)"},
 	{name: "issuer", kind: listSetting, usage: "issuers a session token may come from (iss)"},
+	{name: "protected_resource", kind: resourceSetting,
+		usage: "the URI of the protected resource the route is (an MCP server's URL): OAuth tokens must be issued for it (aud)"},
 	{name: "timeout", kind: durationSetting, usage: "budget of one call to Clerk (default 5s)"},
 	{name: "clock_skew", kind: durationSetting, usage: "leeway on exp, nbf and iat (default 5s)"},
 }
@@ -72,6 +74,7 @@ const (
 	textSetting settingKind = iota
 	listSetting
 	durationSetting
+	resourceSetting // protected_resource's URI, without its block
 )
 
 // maxInput bounds what is read from standard input: well above the
@@ -235,6 +238,9 @@ func inspectConfig(cmd *cobra.Command) (json.RawMessage, error) {
 				return nil, err
 			}
 			config[s.name] = d
+		case resourceSetting:
+			uri, _ := flags.GetString(s.name)
+			config[s.name] = ProtectedResource{Resource: uri}
 		default:
 			config[s.name], _ = flags.GetString(s.name)
 		}

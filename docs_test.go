@@ -325,7 +325,7 @@ func exampleEnv(t *testing.T, clerk *backendtest.Server) (secretFile string) {
 	require.NoError(t, os.WriteFile(secretFile, []byte(clerk.SecretKey()+"\n"), 0o600))
 	for name, value := range map[string]string{
 		"CLERK_SECRET_KEY": clerk.SecretKey(), "CLERK_MACHINE_SECRET_KEY": "ak_examples", "CLERK_API_URL": clerk.URL,
-		"CLERK_JWT_KEY": clerk.PublicKeyPEM(), "GATEWAY_MACHINE_SECRET_KEY": "ak_gateway", "GATEWAY_MACHINE_ID": "mch_gateway",
+		"CLERK_JWT_KEY": clerk.PublicKeyPEM(), "CLERK_PUBLISHABLE_KEY": clerk.PublishableKey(), "GATEWAY_MACHINE_SECRET_KEY": "ak_gateway", "GATEWAY_MACHINE_ID": "mch_gateway",
 		"A_MACHINE_SECRET_KEY": "ak_service_a", "B_MACHINE_SECRET_KEY": "ak_service_b", "B_MACHINE_ID": "mch_service_b",
 	} {
 		t.Setenv(name, value)
@@ -340,7 +340,7 @@ func exampleEnv(t *testing.T, clerk *backendtest.Server) (secretFile string) {
 func clearAdaptVariables(t *testing.T) {
 	t.Helper()
 	for _, name := range []string{"PORT", "UPSTREAM", "MACHINE_ID", "APP_ORIGIN", "BILLING", "PARTNERS", "APP",
-		"BILLING_MACHINE_ID", "CLERK_SECRET_KEY_FILE", "CADDY_CLUSTER_STORAGE", "A_SIDECAR", "B_GATEWAY", "B_SERVICE", "TOKEN_FORMAT"} {
+		"BILLING_MACHINE_ID", "CLERK_SECRET_KEY_FILE", "CADDY_CLUSTER_STORAGE", "A_SIDECAR", "B_GATEWAY", "B_SERVICE", "TOKEN_FORMAT", "MCP_RESOURCE"} {
 		t.Setenv(name, "") // restored after the test...
 		require.NoError(t, os.Unsetenv(name))
 	}

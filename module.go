@@ -49,7 +49,10 @@ func init() {
 //
 // 401 answers carry `WWW-Authenticate: Bearer realm="clerk"` (with
 // `error="invalid_token"` when a credential was presented), 403 answers
-// `error="insufficient_scope"`, 503 answers a `Retry-After`.
+// `error="insufficient_scope"`, 503 answers a `Retry-After`. On a
+// `protected_resource`, 401 and 403 challenges also carry
+// `resource_metadata="…"`, the URL of the resource's metadata, which the
+// handler serves.
 //
 // Placeholders set for a verified request (none for an anonymous request
 // let through by `optional`):
@@ -164,6 +167,12 @@ type Handler struct {
 	// `session_token`: as in Clerk's SDK, machine JWTs are not checked for
 	// their issuer (M2M JWTs may carry none). Default: any issuer.
 	Issuer []string `json:"issuer,omitempty"`
+
+	// Makes the route an OAuth protected resource, such as an MCP server:
+	// the handler serves the resource's metadata (RFC 9728) and points
+	// every 401 and 403 at it, and OAuth access tokens must be issued for
+	// the resource's URI. See ProtectedResource. Default: none.
+	ProtectedResource *ProtectedResource `json:"protected_resource,omitempty"`
 
 	// The whole budget of one call to Clerk, retries included.
 	// Default: `5s`.

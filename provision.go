@@ -41,6 +41,9 @@ func (h *Handler) Validate() error {
 	if h.verifier, err = verify.New(h.settings.verify); err != nil {
 		return err
 	}
+	if err := h.settings.resource.checkAccepts(h.verifier.Setup().Accept); err != nil {
+		return err
+	}
 	if c := h.logger.Check(zap.DebugLevel, "clerk_m2m provisioned"); c != nil {
 		setup := h.verifier.Setup()
 		c.Write(zap.Any("accept", setup.Accept), zap.String("api_url", setup.APIURL),

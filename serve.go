@@ -12,8 +12,12 @@ import (
 )
 
 // ServeHTTP verifies the request's credential and either refuses the request
-// or passes it on with the identity placeholders set.
+// or passes it on with the identity placeholders set; it answers a request
+// for a protected resource's metadata itself.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if h.settings.resource.serves(r.URL.Path) { // public, as clients need it to get a credential
+		return h.settings.resource.serve(w, r)
+	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	identity, err := h.verifier.VerifyRequest(r)
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 type settings struct {
 	verify   verify.Options // but its Pool and its hooks
 	instance instanceSettings
+	resource *resourceMetadata // nil unless protected_resource
 }
 
 // settings expands the handler's configuration. It reads a jwt_key given
@@ -44,6 +45,11 @@ func (h *Handler) expand() (settings, error) {
 	}
 	if err := expandLists(repl, o, h); err != nil {
 		return s, err
+	}
+	if h.ProtectedResource != nil {
+		if s.resource, err = expandResource(repl, h.ProtectedResource, o); err != nil {
+			return s, err
+		}
 	}
 	o.ClockSkew, o.CacheTTL = optionalDuration(h.ClockSkew), optionalDuration(h.CacheTTL)
 	s.instance = instanceSettings{APIURL: o.APIURL, Timeout: time.Duration(h.Timeout), MaxStale: time.Duration(h.JWKSMaxStale),

@@ -36,7 +36,7 @@ func FrontendAPIURL(publishableKey string) (string, error) {
 		return fail(err.Error())
 	}
 	scheme := "https"
-	if hostname := strings.Trim(splitHost(host), "[]"); hostname == "localhost" || isLoopback(hostname) {
+	if IsLoopbackHost(strings.Trim(splitHost(host), "[]")) {
 		scheme = "http"
 	}
 	return scheme + "://" + host, nil
@@ -59,9 +59,12 @@ func splitHost(host string) string {
 	return host
 }
 
-func isLoopback(hostname string) bool {
+// IsLoopbackHost reports whether hostname (without port or brackets) is
+// this machine's: localhost or a loopback address. Plain http is taken for
+// such a host only, as no one else can listen on the way.
+func IsLoopbackHost(hostname string) bool {
 	ip := net.ParseIP(hostname)
-	return ip != nil && ip.IsLoopback()
+	return hostname == "localhost" || ip != nil && ip.IsLoopback()
 }
 
 func padBase64(s string) string {

@@ -79,6 +79,7 @@ var (
 	machineCredentials = []string{"opaque M2M token", "M2M JWT"}
 	partnerCredentials = []string{"API key", "opaque OAuth token", "OAuth JWT"}
 	browserCredentials = []string{"session token in the header", "session token in the cookie"}
+	mcpCredentials     = []string{"opaque OAuth token for the MCP server", "OAuth JWT for the MCP server"}
 )
 
 // exampleRoutes are the routes of every example that can be reached.
@@ -95,6 +96,7 @@ var exampleRoutes = map[string][]exampleRoute{
 	"cors.Caddyfile":            {{path: "/invoices", credentials: browserCredentials}},
 	"secrets.Caddyfile":         {{path: "/", credentials: machineCredentials}},
 	"fleet.Caddyfile":           {{path: "/", credentials: machineCredentials}},
+	"mcp.Caddyfile":             {{path: "/mcp", credentials: mcpCredentials}},
 	"quickstart/Caddyfile":      {{path: "/", credentials: machineCredentials}},
 	"two-services/Caddyfile": {
 		{site: "A_SIDECAR", path: "/invoices", anonymous: http.StatusOK}, // the sidecar brings the credential
@@ -103,8 +105,8 @@ var exampleRoutes = map[string][]exampleRoute{
 }
 
 // exampleCredentials puts a valid credential of each kind the examples
-// accept on a request: granted to the gateway's machine, with the scope
-// and origin the examples require.
+// accept on a request: granted to the gateway's machine, with the scope,
+// origin and audience the examples require.
 func exampleCredentials(e *env) map[string]func(*http.Request) {
 	bearer := func(token string) func(*http.Request) {
 		return func(req *http.Request) { req.Header.Set("Authorization", "Bearer "+token) }
@@ -113,13 +115,17 @@ func exampleCredentials(e *env) map[string]func(*http.Request) {
 	app := backendtest.SessionOptions{AuthorizedParty: "https://app.example.com"}
 	apiKey, _ := e.clerk.CreateAPIKey(testUser, backendtest.APIKeyOptions{Scopes: partners})
 	oauth, _ := e.clerk.CreateOAuthToken(testUser, backendtest.OAuthOptions{Scopes: partners, TTL: time.Hour})
+	mcp := backendtest.OAuthOptions{Scopes: []string{"profile", "email"}, Audience: []string{os.Getenv("MCP_RESOURCE")}}
+	mcpOAuth, _ := e.clerk.CreateOAuthToken(testUser, mcp)
 	return map[string]func(*http.Request){
-		"opaque M2M token":            bearer(e.fresh()),
-		"M2M JWT":                     bearer(e.jwt()),
-		"API key":                     bearer(apiKey),
-		"opaque OAuth token":          bearer(oauth),
-		"OAuth JWT":                   bearer(e.clerk.MintOAuthJWT(testUser, backendtest.OAuthJWTOptions{OAuthOptions: backendtest.OAuthOptions{Scopes: partners}})),
-		"session token in the header": bearer(e.clerk.MintSessionJWT(testUser, app)),
+		"opaque M2M token":                      bearer(e.fresh()),
+		"M2M JWT":                               bearer(e.jwt()),
+		"API key":                               bearer(apiKey),
+		"opaque OAuth token":                    bearer(oauth),
+		"OAuth JWT":                             bearer(e.clerk.MintOAuthJWT(testUser, backendtest.OAuthJWTOptions{OAuthOptions: backendtest.OAuthOptions{Scopes: partners}})),
+		"opaque OAuth token for the MCP server": bearer(mcpOAuth),
+		"OAuth JWT for the MCP server":          bearer(e.clerk.MintOAuthJWT(testUser, backendtest.OAuthJWTOptions{OAuthOptions: mcp})),
+		"session token in the header":           bearer(e.clerk.MintSessionJWT(testUser, app)),
 		"session token in the cookie": func(req *http.Request) {
 			req.AddCookie(&http.Cookie{Name: "__session", Value: e.clerk.MintSessionJWT(testUser, app)})
 			req.AddCookie(&http.Cookie{Name: "__client_uat", Value: "1700000000"})

@@ -35,6 +35,23 @@
 //	GET  /v1/jwks                     JWKS, instance secret key required
 //	GET  /.well-known/jwks.json       the same JWKS without authentication
 //
+// It is also the instance's Frontend API in its role of OAuth
+// authorization server (PublishableKey names it), for the clients of an
+// MCP server or any OAuth protected resource:
+//
+//	GET  /.well-known/oauth-authorization-server   its metadata (RFC 8414)
+//	POST /oauth/register              dynamic client registration (RFC 7591)
+//	GET  /oauth/authorize             approves at once, redirects back with a code
+//	POST /oauth/token                 the code, with its PKCE verifier, for an access token
+//
+// The authorization code flow with PKCE (S256) is the only one, as in
+// OAuth 2.1; no refresh token is issued. The access token is an OAuth
+// access token of the instance (opaque, or a JWT with
+// AuthorizationOptions.JWT), for the user who approved
+// (AuthorizationOptions.UserID), the registered client and the scopes
+// asked for (or AuthorizationOptions.Scopes), whose audience is the
+// resource the authorization named (RFC 8707).
+//
 // The POST routes are served both with and without a "/v1" prefix (Clerk's
 // JS SDK leaves it out, its Go SDK puts it in). The OAuth route also accepts
 // the deprecated field name "secret" instead of "access_token", but not

@@ -106,7 +106,7 @@ func (c *call) fail(status int, e clerkError) reply {
 }
 
 func jsonReply(status int, v any) reply {
-	return reply{status, mustMarshal(v)}
+	return reply{status: status, body: mustMarshal(v)}
 }
 
 // principal is who a request authenticates as.
@@ -338,13 +338,13 @@ func (s *Server) privateJWKS(c *call) reply {
 	if _, e := s.authorize(c, instanceGate); e != nil {
 		return c.fail(http.StatusUnauthorized, *e)
 	}
-	return reply{http.StatusOK, s.jwks()}
+	return reply{status: http.StatusOK, body: s.jwks()}
 }
 
 // publicJWKS serves GET /.well-known/jwks.json, the Frontend API's public
 // JWKS, which needs no authentication.
 func (s *Server) publicJWKS(*call) reply {
-	return reply{http.StatusOK, s.jwks()}
+	return reply{status: http.StatusOK, body: s.jwks()}
 }
 
 // params are the top-level fields of a JSON request body.

@@ -32,6 +32,7 @@ type Server struct {
 	secretKey  string
 	instanceID string
 	clientID   string // the OAuth application's client id
+	userID     string // the user who approves authorizations
 
 	mu          sync.Mutex
 	clock       func() time.Time
@@ -43,6 +44,10 @@ type Server struct {
 	recordIDs   map[string]*tokenRecord // by id
 	requests    []Request
 	faults      map[faultKey]Fault
+
+	authorization AuthorizationOptions
+	oauthClients  map[string]*oauthClient       // registered, by client id
+	codes         map[string]*authorizationCode // handed out, not yet exchanged
 
 	load *load
 }
@@ -64,6 +69,7 @@ type call struct {
 type reply struct {
 	status int
 	body   []byte
+	header http.Header // beyond those every answer has
 }
 
 // New starts a fake with a fresh instance: an instance id, an instance
@@ -76,6 +82,7 @@ func New() *Server {
 		secretKey:   "sk_test_" + randomString(alphanumerics, 40),
 		instanceID:  instanceID,
 		clientID:    "client_" + randomString(alphanumerics, 27),
+		userID:      "user_" + randomString(alphanumerics, 27),
 		keys:        []signingKey{newSigningKey(instanceID)},
 		grants:      make(map[string][]string),
 		machineKeys: make(map[string]string),
@@ -83,6 +90,9 @@ func New() *Server {
 		recordIDs:   make(map[string]*tokenRecord),
 		faults:      make(map[faultKey]Fault),
 		load:        newLoad(),
+
+		oauthClients: make(map[string]*oauthClient),
+		codes:        make(map[string]*authorizationCode),
 	}
 	s.routes = map[string]route{
 		"/m2m_tokens/verify": {http.MethodPost, s.verifyRoute(m2mVerifier)},
@@ -91,6 +101,11 @@ func New() *Server {
 		"/oauth_applications/access_tokens/verify": {http.MethodPost, s.verifyRoute(oauthVerifier)},
 		"/v1/jwks":               {http.MethodGet, s.privateJWKS},
 		"/.well-known/jwks.json": {http.MethodGet, s.publicJWKS},
+
+		"/.well-known/oauth-authorization-server": {http.MethodGet, s.authorizationServerMetadata},
+		"/oauth/register":                         {http.MethodPost, s.registerClient},
+		"/oauth/authorize":                        {http.MethodGet, s.approve},
+		"/oauth/token":                            {http.MethodPost, s.exchangeCode},
 	}
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serveHTTP))
 	// Faults deliberately break connections; that is not worth logging.
@@ -239,9 +254,9 @@ func (s *Server) answer(c *call, path string, f Fault) reply {
 	case f.Status != 0:
 		return c.fail(f.Status, statusError(f.Status))
 	case f.Garbage:
-		return reply{http.StatusOK, []byte("<html><body>this is not JSON</body></html>")}
+		return reply{status: http.StatusOK, body: []byte("<html><body>this is not JSON</body></html>")}
 	case f.Body != "":
-		return reply{http.StatusOK, []byte(f.Body)}
+		return reply{status: http.StatusOK, body: []byte(f.Body)}
 	}
 	rt, ok := s.routes[path]
 	switch {
@@ -257,6 +272,9 @@ func (s *Server) answer(c *call, path string, f Fault) reply {
 // Truncated and SlowBody.
 func (s *Server) send(w http.ResponseWriter, c *call, rep reply, f Fault) {
 	h := w.Header()
+	for name, values := range rep.header {
+		h[name] = values
+	}
 	h.Set("Content-Type", "application/json")
 	if f.ContentType != "" {
 		h.Set("Content-Type", f.ContentType)
