@@ -195,7 +195,9 @@ type Handler struct {
 	// The most calls to Clerk in flight at once, for all the handlers that
 	// share this one's Clerk instance (the same `api_url`, keys,
 	// `timeout`, `jwks_max_stale`, `max_clerk_calls` and
-	// `cache_max_bytes`), and the most connections to it. A credential
+	// `cache_max_bytes`), and the most connections to it, as the gateway
+	// counts them (a call it gave up on frees its place at once; Clerk sees
+	// its request end a moment later). A credential
 	// that needs one more call (a new opaque token) is refused at once
 	// with 503, `Retry-After: 1` and `clerk_calls_limited`; credentials
 	// answered from the cache, and JWTs, need none. Clerk takes 1,000

@@ -115,10 +115,13 @@ func TestAnAbandonedBurstOfNewTokens(t *testing.T) {
 	t.Logf("goroutines %d before, at most %d during; file descriptors %d before, at most %d during; heap %.1f MiB before, at most %.1f MiB during",
 		baseline.goroutines, most.goroutines, baseline.descriptors, most.descriptors, mib(baseline.heap), mib(most.heap))
 
-	assert.LessOrEqual(t, load.PeakRequests, maxCalls, "calls to Clerk in flight at once")
-	// Go's transport hands a closing connection's place to the next dial
-	// a moment before it closes the connection: each place may hold one
-	// connection going and one coming.
+	// max_clerk_calls is the gateway's own count (verify's calls_test.go
+	// proves it exactly): a call it gave up on frees its place at once,
+	// while Clerk sees its request end a moment later, when the
+	// connection's close reaches it, as Go's transport hands a closing
+	// connection's place to the next dial a moment before it closes the
+	// connection: each place may hold one going and one coming, at Clerk.
+	assert.LessOrEqual(t, load.PeakRequests, 2*maxCalls, "calls to Clerk in flight at once, as Clerk sees them")
 	assert.LessOrEqual(t, load.PeakConnections, 2*maxCalls, "connections to Clerk open at once")
 	clientConnections := workers * connectionsPerWorker
 	assert.LessOrEqual(t, most.goroutines, baseline.goroutines+workers+(clientConnections+2*maxCalls)*goroutinesPerConnection,
