@@ -247,7 +247,7 @@ func TestALaterHandlersIdentityIsSeen(t *testing.T) {
 	machines := &Handler{MachineSecretKey: clerk.NewMachine("gateway").SecretKey, APIURL: clerk.URL, Optional: true}
 	require.NoError(t, provision(t, machines))
 	users := &Handler{SecretKey: clerk.SecretKey(), APIURL: clerk.URL, Accept: []string{"session_token"},
-		AuthorizedParties: []string{"https://app.example.com"}}
+		AuthorizedParties: []string{"https://app.example.com"}, PublishableKey: backendtest.PublishableKey(false)}
 	require.NoError(t, provision(t, users))
 
 	const user = "user_2GIpXOEpVyJw51rkZn9Kmnc6Sxr"
@@ -282,7 +282,7 @@ func TestCookieSessionsNeedASignedInBrowser(t *testing.T) {
 	testenv.ClearClerk(t)
 	clerk := backendtest.New()
 	defer clerk.Close()
-	h := &Handler{SecretKey: clerk.SecretKey(), APIURL: clerk.URL, Accept: []string{"session_token"}}
+	h := &Handler{SecretKey: clerk.SecretKey(), APIURL: clerk.URL, Accept: []string{"session_token"}, PublishableKey: backendtest.PublishableKey(false)}
 	require.NoError(t, provision(t, h))
 	session := clerk.MintSessionJWT("user_2GIpXOEpVyJw51rkZn9Kmnc6Sxr", backendtest.SessionOptions{})
 	issued := time.Now().Unix() // at most the token's iat

@@ -35,8 +35,9 @@ type Options struct {
 	// (ak_…) verifies the opaque M2M tokens granted to that machine;
 	// JWTKey (the instance's public key, PEM) verifies JWTs with no
 	// network call; PublishableKey (pk_…) has JWTs verified with the
-	// signing keys its Frontend API publishes. Every accepted type needs
-	// one that verifies it.
+	// signing keys its Frontend API publishes, and names the app whose
+	// browser sessions are read from cookies (see VerifyRequest: without
+	// it, none are). Every accepted type needs one that verifies it.
 	SecretKey, MachineSecretKey, JWTKey, PublishableKey string
 
 	// APIURL is the base URL of Clerk's Backend API. Default
@@ -159,7 +160,8 @@ func New(opts Options) (*Verifier, error) {
 // Clerk's Backend API with the secret keys, and the keys that verify JWTs
 // (jwt_key alone when it is set, as in Clerk's SDKs; else the signing keys
 // fetched with the secret key, else those of the Frontend API the
-// publishable key names). It returns the keys held.
+// publishable key names); and the browser cookies the publishable key
+// names. It returns the keys held.
 func (v *Verifier) useKeys(opts Options) (keySet, error) {
 	apiURL := opts.APIURL
 	if apiURL == "" {
@@ -185,9 +187,11 @@ func (v *Verifier) useKeys(opts Options) (keySet, error) {
 	}
 	var frontendURL string
 	if opts.PublishableKey != "" {
-		if frontendURL, err = backend.FrontendAPIURL(opts.PublishableKey); err != nil {
+		key, err := backend.ParsePublishableKey(opts.PublishableKey)
+		if err != nil {
 			return 0, fmt.Errorf("publishable_key: %v", err)
 		}
+		frontendURL, v.cookies = key.URL(), newBrowserCookies(opts.PublishableKey, key)
 	}
 	switch {
 	case opts.JWTKey != "":
