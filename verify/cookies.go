@@ -160,7 +160,7 @@ func (b *browserCookies) reads(name string) bool {
 func (b *browserCookies) usesSuffixed(jar cookieJar, now time.Time) (bool, error) {
 	suffixedUAT, plainUAT := jar.first(b.suffixed.ClientUAT), jar.first(b.plain.ClientUAT)
 	suffixedToken, plainToken := jar.first(b.suffixed.Session), jar.first(b.plain.Session)
-	plain, suffixed := peek(plainToken), peek(suffixedToken)
+	plain := peek(plainToken)
 	if plainToken != "" {
 		iss, err := plain.claim("iss")
 		switch {
@@ -174,6 +174,10 @@ func (b *browserCookies) usesSuffixed(jar cookieJar, now time.Time) (bool, error
 	}
 	if suffixedUAT == "" && suffixedToken == "" {
 		return false, nil
+	}
+	suffixed := plain // Clerk's frontend writes this app's session under both names
+	if suffixedToken != plainToken {
+		suffixed = peek(suffixedToken)
 	}
 	plainIat, err := plain.numberOrZero("iat")
 	if err != nil {
@@ -220,21 +224,26 @@ func (b *browserCookies) issued(iss json.RawMessage) bool {
 // any case of ASCII letters, or 0.
 func schemeAt(s string) int {
 	for _, scheme := range []string{"https://", "http://"} {
-		if len(s) >= len(scheme) && asciiLower(s[:len(scheme)]) == scheme {
+		if len(s) >= len(scheme) && asciiFoldEqual(s[:len(scheme)], scheme) {
 			return len(scheme)
 		}
 	}
 	return 0
 }
 
-func asciiLower(s string) string {
-	lower := []byte(s)
-	for i, c := range lower {
+// asciiFoldEqual reports whether s is lower, a lower-case ASCII string, in
+// any case of ASCII letters (and of no other: no Unicode folding).
+func asciiFoldEqual(s, lower string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
 		if 'A' <= c && c <= 'Z' {
-			lower[i] = c + 'a' - 'A'
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
 		}
 	}
-	return string(lower)
+	return true
 }
 
 // peekedJWT is a token as Clerk's SDK decodes one to choose its cookies
@@ -243,8 +252,8 @@ func asciiLower(s string) string {
 // it dropped.
 type peekedJWT struct {
 	decoded bool
-	null    bool                       // the payload is null, on which the SDK throws
-	claims  map[string]json.RawMessage // nil for a payload that is no object
+	null    bool     // the payload is null, on which the SDK throws
+	claims  []member // of a payload that is an object, the last of duplicates
 }
 
 func peek(token string) peekedJWT {
@@ -259,15 +268,34 @@ func peek(token string) peekedJWT {
 			return peekedJWT{}
 		}
 	}
-	header, payload := anyJSON(texts[0]), anyJSON(texts[1])
-	if header == nil || payload == nil {
+	header, payload := jsonText(texts[0]), jsonText(texts[1])
+	if !json.Valid(header) {
 		return peekedJWT{}
 	}
-	p := peekedJWT{decoded: true, null: string(payload) == "null"}
-	if payload[0] == '{' {
-		_ = json.Unmarshal(payload, &p.claims) // valid: of the last of duplicate members, as JSON.parse
+	if len(payload) > 0 && payload[0] == '{' {
+		claims, ok := lastMembers(payload)
+		return peekedJWT{decoded: ok, claims: claims}
 	}
-	return p
+	return peekedJWT{decoded: json.Valid(payload), null: string(payload) == "null"}
+}
+
+// lastMembers are the members of a JSON object as JSON.parse keeps them:
+// the last of duplicate names. The scanner reads them when they are
+// distinct and in valid UTF-8, as Clerk writes them; anything else valid
+// is decoded the slow way.
+func lastMembers(object []byte) ([]member, bool) {
+	if members, err := scanObject(object, nil); err == nil {
+		return members, true
+	}
+	var decoded map[string]json.RawMessage
+	if json.Unmarshal(object, &decoded) != nil {
+		return nil, false
+	}
+	members := make([]member, 0, len(decoded))
+	for name, value := range decoded {
+		members = append(members, member{name: []byte(name), value: value})
+	}
+	return members, true
 }
 
 // looseBase64URL decodes base64url as the SDK's loose mode does: "="
@@ -284,14 +312,11 @@ func looseBase64URL(s string) ([]byte, bool) {
 	return data, err == nil
 }
 
-// anyJSON is text without its byte order mark and the white space around
-// it, if it is one JSON value; else nil.
-func anyJSON(text []byte) []byte {
-	text = bytes.Trim(bytes.TrimPrefix(text, []byte("\ufeff")), " \t\r\n")
-	if !json.Valid(text) {
-		return nil
-	}
-	return text
+// jsonText is a segment's text as JSON.parse reads it: without a byte
+// order mark before it (TextDecoder drops one) and the white space of JSON
+// around it.
+func jsonText(text []byte) []byte {
+	return bytes.Trim(bytes.TrimPrefix(text, []byte("\ufeff")), " \t\r\n")
 }
 
 // claim is a payload's claim, nil when it has none; an error when the SDK
@@ -300,7 +325,12 @@ func (p peekedJWT) claim(name string) (json.RawMessage, error) {
 	if p.null {
 		return nil, invalid("", "a session cookie's token has a null payload")
 	}
-	return p.claims[name], nil
+	for _, m := range p.claims {
+		if string(m.name) == name {
+			return m.value, nil
+		}
+	}
+	return nil, nil
 }
 
 // numberOrZero is a claim as the SDK takes it to compare tokens
