@@ -319,6 +319,33 @@ func TestCookieSessionsNeedASignedInBrowser(t *testing.T) {
 	}
 }
 
+// TestSessionsWithoutAPublishableKeyReadNoCookie: a route that takes
+// sessions without publishable_key says, when it loads, that it reads no
+// browser cookie; one with the key, or taking no session, says nothing.
+func TestSessionsWithoutAPublishableKeyReadNoCookie(t *testing.T) {
+	testenv.ClearClerk(t)
+	clerk := backendtest.New()
+	defer clerk.Close()
+	for name, tc := range map[string]struct {
+		h    *Handler
+		said bool
+	}{
+		"sessions, no publishable key": {&Handler{SecretKey: clerk.SecretKey(), APIURL: clerk.URL, Accept: []string{"any"}}, true},
+		"sessions and a publishable key": {&Handler{SecretKey: clerk.SecretKey(), APIURL: clerk.URL, Accept: []string{"session_token"},
+			PublishableKey: backendtest.PublishableKey(false)}, false},
+		"no sessions": {&Handler{SecretKey: clerk.SecretKey(), APIURL: clerk.URL, Accept: []string{"api_key"}}, false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Cleanup(func() { _ = tc.h.Cleanup() })
+			require.NoError(t, tc.h.Provision(newContext(t)))
+			core, logs := logobserver.New(zap.InfoLevel)
+			tc.h.logger = zap.New(core)
+			require.NoError(t, tc.h.Validate())
+			assert.Equal(t, tc.said, logs.FilterMessageSnippet("no browser cookie is read").Len() == 1)
+		})
+	}
+}
+
 // TestAClientThatLeftIsNoClerkOutage: when the client goes away while Clerk
 // is being asked, the request ends with 499, and neither handler reports
 // Clerk as failing.
