@@ -257,6 +257,9 @@ type peekedJWT struct {
 }
 
 func peek(token string) peekedJWT {
+	if len(token) > maxTokenLength {
+		return peekedJWT{} // refused if it is read, and not worth decoding to choose
+	}
 	segments := strings.Split(token, ".")
 	if len(segments) != 3 {
 		return peekedJWT{}

@@ -194,6 +194,7 @@ func TestPeek(t *testing.T) {
 		"form feed before JSON": {segmentOf("{}") + "." + segmentOf("\f"+payload) + ".c2ln", false},
 		"trailing garbage":      {segmentOf("{}") + "." + segmentOf(payload+"x") + ".c2ln", false},
 		"a bad signature":       {segmentOf("{}") + "." + segmentOf(payload) + ".!", false},
+		"longer than any token": {segmentOf("{}") + "." + segmentOf(payload) + "." + strings.Repeat("A", maxTokenLength), false},
 	} {
 		p := peek(tc.token)
 		assert.Equal(t, tc.decoded, p.decoded, name)
