@@ -83,7 +83,7 @@ const maxInput = 64 << 10
 
 func inspectCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "inspect [--accept <type>…] [--require_scopes <scope>…] [--cookie [--client_uat <seconds>]] [--json] < token",
+		Use:   "inspect [--accept <type>…] [--require_scopes <scope>…] [--cookie [--client_uat <seconds>] [--suffixed]] [--json] < token",
 		Short: "Says why clerk_m2m accepts or refuses a credential, and what it hands on",
 		Long: `
 Reads one credential (an M2M token, API key, OAuth token or session token)
@@ -97,7 +97,9 @@ The verdict is the handler's own: a clerk_m2m handler is provisioned from
 the flags, which are named after its subdirectives and default to the same
 CLERK_* environment variables, and serves one request carrying the
 credential in "Authorization: Bearer" (with --cookie, in the __session
-cookie), making the same calls to Clerk with its cache off.
+cookie, as a browser signed in to the app of publishable_key sends it;
+with --suffixed, in the cookie Clerk's frontend names for that app),
+making the same calls to Clerk with its cache off.
 
 The credential is never printed, only its id or the first 8 hex digits of
 its SHA-256; keys are never printed.
@@ -122,6 +124,8 @@ clerk_rate_limited, misconfigured).
 	}
 	cmd.Flags().Bool("cookie", false, "send the credential in the __session cookie, as a browser does, instead of the Authorization header")
 	cmd.Flags().String("client_uat", "", "with --cookie: the __client_uat cookie of the browser, in Unix seconds (none when not given)")
+	cmd.Flags().Bool("suffixed", false, "with --cookie: the cookies named for the app of publishable_key (__session_<suffix>), "+
+		"as Clerk's frontend names them beside another app's on one domain")
 	cmd.Flags().Bool("json", false, "print one JSON object")
 	cmd.Flags().Bool("token_from_arg", false, "take the credential from the one argument (kept in shell history and shown by ps)")
 	return cmd
@@ -153,12 +157,16 @@ func runInspect(cmd *cobra.Command, args []string) int {
 	}
 	var carrier credentialCarrier
 	carrier.cookie, _ = flags.GetBool("cookie")
+	carrier.suffixed, _ = flags.GetBool("suffixed")
 	if flags.Changed("client_uat") {
 		if !carrier.cookie {
 			return usageError(cmd, "--client_uat goes with --cookie")
 		}
 		uat, _ := flags.GetString("client_uat")
 		carrier.clientUAT = &uat
+	}
+	if carrier.suffixed && !carrier.cookie {
+		return usageError(cmd, "--suffixed goes with --cookie")
 	}
 	report := inspectCredential(credential, config, carrier, time.Now())
 	if asJSON, _ := flags.GetBool("json"); asJSON {
@@ -249,26 +257,41 @@ func inspectConfig(cmd *cobra.Command) (json.RawMessage, error) {
 }
 
 // credentialCarrier is how the request carries the credential: in the
-// Authorization header, or in the __session cookie with, when clientUAT
-// is set, a __client_uat cookie.
+// Authorization header, or in the session cookie of a browser signed in to
+// the app, suffixed for it or not, with, when clientUAT is set, a
+// __client_uat cookie of the same name.
 type credentialCarrier struct {
-	cookie    bool
-	clientUAT *string
+	cookie, suffixed bool
+	clientUAT        *string
 }
 
-// request is a request to the gateway carrying credential.
-func (c credentialCarrier) request(credential string) *http.Request {
+// request is a request to the gateway carrying credential, in the cookies
+// the handler reads (setup.SessionCookies: plain, then suffixed; none
+// without a publishable key, when the plain names are sent, and not read).
+func (c credentialCarrier) request(credential string, setup verify.Setup) (*http.Request, error) {
 	req := httptest.NewRequest(http.MethodGet, "/", nil)
 	if !c.cookie {
 		req.Header.Set("Authorization", "Bearer "+credential)
-		return req
+		return req, nil
 	}
-	cookies := verify.SessionCookie + "=" + credential
+	names := verify.CookieNames{Session: verify.SessionCookie, ClientUAT: verify.ClientUATCookie}
+	switch {
+	case c.suffixed && len(setup.SessionCookies) == 0:
+		return nil, errors.New("--suffixed names the cookies after publishable_key, which is not set")
+	case c.suffixed:
+		names = setup.SessionCookies[1]
+	case len(setup.SessionCookies) > 0:
+		names = setup.SessionCookies[0]
+	}
+	cookies := names.Session + "=" + credential
 	if c.clientUAT != nil {
-		cookies += "; " + verify.ClientUATCookie + "=" + *c.clientUAT
+		cookies += "; " + names.ClientUAT + "=" + *c.clientUAT
+	}
+	if names.DevBrowser != "" {
+		cookies += "; " + names.DevBrowser + "=inspect" // a development instance's browser always has one
 	}
 	req.Header.Set("Cookie", cookies)
-	return req
+	return req, nil
 }
 
 // inspectCredential describes credential and has the clerk_m2m handler of
@@ -318,15 +341,23 @@ func (r *inspectReport) judge(credential string, config json.RawMessage, carrier
 		APIURL:                   setup.APIURL,
 		CredentialIn:             "authorization_header",
 	}
-	if carrier.cookie {
+	switch {
+	case carrier.suffixed:
+		r.CheckedWith.CredentialIn = "suffixed_session_cookie"
+	case carrier.cookie:
 		r.CheckedWith.CredentialIn = "session_cookie"
+	}
+	sent, err := carrier.request(credential, setup)
+	if err != nil {
+		r.Verdict, r.NotVerifiedBecause, r.ExitStatus = verdictNotVerified, err.Error(), exitTrouble
+		return
 	}
 
 	repl := caddy.NewReplacer()
 	answer := httptest.NewRecorder()
 	// Every request Caddy serves comes to a server: this one keeps no
 	// access log and trusts no proxy.
-	req := caddyhttp.PrepareRequest(carrier.request(credential), repl, answer, new(caddyhttp.Server))
+	req := caddyhttp.PrepareRequest(sent, repl, answer, new(caddyhttp.Server))
 	accepted := false
 	err = h.ServeHTTP(answer, req, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
 		accepted = true

@@ -82,7 +82,7 @@ type checkedWith struct {
 	OpaqueTokensVerifiedWith string             `json:"opaque_tokens_verified_with"`
 	JWTsVerifiedWith         string             `json:"jwts_verified_with"`
 	APIURL                   string             `json:"api_url"`
-	CredentialIn             string             `json:"credential_in"` // authorization_header or session_cookie
+	CredentialIn             string             `json:"credential_in"` // authorization_header, session_cookie or suffixed_session_cookie
 }
 
 // timePhrases say a JWT's times in words, by claim.

@@ -267,7 +267,7 @@ func TestALaterHandlersIdentityIsSeen(t *testing.T) {
 	machines := &Handler{MachineSecretKey: clerk.NewMachine("gateway").SecretKey, APIURL: clerk.URL, Optional: true}
 	require.NoError(t, provision(t, machines))
 	users := &Handler{SecretKey: clerk.SecretKey(), APIURL: clerk.URL, Accept: []string{"session_token"},
-		AuthorizedParties: []string{"https://app.example.com"}}
+		AuthorizedParties: []string{"https://app.example.com"}, PublishableKey: backendtest.PublishableKey(false)}
 	require.NoError(t, provision(t, users))
 
 	const user = "user_2GIpXOEpVyJw51rkZn9Kmnc6Sxr"
@@ -302,7 +302,7 @@ func TestCookieSessionsNeedASignedInBrowser(t *testing.T) {
 	testenv.ClearClerk(t)
 	clerk := backendtest.New()
 	defer clerk.Close()
-	h := &Handler{SecretKey: clerk.SecretKey(), APIURL: clerk.URL, Accept: []string{"session_token"}}
+	h := &Handler{SecretKey: clerk.SecretKey(), APIURL: clerk.URL, Accept: []string{"session_token"}, PublishableKey: backendtest.PublishableKey(false)}
 	require.NoError(t, provision(t, h))
 	session := clerk.MintSessionJWT("user_2GIpXOEpVyJw51rkZn9Kmnc6Sxr", backendtest.SessionOptions{})
 	issued := time.Now().Unix() // at most the token's iat
@@ -335,6 +335,33 @@ func TestCookieSessionsNeedASignedInBrowser(t *testing.T) {
 			reason, _ := repl.GetString(verifyErrorPlaceholder)
 			assert.Equal(t, tc.reason, reason)
 			assert.Contains(t, recorder.Header().Get("WWW-Authenticate"), `error="invalid_token"`)
+		})
+	}
+}
+
+// TestSessionsWithoutAPublishableKeyReadNoCookie: a route that takes
+// sessions without publishable_key says, when it loads, that it reads no
+// browser cookie; one with the key, or taking no session, says nothing.
+func TestSessionsWithoutAPublishableKeyReadNoCookie(t *testing.T) {
+	testenv.ClearClerk(t)
+	clerk := backendtest.New()
+	defer clerk.Close()
+	for name, tc := range map[string]struct {
+		h    *Handler
+		said bool
+	}{
+		"sessions, no publishable key": {&Handler{SecretKey: clerk.SecretKey(), APIURL: clerk.URL, Accept: []string{"any"}}, true},
+		"sessions and a publishable key": {&Handler{SecretKey: clerk.SecretKey(), APIURL: clerk.URL, Accept: []string{"session_token"},
+			PublishableKey: backendtest.PublishableKey(false)}, false},
+		"no sessions": {&Handler{SecretKey: clerk.SecretKey(), APIURL: clerk.URL, Accept: []string{"api_key"}}, false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Cleanup(func() { _ = tc.h.Cleanup() })
+			require.NoError(t, tc.h.Provision(newContext(t)))
+			core, logs := logobserver.New(zap.InfoLevel)
+			tc.h.logger = zap.New(core)
+			require.NoError(t, tc.h.Validate())
+			assert.Equal(t, tc.said, logs.FilterMessageSnippet("no browser cookie is read").Len() == 1)
 		})
 	}
 }

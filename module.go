@@ -19,7 +19,8 @@ func init() {
 // valid ones through: machine-to-machine (M2M) tokens, opaque (`mt_…`) or
 // JWT; API keys (`ak_…`); OAuth access tokens, opaque (`oat_…`) or JWT; and
 // browser session tokens. The credential comes from the `Authorization:
-// Bearer` header, or, for session tokens only, the `__session` cookie.
+// Bearer` header, or, for session tokens only, a browser's session cookies,
+// read as Clerk's SDK reads them for the app of `publishable_key`.
 // Requests without a valid credential are refused with an HTTP error (so
 // that `handle_errors` can shape the answer); valid ones continue with the
 // caller's identity in placeholders.
@@ -39,7 +40,7 @@ func init() {
 // | no credential (unless `optional`) | 401 | `token_missing` |
 // | malformed, forged, unknown, revoked, wrong category, not for the `audience` or from another `issuer` | 401 | `token_invalid` |
 // | expired | 401 | `token_expired` |
-// | a session token from the `__session` cookie of a browser not signed in (per `__client_uat`) or older than its `__client_uat` | 401 | `session_outdated` |
+// | a session token from the cookies of a browser not signed in (per `__client_uat`) or older than its `__client_uat` | 401 | `session_outdated` |
 // | a token type or format this route does not accept | 401 | `token_type_not_accepted` |
 // | valid, but `require_scopes` or `allowed_subjects` not met | 403 | `insufficient_scope` |
 // | Clerk unreachable, failing, or its keys unavailable | 503 | `clerk_unavailable` |
@@ -107,7 +108,10 @@ type Handler struct {
 	// a secret key or `jwt_key`, JWTs are verified with the signing keys the
 	// instance's Frontend API publishes (`/.well-known/jwks.json`, named by
 	// the key, never by a token), so a gateway that takes only JWTs needs no
-	// secret at all. Default: `{env.CLERK_PUBLISHABLE_KEY}`.
+	// secret at all. It also names the app whose browser sessions are read
+	// from cookies (`__session`, or the name Clerk's frontend suffixes for
+	// the app): without it, sessions come from the Authorization header
+	// only. Default: `{env.CLERK_PUBLISHABLE_KEY}`.
 	PublishableKey string `json:"publishable_key,omitempty"`
 
 	// The credential types to accept, by the names the README's
@@ -116,8 +120,9 @@ type Handler struct {
 	Accept []string `json:"accept,omitempty"`
 
 	// Scopes a valid credential must all carry, else 403. For M2M JWTs,
-	// which Clerk checks for no audience at all, requiring this machine's
-	// own id (`mch_…`) restores the check Clerk makes for opaque tokens.
+	// whose audience Clerk's SDK checks only when one is configured and the
+	// token names one, requiring this machine's own id (`mch_…`) restores
+	// the check Clerk makes for opaque tokens.
 	// Default: none.
 	RequireScopes []string `json:"require_scopes,omitempty"`
 
@@ -133,8 +138,9 @@ type Handler struct {
 	// Once the credential is verified, remove every Clerk credential from
 	// the request, so that no later handler or upstream sees one: the
 	// Authorization header and every session cookie (`__session`, and
-	// `__session_<suffix>` as Clerk's newer SDKs name them), whichever was
-	// verified. The other cookies are passed on as sent. Default: off.
+	// `__session_<suffix>` as Clerk's frontend names them for each app),
+	// whichever was verified. The other cookies are passed on as sent.
+	// Default: off.
 	StripAuthorization bool `json:"strip_authorization,omitempty"`
 
 	// Do not count this handler's verifications and calls to Clerk in the

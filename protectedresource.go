@@ -154,11 +154,11 @@ func authorizationServers(repl *caddy.Replacer, configured []string, publishable
 		return nil, errors.New("protected_resource needs its authorization server: set publishable_key (Clerk's authorization " +
 			"server is the Frontend API it names), or authorization_servers")
 	}
-	frontend, err := backend.FrontendAPIURL(publishableKey)
+	key, err := backend.ParsePublishableKey(publishableKey)
 	if err != nil {
 		return nil, fmt.Errorf("publishable_key: %v", err)
 	}
-	return []string{frontend}, nil
+	return []string{key.URL()}, nil
 }
 
 // checkResourceURL refuses what is not an absolute https URL (http for a

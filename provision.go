@@ -1,6 +1,8 @@
 package clerkm2m
 
 import (
+	"slices"
+
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
@@ -41,13 +43,19 @@ func (h *Handler) Validate() error {
 	if h.verifier, err = verify.New(h.settings.verify); err != nil {
 		return err
 	}
-	if err := h.settings.resource.checkAccepts(h.verifier.Setup().Accept); err != nil {
+	setup := h.verifier.Setup()
+	if err := h.settings.resource.checkAccepts(setup.Accept); err != nil {
 		return err
 	}
 	if c := h.logger.Check(zap.DebugLevel, "clerk_m2m provisioned"); c != nil {
-		setup := h.verifier.Setup()
 		c.Write(zap.Any("accept", setup.Accept), zap.String("api_url", setup.APIURL),
 			zap.String("opaque_tokens_verified_with", setup.OpaqueWith), zap.String("jwts_verified_with", setup.JWTsWith))
+	}
+	if slices.Contains(setup.Accept, verify.SessionToken) && len(setup.SessionCookies) == 0 {
+		// A browser's session cookies then get token_missing: said once
+		// here, for a configuration that relied on them before.
+		h.logger.Info("session tokens are read from the Authorization header only: without publishable_key, " +
+			"which names the app whose cookies they are, no browser cookie is read")
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"io"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -56,7 +57,7 @@ func TestCreateM2MTokenAnswerWithoutTheTokenIsRefused(t *testing.T) {
 	assert.Error(t, err, "an answer without the token is not a minted token")
 }
 
-func TestFrontendAPIURL(t *testing.T) {
+func TestParsePublishableKey(t *testing.T) {
 	pk := func(prefix, host string) string {
 		return prefix + base64.RawStdEncoding.EncodeToString([]byte(host))
 	}
@@ -69,9 +70,10 @@ func TestFrontendAPIURL(t *testing.T) {
 		pk("pk_test_", "127.0.0.1:41234$"):                         "http://127.0.0.1:41234",
 		pk("pk_test_", "clerk.example.com$"):                       "https://clerk.example.com",
 	} {
-		got, err := FrontendAPIURL(key)
+		got, err := ParsePublishableKey(key)
 		require.NoError(t, err, key)
-		assert.Equal(t, want, got, key)
+		assert.Equal(t, want, got.URL(), key)
+		assert.Equal(t, strings.HasPrefix(key, "pk_test_"), got.Development, key)
 	}
 	for name, key := range map[string]string{
 		"empty":            "",
@@ -89,7 +91,7 @@ func TestFrontendAPIURL(t *testing.T) {
 		"a scheme":         pk("pk_test_", "https://evil.example.com$"),
 		"spaces":           pk("pk_test_", "evil example.com$"),
 	} {
-		_, err := FrontendAPIURL(key)
+		_, err := ParsePublishableKey(key)
 		assert.Error(t, err, name)
 	}
 }

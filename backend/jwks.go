@@ -30,7 +30,7 @@ func (c *Client) JWKS(ctx context.Context) (*JWKS, error) {
 
 // FrontendJWKS fetches the instance's signing keys from its Frontend API,
 // where they are public: GET /.well-known/jwks.json, with no secret at all.
-// The client's URL must then be the Frontend API's (see FrontendAPIURL).
+// The client's URL must then be the Frontend API's (see PublishableKey.URL).
 func (c *Client) FrontendJWKS(ctx context.Context) (*JWKS, error) {
 	var out JWKS
 	if err := c.do(ctx, http.MethodGet, "/.well-known/jwks.json", "", nil, &out, maxAttempts); err != nil {

@@ -9,13 +9,23 @@ import (
 	"strings"
 )
 
-// FrontendAPIURL decodes a publishable key (pk_test_… or pk_live_…: the
-// prefix, then the base64 of "<Frontend API host>$") into the base URL of
-// the instance's Frontend API, as Clerk's SDKs do. The host is always https,
-// except a loopback host (a local test or proxy), which is plain http.
-func FrontendAPIURL(publishableKey string) (string, error) {
-	fail := func(why string) (string, error) {
-		return "", fmt.Errorf("invalid publishable key: %s (it looks like pk_live_… or pk_test_…, as in Clerk's dashboard)", why)
+// PublishableKey is what a publishable key says of its Clerk instance.
+type PublishableKey struct {
+	// FrontendAPI is the host (and port) of the instance's Frontend API,
+	// as the key spells it: the issuer of its session tokens, without the
+	// scheme.
+	FrontendAPI string
+	// Development: a pk_test_ key, of a development instance (pk_live_ is
+	// production).
+	Development bool
+}
+
+// ParsePublishableKey decodes a publishable key (pk_test_… or pk_live_…:
+// the prefix, then the base64 of "<Frontend API host>$"), as Clerk's SDKs
+// do, refusing a host that is not a plain host name.
+func ParsePublishableKey(publishableKey string) (PublishableKey, error) {
+	fail := func(why string) (PublishableKey, error) {
+		return PublishableKey{}, fmt.Errorf("invalid publishable key: %s (it looks like pk_live_… or pk_test_…, as in Clerk's dashboard)", why)
 	}
 	parts := strings.Split(publishableKey, "_")
 	if len(parts) != 3 || parts[0] != "pk" || (parts[1] != "test" && parts[1] != "live") {
@@ -35,11 +45,17 @@ func FrontendAPIURL(publishableKey string) (string, error) {
 	if err := checkHost(host); err != nil {
 		return fail(err.Error())
 	}
+	return PublishableKey{FrontendAPI: host, Development: parts[1] == "test"}, nil
+}
+
+// URL is the base URL of the instance's Frontend API: https, except for a
+// loopback host (a local test or proxy), which is plain http.
+func (k PublishableKey) URL() string {
 	scheme := "https"
-	if IsLoopbackHost(strings.Trim(splitHost(host), "[]")) {
+	if IsLoopbackHost(strings.Trim(splitHost(k.FrontendAPI), "[]")) {
 		scheme = "http"
 	}
-	return scheme + "://" + host, nil
+	return scheme + "://" + k.FrontendAPI
 }
 
 // checkHost refuses anything but host[:port]: no scheme, path, credentials

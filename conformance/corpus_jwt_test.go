@@ -245,6 +245,13 @@ func (c *corpus) organizations() {
 		"v2-o-null":          {set("o", nil, "org_id", org2ID)},
 		"none":               {},
 		"v1-with-permission": {set("v", 1, "org_id", org2ID, "org_permissions", []string{"org:invoices:read"})},
+		"v2-o-string":        {set("o", orgID)},
+		"v2-o-id-number":     {set("o", map[string]any{"id": 5, "rol": "admin"})},
+		"v2-o-id-null":       {set("o", map[string]any{"id": nil})},
+		"v2-o-array":         {set("o", []any{o})},
+		"v1-org_id-number":   {set("v", drop, "org_id", 5)},
+		"v1-org_id-null":     {set("v", drop, "org_id", nil)},
+		"v1-org_id-object":   {set("v", drop, "org_id", map[string]any{"id": orgID})},
 	} {
 		c.bearer("org/"+name, c.session(edits...), pemSession)
 	}
@@ -279,12 +286,34 @@ func (c *corpus) actors() {
 		"chain":          map[string]any{"iss": "https://idp.example.test", "sub": adminID, "act": map[string]any{"sub": "mch_2vYVagentAGENTagentAGENTagent"}},
 		"string":         adminID,
 		"number-subject": map[string]any{"sub": 7},
+		"null":           nil,
+		"null-subject":   map[string]any{"sub": nil},
+		"no-subject":     map[string]any{"iss": "https://idp.example.test"},
+		"empty-object":   map[string]any{},
+		"array":          []any{map[string]any{"sub": adminID}},
+		"number":         7,
 	} {
 		c.bearer("act/oauth-jwt-"+name, c.oauth(set("act", act)), pemOAuth, pemAny)
 		c.bearer("act/session-"+name, c.session(set("act", act)), pemSession)
 	}
 	chain := &backendtest.Actor{Subject: adminID, Actor: &backendtest.Actor{Issuer: "https://idp.example.test", Subject: "svc"}}
 	c.presentOpaque("act/oauth-opaque", c.oauthToken(backendtest.OAuthOptions{Actor: chain}), secretOAuth)
+}
+
+// claimTypes: claims of another type than Clerk writes (a number for a
+// string), and a claim named __proto__, which JavaScript may take for an
+// object's prototype rather than a member of it.
+func (c *corpus) claimTypes() {
+	c.bearer("claims/session-sid-number", c.session(set("sid", 5)), pemSession)
+	c.bearer("claims/session-jti-number", c.session(set("jti", 5)), pemSession)
+	c.bearer("claims/m2m-jti-number", c.m2m(set("jti", 5)), pemM2M)
+	c.bearer("claims/oauth-jti-number", c.oauth(set("jti", 5)), pemOAuth)
+	c.bearer("claims/oauth-client_id-number", c.oauth(set("client_id", 5)), pemOAuth)
+	proto := map[string]any{"sid": "sess_2vYVprotoPROTOprotoPROTOpr", "org_id": org2ID, "role": "admin"}
+	c.bearer("claims/session-proto", c.session(set("__proto__", proto)), pemSession)
+	c.bearer("claims/m2m-proto", c.m2m(set("__proto__", proto)), pemM2M)
+	c.bearer("claims/oauth-proto", c.oauth(set("__proto__", proto)), pemOAuth)
+	c.add("claims/session-proto-cookie", pemSession, sessionCookie(c.session(set("__proto__", proto)), c.now-60))
 }
 
 // audiences: "aud" against a configured audience, strictly for OAuth

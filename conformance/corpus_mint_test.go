@@ -26,6 +26,7 @@ func (c *corpus) mints() []*mintCase {
 		{id: "opaque", format: "opaque", ttl: time.Hour},
 		{id: "jwt-with-claims", format: "jwt", ttl: 15 * time.Minute, claims: map[string]string{"team": "billing", "region": "eu"}},
 		{id: "opaque-reusing-a-live-token", format: "opaque", ttl: time.Hour, minRemaining: 10 * time.Minute},
+		{id: "jwt-without-claims", format: "jwt", ttl: 15 * time.Minute},
 	}
 	for _, m := range cases {
 		m.minter = c.in.clerk.NewMachine("minter-" + m.id)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"strings"
 	"time"
 
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
@@ -18,6 +19,10 @@ type testCase struct {
 	// credential is the opaque credential the case presents, if any: what
 	// each side asks Clerk about it is compared too.
 	credential string
+	// sdkMustAccept: the case holds only if Clerk's SDK accepts it (it
+	// names cookies as the corpus does), lest a mistake of the corpus's
+	// turn it into a refusal on both sides, which would compare nothing.
+	sdkMustAccept bool
 }
 
 // corpus builds the cases: credentials minted by the fake Clerk (and forged
@@ -65,8 +70,8 @@ func (c *corpus) build() []*testCase {
 	for _, group := range []func(){
 		c.acceptance, c.algorithms, c.headerTypes, c.keyIDs, c.signatures,
 		c.timing, c.subjects, c.scopes, c.authorizedParties, c.sessionStatus,
-		c.organizations, c.cookies, c.categories, c.encodings, c.authorization,
-		c.actors, c.audiences, c.issuers, c.opaque, c.opaqueAnswers,
+		c.organizations, c.cookies, c.cookieFamilies, c.developmentBrowsers, c.categories, c.encodings,
+		c.authorization, c.actors, c.claimTypes, c.audiences, c.issuers, c.opaque, c.opaqueAnswers,
 	} {
 		group()
 	}
@@ -248,4 +253,14 @@ func (c *corpus) raw(header, payload string) string {
 // its client last updated at clientUAT.
 func sessionCookie(token string, clientUAT int64) [2]string {
 	return cookie(fmt.Sprintf("__session=%s; __client_uat=%d", token, clientUAT))
+}
+
+// cookies is one Cookie header of the pairs given, in order.
+func cookies(pairs ...string) [2]string { return cookie(strings.Join(pairs, "; ")) }
+
+// signedIn are the pairs of a browser signed in with token, its client
+// last updated at clientUAT, in the cookies of a family: "" for the plain
+// names, else "_" and an app's suffix.
+func signedIn(family, token string, clientUAT int64) []string {
+	return []string{"__session" + family + "=" + token, fmt.Sprint("__client_uat", family, "=", clientUAT)}
 }

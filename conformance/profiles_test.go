@@ -1,8 +1,10 @@
 package conformance
 
 import (
+	"crypto/sha1" // names cookies as Clerk's frontend does
 	"encoding/base64"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,6 +33,9 @@ type profile struct {
 	name   string
 	keys   keySet
 	accept []string // as the Caddyfile says it: token types, or "any"
+	// development gives both sides the publishable key of a development
+	// instance (pk_test_) rather than a production one.
+	development bool
 	// array hands the SDK accept as an array even when it names one type:
 	// the SDK takes another path for arrays than for a single type.
 	array    bool
@@ -80,6 +85,7 @@ var (
 	pemAnyParties   = define(profile{name: "pem-any-azp", keys: networkless, accept: []string{"any"}, parties: []string{appOrigin}})
 	pemAnyIssuer    = define(profile{name: "pem-any-iss", keys: networkless, accept: []string{"any"}, issuer: []string{backendtest.Issuer, otherIssuer}})
 	pemAnyAudience  = define(profile{name: "pem-any-aud", keys: networkless, accept: []string{"any"}, audience: []string{apiAudience, otherAudience}})
+	pemSessionDev   = define(profile{name: "pem-session-dev", keys: networkless, accept: []string{"session_token"}, development: true})
 
 	jwksM2M     = define(profile{name: "jwks-m2m", keys: viaJWKS, accept: []string{"m2m_token"}})
 	jwksOAuth   = define(profile{name: "jwks-oauth", keys: viaJWKS, accept: []string{"oauth_token"}})
@@ -98,19 +104,31 @@ var (
 // instance is what both sides are configured against: the fake Clerk and
 // its keys.
 type instance struct {
-	clerk          *backendtest.Server
-	gateway        *backendtest.Machine // the machine the gateway stands for
-	publishableKey string
+	clerk   *backendtest.Server
+	gateway *backendtest.Machine // the machine the gateway stands for
 }
 
-// publishableKeyOf is the production publishable key of the fake's
-// instance, whose Frontend API host is the one in the fake's "iss": the SDK
-// then reads the plain __session and __client_uat cookies (it reads
-// suffixed ones for a token of another instance), and decides cookie
-// sessions without the handshakes of development instances.
-func publishableKeyOf() string {
-	host := strings.TrimPrefix(backendtest.Issuer, "https://")
-	return "pk_live_" + base64.RawStdEncoding.EncodeToString([]byte(host+"$"))
+// publishableKey is the publishable key of the fake's instance for p,
+// whose Frontend API host is the one in the fake's "iss": both sides then
+// read the fake's sessions from the plain __session and __client_uat
+// cookies, and another instance's from the suffixed ones.
+func (p *profile) publishableKey() string { return backendtest.PublishableKey(p.development) }
+
+// readsCookies reports whether p takes sessions, which both sides may read
+// from a browser's cookies, named after the publishable key.
+func (p *profile) readsCookies() bool {
+	return slices.Contains(p.accept, "session_token") || slices.Contains(p.accept, "any")
+}
+
+// cookieSuffix is what Clerk's frontend appends to the names of the
+// cookies of p's app: the first 8 characters of the base64url SHA-1 of
+// the publishable key. Each side computes its own; a case that relies on
+// this one says so (testCase.sdkMustAccept), so that a wrong suffix here
+// fails the suite rather than turning those cases into refusals on both
+// sides.
+func (p *profile) cookieSuffix() string {
+	sum := sha1.Sum([]byte(p.publishableKey()))
+	return base64.URLEncoding.EncodeToString(sum[:])[:8]
 }
 
 // sdkKeys are createClerkClient's options for p (the fake's URL is added
@@ -118,7 +136,7 @@ func publishableKeyOf() string {
 // key, for anything but M2M tokens, and always for a publishable key
 // outside machine-only routes; both are given whenever it needs them.
 func (in *instance) sdkKeys(p *profile) map[string]any {
-	keys := map[string]any{"publishableKey": in.publishableKey}
+	keys := map[string]any{"publishableKey": p.publishableKey()}
 	if p.keys.secretKey {
 		keys["secretKey"] = in.clerk.SecretKey()
 	}
@@ -232,6 +250,9 @@ func (p *profile) subdirectives() []string {
 	}
 	if len(p.issuer) > 0 {
 		lines = append(lines, "issuer "+strings.Join(p.issuer, " "))
+	}
+	if p.readsCookies() {
+		lines = append(lines, "publishable_key "+p.publishableKey())
 	}
 	return lines
 }

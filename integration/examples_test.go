@@ -29,7 +29,7 @@ func startExample(t *testing.T, name string, vars map[string]string) *env {
 	require.NoError(t, os.WriteFile(secretFile, []byte(e.clerk.SecretKey()+"\n"), 0o600))
 	for key, value := range map[string]string{
 		"CLERK_SECRET_KEY": e.clerk.SecretKey(), "CLERK_MACHINE_SECRET_KEY": e.gateway.SecretKey, "CLERK_API_URL": e.clerk.URL,
-		"CLERK_JWT_KEY": e.clerk.PublicKeyPEM(), "CLERK_SECRET_KEY_FILE": secretFile, "CLERK_PUBLISHABLE_KEY": e.clerk.PublishableKey(),
+		"CLERK_JWT_KEY": e.clerk.PublicKeyPEM(), "CLERK_SECRET_KEY_FILE": secretFile, "CLERK_PUBLISHABLE_KEY": backendtest.PublishableKey(false),
 		"MCP_RESOURCE": gatewayURL("/mcp"),
 		"PORT":         strconv.Itoa(httpPort), "UPSTREAM": e.upstream, "BILLING": e.upstream, "PARTNERS": e.upstream, "APP": e.upstream,
 		"MACHINE_ID": e.gateway.ID, "BILLING_MACHINE_ID": e.gateway.ID,

@@ -63,6 +63,7 @@ http://localhost {
 }
 
 http://{{GATEWAY}} {
+	bind 0.0.0.0
 	reverse_proxy unix/{{SOCKET}}
 }
 `))

@@ -54,6 +54,7 @@ http://{{GATEWAY}} {
 			import clerk
 			accept session_token
 			authorized_parties https://app.example.com
+			publishable_key ` + backendtest.PublishableKey(false) + `
 		}
 		reverse_proxy {{UPSTREAM}} {
 			import identity
@@ -239,8 +240,13 @@ func TestEveryCredentialType(t *testing.T) {
 		}
 		resp, _ = e.bearer("/optional/x", "mt_0123456789abcdef0123456789abcdef")
 		requireRefused(t, resp, http.StatusUnauthorized, "token_invalid")
-		resp, _ = e.request("/optional/x", "Basic dXNlcjpwYXNz")
+		resp, _ = e.request("/optional/x", "Bearer")
 		requireRefused(t, resp, http.StatusUnauthorized, "token_invalid")
+		// Where sessions are accepted, a header of another scheme holds no
+		// Clerk credential (Clerk's SDK then reads the cookies): anonymous.
+		resp, seen = e.request("/optional/x", "Basic dXNlcjpwYXNz")
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		assert.Empty(t, seen["X-Clerk-Subject"])
 		resp, seen = e.bearer("/optional/x", apiKey)
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		assert.Equal(t, testUser, seen["X-Clerk-Subject"])

@@ -6,6 +6,9 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -127,5 +130,40 @@ func BenchmarkJWXParse(b *testing.B) {
 			jwt.WithAcceptableSkew(5*time.Second)); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkVerifyRequestSession verifies a browser's session verified
+// before, from the Authorization header and from the cookies of a browser
+// of two apps on one domain (the other app's plain session is decoded to
+// choose the cookies, as Clerk's SDK decodes it): what reading the
+// cookies adds to a request answered from the cache.
+func BenchmarkVerifyRequestSession(b *testing.B) {
+	private, other := signingKeys(b)
+	payload := sessionPayload()
+	payload["exp"], payload["iat"], payload["nbf"] = time.Now().Add(time.Hour).Unix(), time.Now().Unix(), time.Now().Unix()
+	session := sign(b, private, sessionHeader(), payload)
+	anotherApp := sign(b, other, sessionHeader(), with(payload, map[string]any{"iss": "https://clerk.other.example"}))
+	v := newVerifier(b, Options{Accept: []TokenType{SessionToken}, JWTKey: publicPEM(b, private), PublishableKey: testPublishableKey,
+		now: time.Now})
+	sfx, uat := "_"+cookieSuffix(testPublishableKey), fmt.Sprint(time.Now().Unix()-60)
+	for name, header := range map[string]http.Header{
+		"header": {"Authorization": {"Bearer " + session}},
+		"cookies": {"Cookie": {"theme=dark; __session=" + anotherApp + "; __client_uat=" + uat + "; __session" + sfx + "=" + session +
+			"; __client_uat" + sfx + "=" + uat}},
+	} {
+		b.Run(name, func(b *testing.B) {
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			r.Header = header
+			if _, err := v.VerifyRequest(r); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := v.VerifyRequest(r); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

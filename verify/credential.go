@@ -36,76 +36,73 @@ func bearerToken(authorization []string) (string, error) {
 	return token, nil
 }
 
-// The cookies of Clerk's frontend that VerifyRequest reads: SessionCookie
-// keeps the session token; ClientUATCookie records when the browser's
-// client last changed (signed in, signed out, switched organization), in
-// Unix seconds, 0 once it signed out. A session token read from
-// SessionCookie counts only with the ClientUATCookie of a signed-in browser
-// that has not changed since the token was minted.
-const (
-	SessionCookie   = "__session"
-	ClientUATCookie = "__client_uat"
-)
-
 // credentialOf finds the credential of a request: the Authorization header
-// (by bearerToken's rules) or, when it is absent and sessions are accepted,
-// the __session cookie (fromCookie), its value taken as sent (quotes around
-// it are kept, as Clerk's SDK keeps them, and then refused, by the
-// character check as with the header: Clerk's frontend never quotes a
-// token). A request with neither has ReasonMissing; one with several
-// __session cookies is refused rather than guessed at.
-func credentialOf(r *http.Request, acceptSessions bool) (token string, fromCookie bool, err error) {
-	if authorization := r.Header.Values("Authorization"); len(authorization) > 0 || !acceptSessions {
+// (by bearerToken's rules) or, where sessions are accepted and that header
+// holds nothing Clerk's SDK takes for a credential (carriesCredential), the
+// session in the browser's cookies (browserCookies.session), which are read
+// only with a publishable key: without one, which app's cookies are which,
+// and whether a session is this app's, cannot be told. A request with
+// neither has ReasonMissing.
+func (v *Verifier) credentialOf(r *http.Request) (string, *browserSession, error) {
+	authorization := r.Header.Values("Authorization")
+	if !slices.Contains(v.accept, SessionToken) || carriesCredential(authorization) {
 		token, err := bearerToken(authorization)
-		return token, false, err
+		return token, nil, err
 	}
-	var values []string
-	for _, cookie := range r.CookiesNamed(SessionCookie) {
-		switch {
-		case cookie.Quoted:
-			values = append(values, `"`+cookie.Value+`"`)
-		case cookie.Value != "":
-			values = append(values, cookie.Value)
-		}
+	if v.cookies == nil {
+		return "", nil, &Error{Reason: ReasonMissing, Description: "no bearer token (session cookies are read only with a publishable key)"}
 	}
-	switch len(values) {
-	case 0:
-		return "", true, &Error{Reason: ReasonMissing, Description: "no bearer token, and no session cookie"}
-	case 1:
-		return values[0], true, nil
-	default:
-		return "", true, invalid("", "more than one session cookie")
+	browser, err := v.cookies.session(r, v.now())
+	if err != nil {
+		return "", nil, err
 	}
+	return browser.token, browser, nil
 }
 
-// checkSignedIn applies Clerk's rule for a session token that came from the
-// __session cookie (a token from the Authorization header is exempt): the
-// request must carry the __client_uat cookie of a signed-in browser, one
-// whole number of seconds above 0, and the token must not have been issued
-// before it, for an older token predates a sign-out or a switch of
-// organization and the frontend is about to replace it. It returns nil, or
-// an *Error with ReasonSessionOutdated (ReasonInvalid for a malformed
-// cookie).
-func checkSignedIn(r *http.Request, id *Identity) error {
-	var values []string
-	for _, cookie := range r.CookiesNamed(ClientUATCookie) {
-		values = append(values, cookie.Value)
+// carriesCredential reports whether Authorization headers hold what Clerk's
+// SDK takes for a credential, and so judges a request by: anything but no
+// header, an empty one, or "<scheme> <credentials>" of a scheme other than
+// Bearer (in any case here, as RFC 7235 has it), such as Basic, which the
+// SDK passes over for the cookies. Several headers are judged, and refused,
+// by bearerToken.
+func carriesCredential(authorization []string) bool {
+	if len(authorization) != 1 {
+		return len(authorization) > 1
 	}
-	switch len(values) {
+	if authorization[0] == "" {
+		return false
+	}
+	scheme, rest, found := strings.Cut(authorization[0], " ")
+	credentials, _, _ := strings.Cut(rest, " ")
+	return !found || strings.EqualFold(scheme, "Bearer") || credentials == ""
+}
+
+// checkSignedIn applies Clerk's rule for a session token that came from a
+// browser's cookies (a token from the Authorization header is exempt): the
+// request must carry the __client_uat cookie of the same family, of a
+// signed-in browser, one whole number of seconds above 0 (as Clerk's
+// frontend writes it), and the token must not have been issued before it,
+// for an older token predates a sign-out or a switch of organization and
+// the frontend is about to replace it. It returns nil, or an *Error with
+// ReasonSessionOutdated (ReasonInvalid for a malformed __client_uat, or
+// one sent twice).
+func checkSignedIn(browser *browserSession, id *Identity) error {
+	name := browser.names.ClientUAT
+	switch len(browser.clientUAT) {
 	case 0:
-		return outdated("the __session cookie came without a __client_uat cookie: the browser is not signed in")
+		return outdated("the session cookie came without a " + name + " cookie: the browser is not signed in")
 	case 1:
 	default:
-		return invalid(SessionToken, "more than one __client_uat cookie")
+		return invalid(SessionToken, "more than one "+name+" cookie")
 	}
-	uat, ok := wholeSeconds(values[0])
+	uat, ok := wholeSeconds(browser.clientUAT[0])
 	switch {
 	case !ok:
-		return invalid(SessionToken, "the __client_uat cookie is not a whole number of seconds")
+		return invalid(SessionToken, "the "+name+" cookie is not a whole number of seconds")
 	case uat == 0:
-		return outdated("the __client_uat cookie is 0: the browser signed out")
+		return outdated("the " + name + " cookie is 0: the browser signed out")
 	case !id.IssuedAt.IsZero() && id.IssuedAt.Before(time.Unix(uat, 0)):
-		return outdated("the session token is older than the __client_uat cookie: the session changed since it was minted")
+		return outdated("the session token is older than the " + name + " cookie: the session changed since it was minted")
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package verify
 
 import (
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -48,48 +47,6 @@ func TestBearerToken(t *testing.T) {
 			verr := requireReason(t, err, tc.reason)
 			assert.Empty(t, got)
 			assert.NotContains(t, verr.Error(), "mt_", "errors never repeat the credential")
-		})
-	}
-}
-
-func TestCredential(t *testing.T) {
-	request := func(authorization []string, cookies ...string) *http.Request {
-		r := httptest.NewRequest(http.MethodGet, "/", nil)
-		for _, value := range authorization {
-			r.Header.Add("Authorization", value)
-		}
-		for _, cookie := range cookies {
-			r.Header.Add("Cookie", cookie)
-		}
-		return r
-	}
-	for name, tc := range map[string]struct {
-		r              *http.Request
-		acceptSessions bool
-		want           string
-		fromCookie     bool
-		reason         Reason
-	}{
-		"header":                           {request([]string{"Bearer mt_a"}), false, "mt_a", false, ""},
-		"header wins over the cookie":      {request([]string{"Bearer mt_a"}, "__session=a.b.c"), true, "mt_a", false, ""},
-		"cookie when sessions accepted":    {request(nil, "__session=a.b.c"), true, "a.b.c", true, ""},
-		"cookie ignored otherwise":         {request(nil, "__session=a.b.c"), false, "", false, ReasonMissing},
-		"nothing":                          {request(nil), true, "", true, ReasonMissing},
-		"empty cookie":                     {request(nil, "__session="), true, "", true, ReasonMissing},
-		"two session cookies":              {request(nil, "__session=a.b.c; __session=d.e.f"), true, "", true, ReasonInvalid},
-		"other cookies only":               {request(nil, "theme=dark"), true, "", true, ReasonMissing},
-		"bad header, cookie not consulted": {request([]string{"Basic x"}, "__session=a.b.c"), true, "", false, ReasonInvalid},
-		"a quoted cookie, quotes kept":     {request(nil, `__session="a.b.c"`), true, `"a.b.c"`, true, ""},
-	} {
-		t.Run(name, func(t *testing.T) {
-			token, fromCookie, err := credentialOf(tc.r, tc.acceptSessions)
-			if tc.reason != "" {
-				requireReason(t, err, tc.reason)
-				return
-			}
-			require.NoError(t, err)
-			assert.Equal(t, tc.want, token)
-			assert.Equal(t, tc.fromCookie, fromCookie)
 		})
 	}
 }

@@ -1,6 +1,6 @@
 // Package verify decides whether a Clerk credential is valid, by the rules
-// Clerk's own SDKs apply and stricter where they are lax, and turns a valid
-// one into an Identity. It knows nothing of Caddy: a Go service can use it
+// Clerk's own SDK applies, stricter where it is lax and, where it departs
+// from the RFCs, by the RFCs; and turns a valid one into an Identity. It knows nothing of Caddy: a Go service can use it
 // on its own, which matters because Clerk's Go SDK cannot verify M2M JWTs or
 // OAuth JWTs locally.
 //
@@ -12,7 +12,10 @@
 //   - M2MToken: machine-to-machine tokens, opaque (mt_…) or JWTs;
 //   - APIKey: API keys (ak_…), opaque only;
 //   - OAuthToken: OAuth access tokens, opaque (oat_…) or JWTs (typ at+jwt);
-//   - SessionToken: the JWTs of browser sessions.
+//   - SessionToken: the JWTs of browser sessions, from the Authorization
+//     header or a browser's cookies, which VerifyRequest reads as Clerk's
+//     SDK reads them for the app of Options.PublishableKey (the plain
+//     cookies or those suffixed for the app; none without the key).
 //
 // A credential's type is decided from its shape alone, so that a type the
 // Verifier does not accept is refused before any signature check or network
@@ -86,8 +89,8 @@
 //
 // Every refusal is an *Error whose Reason maps to an HTTP answer:
 // ReasonMissing, ReasonInvalid, ReasonExpired, ReasonSessionOutdated (a
-// session token from the __session cookie of a browser that is not, or no
-// longer, signed in to that session) and ReasonTypeNotAccepted to 401,
+// session token from the cookies of a browser that is not, or no longer,
+// signed in to that session) and ReasonTypeNotAccepted to 401,
 // ReasonInsufficientScope to 403, ReasonUnavailable, ReasonRateLimited and
 // ReasonCallsLimited to 503, ReasonMisconfigured (Clerk rejected the key
 // this Verifier uses) to 500. The Error also says the credential's type and
@@ -127,8 +130,9 @@
 // configuration, never from a client.
 //
 // Every parser a client can reach is fuzzed (fuzz_test.go, seeds in
-// testdata/fuzz): FuzzBearerToken (the Authorization header), FuzzClassify
-// (any string, classified), FuzzScanObject (the JSON object scanner, which
+// testdata/fuzz): FuzzBearerToken (the Authorization header),
+// FuzzSessionCookies (a browser's Cookie header), FuzzClassify (any string,
+// classified), FuzzScanObject (the JSON object scanner, which
 // must accept exactly the objects encoding/json decodes with distinct
 // members, with the same values) and FuzzVerify (the whole verifier: no
 // mutation of a signed token may verify). CI runs each for a few seconds;

@@ -24,10 +24,11 @@ const (
 	// ReasonTypeNotAccepted: a credential of a type (or format) this
 	// verifier was not set up to accept.
 	ReasonTypeNotAccepted Reason = "token_type_not_accepted"
-	// ReasonSessionOutdated: a valid session token from the __session
-	// cookie that is not the browser's current session: its __client_uat
+	// ReasonSessionOutdated: a valid session token from a browser's
+	// cookies that is not the browser's current session: its __client_uat
 	// cookie (ClientUATCookie) is missing, says it signed out, or says it
-	// changed session after the token was minted.
+	// changed session after the token was minted; or, on a development
+	// instance, the browser's own cookie (DevBrowserCookie) is missing.
 	ReasonSessionOutdated Reason = "session_outdated"
 	// ReasonInsufficientScope: a valid credential that Options do not let
 	// through (a required scope is missing, or the subject is not among the

@@ -85,7 +85,7 @@ func TestEveryRefusalCarriesTheFormat(t *testing.T) {
 	opts := allTypes(nil, keysFor(private, ""))
 	opts.RequireScopes = []string{"mch_elsewhere"}
 	v := newVerifier(t, opts)
-	m2m, session := sign(t, private, m2mHeader(), m2mPayload()), sign(t, private, sessionHeader(), sessionPayload())
+	m2m, session := sign(t, private, m2mHeader(), ourM2MPayload()), sign(t, private, sessionHeader(), sessionPayload())
 	inCookie := func(token string) *http.Request {
 		r := httptest.NewRequest(http.MethodGet, "/", nil)
 		r.AddCookie(&http.Cookie{Name: SessionCookie, Value: token})

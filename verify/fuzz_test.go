@@ -4,9 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/caddy-clerk/clerk-m2m/backend"
 )
@@ -32,6 +37,41 @@ func FuzzBearerToken(f *testing.F) {
 		}
 		if len(header) < 7 || !strings.EqualFold(header[:7], "bearer ") || header[7:] != token {
 			t.Fatalf("accepted %q as %q", header, token)
+		}
+	})
+}
+
+// FuzzSessionCookies: whatever Cookie header a browser sends, reading its
+// session never panics, and a session read is one of its session cookies'
+// values, in the family whose names it says, with that family's
+// __client_uat values.
+func FuzzSessionCookies(f *testing.F) {
+	private, _ := signingKeys(f)
+	session := sign(f, private, sessionHeader(), sessionPayload())
+	sfx := "_" + cookieSuffix(testPublishableKey)
+	for _, seed := range []string{
+		"__session=" + session + "; __client_uat=1", "__session" + sfx + "=" + session + "; __client_uat" + sfx + "=1",
+		"__session=a.b.c; __session" + sfx + "=" + session + "; __client_uat" + sfx + "=0", "__session=; __session=x",
+		` __session = "x" ;;=;__client_uat`, "__session=" + segmentOf("{}") + "." + segmentOf("null") + ".",
+	} {
+		f.Add(seed)
+	}
+	key, err := backend.ParsePublishableKey(testPublishableKey)
+	require.NoError(f, err)
+	b := newBrowserCookies(testPublishableKey, key)
+	f.Fuzz(func(t *testing.T, header string) {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.Header.Set("Cookie", header)
+		browser, err := b.session(r, testNow)
+		if err != nil {
+			return
+		}
+		jar := b.read(r.Header)
+		if browser.token == "" || jar.first(browser.names.Session) != browser.token || !strings.Contains(header, browser.token) {
+			t.Fatalf("read %q from %q", browser.token, header)
+		}
+		if browser.names != b.plain && browser.names != b.suffixed || !slices.Equal(jar[browser.names.ClientUAT], browser.clientUAT) {
+			t.Fatalf("read %v of %q", browser, header)
 		}
 	})
 }

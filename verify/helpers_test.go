@@ -34,6 +34,13 @@ const (
 	testMachineKey = "ak_test_machine"
 )
 
+// The publishable keys of the tests' instance, whose Frontend API is the
+// issuer of sessionPayload: a production key, and a development one.
+const (
+	testPublishableKey = "pk_live_Y2xlcmsuaW5zcGlyZWQucHVtYS03NC5sY2wuZGV2JA"
+	testDevelopmentKey = "pk_test_Y2xlcmsuaW5zcGlyZWQucHVtYS03NC5sY2wuZGV2JA"
+)
+
 var (
 	keysOnce sync.Once
 	keyA     *rsa.PrivateKey
@@ -103,6 +110,13 @@ func m2mPayload() map[string]any {
 		"nbf":    now - 10,
 		"exp":    now + 300,
 	}
+}
+
+// ourM2MPayload is an M2M JWT's payload issued by the instance of
+// testPublishableKey: in the __session cookie, the cookie the SDK reads it
+// from (another instance's token there has the suffixed cookies read).
+func ourM2MPayload() map[string]any {
+	return with(m2mPayload(), map[string]any{"iss": sessionPayload()["iss"]})
 }
 
 // with returns a copy of m with the given changes; a nil value deletes.
@@ -246,7 +260,8 @@ func newVerifier(t testing.TB, opts Options) *Verifier {
 
 // allTypes are Options accepting every type, verified by clerk (with the
 // secret key that verifies all opaque types) and keys: ones that Clerk
-// never answers and that give no key when nil.
+// never answers and that give no key when nil; sessions are read from the
+// cookies of the app of testPublishableKey.
 func allTypes(clerk clerkAPI, keys keySource) Options {
 	accept, _ := ParseTokenTypes([]string{"any"})
 	if clerk == nil {
@@ -255,7 +270,7 @@ func allTypes(clerk clerkAPI, keys keySource) Options {
 	if keys == nil {
 		keys = failingKeys{}
 	}
-	return Options{Accept: accept, SecretKey: testSecretKey, clerk: clerk, keys: keys}
+	return Options{Accept: accept, SecretKey: testSecretKey, PublishableKey: testPublishableKey, clerk: clerk, keys: keys}
 }
 
 // opaqueVerifier verifies M2M tokens with clerk (with a machine secret

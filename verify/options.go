@@ -35,8 +35,9 @@ type Options struct {
 	// (ak_…) verifies the opaque M2M tokens granted to that machine;
 	// JWTKey (the instance's public key, PEM) verifies JWTs with no
 	// network call; PublishableKey (pk_…) has JWTs verified with the
-	// signing keys its Frontend API publishes. Every accepted type needs
-	// one that verifies it.
+	// signing keys its Frontend API publishes, and names the app whose
+	// browser sessions are read from cookies (see VerifyRequest: without
+	// it, none are). Every accepted type needs one that verifies it.
 	SecretKey, MachineSecretKey, JWTKey, PublishableKey string
 
 	// APIURL is the base URL of Clerk's Backend API. Default
@@ -161,8 +162,9 @@ func New(opts Options) (*Verifier, error) {
 }
 
 // useKeys checks the keys of opts and sets up what they verify with:
-// Clerk's Backend API with the secret keys (useClerk), and the keys that
-// verify JWTs (useJWTKeys). It returns the keys held.
+// Clerk's Backend API with the secret keys (useClerk), the keys that
+// verify JWTs (useJWTKeys), and the browser cookies the publishable key
+// names. It returns the keys held.
 func (v *Verifier) useKeys(opts Options) (keySet, error) {
 	v.apiURL = opts.APIURL
 	if v.apiURL == "" {
@@ -172,10 +174,11 @@ func (v *Verifier) useKeys(opts Options) (keySet, error) {
 		return 0, err
 	}
 	if opts.PublishableKey != "" {
-		var err error
-		if v.frontendURL, err = backend.FrontendAPIURL(opts.PublishableKey); err != nil {
+		key, err := backend.ParsePublishableKey(opts.PublishableKey)
+		if err != nil {
 			return 0, fmt.Errorf("publishable_key: %v", err)
 		}
+		v.frontendURL, v.cookies = key.URL(), newBrowserCookies(opts.PublishableKey, key)
 	}
 	held, err := v.useClerk(opts)
 	if err != nil {

@@ -125,29 +125,30 @@ func TestCheckSignedIn(t *testing.T) {
 	session, withoutIat := verify(t, sessionPayload()), verify(t, with(sessionPayload(), map[string]any{"iat": nil}))
 	assert.Equal(t, time.Unix(iat, 0), session.IssuedAt)
 	for name, tc := range map[string]struct {
-		id      *Identity
-		cookies string
-		reason  Reason // "" for signed in
+		id        *Identity
+		clientUAT []string // the values of the family's __client_uat, as sent
+		reason    Reason   // "" for signed in
 	}{
-		"signed in before the token":   {session, fmt.Sprintf("__client_uat=%d", iat-60), ""},
-		"signed in as the token":       {session, fmt.Sprintf("__client_uat=%d", iat), ""},
-		"changed after the token":      {session, fmt.Sprintf("__client_uat=%d", iat+1), ReasonSessionOutdated},
-		"a token that gives no iat":    {withoutIat, fmt.Sprintf("__client_uat=%d", iat+60), ""},
-		"no __client_uat":              {session, "theme=dark", ReasonSessionOutdated},
-		"signed out":                   {session, "__client_uat=0", ReasonSessionOutdated},
-		"empty":                        {session, "__client_uat=", ReasonInvalid},
-		"negative":                     {session, "__client_uat=-5", ReasonInvalid},
-		"with a sign":                  {session, fmt.Sprintf("__client_uat=+%d", iat), ReasonInvalid},
-		"with letters":                 {session, fmt.Sprintf("__client_uat=%ds", iat), ReasonInvalid},
-		"beyond int64":                 {session, "__client_uat=99999999999999999999", ReasonInvalid},
-		"twice":                        {session, fmt.Sprintf("__client_uat=%d; __client_uat=%d", iat, iat), ReasonInvalid},
-		"a lookalike does not count":   {session, fmt.Sprintf("__client_uat_x=%d", iat), ReasonSessionOutdated},
-		"zeros before a signed-in uat": {session, fmt.Sprintf("__client_uat=000%d", iat), ""},
+		"signed in before the token":   {session, []string{fmt.Sprint(iat - 60)}, ""},
+		"signed in as the token":       {session, []string{fmt.Sprint(iat)}, ""},
+		"changed after the token":      {session, []string{fmt.Sprint(iat + 1)}, ReasonSessionOutdated},
+		"a token that gives no iat":    {withoutIat, []string{fmt.Sprint(iat + 60)}, ""},
+		"no __client_uat":              {session, nil, ReasonSessionOutdated},
+		"signed out":                   {session, []string{"0"}, ReasonSessionOutdated},
+		"empty":                        {session, []string{""}, ReasonInvalid},
+		"negative":                     {session, []string{"-5"}, ReasonInvalid},
+		"with a sign":                  {session, []string{fmt.Sprint("+", iat)}, ReasonInvalid},
+		"with letters":                 {session, []string{fmt.Sprint(iat, "s")}, ReasonInvalid},
+		"quoted":                       {session, []string{fmt.Sprintf(`"%d"`, iat)}, ReasonInvalid},
+		"hexadecimal":                  {session, []string{"0x10"}, ReasonInvalid},
+		"beyond int64":                 {session, []string{"99999999999999999999"}, ReasonInvalid},
+		"twice":                        {session, []string{fmt.Sprint(iat), fmt.Sprint(iat)}, ReasonInvalid},
+		"twice, the first empty":       {session, []string{"", fmt.Sprint(iat)}, ReasonInvalid},
+		"zeros before a signed-in uat": {session, []string{fmt.Sprintf("000%d", iat)}, ""},
 	} {
 		t.Run(name, func(t *testing.T) {
-			r := httptest.NewRequest(http.MethodGet, "/", nil)
-			r.Header.Set("Cookie", tc.cookies)
-			err := checkSignedIn(r, tc.id)
+			browser := &browserSession{names: CookieNames{Session: SessionCookie, ClientUAT: ClientUATCookie}, clientUAT: tc.clientUAT}
+			err := checkSignedIn(browser, tc.id)
 			if tc.reason == "" {
 				assert.NoError(t, err)
 				return
@@ -172,7 +173,7 @@ func TestCookiesCarryOnlySignedInSessions(t *testing.T) {
 	open := newVerifier(t, opts)
 	opts.RequireScopes = []string{"admin"}
 	v := newVerifier(t, opts)
-	session, m2m := sign(t, private, sessionHeader(), sessionPayload()), sign(t, private, m2mHeader(), m2mPayload())
+	session, m2m := sign(t, private, sessionHeader(), sessionPayload()), sign(t, private, m2mHeader(), ourM2MPayload())
 	request := func(authorization string, cookies ...*http.Cookie) *http.Request {
 		r := httptest.NewRequest(http.MethodGet, "/", nil)
 		if authorization != "" {

@@ -25,6 +25,7 @@ type Verifier struct {
 	authorizedParties []string
 	issuer            []string
 	audience          []string
+	cookies           *browserCookies // reads sessions from cookies; nil without a publishable key
 	policy            policy
 	pool              *Pool
 	scope             scope           // of its verdicts in the pool's cache
@@ -43,20 +44,19 @@ func (v *Verifier) Verify(ctx context.Context, credential string) (*Identity, er
 
 // VerifyRequest verifies the credential of r, bounded by r's context: the
 // bearer token of its Authorization header (exactly one header, the Bearer
-// scheme in any case, one space, one token) or, when it has no
-// Authorization header and session tokens are accepted, its __session
-// cookie (SessionCookie), which may hold only a session token, and counts
-// only with the ClientUATCookie of a browser signed in since the token was
-// minted (else ReasonSessionOutdated). A request with neither is refused
-// with ReasonMissing.
+// scheme in any case, one space, one token) or, when session tokens are
+// accepted and that header holds no credential (there is none, it is
+// empty, or it is of another scheme, such as Basic), the session in its
+// cookies, read as Clerk's SDK reads them for the app of Options.PublishableKey
+// (SessionCookie and ClientUATCookie, or their names suffixed for the app;
+// none are read without a publishable key). The cookie may hold only a
+// session token, which counts only with the ClientUATCookie of a browser
+// signed in since the token was minted (else ReasonSessionOutdated). A
+// request with neither has ReasonMissing.
 func (v *Verifier) VerifyRequest(r *http.Request) (*Identity, error) {
-	token, fromCookie, err := credentialOf(r, slices.Contains(v.accept, SessionToken))
+	token, browser, err := v.credentialOf(r)
 	if err != nil {
 		return nil, refusal(err)
-	}
-	var browser *http.Request
-	if fromCookie {
-		browser = r
 	}
 	return v.verify(r.Context(), token, browser)
 }
@@ -64,11 +64,11 @@ func (v *Verifier) VerifyRequest(r *http.Request) (*Identity, error) {
 // verify runs the pipeline: the credential's length, then the cache, or
 // its classification (its type and format, once), the checks its type
 // needs and the verification, locally or with Clerk; then, for a session
-// from a cookie, that the browser is signed in (browser is the request
-// whose __session cookie held token; nil for a token from an Authorization
-// header or Verify's caller); then the policy. Every refusal is an *Error
-// that carries the credential's type and format, as far as they are known.
-func (v *Verifier) verify(ctx context.Context, token string, browser *http.Request) (*Identity, error) {
+// from a browser's cookies, that the browser is signed in (browser is that
+// session; nil for a token from an Authorization header or Verify's
+// caller); then the policy. Every refusal is an *Error that carries the
+// credential's type and format, as far as they are known.
+func (v *Verifier) verify(ctx context.Context, token string, browser *browserSession) (*Identity, error) {
 	if err := checkTokenLength(token); err != nil {
 		return nil, refusal(err)
 	}
@@ -141,7 +141,7 @@ func cacheName(format Format) string {
 }
 
 // checkSource keeps machine credentials out of cookies, as Clerk does:
-// only a browser session travels in __session.
+// only a browser session travels in __session (or its suffixed name).
 func checkSource(tokenType TokenType, fromCookie bool) error {
 	if fromCookie && tokenType != SessionToken {
 		return notAccepted(tokenType, "only session tokens are read from the __session cookie")
@@ -180,7 +180,10 @@ func clerkFailure(tokenType TokenType, err error) *Error {
 // accepts; what verifies opaque credentials ("machine_secret_key" or
 // "secret_key") and JWTs ("jwt_key", "jwks" fetched with the secret key,
 // or "frontend_api_jwks" from the publishable key's Frontend API), "none"
-// when nothing does; the API it calls; its durations; its Pool's bounds.
+// when nothing does; the API it calls; its durations; its Pool's bounds;
+// the cookies a session is read from where session tokens are accepted,
+// the plain names then the app's suffixed ones (none without a
+// publishable key, when no cookie is read).
 type Setup struct {
 	Accept                       []TokenType
 	OpaqueWith, JWTsWith, APIURL string
@@ -188,12 +191,17 @@ type Setup struct {
 	Timeout, KeysMaxStale        time.Duration
 	MaxClerkCalls                int
 	CacheMaxBytes                int64
+	SessionCookies               []CookieNames
 }
 
 // Setup says what the Verifier verifies with.
 func (v *Verifier) Setup() Setup {
 	p := v.pool
-	return Setup{Accept: slices.Clone(v.accept), OpaqueWith: v.opaqueWith, JWTsWith: v.jwtsWith, APIURL: v.apiURL,
+	s := Setup{Accept: slices.Clone(v.accept), OpaqueWith: v.opaqueWith, JWTsWith: v.jwtsWith, APIURL: v.apiURL,
 		ClockSkew: v.clockSkew, CacheTTL: v.cacheTTL, Timeout: p.timeout, KeysMaxStale: p.keysStale,
 		MaxClerkCalls: p.opts.MaxClerkCalls, CacheMaxBytes: p.opts.CacheMaxBytes}
+	if v.cookies != nil {
+		s.SessionCookies = []CookieNames{v.cookies.plain, v.cookies.suffixed}
+	}
+	return s
 }

@@ -79,7 +79,8 @@ func codeForm(client map[string]any, code string) url.Values {
 
 func TestPublishableKeyNamesTheFake(t *testing.T) {
 	s := newServer(t)
-	frontend, err := backend.FrontendAPIURL(s.PublishableKey())
+	key, err := backend.ParsePublishableKey(s.PublishableKey())
+	frontend := key.URL()
 	require.NoError(t, err)
 	assert.Equal(t, s.URL, frontend)
 }

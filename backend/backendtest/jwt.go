@@ -41,6 +41,19 @@ const (
 	Issuer = "https://clerk.fake.example.test"
 )
 
+// PublishableKey is a publishable key of the fake's instance, production
+// (pk_live_) or development (pk_test_): the Frontend API it names is the
+// host of Issuer, so that a gateway configured with it takes the fake's
+// session tokens in a browser's plain cookies for its own (no network call
+// is made to that host while a secret or JWT key verifies them).
+func PublishableKey(development bool) string {
+	prefix := "pk_live_"
+	if development {
+		prefix = "pk_test_"
+	}
+	return prefix + base64.RawStdEncoding.EncodeToString([]byte(strings.TrimPrefix(Issuer, "https://")+"$"))
+}
+
 // rsaHashes maps the JWS algorithms Clerk signs with to their hash.
 var rsaHashes = map[string]crypto.Hash{
 	"RS256": crypto.SHA256,

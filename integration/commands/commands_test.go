@@ -57,7 +57,7 @@ func (f *fixture) secret(credential string) string {
 // machine: its machine secret key, the instance secret key, the fake.
 func (f *fixture) gatewayEnv() []string {
 	return []string{"CLERK_API_URL=" + f.clerk.URL, "CLERK_SECRET_KEY=" + f.clerk.SecretKey(),
-		"CLERK_MACHINE_SECRET_KEY=" + f.gateway.SecretKey}
+		"CLERK_MACHINE_SECRET_KEY=" + f.gateway.SecretKey, "CLERK_PUBLISHABLE_KEY=" + backendtest.PublishableKey(false)}
 }
 
 // result is how a command ended.
@@ -301,6 +301,22 @@ func TestInspectAcceptsASessionFromTheCookie(t *testing.T) {
 	assert.Equal(t, "session", rep.Header["category"])
 	assert.Equal(t, "sess_2GIpXOEpVyJw51rkZn9Kmnc6Sxr", rep.Placeholders["http.auth.user.session_id"])
 	assert.Equal(t, "org_2GIpXOEpVyJw51rkZn9Kmnc6Sxr", rep.Placeholders["http.auth.user.org_id"])
+
+	// As a browser of two apps on one domain sends it, of a development
+	// instance (whose browser has its own cookie, which inspect sends).
+	development := append(f.gatewayEnv(), "CLERK_PUBLISHABLE_KEY="+backendtest.PublishableKey(true))
+	rep, r = f.inspect(session, development, "--accept", "session_token", "--cookie", "--suffixed", "--client_uat", signedIn)
+	require.Equal(t, 0, r.status, "stdout: %s\nstderr: %s", r.stdout, r.stderr)
+	assert.Equal(t, "suffixed_session_cookie", rep.CheckedWith.CredentialIn)
+	assert.Equal(t, "sess_2GIpXOEpVyJw51rkZn9Kmnc6Sxr", rep.Placeholders["http.auth.user.session_id"])
+
+	// Without a publishable key, no cookie is read, and no suffix is known.
+	withoutKey := append(f.gatewayEnv(), "CLERK_PUBLISHABLE_KEY=")
+	rep, _ = f.inspect(session, withoutKey, "--accept", "session_token", "--cookie", "--client_uat", signedIn)
+	assert.Equal(t, "token_missing", string(rep.Reason))
+	assert.Contains(t, rep.Description, "publishable key")
+	rep, _ = f.inspect(session, withoutKey, "--accept", "session_token", "--cookie", "--suffixed", "--client_uat", signedIn)
+	assert.Contains(t, rep.NotVerifiedBecause, "publishable_key")
 }
 
 // TestInspectWithoutKeysDescribesOnly: with no key, nothing is verified;
@@ -370,6 +386,7 @@ func TestInspectReadsOneCredentialFromStandardInput(t *testing.T) {
 		{"--token_from_arg without it", "", "takes the credential as the one argument", []string{"--token_from_arg"}},
 		{"a flag it does not have", opaque, "unknown flag: --token", []string{"--token=" + opaque}},
 		{"--client_uat without --cookie", opaque, "--client_uat goes with --cookie", []string{"--client_uat", "1"}},
+		{"--suffixed without --cookie", opaque, "--suffixed goes with --cookie", []string{"--suffixed"}},
 		{"too long", strings.Repeat("a", 65<<10), "more than 64 KiB", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
