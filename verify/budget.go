@@ -23,9 +23,14 @@ const (
 	// A development instance wants 5 (half of its 10 a second).
 	defaultMaxClerkRate = 20
 
+	// rateWindow is what the rate is counted over, as Clerk counts its
+	// limit: a burst (a gateway starting, a fleet of callers renewing
+	// their tokens at once) may spend a window's calls at once.
+	rateWindow = 10 * time.Second
+
 	// defaultClerkPause is how long no call is made after a 429 that does
-	// not say how long to wait: Clerk counts its limit over 10 seconds.
-	defaultClerkPause = 10 * time.Second
+	// not say how long to wait: Clerk's window.
+	defaultClerkPause = rateWindow
 )
 
 // The ways shares refuses a unit.
@@ -35,7 +40,7 @@ var (
 )
 
 // shares is something of fixed capacity that clients hold units of (the
-// calls in flight, or this second's calls), given out by one rule: while
+// calls in flight, or a window's calls), given out by one rule: while
 // less than half of it is in use, to anyone; from then on, to a client
 // holding none, or less than its fair share: the capacity divided by one
 // more than the number of clients holding some (the one more is room kept
@@ -78,27 +83,28 @@ func (s *shares) reset() {
 }
 
 // clerkBudget is what a Pool may spend of Clerk's API beyond the calls in
-// flight: at most a rate of calls a second that verify credentials, shared
-// between clients by the rule of shares; and no call at all, fetches of
-// the signing keys included, until the time Clerk's last 429 asked to
-// wait has passed. It is safe for concurrent use.
+// flight: at most a rate of calls a second that verify credentials,
+// counted over rateWindow and shared between clients by the rule of
+// shares; and no call at all, fetches of the signing keys included, until
+// the time Clerk's last 429 asked to wait has passed. It is safe for
+// concurrent use.
 type clerkBudget struct {
 	now func() time.Time
 
 	mu          sync.Mutex
-	second      int64  // the second (Unix time) thisSecond counts the calls of
-	thisSecond  shares // of rate
+	window      time.Time // when the window thisWindow counts began
+	thisWindow  shares    // rate times rateWindow's seconds
 	pausedUntil time.Time
 }
 
 func newClerkBudget(rate int, now func() time.Time) *clerkBudget {
-	return &clerkBudget{now: now, thisSecond: newShares(rate)}
+	return &clerkBudget{now: now, thisWindow: newShares(rate * int(rateWindow/time.Second))}
 }
 
-// admit spends one of this second's calls for client, or refuses it: with
+// admit spends one of this window's calls for client, or refuses it: with
 // ReasonRateLimited while Clerk asked to wait (RetryAfter: what is left of
-// the wait), with ReasonCallsLimited when the second's calls, or client's
-// share of them, are spent (RetryAfter: until the next second).
+// the wait), with ReasonCallsLimited when the window's calls, or client's
+// share of them, are spent (RetryAfter: until the next window).
 func (b *clerkBudget) admit(client string) *Error {
 	now := b.now()
 	b.mu.Lock()
@@ -106,12 +112,12 @@ func (b *clerkBudget) admit(client string) *Error {
 	if err := b.pausedAt(now); err != nil {
 		return err
 	}
-	if second := now.Unix(); second != b.second {
-		b.second = second
-		b.thisSecond.reset()
+	if window := now.Truncate(rateWindow); !window.Equal(b.window) {
+		b.window = window
+		b.thisWindow.reset()
 	}
-	if err := b.thisSecond.take(client); err != nil {
-		return callsLimited(time.Unix(b.second+1, 0).Sub(now), "calls to Clerk this second", err)
+	if err := b.thisWindow.take(client); err != nil {
+		return callsLimited(b.window.Add(rateWindow).Sub(now), "calls to Clerk in this window of "+rateWindow.String(), err)
 	}
 	return nil
 }
@@ -154,7 +160,7 @@ func (b *clerkBudget) observe(err error) {
 }
 
 // callsLimited is the refusal of a credential that needs a call to Clerk
-// which what (the calls in flight, or this second's) has no room for.
+// which what (the calls in flight, or a window's) has no room for.
 func callsLimited(retryAfter time.Duration, what string, cause error) *Error {
 	return &Error{Reason: ReasonCallsLimited, RetryAfter: retryAfter,
 		Description: "too many credentials are being verified with Clerk right now", Err: fmt.Errorf("%s: %w", what, cause)}

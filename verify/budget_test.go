@@ -65,13 +65,14 @@ func TestOneClientCannotTakeTheCallsInFlightOthersNeed(t *testing.T) {
 }
 
 // TestCallsASecondAreBoundedAndShared: at most MaxClerkRate calls a second
-// are made; a client alone gets half of them, and is refused from then on
-// until the next second (RetryAfter: what is left of this one), while
-// others still get their shares; the next second, all is new.
+// are made, counted over 10 seconds; a client alone gets half of them, and
+// is refused from then on until the next 10 seconds (RetryAfter: what is
+// left of them), while others still get their shares; the next 10
+// seconds, all is new.
 func TestCallsASecondAreBoundedAndShared(t *testing.T) {
-	clock := testclock.New(testNow) // on a whole second
+	clock := testclock.New(testNow) // at the start of a window
 	clerk := &fakeClerk{}
-	v := opaqueVerifier(t, clerk, time.Minute, PoolOptions{MaxClerkRate: 10, now: clock.Now})
+	v := opaqueVerifier(t, clerk, time.Minute, PoolOptions{MaxClerkRate: 1, now: clock.Now}) // 10 in 10 seconds
 	verified := func(client string, n int) int {
 		count := 0
 		for range n {
@@ -84,23 +85,24 @@ func TestCallsASecondAreBoundedAndShared(t *testing.T) {
 		}
 		return count
 	}
-	assert.Equal(t, 5, verified(flooder, 20), "alone: half of the second's calls")
-	clock.Advance(300 * time.Millisecond)
+	assert.Equal(t, 5, verified(flooder, 20), "alone: half of the window's calls")
+	clock.Advance(3 * time.Second)
 	verr := requireReason(t, verifyAs(context.Background(), v, flooder, "mt_one_more"), ReasonCallsLimited)
-	assert.Equal(t, 700*time.Millisecond, verr.RetryAfter, "until the next second")
+	assert.Equal(t, 7*time.Second, verr.RetryAfter, "until the next window")
 	assert.Equal(t, 3, verified(newcomer, 20), "the next client: 10 / (2+1)")
 	assert.Equal(t, 2, verified(latecomer, 20), "the one after: what is left")
-	assert.Equal(t, int32(10), clerk.calls.Load(), "the second's calls, and no more")
+	assert.Equal(t, int32(10), clerk.calls.Load(), "the window's calls, and no more")
 
-	clock.Advance(700 * time.Millisecond)
-	assert.Equal(t, 5, verified(flooder, 20), "a new second")
+	clock.Advance(7 * time.Second)
+	assert.Equal(t, 5, verified(flooder, 20), "a new window")
 }
 
 // TestA429PausesEveryCallOfThePool: after Clerk answers 429, no call is
 // made until its Retry-After has passed (10s when it gives none): a
 // credential that needs one is refused with clerk_rate_limited and the
-// time left, and the signing keys are not fetched either; a 429 to a fetch
-// of the keys pauses verifications alike.
+// time left, and the signing keys are not fetched either (a JWT whose key
+// is not known yet is refused alike); a 429 to a fetch of the keys pauses
+// verifications alike.
 func TestA429PausesEveryCallOfThePool(t *testing.T) {
 	for name, tc := range map[string]struct {
 		retryAfter, pause time.Duration
@@ -122,7 +124,7 @@ func TestA429PausesEveryCallOfThePool(t *testing.T) {
 			verr = requireReason(t, verifyAs(context.Background(), v, latecomer, "mt_second"), ReasonRateLimited)
 			assert.Equal(t, time.Second, verr.RetryAfter, "the time left")
 			_, err := keys.key(context.Background(), testKid)
-			requireReason(t, err, ReasonUnavailable)
+			requireReason(t, err, ReasonRateLimited)
 			assert.Equal(t, int32(1), clerk.calls.Load(), "no call while paused")
 			assert.Zero(t, fetches.fetches.Load(), "no fetch of the keys while paused")
 
@@ -130,7 +132,7 @@ func TestA429PausesEveryCallOfThePool(t *testing.T) {
 			require.NoError(t, verifyAs(context.Background(), v, latecomer, "mt_second"))
 			fetches.set(nil, tooMany)
 			_, err = keys.key(context.Background(), testKid)
-			requireReason(t, err, ReasonUnavailable)
+			requireReason(t, err, ReasonRateLimited)
 			requireReason(t, verifyAs(context.Background(), v, newcomer, "mt_third"), ReasonRateLimited)
 			assert.Equal(t, int32(2), clerk.calls.Load(), "a 429 to a fetch of the keys pauses the verifications too")
 		})

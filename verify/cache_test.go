@@ -167,7 +167,7 @@ func TestCacheIsBoundedInBytes(t *testing.T) {
 		t.Run(string(format), func(t *testing.T) {
 			clerk, keys := &fakeClerk{}, keysFor(private, "")
 			verifier := func(maxBytes int64) *Verifier {
-				pool, err := NewPool(PoolOptions{CacheMaxBytes: maxBytes, MaxClerkRate: 100}) // all in the clock's one second
+				pool, err := NewPool(PoolOptions{CacheMaxBytes: maxBytes})
 				require.NoError(t, err)
 				return newVerifier(t, Options{MachineSecretKey: testMachineKey, clerk: clerk, keys: keys, CacheTTL: new(time.Minute), Pool: pool})
 			}
@@ -245,7 +245,7 @@ func TestEachKindOfVerdictKeepsHalfTheBound(t *testing.T) {
 func TestJWTsCannotEvictOpaqueVerdicts(t *testing.T) {
 	private, _ := signingKeys(t)
 	clerk, keys := &fakeClerk{}, keysFor(private, "")
-	pool, err := NewPool(PoolOptions{CacheMaxBytes: 1 << 20, MaxClerkRate: 100})
+	pool, err := NewPool(PoolOptions{CacheMaxBytes: 1 << 20})
 	require.NoError(t, err)
 	v := newVerifier(t, Options{MachineSecretKey: testMachineKey, clerk: clerk, keys: keys, CacheTTL: new(time.Minute), Pool: pool,
 		RequireScopes: []string{"mch_this_gateway"}})

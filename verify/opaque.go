@@ -12,12 +12,12 @@ import (
 // call runs with its own budget, detached from any one request, so that a
 // request giving up does not fail the others; each request stops waiting
 // when its own context ends, and the call is cancelled when the last one
-// does. A call needs one of the Pool's slots, and one of this second's
-// calls, both within the share of the client that starts it (r's, or ""
-// for Verify's callers), and none is made while Clerk asks to wait: short
-// of any of them, the credential is refused at once. With a Store, the
-// call looks there first, within a share of its budget (this second's
-// calls are spent on Clerk only).
+// does. A call needs one of the Pool's slots, and one of the calls its
+// rate allows, both within the share of the client that starts it (r's,
+// or "" for Verify's callers), and none is made while Clerk asks to wait:
+// short of any of them, the credential is refused at once. With a Store,
+// the call looks there first, within a share of its budget (the rate is
+// spent on calls to Clerk only).
 func (v *Verifier) verifyWithClerk(ctx context.Context, cred *credential, key cacheKey, r *http.Request) (*Identity, error) {
 	tokenType := cred.kind.tokenType
 	if v.clerk == nil {

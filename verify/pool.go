@@ -51,19 +51,20 @@ type PoolOptions struct {
 
 	// MaxClerkCalls bounds the calls to Clerk in flight at once, for all
 	// the Verifiers of the Pool, and the connections to Clerk; MaxClerkRate
-	// the calls a second that verify credentials. Both are shared between
-	// clients (Options.ClientOf) by one rule: once half of it is in use, a
-	// client that already holds its fair share (the bound divided by one
-	// more than the number of clients holding some) is refused, so that one
-	// client, alone, takes about half, and cannot take the room a client
-	// that comes next needs. A credential that needs a call beyond either
-	// bound, or the client's share of it, is refused at once with
-	// ReasonCallsLimited; credentials answered from the cache, and JWTs,
-	// need none. Defaults 64, and 20 a second. After Clerk answers 429, no
-	// call is made (fetches of the signing keys included) until its
-	// Retry-After has passed, or 10s when it gives none: meanwhile a
-	// credential that needs one is refused with ReasonRateLimited, and
-	// RetryAfter the time left.
+	// the calls a second that verify credentials, counted over 10 seconds
+	// as Clerk counts its limit (20 a second: 200 in each 10 seconds, which
+	// a burst may spend at once). Both are shared between clients
+	// (Options.ClientOf) by one rule: once half of it is in use, a client
+	// that already holds its fair share (the bound divided by one more than
+	// the number of clients holding some) is refused, so that one client,
+	// alone, takes about half, and cannot take the room a client that comes
+	// next needs. A credential that needs a call beyond either bound, or
+	// the client's share of it, is refused at once with ReasonCallsLimited;
+	// credentials answered from the cache, and JWTs, need none. Defaults
+	// 64, and 20 a second. After Clerk answers 429, no call is made
+	// (fetches of the signing keys included) until its Retry-After has
+	// passed, or 10s when it gives none: meanwhile a credential that needs
+	// one is refused with ReasonRateLimited, and RetryAfter the time left.
 	MaxClerkCalls, MaxClerkRate int
 
 	// CacheMaxBytes bounds the memory the remembered verdicts hold, as
