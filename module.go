@@ -202,11 +202,13 @@ type Handler struct {
 
 	// The most calls a second that verify credentials with Clerk, for the
 	// handlers that share this one's Clerk instance (as for
-	// `max_clerk_calls`), shared between clients by the same rule: once
-	// half of a second's calls are made, a client that made its fair share
-	// of them is refused until the next second. Past it, a credential that
-	// needs a call gets 503 at once, `Retry-After: 1` and
-	// `clerk_calls_limited`. Clerk takes 1,000 calls per 10 seconds from a
+	// `max_clerk_calls`), counted over 10 seconds as Clerk counts its
+	// limit (`20` allows 200 in each 10 seconds, which a burst may spend at
+	// once), and shared between clients by the same rule: once half of the
+	// 10 seconds' calls are made, a client that made its fair share of them
+	// is refused until the next 10 seconds. Past it, a credential that
+	// needs a call gets 503 at once, `clerk_calls_limited`, and the time
+	// left as `Retry-After`. Clerk takes 1,000 calls per 10 seconds from a
 	// production instance, and 100 from a development one, for all the
 	// backends of the instance: the default is a fifth of a production
 	// instance's, and leaves the rest to the others; set 5 for a
