@@ -18,6 +18,9 @@ type testCase struct {
 	// credential is the opaque credential the case presents, if any: what
 	// each side asks Clerk about it is compared too.
 	credential string
+	// pausesClerk: Clerk answers the case 429, after which the module makes
+	// no call until its Retry-After has passed (runModule runs it last).
+	pausesClerk bool
 }
 
 // corpus builds the cases: credentials minted by the fake Clerk (and forged
