@@ -44,8 +44,8 @@ func (a *alerter) sharedCacheTrouble(op string, err error) {
 }
 
 func (a *alerter) callsLimited() {
-	a.busy.log(a.logger, "as many calls to Clerk are in flight as max_clerk_calls allows; refusing credentials that need "+
-		"one more with 503", zap.String("reason", "clerk_calls_limited"))
+	a.busy.log(a.logger, "calls to Clerk are at max_clerk_calls or max_clerk_rate, or a client at its share of them; "+
+		"refusing credentials that need one more with 503", zap.String("reason", "clerk_calls_limited"))
 }
 
 func (a *alerter) clerkTrouble(what, reason string, err error) {

@@ -41,6 +41,7 @@ func init() {
 //	    cache_ttl          <duration>
 //	    jwks_max_stale     <duration>
 //	    max_clerk_calls    <n>
+//	    max_clerk_rate     <n>
 //	    cache_max_bytes    <size>
 //	    shared_cache
 //	}
@@ -79,6 +80,7 @@ var handlerSubdirectives = block[Handler]{
 	optionalDurationArg("cache_ttl", func(h *Handler) **caddy.Duration { return &h.CacheTTL }),
 	durationArg("jwks_max_stale", func(h *Handler) *caddy.Duration { return &h.JWKSMaxStale }),
 	countArg("max_clerk_calls", func(h *Handler) *int { return &h.MaxClerkCalls }),
+	countArg("max_clerk_rate", func(h *Handler) *int { return &h.MaxClerkRate }),
 	sizeArg("cache_max_bytes", func(h *Handler) *int64 { return &h.CacheMaxBytes }),
 	flagArg("shared_cache", func(h *Handler) *bool { return &h.SharedCache }),
 }

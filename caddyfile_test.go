@@ -65,6 +65,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		cache_ttl 1m
 		jwks_max_stale 24h
 		max_clerk_calls 16
+		max_clerk_rate 5
 		cache_max_bytes 8MiB
 	}`)
 	require.NoError(t, err)
@@ -90,6 +91,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	assert.Equal(t, caddy.Duration(60e9), *h.CacheTTL)
 	assert.Equal(t, caddy.Duration(24*time.Hour), h.JWKSMaxStale)
 	assert.Equal(t, 16, h.MaxClerkCalls)
+	assert.Equal(t, 5, h.MaxClerkRate)
 	assert.Equal(t, int64(8<<20), h.CacheMaxBytes)
 
 	h, err = parse(t, "clerk_m2m {\n protected_resource https://mcp.example.com/mcp\n optional\n}")
@@ -118,6 +120,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		"duration with two args": {"clerk_m2m {\n cache_ttl 1s 2s\n}", "wrong argument count"},
 		"no calls at all":        {"clerk_m2m {\n max_clerk_calls 0\n}", `max_clerk_calls: "0" is not a whole number above 0`},
 		"calls not a number":     {"clerk_m2m {\n max_clerk_calls many\n}", `max_clerk_calls: "many" is not a whole number above 0`},
+		"no rate at all":         {"clerk_m2m {\n max_clerk_rate 0\n}", `max_clerk_rate: "0" is not a whole number above 0`},
 		"size not a size":        {"clerk_m2m {\n cache_max_bytes big\n}", `cache_max_bytes: "big" is not a size above 0`},
 		"no size at all":         {"clerk_m2m {\n cache_max_bytes 0\n}", `cache_max_bytes: "0" is not a size above 0`},
 		"size past int64":        {"clerk_m2m {\n cache_max_bytes 9EiB\n}", `cache_max_bytes: "9EiB" is not a size above 0`},

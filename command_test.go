@@ -71,7 +71,7 @@ func TestInspectFlagsAreSubdirectives(t *testing.T) {
 		}
 	}
 	assert.ElementsMatch(t, []string{"optional", "strip_authorization", "disable_metrics", "cache_ttl", "jwks_max_stale",
-		"max_clerk_calls", "cache_max_bytes", "shared_cache"}, left)
+		"max_clerk_calls", "max_clerk_rate", "cache_max_bytes", "shared_cache"}, left)
 
 	cmd := inspectCommand()
 	for _, name := range flags {

@@ -92,7 +92,7 @@ func TestDocumentedDefaultsAreApplied(t *testing.T) {
 		"Handler": {
 			"accept": string(setup.Accept[0]), "api_url": setup.APIURL, "timeout": setup.Timeout,
 			"clock_skew": setup.ClockSkew, "cache_ttl": setup.CacheTTL, "jwks_max_stale": setup.KeysMaxStale,
-			"max_clerk_calls": setup.MaxClerkCalls, "cache_max_bytes": setup.CacheMaxBytes,
+			"max_clerk_calls": setup.MaxClerkCalls, "max_clerk_rate": setup.MaxClerkRate, "cache_max_bytes": setup.CacheMaxBytes,
 		},
 		"MintHandler": {
 			"api_url": minter.apiURL, "format": minter.Format, "ttl": minter.TTL, "renew_at": minter.RenewAt,

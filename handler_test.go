@@ -645,3 +645,21 @@ func TestProtectedResourceMakesNoNetworkCall(t *testing.T) {
 	assert.Equal(t, []string{srv.URL}, document.AuthorizationServers, "a loopback Frontend API is plain http")
 	assert.Zero(t, calls.Load())
 }
+
+// TestClientsAreCaddysClientIPs: the client verify shares the calls to
+// Clerk between is the client IP Caddy decided (trusted_proxies and all);
+// an IPv6 client is its /64, so that one host's many addresses are one
+// client.
+func TestClientsAreCaddysClientIPs(t *testing.T) {
+	for ip, want := range map[string]string{
+		"192.0.2.7":                 "192.0.2.7",
+		"2001:db8:1:2:3:4:5:6":      "2001:db8:1:2::/64",
+		"2001:db8:1:2:ffff:ffff::1": "2001:db8:1:2::/64",
+		"::ffff:192.0.2.7":          "::ffff:192.0.2.7",
+		"":                          "",
+	} {
+		req := httptest.NewRequest(http.MethodGet, "/", nil)
+		req = req.WithContext(context.WithValue(req.Context(), caddyhttp.VarsCtxKey, map[string]any{caddyhttp.ClientIPVarKey: ip}))
+		assert.Equal(t, want, clientOf(req), ip)
+	}
+}

@@ -38,6 +38,7 @@ type instanceSettings struct {
 	Timeout        time.Duration `json:"timeout"`
 	MaxStale       time.Duration `json:"max_stale"`
 	MaxClerkCalls  int           `json:"max_clerk_calls"`
+	MaxClerkRate   int           `json:"max_clerk_rate"`
 	CacheMaxBytes  int64         `json:"cache_max_bytes"`
 }
 
@@ -55,6 +56,7 @@ func newInstance(s instanceSettings, logger *zap.Logger) (*instance, error) {
 	inst.pool, err = verify.NewPool(verify.PoolOptions{
 		Timeout:        unlessZero(s.Timeout),
 		MaxClerkCalls:  s.MaxClerkCalls,
+		MaxClerkRate:   s.MaxClerkRate,
 		CacheMaxBytes:  s.CacheMaxBytes,
 		KeysMaxStale:   unlessZero(s.MaxStale),
 		UserAgent:      userAgent(),

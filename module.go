@@ -44,8 +44,8 @@ func init() {
 // | a token type or format this route does not accept | 401 | `token_type_not_accepted` |
 // | valid, but `require_scopes` or `allowed_subjects` not met | 403 | `insufficient_scope` |
 // | Clerk unreachable, failing, or its keys unavailable | 503 | `clerk_unavailable` |
-// | Clerk rate-limits verification | 503 | `clerk_rate_limited` |
-// | a new opaque credential while `max_clerk_calls` calls to Clerk are in flight | 503 | `clerk_calls_limited` |
+// | Clerk rate-limits verification (429), or asked to wait and the wait is not over | 503 | `clerk_rate_limited` |
+// | a new opaque credential beyond `max_clerk_calls` or `max_clerk_rate`, or the client's fair share of them | 503 | `clerk_calls_limited` |
 // | Clerk rejects the configured secret key | 500 | `misconfigured` |
 //
 // 401 answers carry `WWW-Authenticate: Bearer realm="clerk"` (with
@@ -189,8 +189,12 @@ type Handler struct {
 	ClockSkew *caddy.Duration `json:"clock_skew,omitempty"`
 
 	// How long the verification of an opaque token may be reused before
-	// Clerk is asked again (never beyond the token's expiry); 0 turns reuse
-	// off. Default: `30s`.
+	// Clerk is asked again (never beyond the token's expiry). Clerk's
+	// refusal of one is remembered for a second, then twice as long each
+	// time Clerk refuses it again, up to an hour (a token Clerk does not
+	// know, or knows revoked or expired, never becomes valid; the second
+	// spares a token minted a moment ago). 0 turns both off. Default:
+	// `30s`.
 	CacheTTL *caddy.Duration `json:"cache_ttl,omitempty"`
 
 	// How long Clerk's signing keys keep being used when they cannot be
@@ -200,17 +204,42 @@ type Handler struct {
 
 	// The most calls to Clerk in flight at once, for all the handlers that
 	// share this one's Clerk instance (the same `api_url`, keys,
-	// `timeout`, `jwks_max_stale`, `max_clerk_calls` and
-	// `cache_max_bytes`), and the most connections to it, as the gateway
-	// counts them (a call it gave up on frees its place at once; Clerk sees
-	// its request end a moment later). A credential
-	// that needs one more call (a new opaque token) is refused at once
-	// with 503, `Retry-After: 1` and `clerk_calls_limited`; credentials
-	// answered from the cache, and JWTs, need none. Clerk takes 1,000
-	// calls per 10 seconds from a production instance: 64 in flight carry
-	// that even when Clerk takes half a second to answer, and hold no more
-	// than 64 connections. Default: `64`.
+	// `timeout`, `jwks_max_stale`, `max_clerk_calls`, `max_clerk_rate`
+	// and `cache_max_bytes`), and the most connections to it, as the
+	// gateway counts them (a call it gave up on frees its place at once;
+	// Clerk sees its request end a moment later). A credential that needs
+	// one more call (a new opaque token) is refused
+	// at once with 503, `Retry-After: 1` and `clerk_calls_limited`;
+	// credentials answered from the cache, and JWTs, need none. The calls
+	// are shared between clients (Caddy's client IP, which honours
+	// `trusted_proxies`; an IPv6 client by its /64): once half of them are
+	// in flight, a client that already has its fair share in flight (the
+	// bound divided by one more than the number of clients with calls in
+	// flight) is refused, so that one client alone gets about half, and
+	// cannot take the calls the next client's credentials need. This
+	// bounds connections and goroutines while Clerk is slow;
+	// `max_clerk_rate` bounds what Clerk is asked. Default: `64`.
 	MaxClerkCalls int `json:"max_clerk_calls,omitempty"`
+
+	// The most calls a second that verify credentials with Clerk, for the
+	// handlers that share this one's Clerk instance (as for
+	// `max_clerk_calls`), counted over 10 seconds as Clerk counts its
+	// limit (`20` allows 200 in each 10 seconds, which a burst may spend at
+	// once), and shared between clients by the same rule: once half of the
+	// 10 seconds' calls are made, a client that made its fair share of them
+	// is refused until the next 10 seconds. Past it, a credential that
+	// needs a call gets 503 at once, `clerk_calls_limited`, and the time
+	// left as `Retry-After`. Clerk takes 1,000 calls per 10 seconds from a
+	// production instance, and 100 from a development one, for all the
+	// backends of the instance: the default is a fifth of a production
+	// instance's, and leaves the rest to the others; set 5 for a
+	// development instance, and divide by the number of gateways of a
+	// fleet. After Clerk answers 429, no call at all is made (fetches of
+	// the signing keys included) until its `Retry-After` has passed (10
+	// seconds when it gives none): meanwhile a credential that needs one
+	// gets 503 `clerk_rate_limited`, with the time left as `Retry-After`.
+	// Default: `20`.
+	MaxClerkRate int `json:"max_clerk_rate,omitempty"`
 
 	// The most memory the verdicts remembered for this handler's Clerk
 	// instance may hold, in bytes (in the Caddyfile also `64MiB` and the
@@ -218,7 +247,11 @@ type Handler struct {
 	// `max_clerk_calls`): one cache, for opaque tokens and JWTs alike,
 	// counted from each verdict's identity, scopes and claims. Past it,
 	// the verdicts least used lately are forgotten; expired ones are
-	// dropped as they come up. Default: `64MiB`.
+	// dropped as they come up. Half of it is kept for the opaque
+	// credentials Clerk accepted: JWT verdicts and refusals, which anyone
+	// can send many of, give way to each other once they hold their half,
+	// and never push out a verdict that took a call to Clerk while those
+	// hold less than theirs. Default: `64MiB`.
 	CacheMaxBytes int64 `json:"cache_max_bytes,omitempty"`
 
 	// Share the verdicts on opaque credentials with the other Caddy

@@ -29,6 +29,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.instance = lease
 	h.settings.verify.Pool = inst.pool
 	h.settings.verify.OnCacheLookup = h.observer.cacheLookup
+	h.settings.verify.ClientOf = clientOf
 	if h.SharedCache {
 		h.useClusterStore(ctx)
 	}

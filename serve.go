@@ -3,6 +3,7 @@ package clerkm2m
 import (
 	"errors"
 	"net/http"
+	"net/netip"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -47,6 +48,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			zap.String("token_format", string(identity.Format)), zap.String("token_id", identity.TokenID))
 	}
 	return next.ServeHTTP(w, r)
+}
+
+// clientOf names a request's client, for verify's fair shares of the
+// calls to Clerk: Caddy's client IP, which honours trusted_proxies; an
+// IPv6 client by its /64, the block a host is given, so that one host
+// cannot take a share for each of its addresses.
+func clientOf(r *http.Request) string {
+	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	addr, err := netip.ParseAddr(ip)
+	if err != nil || !addr.Is6() || addr.Is4In6() {
+		return ip
+	}
+	block, _ := addr.Prefix(64)
+	return block.String()
 }
 
 // Cleanup releases the shared instance; the last configuration to release

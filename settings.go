@@ -53,7 +53,7 @@ func (h *Handler) expand() (settings, error) {
 	}
 	o.ClockSkew, o.CacheTTL = optionalDuration(h.ClockSkew), optionalDuration(h.CacheTTL)
 	s.instance = instanceSettings{APIURL: o.APIURL, Timeout: time.Duration(h.Timeout), MaxStale: time.Duration(h.JWKSMaxStale),
-		MaxClerkCalls: h.MaxClerkCalls, CacheMaxBytes: h.CacheMaxBytes}
+		MaxClerkCalls: h.MaxClerkCalls, MaxClerkRate: h.MaxClerkRate, CacheMaxBytes: h.CacheMaxBytes}
 	if o.JWTKey == "" { // with jwt_key, no key set is ever fetched
 		s.instance.SecretKey, s.instance.PublishableKey = o.SecretKey, o.PublishableKey
 	}

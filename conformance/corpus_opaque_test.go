@@ -37,8 +37,10 @@ func (c *corpus) oauthToken(opts backendtest.OAuthOptions) string {
 }
 
 // presentOpaque sends an opaque credential as a bearer token to p.
-func (c *corpus) presentOpaque(id, credential string, p *profile) {
-	c.add(id, p, authorization("Bearer "+credential)).credential = credential
+func (c *corpus) presentOpaque(id, credential string, p *profile) *testCase {
+	tc := c.add(id, p, authorization("Bearer "+credential))
+	tc.credential = credential
+	return tc
 }
 
 // opaque: the credentials Clerk knows, in every state, through each key.
@@ -121,7 +123,7 @@ func (c *corpus) opaqueAnswers() {
 func (c *corpus) answered(id, credential string, answer backendtest.Fault, p *profile) {
 	answer.Credential = credential
 	c.in.clerk.SetFault(answer)
-	c.presentOpaque(id, credential, p)
+	c.presentOpaque(id, credential, p).pausesClerk = answer.Status == http.StatusTooManyRequests
 }
 
 // amended is the answer Clerk gives about credential, with one field set

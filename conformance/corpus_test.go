@@ -23,6 +23,9 @@ type testCase struct {
 	// names cookies as the corpus does), lest a mistake of the corpus's
 	// turn it into a refusal on both sides, which would compare nothing.
 	sdkMustAccept bool
+	// pausesClerk: Clerk answers the case 429, after which the module makes
+	// no call until its Retry-After has passed (runModule runs it last).
+	pausesClerk bool
 }
 
 // corpus builds the cases: credentials minted by the fake Clerk (and forged

@@ -54,7 +54,9 @@ func TestAnAbandonedBurstOfNewTokens(t *testing.T) {
 		giveUp     = 50 * time.Millisecond
 	)
 	e := newEnv(t)
-	e.load(gatewayWith("max_clerk_calls " + strconv.Itoa(maxCalls)))
+	// The calls in flight are what this measures, not the calls a second
+	// (max_clerk_rate, and each client's share of both: budget_test.go).
+	e.load(gatewayWith("max_clerk_calls " + strconv.Itoa(maxCalls) + "\nmax_clerk_rate 1000"))
 	cached := e.fresh()
 	resp, _ := e.bearer("/", cached)
 	require.Equal(t, http.StatusOK, resp.StatusCode)

@@ -21,6 +21,10 @@ import (
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
 )
 
+// loadCaddyfile lets the load's 64 clients, one client to Caddy (one IP
+// address, which gets half of each bound), ask Clerk as often and as many
+// at once as they need: what it checks is that nothing is let through and
+// nothing leaks.
 var loadCaddyfile = globals(errorLog) + `
 http://{{GATEWAY}} {
 	clerk_m2m {
@@ -28,6 +32,8 @@ http://{{GATEWAY}} {
 		machine_secret_key {{GATEWAY_KEY}}
 		api_url {{CLERK}}
 		cache_ttl 1s
+		max_clerk_calls 128
+		max_clerk_rate 100000
 	}
 	respond "through"
 }

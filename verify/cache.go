@@ -8,10 +8,22 @@ import (
 	"time"
 )
 
-// negativeTTL is how long Clerk's "no" to an opaque token is remembered: long
-// enough to spare Clerk a client retrying a dead token in a loop, too short to
-// matter for a token that was just minted and is not yet known everywhere.
-const negativeTTL = time.Second
+// How long Clerk's "no" to an opaque credential is remembered (see
+// refusalMemory). A credential Clerk does not know, or knows revoked or
+// expired, or refuses as malformed, cannot become valid later: Clerk's
+// SDK and API have no way back from any of these, and the machines a token
+// is granted to are fixed when it is minted. The one risk is a token
+// minted a moment ago that the Clerk server asked does not know yet. So
+// the first "no" is remembered for negativeTTL, too short to matter for
+// such a token; each "no" Clerk gives again, asked once the last stopped
+// answering, twice as long as the last, up to maxRefusalMemory: a token
+// refused wrongly is refused at most about as long again as Clerk took to
+// learn it, and a client retrying a dead token in a loop costs a dozen
+// calls to Clerk an hour at most, then one an hour.
+const (
+	negativeTTL      = time.Second
+	maxRefusalMemory = time.Hour
+)
 
 // scope names what makes a Verifier's verdicts valid (see Verifier.scope):
 // Verifiers of one scope answer from each other's cached verdicts, and
@@ -40,7 +52,12 @@ type cacheEntry struct {
 	signer    *signingKey // for a JWT, the key that verified it
 	notBefore time.Time
 	until     time.Time
-	size      int64 // what the entry holds in memory, estimated (entrySize)
+	// refusedFor is, for Clerk's refusal, how long it answers; it is kept
+	// as long again after, so that Clerk's next "no" is remembered twice
+	// as long (refusalMemory).
+	refusedFor time.Duration
+	size       int64       // what the entry holds in memory, estimated (entrySize)
+	kind       verdictKind // set by put
 
 	// referenced is set on every hit and cleared by eviction, which gives
 	// entries in use a second chance (the CLOCK approximation of LRU)
@@ -61,27 +78,60 @@ func (e *cacheEntry) usable(now time.Time) bool {
 	return now.Before(e.until) && !now.Before(e.notBefore)
 }
 
-// expired reports whether the entry can answer no more.
-func (e *cacheEntry) expired(now time.Time) bool { return !now.Before(e.until) }
+// expired reports whether the entry is of no more use: it answers no
+// more, and a refusal of Clerk's is past the time it is kept after.
+func (e *cacheEntry) expired(now time.Time) bool { return !now.Before(e.until.Add(e.refusedFor)) }
+
+// verdictKind sorts verdicts by what it takes to make many of them.
+type verdictKind uint8
+
+const (
+	// cheapVerdict: a JWT's (any machine of the instance can mint many, as
+	// large as it likes, without asking Clerk) and every refusal (anyone
+	// can send junk).
+	cheapVerdict verdictKind = iota
+	// paidVerdict: an opaque credential Clerk accepted (asked here, or by
+	// a gateway sharing the Store): each took a call to Clerk, within the
+	// Pool's budget, for a credential that is valid.
+	paidVerdict
+	verdictKinds
+)
+
+// kindOf is the kind of a verdict.
+func (e *cacheEntry) kindOf() verdictKind {
+	if e.identity != nil && e.identity.Format == Opaque {
+		return paidVerdict
+	}
+	return cheapVerdict
+}
 
 // verdictCache remembers verdicts on credentials, keyed by the scope of
-// the Verifier and the credential, bounded by an estimate
-// of the memory its entries hold. Lookups take only a read lock. Expired
-// entries are dropped as they reach the front of the order when an entry
-// is added, and all of them when the cache is swept (by Pool.Run).
+// the Verifier and the credential, bounded by an estimate of the memory
+// its entries hold. Each kind of verdict has half of the bound to itself,
+// and may use what the other leaves free: when the cache is full, room is
+// made in the kind that holds more than its half, so that what is cheap
+// to make (JWTs, refusals) never pushes the verdicts Clerk was asked for
+// below half of the bound, and the other way round. Lookups take only a
+// read lock. Expired entries are dropped as they reach the front of their
+// kind's order when an entry is added, and all of them when the cache is
+// swept (by Pool.Run).
 type verdictCache struct {
 	maxBytes int64
 	now      func() time.Time
 
 	mu      sync.RWMutex
 	entries map[cacheKey]*list.Element // of *cacheEntry
-	order   *list.List                 // eviction order, oldest first
-	bytes   int64                      // the sum of the entries' sizes
+	orders  [verdictKinds]*list.List   // eviction order of each kind, oldest first
+	bytes   [verdictKinds]int64        // the sum of each kind's entries' sizes
 	closed  bool
 }
 
 func newVerdictCache(maxBytes int64, now func() time.Time) *verdictCache {
-	return &verdictCache{maxBytes: maxBytes, now: now, entries: make(map[cacheKey]*list.Element), order: list.New()}
+	c := &verdictCache{maxBytes: maxBytes, now: now, entries: make(map[cacheKey]*list.Element)}
+	for kind := range c.orders {
+		c.orders[kind] = list.New()
+	}
+	return c
 }
 
 // get returns the entry for key if it may answer at now.
@@ -102,29 +152,64 @@ func (c *verdictCache) get(key cacheKey, now time.Time) *cacheEntry {
 	return entry
 }
 
+// peek returns the entry for key, whether it may answer or not.
+func (c *verdictCache) peek(key cacheKey) *cacheEntry {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if element, ok := c.entries[key]; ok {
+		return element.Value.(*cacheEntry)
+	}
+	return nil
+}
+
+// refusalMemory is how long Clerk's refusal at now of the credential of
+// key is remembered: negativeTTL, or twice as long as the last refusal,
+// if it is still kept, up to maxRefusalMemory (see negativeTTL).
+func (c *verdictCache) refusalMemory(key cacheKey, now time.Time) time.Duration {
+	if last := c.peek(key); last != nil && last.refusedFor > 0 && !last.expired(now) {
+		return min(2*last.refusedFor, maxRefusalMemory)
+	}
+	return negativeTTL
+}
+
 // put stores entry, replacing any entry for the same key, dropping the
-// entries at the front that are expired at now and evicting others until
-// the entries fit the bound. An entry larger than the whole bound is not
+// entries at the fronts that are expired at now and evicting others until
+// the entries fit the bound. An entry larger than half the bound is not
 // kept.
 func (c *verdictCache) put(entry *cacheEntry, now time.Time) {
 	// The credential may be part of a larger string (a Cookie header) that
 	// the entry must not keep alive.
 	entry.key.token = strings.Clone(entry.key.token)
-	entry.size = entrySize(entry)
+	entry.size, entry.kind = entrySize(entry), entry.kindOf()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if element, ok := c.entries[entry.key]; ok {
 		c.remove(element)
 	}
-	if c.closed || entry.size > c.maxBytes {
+	if c.closed || entry.size > c.maxBytes/2 {
 		return
 	}
-	c.dropExpiredFront(now)
-	for c.bytes+entry.size > c.maxBytes && c.order.Len() > 0 {
-		c.evictOne()
+	for _, order := range c.orders {
+		c.dropExpiredFront(order, now)
 	}
-	c.entries[entry.key] = c.order.PushBack(entry)
-	c.bytes += entry.size
+	for c.bytes[cheapVerdict]+c.bytes[paidVerdict]+entry.size > c.maxBytes {
+		if !c.evictOne(c.givingWay(entry)) {
+			return // cannot happen (see givingWay); never loop for it
+		}
+	}
+	c.entries[entry.key] = c.orders[entry.kind].PushBack(entry)
+	c.bytes[entry.kind] += entry.size
+}
+
+// givingWay is the kind that makes room for entry in a full cache: the
+// entry's own, if with it its kind holds more than half the bound (then
+// it holds some, the entry being no larger than half); else the other,
+// which then holds more than half.
+func (c *verdictCache) givingWay(entry *cacheEntry) verdictKind {
+	if c.bytes[entry.kind]+entry.size > c.maxBytes/2 {
+		return entry.kind
+	}
+	return 1 - entry.kind
 }
 
 // drop forgets the entry of key.
@@ -136,11 +221,11 @@ func (c *verdictCache) drop(key cacheKey) {
 	}
 }
 
-// dropExpiredFront removes the expired entries at the front of the order:
-// entries are added in time order and most live alike, so the front is
-// where the expired ones gather.
-func (c *verdictCache) dropExpiredFront(now time.Time) {
-	for front := c.order.Front(); front != nil && front.Value.(*cacheEntry).expired(now); front = c.order.Front() {
+// dropExpiredFront removes the expired entries at the front of order:
+// entries are added in time order and most of one kind live alike, so the
+// front is where the expired ones gather.
+func (c *verdictCache) dropExpiredFront(order *list.List, now time.Time) {
+	for front := order.Front(); front != nil && front.Value.(*cacheEntry).expired(now); front = order.Front() {
 		c.remove(front)
 	}
 }
@@ -150,12 +235,14 @@ func (c *verdictCache) sweep() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
-	for element := c.order.Front(); element != nil; {
-		next := element.Next()
-		if element.Value.(*cacheEntry).expired(now) {
-			c.remove(element)
+	for _, order := range c.orders {
+		for element := order.Front(); element != nil; {
+			next := element.Next()
+			if element.Value.(*cacheEntry).expired(now) {
+				c.remove(element)
+			}
+			element = next
 		}
-		element = next
 	}
 }
 
@@ -165,32 +252,38 @@ func (c *verdictCache) close() {
 	defer c.mu.Unlock()
 	c.closed = true
 	clear(c.entries)
-	c.order.Init()
-	c.bytes = 0
+	for kind, order := range c.orders {
+		order.Init()
+		c.bytes[kind] = 0
+	}
 }
 
-// evictOne removes one entry: the oldest that was not used since eviction
-// last passed it. After two passes over the entries (hits keep setting the
-// flag concurrently) it removes the oldest regardless.
-func (c *verdictCache) evictOne() {
-	for chances := 2 * c.order.Len(); chances > 0; chances-- {
-		element := c.order.Front()
+// evictOne removes one entry of kind, and reports whether there was one:
+// the oldest that was not used since eviction last passed it. After two
+// passes over the entries (hits keep setting the flag concurrently) it
+// removes the oldest regardless.
+func (c *verdictCache) evictOne(kind verdictKind) bool {
+	order := c.orders[kind]
+	for chances := 2 * order.Len(); chances > 0; chances-- {
+		element := order.Front()
 		if !element.Value.(*cacheEntry).referenced.Swap(false) {
 			c.remove(element)
-			return
+			return true
 		}
-		c.order.MoveToBack(element)
+		order.MoveToBack(element)
 	}
-	if front := c.order.Front(); front != nil {
+	if front := order.Front(); front != nil {
 		c.remove(front)
+		return true
 	}
+	return false
 }
 
 func (c *verdictCache) remove(element *list.Element) {
 	entry := element.Value.(*cacheEntry)
-	c.order.Remove(element)
+	c.orders[entry.kind].Remove(element)
 	delete(c.entries, entry.key)
-	c.bytes -= entry.size
+	c.bytes[entry.kind] -= entry.size
 }
 
 // Estimates of what a cache entry holds, in bytes.

@@ -59,7 +59,7 @@ func TestConcurrentRequestsMakeOneCall(t *testing.T) {
 			v := opaqueVerifier(t, clerk, ttl, PoolOptions{})
 			results := make([]chan error, 100)
 			for i := range results {
-				results[i] = verifyInBackground(context.Background(), v, "mt_burst")
+				results[i] = verifyInBackground(context.Background(), v, "", "mt_burst")
 			}
 			waitFor(t, func() bool { return v.waiting("mt_burst") == len(results) })
 			close(clerk.gate)
@@ -106,9 +106,56 @@ func TestOpaqueCacheRemembersRefusalsBrieflyAndTroubleNever(t *testing.T) {
 	assert.NoError(t, err, "recovers as soon as Clerk answers")
 }
 
+// TestARepeatedRefusalIsRememberedTwiceAsLong: each time Clerk refuses a
+// credential again, asked once its last refusal stopped answering, the
+// refusal is remembered twice as long, up to maxRefusalMemory: a client
+// presenting a dead token every second for two hours costs 13 calls to
+// Clerk, not 7,200; one that comes back after a refusal is forgotten
+// starts over at a second; and a token Clerk learns meanwhile is accepted
+// once the refusal it had stops answering.
+func TestARepeatedRefusalIsRememberedTwiceAsLong(t *testing.T) {
+	expiration := testNow.Add(-time.Minute).UnixMilli()
+	for name, clerk := range map[string]*fakeClerk{
+		"not found": {err: &backend.Error{Status: 404}},
+		"revoked":   {m2m: &backend.M2MToken{Object: "machine_to_machine_token", ID: "mt_id", Subject: "mch_caller", Revoked: true}},
+		"expired":   {m2m: &backend.M2MToken{Object: "machine_to_machine_token", ID: "mt_id", Subject: "mch_caller", Expiration: &expiration}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := testclock.New(testNow)
+			v := opaqueVerifier(t, clerk, 30*time.Second, PoolOptions{now: c.Now})
+			var askedAt []time.Duration
+			for elapsed := time.Duration(0); elapsed < 2*time.Hour; elapsed += time.Second {
+				before := clerk.calls.Load()
+				_, err := v.Verify(context.Background(), "mt_dead")
+				require.Error(t, err)
+				if clerk.calls.Load() > before {
+					askedAt = append(askedAt, elapsed)
+				}
+				c.Advance(time.Second)
+			}
+			want := []time.Duration{0}
+			for wait := negativeTTL; len(want) < 13; wait = min(2*wait, maxRefusalMemory) {
+				want = append(want, want[len(want)-1]+wait)
+			}
+			assert.Equal(t, want, askedAt, "when Clerk was asked")
+
+			c.Advance(2 * maxRefusalMemory) // its last refusal is forgotten
+			_, err := v.Verify(context.Background(), "mt_dead")
+			require.Error(t, err)
+			clerk.err, clerk.m2m, clerk.expiry = nil, nil, c.Now().Add(time.Hour) // and the token is one Clerk learns now
+			c.Advance(negativeTTL - time.Millisecond)
+			_, err = v.Verify(context.Background(), "mt_dead")
+			require.Error(t, err, "the refusal still answers")
+			c.Advance(time.Millisecond)
+			_, err = v.Verify(context.Background(), "mt_dead")
+			require.NoError(t, err, "refused for a second only, as the first time")
+		})
+	}
+}
+
 // TestCacheIsBoundedInBytes: verdicts on opaque tokens and on JWTs alike
 // fill the cache up to its bound in bytes, the oldest giving way; a verdict
-// larger than the whole bound is not kept.
+// larger than half the bound (what each kind has to itself) is not kept.
 func TestCacheIsBoundedInBytes(t *testing.T) {
 	private, _ := signingKeys(t)
 	for format, credential := range map[Format]func(int) string{
@@ -130,14 +177,14 @@ func TestCacheIsBoundedInBytes(t *testing.T) {
 			}
 			probe := verifier(0)
 			verify(probe, 0)
-			oneEntry := probe.pool.cache.bytes
+			oneEntry := probe.pool.cache.held()
 
 			v := verifier(10 * oneEntry)
 			for i := range 25 {
 				verify(v, i)
 			}
 			assert.Equal(t, 10, v.pool.cache.len())
-			assert.Equal(t, 10*oneEntry, v.pool.cache.bytes)
+			assert.Equal(t, 10*oneEntry, v.pool.cache.held())
 			asked := func() int32 { return clerk.calls.Load() + keys.calls.Load() }
 			before := asked()
 			verify(v, 24)
@@ -146,12 +193,80 @@ func TestCacheIsBoundedInBytes(t *testing.T) {
 			assert.Equal(t, before+1, asked(), "the oldest were dropped")
 		})
 	}
-	t.Run("an entry larger than the bound", func(t *testing.T) {
-		cache := newVerdictCache(entryOverhead, fixedClock)
+	t.Run("an entry larger than half the bound", func(t *testing.T) {
+		cache := newVerdictCache(2*entryOverhead, fixedClock)
 		cache.put(entryFor(0), testNow)
 		assert.Zero(t, cache.len())
-		assert.Zero(t, cache.bytes)
+		assert.Zero(t, cache.held())
 	})
+}
+
+// TestEachKindOfVerdictKeepsHalfTheBound: verdicts Clerk was asked for
+// (opaque successes) and the others (JWTs, refusals) may each fill the
+// cache alone; once the other kind comes, either is pushed down to half
+// the bound, and no further, however many of the other come after.
+func TestEachKindOfVerdictKeepsHalfTheBound(t *testing.T) {
+	entry := func(format Format, i int) *cacheEntry {
+		return &cacheEntry{key: cacheKey{token: fmt.Sprintf("mt_%04d", i)}, identity: &Identity{Format: format, Subject: "mch_" + strings.Repeat("x", 8-len(format))},
+			until: testNow.Add(time.Hour)}
+	}
+	size := entrySize(entry(Opaque, 0))
+	require.Equal(t, size, entrySize(entry(JWT, 0)), "the two kinds' entries weigh alike here")
+	for _, first := range []Format{Opaque, JWT} {
+		t.Run("filled with "+string(first), func(t *testing.T) {
+			second := map[Format]Format{Opaque: JWT, JWT: Opaque}[first]
+			cache := newVerdictCache(10*size, fixedClock)
+			count := func(format Format, from, to int) (kept int) {
+				for i := from; i < to; i++ {
+					if cache.get(entry(format, i).key, testNow) != nil {
+						kept++
+					}
+				}
+				return kept
+			}
+			for i := range 8 {
+				cache.put(entry(first, i), testNow)
+			}
+			assert.Equal(t, 8, count(first, 0, 8), "alone, a kind uses the room the other leaves")
+			for i := 100; i < 1100; i++ {
+				cache.put(entry(second, i), testNow)
+			}
+			assert.Equal(t, 5, count(first, 0, 8), "pushed down to half, no further")
+			assert.Equal(t, 5, count(second, 100, 1100))
+			assert.Equal(t, 10*size, cache.held())
+		})
+	}
+}
+
+// TestJWTsCannotEvictOpaqueVerdicts: an insider cycling through many large
+// JWTs of the instance (which verify, and which a policy may refuse after)
+// fills the cache with their verdicts; the opaque tokens verified before
+// are still answered from the cache, without a call to Clerk.
+func TestJWTsCannotEvictOpaqueVerdicts(t *testing.T) {
+	private, _ := signingKeys(t)
+	clerk, keys := &fakeClerk{}, keysFor(private, "")
+	pool, err := NewPool(PoolOptions{CacheMaxBytes: 1 << 20})
+	require.NoError(t, err)
+	v := newVerifier(t, Options{MachineSecretKey: testMachineKey, clerk: clerk, keys: keys, CacheTTL: new(time.Minute), Pool: pool,
+		RequireScopes: []string{"mch_this_gateway"}})
+	warm := make([]string, 50)
+	for i := range warm {
+		warm[i] = fmt.Sprintf("mt_warm_%02d", i)
+		_, err := v.Verify(context.Background(), warm[i])
+		requireReason(t, err, ReasonInsufficientScope)
+	}
+	pad := strings.Repeat("x", 10<<10)
+	for i := range 100 { // some 5 MiB of verdicts
+		jwt := sign(t, private, m2mHeader(), with(m2mPayload(), map[string]any{"jti": fmt.Sprintf("mt_%03d", i), "pad": pad}))
+		_, err := v.Verify(context.Background(), jwt)
+		requireReason(t, err, ReasonInsufficientScope)
+	}
+	require.Equal(t, int32(100), keys.calls.Load(), "every JWT was verified, none answered from the cache")
+	for _, token := range warm {
+		_, err := v.Verify(context.Background(), token)
+		requireReason(t, err, ReasonInsufficientScope)
+	}
+	assert.Equal(t, int32(len(warm)), clerk.calls.Load(), "the opaque tokens are answered from the cache")
 }
 
 // entryFor is a cache entry for the credential numbered i, valid for an
@@ -181,11 +296,11 @@ func TestExpiredVerdictsAreReclaimed(t *testing.T) {
 	assert.Equal(t, 4, cache.len(), "a verdict renewed replaces the expired one")
 	cache.sweep()
 	assert.Equal(t, 3, cache.len(), "a sweep drops the others")
-	assert.Equal(t, 3*entrySize(entryFor(0)), cache.bytes)
+	assert.Equal(t, 3*entrySize(entryFor(0)), cache.held())
 
 	cache.close()
 	assert.Zero(t, cache.len())
-	assert.Zero(t, cache.bytes)
+	assert.Zero(t, cache.held())
 	cache.put(entry(9, time.Hour), c.Now())
 	assert.Zero(t, cache.len(), "a closed cache keeps nothing")
 }
@@ -313,8 +428,8 @@ func TestEntrySizeCoversWhatEntriesHold(t *testing.T) {
 				cache.put(&cacheEntry{key: cacheKey{token: id.TokenID}, identity: id, until: testNow.Add(time.Hour)}, testNow)
 			}
 			held := heapInUse() - before
-			t.Logf("held %d bytes an entry, counted %d", held/entries, cache.bytes/entries)
-			assert.LessOrEqual(t, held, cache.bytes, "the estimate is not below what the entries hold")
+			t.Logf("held %d bytes an entry, counted %d", held/entries, cache.held()/entries)
+			assert.LessOrEqual(t, held, cache.held(), "the estimate is not below what the entries hold")
 			assert.Equal(t, entries, cache.len())
 		})
 	}

@@ -14,17 +14,18 @@ import (
 func TestCallsToClerkAreBoundedAndAWaitNeedsNoSlot(t *testing.T) {
 	clerk := &fakeClerk{gate: make(chan struct{})}
 	v := opaqueVerifier(t, clerk, time.Minute, PoolOptions{MaxClerkCalls: 2, Timeout: new(time.Hour)})
-	first, second := verifyInBackground(context.Background(), v, "mt_1"), verifyInBackground(context.Background(), v, "mt_2")
+	first := verifyInBackground(context.Background(), v, "192.0.2.1", "mt_1")
+	second := verifyInBackground(context.Background(), v, "192.0.2.2", "mt_2")
 	waitFor(t, func() bool { return clerk.calls.Load() == 2 })
 
-	_, err := v.Verify(context.Background(), "mt_3")
+	err := verifyAs(context.Background(), v, "192.0.2.3", "mt_3")
 	verr := requireReason(t, err, ReasonCallsLimited)
 	assert.Equal(t, M2MToken, verr.TokenType)
 	assert.Equal(t, Opaque, verr.Format)
 	assert.Equal(t, time.Second, verr.RetryAfter)
 	assert.Equal(t, int32(2), clerk.calls.Load(), "refused at once, without a call")
 
-	joined := verifyInBackground(context.Background(), v, "mt_1")
+	joined := verifyInBackground(context.Background(), v, "192.0.2.3", "mt_1")
 	waitFor(t, func() bool { return v.waiting("mt_1") == 2 }) // a request for a credential under way joins its call
 	close(clerk.gate)
 	for _, result := range []chan error{first, second, joined} {
@@ -44,15 +45,15 @@ func TestACallEndsWithTheLastRequestWaitingForIt(t *testing.T) {
 	clerk := &fakeClerk{gate: make(chan struct{})}
 	v := opaqueVerifier(t, clerk, time.Minute, PoolOptions{MaxClerkCalls: 2, Timeout: new(time.Hour)})
 	ctx, leave := context.WithCancel(context.Background())
-	abandoned := verifyInBackground(ctx, v, "mt_abandoned")
-	first := verifyInBackground(ctx, v, "mt_shared")
-	second := verifyInBackground(context.Background(), v, "mt_shared")
+	abandoned := verifyInBackground(ctx, v, "192.0.2.1", "mt_abandoned")
+	first := verifyInBackground(ctx, v, "192.0.2.2", "mt_shared")
+	second := verifyInBackground(context.Background(), v, "192.0.2.3", "mt_shared")
 	waitFor(t, func() bool { return v.waiting("mt_shared") == 2 && v.waiting("mt_abandoned") == 1 })
 	leave()
 	requireReason(t, receive(t, abandoned, "the answer"), ReasonUnavailable)
 	requireReason(t, receive(t, first, "the first answer"), ReasonUnavailable)
 	assert.Equal(t, 1, v.waiting("mt_shared"))
-	waitFor(t, func() bool { return clerk.cancelled.Load() == 1 && len(v.pool.calls.slots) == 1 })
+	waitFor(t, func() bool { return clerk.cancelled.Load() == 1 && v.pool.calls.inFlight() == 1 })
 	assert.Zero(t, v.pool.cache.len(), "nothing is remembered of a call cut short")
 
 	close(clerk.gate)
@@ -89,7 +90,7 @@ func TestManyRequestsCallsAndDepartures(t *testing.T) {
 	}
 	requests.Wait()
 	t.Logf("outcomes: %v", outcomes)
-	waitFor(t, func() bool { return len(v.pool.calls.slots) == 0 })
+	waitFor(t, func() bool { return v.pool.calls.inFlight() == 0 })
 	v.pool.calls.mu.Lock()
 	defer v.pool.calls.mu.Unlock()
 	assert.Empty(t, v.pool.calls.running)

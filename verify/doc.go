@@ -37,16 +37,24 @@
 // The Verifiers of one Clerk instance share a Pool (NewPool): the
 // connections to Clerk; one cache of verdicts, bounded by an estimate of
 // the memory it holds (PoolOptions.CacheMaxBytes; expired verdicts are
-// dropped as they come up, and swept every minute while Pool.Run runs);
-// and the calls to Clerk, bounded in number (PoolOptions.MaxClerkCalls).
-// A credential that needs a call when the bound is reached is refused at
-// once with ReasonCallsLimited; one the cache answers, and a JWT, needs
-// none. A call is made once for all the requests that present the same
-// credential meanwhile, and cancelled when the last of them stops
-// waiting. A Verifier answers only from the verdicts of Verifiers set up
-// alike, so that sharing never lets one configuration's verdict answer
-// for another's. Pool.Run keeps the signing keys fresh until its context
-// ends: the Pool's background work lives as long as that context.
+// dropped as they come up, and swept every minute while Pool.Run runs),
+// half of it kept for the verdicts that took a call to Clerk, so that
+// verdicts anyone can make many of (JWTs, refusals) cannot push them out;
+// and the calls to Clerk, bounded in number at once
+// (PoolOptions.MaxClerkCalls) and a second (PoolOptions.MaxClerkRate),
+// both shared fairly between the clients that send the credentials
+// (Options.ClientOf), and none at all while Clerk's last 429 asks to
+// wait. A credential that needs a call beyond a bound is refused at once
+// with ReasonCallsLimited (ReasonRateLimited while Clerk asks to wait);
+// one the cache answers, and a JWT, needs none. A call is made once for
+// all the requests that present the same credential meanwhile, and
+// cancelled when the last of them stops waiting. Clerk's refusals are
+// remembered for a second, then twice as long each time Clerk repeats
+// them, up to an hour. A Verifier answers only from the verdicts of
+// Verifiers set up alike, so that sharing never lets one configuration's
+// verdict answer for another's. Pool.Run keeps the signing keys fresh
+// until its context ends: the Pool's background work lives as long as
+// that context.
 //
 // # Across processes
 //

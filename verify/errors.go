@@ -89,15 +89,25 @@ func (e *Error) Unwrap() error { return e.Err }
 // failure means for a credential; and ReasonInvalid otherwise, so that an
 // unexpected error never counts as valid.
 func ReasonOf(err error) Reason {
+	if verr := asRefusal(err); verr != nil {
+		return verr.Reason
+	}
+	return ReasonInvalid
+}
+
+// asRefusal returns err as an *Error: its own when it is (or wraps) one;
+// for a failed call to Clerk's API, what that failure means for a
+// credential; nil for anything else.
+func asRefusal(err error) *Error {
 	var verr *Error
 	if errors.As(err, &verr) {
-		return verr.Reason
+		return verr
 	}
 	var apiErr *backend.Error
 	if errors.As(err, &apiErr) {
-		return clerkFailure("", err).Reason
+		return clerkFailure("", err)
 	}
-	return ReasonInvalid
+	return nil
 }
 
 // refusal returns err as the *Error a caller gets: any other error

@@ -11,6 +11,9 @@ import (
 	"encoding/pem"
 	"errors"
 	"maps"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -335,6 +338,20 @@ func (c *verdictCache) len() int {
 	return len(c.entries)
 }
 
+// held is the estimate of what the cache's entries hold, in bytes.
+func (c *verdictCache) held() int64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.bytes[cheapVerdict] + c.bytes[paidVerdict]
+}
+
+// inFlight is how many calls to Clerk are in flight.
+func (c *clerkCalls) inFlight() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.slots.used
+}
+
 // waiting is how many requests wait for the call under way for
 // credential, 0 when there is none.
 func (v *Verifier) waiting(credential string) int {
@@ -347,12 +364,25 @@ func (v *Verifier) waiting(credential string) int {
 	return 0
 }
 
-// verifyInBackground verifies credential with ctx and sends the error.
-func verifyInBackground(ctx context.Context, v *Verifier, credential string) chan error {
+// verifyInBackground verifies credential with ctx, as a request from
+// client (an IP address) presents it, or as Verify's caller when client is
+// "", and sends the error.
+func verifyInBackground(ctx context.Context, v *Verifier, client, credential string) chan error {
 	result := make(chan error, 1)
-	go func() {
-		_, err := v.Verify(ctx, credential)
-		result <- err
-	}()
+	go func() { result <- verifyAs(ctx, v, client, credential) }()
 	return result
+}
+
+// verifyAs verifies credential with ctx, as a request from client (an IP
+// address) presents it, or as Verify's caller when client is "".
+func verifyAs(ctx context.Context, v *Verifier, client, credential string) error {
+	if client == "" {
+		_, err := v.Verify(ctx, credential)
+		return err
+	}
+	r := httptest.NewRequestWithContext(ctx, http.MethodGet, "/", nil)
+	r.RemoteAddr = net.JoinHostPort(client, "40000")
+	r.Header.Set("Authorization", "Bearer "+credential)
+	_, err := v.VerifyRequest(r)
+	return err
 }

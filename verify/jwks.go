@@ -194,12 +194,16 @@ func (r *remoteKeys) key(ctx context.Context, kid string) (*signingKey, error) {
 		r.refreshInBackground(now)
 		return key, nil
 	}
-	if err := r.refresh(ctx, true); err != nil && ctx.Err() != nil {
-		return nil, &Error{Reason: ReasonUnavailable, Description: "Clerk's signing keys could not be fetched in time", Err: err}
+	refreshed := r.refresh(ctx, true)
+	if refreshed != nil && ctx.Err() != nil {
+		return nil, &Error{Reason: ReasonUnavailable, Description: "Clerk's signing keys could not be fetched in time", Err: refreshed}
 	}
 	now = r.opts.now()
 	if key, age = r.lookup(kid, now); key != nil && age < r.opts.maxAge+r.opts.maxStale {
 		return key, nil
+	}
+	if verr := asRefusal(refreshed); verr != nil && verr.Reason == ReasonRateLimited {
+		return nil, verr // Clerk asked to wait: whether the kid exists cannot be told yet
 	}
 	return nil, r.missing(now)
 }

@@ -272,8 +272,8 @@ func TestClerkFailures(t *testing.T) {
 		{&backend.Error{Err: errors.New("connection refused")}, ReasonUnavailable, 0},
 		{errors.New("not even a backend error"), ReasonUnavailable, 0},
 	} {
-		v := newVerifier(t, allTypes(&fakeClerk{err: tc.err}, nil))
 		for tokenType, token := range map[TokenType]string{M2MToken: "mt_abc", APIKey: "ak_abc", OAuthToken: "oat_abc"} {
+			v := newVerifier(t, allTypes(&fakeClerk{err: tc.err}, nil)) // a 429 pauses the Pool's calls
 			_, err := v.Verify(context.Background(), token)
 			verr := requireReason(t, err, tc.want)
 			assert.Equal(t, tokenType, verr.TokenType)

@@ -2,7 +2,8 @@ package verify
 
 import (
 	"context"
-	"errors"
+	"net"
+	"net/http"
 	"time"
 )
 
@@ -11,19 +12,27 @@ import (
 // call runs with its own budget, detached from any one request, so that a
 // request giving up does not fail the others; each request stops waiting
 // when its own context ends, and the call is cancelled when the last one
-// does. A call needs one of the Pool's slots: with none free, the
-// credential is refused at once. With a Store, the call looks there
-// first, within a share of its budget.
-func (v *Verifier) verifyWithClerk(ctx context.Context, cred *credential, key cacheKey) (*Identity, error) {
+// does. A call needs one of the Pool's slots, and one of the calls its
+// rate allows, both within the share of the client that starts it (r's,
+// or "" for Verify's callers), and none is made while Clerk asks to wait:
+// short of any of them, the credential is refused at once. With a Store,
+// the call looks there first, within a share of its budget (the rate is
+// spent on calls to Clerk only).
+func (v *Verifier) verifyWithClerk(ctx context.Context, cred *credential, key cacheKey, r *http.Request) (*Identity, error) {
 	tokenType := cred.kind.tokenType
 	if v.clerk == nil {
 		return nil, notAccepted(tokenType, "opaque tokens cannot be verified here (no secret key is configured)")
 	}
-	identity, err := v.pool.calls.do(ctx, key, v.pool.timeout, func(callCtx context.Context) (*Identity, error) {
+	client := v.client(r)
+	identity, err := v.pool.calls.do(ctx, key, client, v.pool.timeout, func(callCtx context.Context) (*Identity, error) {
 		if identity := v.recall(callCtx, cred, key); identity != nil {
 			return identity, nil
 		}
+		if err := v.pool.budget.admit(client); err != nil {
+			return nil, err
+		}
 		identity, err := cred.kind.askClerk(v, callCtx, cred.raw)
+		v.pool.budget.observe(err)
 		if err == nil {
 			identity.TokenType, identity.Format = tokenType, Opaque
 		}
@@ -33,19 +42,35 @@ func (v *Verifier) verifyWithClerk(ctx context.Context, cred *credential, key ca
 		}
 		return identity, err
 	})
-	switch {
-	case errors.Is(err, errNoSlot):
-		return nil, &Error{Reason: ReasonCallsLimited, TokenType: tokenType, RetryAfter: time.Second,
-			Description: "too many credentials are being verified with Clerk right now", Err: err}
-	case err != nil && (err == ctx.Err() || err == context.DeadlineExceeded): // this request's end, or the call's
+	if err != nil && (err == ctx.Err() || err == context.DeadlineExceeded) { // this request's end, or the call's
 		return nil, &Error{Reason: ReasonUnavailable, TokenType: tokenType, Description: "Clerk did not answer in time", Err: err}
 	}
 	return identity, err
 }
 
-// rememberClerkVerdict caches a success for min(CacheTTL, expiry) and a
-// refusal for negativeTTL, and shares the success through the Store, with
-// the same expiry. Trouble reaching Clerk is never remembered.
+// client names who sent r, for the fair shares of calls to Clerk; Verify's
+// callers (no request) are all one client.
+func (v *Verifier) client(r *http.Request) string {
+	if r == nil {
+		return ""
+	}
+	return v.clientOf(r)
+}
+
+// remoteHost is the default Options.ClientOf: the host of the address the
+// request came from.
+func remoteHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// rememberClerkVerdict caches a success for min(CacheTTL, expiry), and
+// shares it through the Store with the same expiry; and a refusal for as
+// long as refusalMemory says. Trouble reaching Clerk is never remembered;
+// with CacheTTL 0, nothing is.
 func (v *Verifier) rememberClerkVerdict(key cacheKey, token string, identity *Identity, err error) {
 	if v.cacheTTL <= 0 {
 		return
@@ -61,7 +86,8 @@ func (v *Verifier) rememberClerkVerdict(key cacheKey, token string, identity *Id
 			v.shared.share(token, identity, now, entry.until)
 		}
 	case reason == ReasonInvalid || reason == ReasonExpired:
-		entry.refusal, entry.until = err, now.Add(min(negativeTTL, v.cacheTTL))
+		entry.refusal, entry.refusedFor = err, v.pool.cache.refusalMemory(key, now)
+		entry.until = now.Add(entry.refusedFor)
 	default:
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"net/http"
 	"slices"
 	"strconv"
 	"time"
@@ -74,11 +75,16 @@ type Options struct {
 	ClockSkew *time.Duration
 
 	// CacheTTL is how long a verified opaque token is remembered (never
-	// beyond its expiry), and Clerk's refusal of one for a second; 0 turns
-	// this off. Concurrent verifications of one token share one call to
-	// Clerk either way. Verified JWTs are always remembered until they
-	// expire, as long as the key that verified them is current. Default
-	// 30s.
+	// beyond its expiry); Clerk's refusal of one is remembered for a
+	// second, and each time Clerk refuses it again twice as long as the
+	// last, up to an hour (a refused token cannot become valid; the second
+	// is for one minted a moment ago that Clerk does not know everywhere
+	// yet). 0 turns both off. Concurrent verifications of one token share
+	// one call to Clerk either way. Verified JWTs are always remembered
+	// until they expire, as long as the key that verified them is current;
+	// refused ones are not (a refusal costs at most the signature check
+	// that remembering it would spare, and only spares the client that
+	// sends the same bad JWT again). Default 30s.
 	CacheTTL *time.Duration
 
 	// Pool is what this Verifier shares with the others of the same Clerk
@@ -105,6 +111,14 @@ type Options struct {
 	OnCacheLookup func(cache string, hit bool)
 	OnStoreError  func(op string, err error)
 
+	// ClientOf names the client that sent a request (VerifyRequest), for
+	// the fair shares of the calls to Clerk (see PoolOptions.MaxClerkCalls
+	// and MaxClerkRate): requests it names alike are one client. It is
+	// asked only of requests whose credential needs a call. Default: the
+	// host of the request's RemoteAddr. Verify's callers are all one
+	// client.
+	ClientOf func(*http.Request) string
+
 	// For tests: the clock, and what stands in for Clerk's Backend API
 	// and for the keys that verify JWTs.
 	now   func() time.Time
@@ -123,6 +137,9 @@ func New(opts Options) (*Verifier, error) {
 	if opts.OnCacheLookup == nil {
 		opts.OnCacheLookup = func(string, bool) {}
 	}
+	if opts.ClientOf == nil {
+		opts.ClientOf = remoteHost
+	}
 	v := &Verifier{
 		accept:            opts.Accept,
 		authorizedParties: opts.AuthorizedParties,
@@ -131,6 +148,7 @@ func New(opts Options) (*Verifier, error) {
 		policy:            policy{requireScopes: opts.RequireScopes, allowedSubjects: opts.AllowedSubjects},
 		pool:              opts.Pool,
 		onCacheLookup:     opts.OnCacheLookup,
+		clientOf:          opts.ClientOf,
 		now:               opts.now,
 	}
 	var err error

@@ -109,5 +109,5 @@ func TestSetup(t *testing.T) {
 	setup := newVerifier(t, Options{MachineSecretKey: testMachineKey}).Setup()
 	assert.Equal(t, Setup{Accept: []TokenType{M2MToken}, OpaqueWith: "machine_secret_key", JWTsWith: "none", APIURL: backend.DefaultURL,
 		ClockSkew: 5 * time.Second, CacheTTL: 30 * time.Second, Timeout: 5 * time.Second, KeysMaxStale: time.Hour,
-		MaxClerkCalls: 64, CacheMaxBytes: 64 << 20}, setup, "the defaults")
+		MaxClerkCalls: 64, MaxClerkRate: 20, CacheMaxBytes: 64 << 20}, setup, "the defaults")
 }

@@ -15,13 +15,13 @@ const (
 	// defaultTimeout is the budget of one call to Clerk, retries included.
 	defaultTimeout = 5 * time.Second
 
-	// defaultMaxClerkCalls bounds the calls to Clerk in flight at once.
-	// Clerk accepts 1,000 calls per 10 seconds from a production instance
-	// (100 from a development one): at a typical 50 to 100 ms a call, 64 in
-	// flight carry 640 to 1,280 calls a second, far beyond that, and still
-	// over 100 a second when Clerk slows to half a second. Past it, more
-	// calls at once would only be refused by Clerk or wait on it, while
-	// each holds a connection, a file descriptor and a few goroutines.
+	// defaultMaxClerkCalls bounds the calls to Clerk in flight at once,
+	// each of which holds a connection, a file descriptor and a few
+	// goroutines. What Clerk is asked a second is bounded by MaxClerkRate,
+	// not by this: at 50 to 100 ms a call, 64 in flight could make 640 to
+	// 1,280 calls a second, and still over 100 when Clerk slows to half a
+	// second, so the rate, not this bound, is what is reached first while
+	// Clerk answers; this one holds when Clerk slows down or hangs.
 	defaultMaxClerkCalls = 64
 
 	// defaultCacheMaxBytes bounds the memory of the verdicts remembered:
@@ -50,11 +50,22 @@ type PoolOptions struct {
 	Timeout *time.Duration
 
 	// MaxClerkCalls bounds the calls to Clerk in flight at once, for all
-	// the Verifiers of the Pool, and the connections to Clerk. A
-	// credential that needs one more is refused at once with
-	// ReasonCallsLimited; credentials answered from the cache, and JWTs,
-	// need none. Default 64.
-	MaxClerkCalls int
+	// the Verifiers of the Pool, and the connections to Clerk; MaxClerkRate
+	// the calls a second that verify credentials, counted over 10 seconds
+	// as Clerk counts its limit (20 a second: 200 in each 10 seconds, which
+	// a burst may spend at once). Both are shared between clients
+	// (Options.ClientOf) by one rule: once half of it is in use, a client
+	// that already holds its fair share (the bound divided by one more than
+	// the number of clients holding some) is refused, so that one client,
+	// alone, takes about half, and cannot take the room a client that comes
+	// next needs. A credential that needs a call beyond either bound, or
+	// the client's share of it, is refused at once with ReasonCallsLimited;
+	// credentials answered from the cache, and JWTs, need none. Defaults
+	// 64, and 20 a second. After Clerk answers 429, no call is made
+	// (fetches of the signing keys included) until its Retry-After has
+	// passed, or 10s when it gives none: meanwhile a credential that needs
+	// one is refused with ReasonRateLimited, and RetryAfter the time left.
+	MaxClerkCalls, MaxClerkRate int
 
 	// CacheMaxBytes bounds the memory the remembered verdicts hold, as
 	// estimated from each one's strings, scopes and claims (and a fixed
@@ -96,6 +107,7 @@ type Pool struct {
 	httpClient *http.Client
 	cache      *verdictCache
 	calls      *clerkCalls
+	budget     *clerkBudget
 
 	mu      sync.Mutex
 	sources map[string]*remoteKeys // by where they are fetched from, and with which key
@@ -115,17 +127,12 @@ func NewPool(opts PoolOptions) (*Pool, error) {
 	if err != nil {
 		return nil, err
 	}
-	switch {
-	case opts.MaxClerkCalls < 0:
-		return nil, errors.New("max_clerk_calls must be positive")
-	case opts.MaxClerkCalls == 0:
-		opts.MaxClerkCalls = defaultMaxClerkCalls
-	}
-	switch {
-	case opts.CacheMaxBytes < 0:
-		return nil, errors.New("cache_max_bytes must be positive")
-	case opts.CacheMaxBytes == 0:
-		opts.CacheMaxBytes = defaultCacheMaxBytes
+	if err := errors.Join(
+		countOption("max_clerk_calls", &opts.MaxClerkCalls, defaultMaxClerkCalls),
+		countOption("max_clerk_rate", &opts.MaxClerkRate, defaultMaxClerkRate),
+		countOption("cache_max_bytes", &opts.CacheMaxBytes, defaultCacheMaxBytes),
+	); err != nil {
+		return nil, err
 	}
 	if opts.now == nil {
 		opts.now = time.Now
@@ -137,6 +144,7 @@ func NewPool(opts PoolOptions) (*Pool, error) {
 		httpClient: backend.NewHTTPClient(opts.MaxClerkCalls),
 		cache:      newVerdictCache(opts.CacheMaxBytes, opts.now),
 		calls:      newClerkCalls(opts.MaxClerkCalls),
+		budget:     newClerkBudget(opts.MaxClerkRate, opts.now),
 		sources:    map[string]*remoteKeys{},
 	}, nil
 }
@@ -184,8 +192,9 @@ func (p *Pool) client(url, secretKey, machineSecretKey string) (*backend.Client,
 }
 
 // remoteKeys returns the Pool's signing keys fetched by fetcher from url,
-// made on first use; client names who fetches them (its fingerprint).
-// Keys made while Run runs are kept fresh from then on.
+// within the Pool's budget, made on first use; client names who fetches
+// them (its fingerprint). Keys made while Run runs are kept fresh from
+// then on.
 func (p *Pool) remoteKeys(url string, client *backend.Client, fetcher jwksFetcher) *remoteKeys {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -193,13 +202,25 @@ func (p *Pool) remoteKeys(url string, client *backend.Client, fetcher jwksFetche
 	if source, ok := p.sources[name]; ok {
 		return source
 	}
-	source := newRemoteKeys(fetcher, remoteKeysOptions{url: url, timeout: p.timeout, maxStale: p.keysStale,
+	source := newRemoteKeys(budgetedKeys{fetcher, p.budget}, remoteKeysOptions{url: url, timeout: p.timeout, maxStale: p.keysStale,
 		onFetch: p.opts.OnKeysFetch, now: p.opts.now})
 	p.sources[name] = source
 	if p.running != nil && p.running.Err() == nil {
 		p.workers.Go(func() { source.run(p.running) })
 	}
 	return source
+}
+
+// countOption checks a bound named name: def when it is not set (0), the
+// value otherwise; a negative value is refused.
+func countOption[N int | int64](name string, n *N, def N) error {
+	switch {
+	case *n < 0:
+		return errors.New(name + " must be positive")
+	case *n == 0:
+		*n = def
+	}
+	return nil
 }
 
 // durationOption reads an optional duration named name: def when it is

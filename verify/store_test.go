@@ -453,7 +453,7 @@ func TestStoreIsReadOnceForABurst(t *testing.T) {
 	other := f.gateway("", func(o *Options) { o.Pool = pool })
 	results := make([]chan error, 8)
 	for i := range results {
-		results[i] = verifyInBackground(context.Background(), other, token)
+		results[i] = verifyInBackground(context.Background(), other, "", token)
 	}
 	waitFor(t, func() bool { return other.waiting(token) == len(results) })
 	_, err = other.Verify(context.Background(), "mt_another")

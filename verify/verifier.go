@@ -31,6 +31,7 @@ type Verifier struct {
 	scope             scope           // of its verdicts in the pool's cache
 	shared            *sharedVerdicts // its use of a Store; nil without one
 	onCacheLookup     func(cache string, hit bool)
+	clientOf          func(*http.Request) string
 	now               func() time.Time
 }
 
@@ -39,7 +40,7 @@ type Verifier struct {
 // credential, or an *Error. A credential verified recently is answered from
 // a cache, at the cost of hashing it.
 func (v *Verifier) Verify(ctx context.Context, credential string) (*Identity, error) {
-	return v.verify(ctx, credential, nil)
+	return v.verify(ctx, credential, nil, nil)
 }
 
 // VerifyRequest verifies the credential of r, bounded by r's context: the
@@ -58,21 +59,22 @@ func (v *Verifier) VerifyRequest(r *http.Request) (*Identity, error) {
 	if err != nil {
 		return nil, refusal(err)
 	}
-	return v.verify(r.Context(), token, browser)
+	return v.verify(r.Context(), token, r, browser)
 }
 
 // verify runs the pipeline: the credential's length, then the cache, or
 // its classification (its type and format, once), the checks its type
 // needs and the verification, locally or with Clerk; then, for a session
-// from a browser's cookies, that the browser is signed in (browser is that
-// session; nil for a token from an Authorization header or Verify's
-// caller); then the policy. Every refusal is an *Error that carries the
-// credential's type and format, as far as they are known.
-func (v *Verifier) verify(ctx context.Context, token string, browser *browserSession) (*Identity, error) {
+// from a browser's cookies, that the browser is signed in; then the
+// policy. r is the request that presented token (nil for Verify's caller),
+// browser the session whose cookies held it (nil for a token from an
+// Authorization header or Verify's caller). Every refusal is an *Error
+// that carries the credential's type and format, as far as they are known.
+func (v *Verifier) verify(ctx context.Context, token string, r *http.Request, browser *browserSession) (*Identity, error) {
 	if err := checkTokenLength(token); err != nil {
 		return nil, refusal(err)
 	}
-	identity, err := v.lookup(ctx, token, browser != nil)
+	identity, err := v.lookup(ctx, token, r, browser != nil)
 	if err != nil {
 		return nil, refusal(err)
 	}
@@ -91,7 +93,7 @@ func (v *Verifier) verify(ctx context.Context, token string, browser *browserSes
 // lookup answers from the cache, or classifies token, checks that its type
 // is accepted (and, from the cookie, that it is a session token), and
 // verifies it.
-func (v *Verifier) lookup(ctx context.Context, token string, fromCookie bool) (*Identity, error) {
+func (v *Verifier) lookup(ctx context.Context, token string, r *http.Request, fromCookie bool) (*Identity, error) {
 	cache, key := v.pool.cache, cacheKey{scope: v.scope, token: token}
 	entry := cache.get(key, v.now())
 	if entry != nil && entry.signer != nil && !v.keys.current(entry.signer) {
@@ -123,7 +125,7 @@ func (v *Verifier) lookup(ctx context.Context, token string, fromCookie bool) (*
 	var identity *Identity
 	switch {
 	case cred.jwt == nil:
-		identity, err = v.verifyWithClerk(ctx, cred, key)
+		identity, err = v.verifyWithClerk(ctx, cred, key, r)
 	case v.keys == nil:
 		err = notAccepted(tokenType, "JWTs cannot be verified here (neither a secret key nor a JWT key is configured)")
 	default:
@@ -189,7 +191,7 @@ type Setup struct {
 	OpaqueWith, JWTsWith, APIURL string
 	ClockSkew, CacheTTL          time.Duration
 	Timeout, KeysMaxStale        time.Duration
-	MaxClerkCalls                int
+	MaxClerkCalls, MaxClerkRate  int
 	CacheMaxBytes                int64
 	SessionCookies               []CookieNames
 }
@@ -199,7 +201,7 @@ func (v *Verifier) Setup() Setup {
 	p := v.pool
 	s := Setup{Accept: slices.Clone(v.accept), OpaqueWith: v.opaqueWith, JWTsWith: v.jwtsWith, APIURL: v.apiURL,
 		ClockSkew: v.clockSkew, CacheTTL: v.cacheTTL, Timeout: p.timeout, KeysMaxStale: p.keysStale,
-		MaxClerkCalls: p.opts.MaxClerkCalls, CacheMaxBytes: p.opts.CacheMaxBytes}
+		MaxClerkCalls: p.opts.MaxClerkCalls, MaxClerkRate: p.opts.MaxClerkRate, CacheMaxBytes: p.opts.CacheMaxBytes}
 	if v.cookies != nil {
 		s.SessionCookies = []CookieNames{v.cookies.plain, v.cookies.suffixed}
 	}

@@ -1,13 +1,18 @@
 // Command hardening runs, against Caddy binaries built from different
-// checkouts, what an outsider can make a gateway spend: a burst of
-// abandoned requests with new opaque tokens against a slow Clerk, and
-// verdicts that carry large claims. It prints, for each binary, the calls and
-// connections Clerk saw at once, and Caddy's goroutines, file descriptors
-// and heap. It is a measurement, not a test: CI does not run it.
+// checkouts, what an outsider (or a machine of the instance) can make a
+// gateway spend: a burst of abandoned requests with new opaque tokens
+// against a slow Clerk; verdicts that carry large claims; a one-client
+// flood of made-up tokens while another client presents new valid ones,
+// with Clerk answering 429 past its limit or not; and large JWTs whose
+// verdicts press on the cache of opaque ones. It prints, for each binary,
+// the calls and connections Clerk saw, what the other client got, and
+// Caddy's goroutines, file descriptors and heap. It is a measurement, not a
+// test: CI does not run it.
 //
 //	go build -o /tmp/caddy-new ./cmd/caddy
 //	(cd ../main && go build -o /tmp/caddy-old ./cmd/caddy)
 //	go run ./bench/hardening -caddy old=/tmp/caddy-old -caddy new=/tmp/caddy-new
+//	go run ./bench/hardening -run 'flood|429|eviction' -caddy ...   # some of the scenarios
 //
 // Its fake Clerk is its own, so that the same program measures any
 // version of the module.
@@ -20,10 +25,8 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
@@ -31,7 +34,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,12 +59,33 @@ func (b *binaries) Set(value string) error {
 	return nil
 }
 
+// scenario is one measure, run on each binary: its name (for -run), and
+// what it does, recording its rows.
+type scenario struct {
+	name string
+	run  func(binary string, key *rsa.PrivateKey, record func(row, value string)) error
+}
+
+// scenarios are every measure, in the order they run.
+var scenarios = []scenario{
+	{"burst", abandonedBurst}, {"claims", bigOpaqueClaims}, {"jwts", bigJWTs(1000)}, {"jwts", bigJWTs(10000)},
+	oneClientFlood(0), oneClientFlood(50 * time.Millisecond),
+	clerkAt429("", ""), clerkAt429(", max_clerk_rate 500", "\t\tmax_clerk_rate 500\n"),
+	evictionByAnInsider(),
+}
+
 func main() {
 	var caddies binaries
 	flag.Var(&caddies, "caddy", "name=path of a Caddy binary with the module (repeat)")
+	only := flag.String("run", "", "run only the scenarios whose name matches this regular expression: "+
+		"burst, claims, jwts, flood, 429, eviction")
 	flag.Parse()
 	if len(caddies) == 0 {
 		log.Fatal("give at least one -caddy name=path")
+	}
+	selected, err := regexp.Compile(*only)
+	if err != nil {
+		log.Fatal(err)
 	}
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -77,10 +101,11 @@ func main() {
 		results[row][binary] = value
 	}
 	for _, c := range caddies {
-		for _, scenario := range []func(string, *rsa.PrivateKey, func(string, string)) error{
-			abandonedBurst, bigOpaqueClaims, bigJWTs(1000), bigJWTs(10000),
-		} {
-			if err := scenario(c[1], key, func(row, value string) { record(c[0], row, value) }); err != nil {
+		for _, s := range scenarios {
+			if !selected.MatchString(s.name) {
+				continue
+			}
+			if err := s.run(c[1], key, func(row, value string) { record(c[0], row, value) }); err != nil {
 				log.Fatalf("%s: %v", c[0], err)
 			}
 		}
@@ -142,6 +167,9 @@ func startClerk(answer func(ctx context.Context, token string) (int, []byte)) (*
 				return
 			}
 			w.Header().Set("Content-Type", "application/json")
+			if status == http.StatusTooManyRequests {
+				w.Header().Set("Retry-After", "1")
+			}
 			w.WriteHeader(status)
 			_, _ = w.Write(answer)
 		}),
@@ -168,10 +196,14 @@ type caddy struct {
 }
 
 // startCaddy runs binary with one site on loopback, handled by site.
-func startCaddy(binary, site string) (*caddy, error) {
+func startCaddy(binary, site string) (*caddy, error) { return startCaddyWith(binary, "", site) }
+
+// startCaddyWith runs binary with global options, and one site on
+// loopback, handled by site.
+func startCaddyWith(binary, globals, site string) (*caddy, error) {
 	p, err := caddyproc.Run(caddyproc.Command{Binary: binary, Config: func(p caddyproc.Ports) ([]byte, error) {
-		return fmt.Appendf(nil, "{\n\tadmin 127.0.0.1:%d\n\tdefault_bind 127.0.0.1\n\tlog {\n\t\tlevel ERROR\n\t}\n}\nhttp://127.0.0.1:%d {\n%s\n}\n",
-			p.Admin, p.HTTP, site), nil
+		return fmt.Appendf(nil, "{\n\tadmin 127.0.0.1:%d\n\tdefault_bind 127.0.0.1\n\tlog {\n\t\tlevel ERROR\n\t}\n%s}\nhttp://127.0.0.1:%d {\n%s\n}\n",
+			p.Admin, globals, p.HTTP, site), nil
 	}})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v", binary, err)
@@ -189,6 +221,19 @@ func (c *caddy) status(token string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// patientStatus sends one request with a new token, and again a second
+// later while the answer is 503 (up to 30 times): one client's new tokens
+// may meet its share of the calls to Clerk, and it tries again as
+// Retry-After says.
+func (c *caddy) patientStatus(token string) int {
+	status := c.status(token)
+	for tries := 0; status == http.StatusServiceUnavailable && tries < 30; tries++ {
+		time.Sleep(time.Second)
+		status = c.status(token)
+	}
+	return status
 }
 
 // usage is what the Caddy process holds.
@@ -334,7 +379,7 @@ func bigOpaqueClaims(binary string, _ *rsa.PrivateKey, record func(row, value st
 	before := c.measure(true)
 	var most uint64
 	for i := range 400 {
-		if status := c.status("mt_" + rand.Text()); status != http.StatusOK {
+		if status := c.patientStatus("mt_" + rand.Text()); status != http.StatusOK {
 			return fmt.Errorf("a token got %d", status)
 		}
 		if i%50 == 49 {
@@ -353,19 +398,11 @@ func bigOpaqueClaims(binary string, _ *rsa.PrivateKey, record func(row, value st
 // refuses.
 func bigJWTs(n int) func(string, *rsa.PrivateKey, func(string, string)) error {
 	return func(binary string, key *rsa.PrivateKey, record func(row, value string)) error {
-		dir, err := os.MkdirTemp("", "hardening-key-")
+		pemFile, cleanup, err := writePublicKey(key)
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(dir)
-		der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-		if err != nil {
-			return err
-		}
-		pemFile := filepath.Join(dir, "key.pem")
-		if err := os.WriteFile(pemFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
-			return err
-		}
+		defer cleanup()
 		c, err := startCaddy(binary, "\tclerk_m2m {\n\t\tjwt_key "+pemFile+"\n\t\trequire_scopes mch_gateway\n\t\tclock_skew 0\n\t}\n\trespond \"through\"")
 		if err != nil {
 			return err

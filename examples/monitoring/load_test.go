@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
 	"github.com/caddy-clerk/clerk-m2m/internal/caddyproc"
 )
@@ -20,7 +22,8 @@ import (
 const rounds = 2
 
 // gatewayCaddyfile is a gateway (/gateway/), a route whose machine secret
-// key Clerk does not know (/misconfigured/), the metrics (/metrics, served
+// key Clerk does not know (/misconfigured/), both asking Clerk as often as
+// the load needs (max_clerk_rate), the metrics (/metrics, served
 // by the metrics handler as the README shows for a Prometheus on another
 // host), and, for each round, two calling ends (/call/<n>/) that mint JWTs
 // of the caller machine and call the gateway with them. Each calling end
@@ -43,6 +46,7 @@ http://127.0.0.1:%d {
 			api_url {env.FAKE_CLERK_URL}
 			require_scopes {env.GATEWAY_MACHINE_ID}
 			timeout 2s
+			max_clerk_rate 1000
 		}
 		respond "through"
 	}
@@ -50,6 +54,7 @@ http://127.0.0.1:%d {
 		clerk_m2m {
 			machine_secret_key ak_00000000000000000000000000000000
 			api_url {env.FAKE_CLERK_URL}
+			max_clerk_rate 1000
 		}
 		respond "never"
 	}
@@ -134,6 +139,11 @@ func (f *fixture) runLoad(round, n int) {
 	f.withFault(backendtest.Fault{Path: "/m2m_tokens/verify", Status: http.StatusTooManyRequests, RetryAfter: "1"}, func() {
 		f.each(n, f.freshOpaque("/gateway/clerk-busy", http.StatusServiceUnavailable))
 	})
+	// After a 429 the gateway calls Clerk again once its Retry-After has
+	// passed: until then, the rotation below could not be fetched.
+	next := f.freshOpaque("/gateway/after-pause", http.StatusOK)
+	require.Eventually(f.t, func() bool { return f.send(next()) == nil }, 30*time.Second, 50*time.Millisecond,
+		"the gateway calls Clerk again after the 429's Retry-After")
 	f.each(n, f.freshOpaque("/misconfigured/", http.StatusInternalServerError))
 
 	// A new signing key: the gateway fetches the keys again for it.
