@@ -19,8 +19,7 @@ func init() {
 // When the configuration starts, it also warns about every server that
 // carries a clerk_m2m_token handler and listens beyond loopback, and, when
 // a clerk_m2m handler has shared_cache, removes the expired shared
-// verdicts from the storage every ten minutes or so, one instance of the
-// cluster at a time.
+// verdicts from the storage every minute or so.
 type App struct {
 	// Registered while the configuration is provisioned and read when it
 	// starts; Caddy does both in one goroutine, one after the other.

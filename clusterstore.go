@@ -64,7 +64,9 @@ func (h *Handler) useClusterStore(ctx caddy.Context) {
 }
 
 // bucket is the folder of the entries that expire in the minute of t.
-func bucket(t time.Time) int64 { return (t.UnixMilli() + bucketWidth.Milliseconds() - 1) / bucketWidth.Milliseconds() }
+func bucket(t time.Time) int64 {
+	return (t.UnixMilli() + bucketWidth.Milliseconds() - 1) / bucketWidth.Milliseconds()
+}
 
 func entryKey(minute int64, name string) string {
 	return path.Join(verdictsFolder, strconv.FormatInt(minute, 10), name)
@@ -128,14 +130,18 @@ func (s *clusterStore) load(ctx context.Context, key string) ([]byte, error) {
 // time, and stopping never waits for the storage.
 type verdictSweeper struct {
 	storage certmagic.Storage
-	logger  *zap.Logger
-	trouble *alert
-	stop    context.CancelFunc
-	done    chan struct{} // closed when the sweeps have stopped
+	// deletesFolders: the storage's Delete of a folder removes all it
+	// holds, as a folder storage's does.
+	deletesFolders bool
+	logger         *zap.Logger
+	trouble        *alert
+	stop           context.CancelFunc
+	done           chan struct{} // closed when the sweeps have stopped
 }
 
 func newVerdictSweeper(storage certmagic.Storage, logger *zap.Logger) *verdictSweeper {
-	return &verdictSweeper{storage: storage, logger: logger, trouble: newAlert()}
+	_, files := storage.(*certmagic.FileStorage)
+	return &verdictSweeper{storage: storage, deletesFolders: files, logger: logger, trouble: newAlert()}
 }
 
 // start sweeps every bucketWidth or so (jittered, so that a cluster
@@ -174,9 +180,7 @@ func (s *verdictSweeper) halt() {
 const opSweep = "sweep"
 
 // sweep removes the folders of the minutes before now, each on its own:
-// trouble with one does not keep the others, and what a folder holds is
-// never read. A storage whose Delete leaves a folder's entries (as some
-// do) has them removed one by one.
+// trouble with one does not keep the others, and no entry is ever read.
 func (s *verdictSweeper) sweep(ctx context.Context, now time.Time) error {
 	folders, err := bounded(ctx, func(ctx context.Context) ([]string, error) { return s.storage.List(ctx, verdictsFolder, false) })
 	if err != nil {
@@ -196,27 +200,35 @@ func (s *verdictSweeper) sweep(ctx context.Context, now time.Time) error {
 	return errors.Join(troubles...)
 }
 
-// remove deletes a folder, and then whatever the storage left of it.
+// remove deletes a folder and all it holds: in one operation on a storage
+// whose Delete removes folders whole; elsewhere, what the folder holds
+// first, one by one, what is inside a folder before the folder. The
+// listing comes first: some storages' Delete of a folder removes only its
+// index (Redis's does), after which what it held can no longer be listed.
+// At the first failure the rest, and the folder, wait for the next sweep,
+// which lists them again.
 func (s *verdictSweeper) remove(ctx context.Context, folder string) error {
-	del := func(key string) error {
-		_, err := bounded(ctx, func(ctx context.Context) (struct{}, error) { return struct{}{}, s.storage.Delete(ctx, key) })
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
+	if !s.deletesFolders {
+		keys, err := bounded(ctx, func(ctx context.Context) ([]string, error) { return s.storage.List(ctx, folder, true) })
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
 		}
-		return err
+		for _, key := range slices.Backward(keys) {
+			if err := s.delete(ctx, key); err != nil {
+				return err
+			}
+		}
 	}
-	if err := del(folder); err != nil {
-		return err
-	}
-	left, err := bounded(ctx, func(ctx context.Context) ([]string, error) { return s.storage.List(ctx, folder, true) })
-	if errors.Is(err, fs.ErrNotExist) || len(left) == 0 && err == nil {
+	return s.delete(ctx, folder)
+}
+
+// delete deletes key, within storageTimeout.
+func (s *verdictSweeper) delete(ctx context.Context, key string) error {
+	_, err := bounded(ctx, func(ctx context.Context) (struct{}, error) { return struct{}{}, s.storage.Delete(ctx, key) })
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	troubles := []error{err}
-	for _, key := range slices.Backward(left) { // what is inside a folder before the folder
-		troubles = append(troubles, del(key))
-	}
-	return errors.Join(append(troubles, del(folder))...)
+	return err
 }
 
 // bounded runs op apart within storageTimeout.
