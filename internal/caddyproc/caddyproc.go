@@ -22,15 +22,21 @@ import (
 const readyTimeout = 30 * time.Second
 
 var (
-	buildOnce sync.Once
-	binary    string
-	buildErr  error
-	buildDir  string
+	mainPackage = "github.com/caddy-clerk/clerk-m2m/cmd/caddy" // what Binary builds
+	buildOnce   sync.Once
+	binary      string
+	buildErr    error
+	buildDir    string
 )
 
 // Main runs a package's tests (call it from TestMain) and then removes the
 // Caddy binary built for them.
-func Main(m *testing.M) {
+func Main(m *testing.M) { MainBuilding(m, mainPackage) }
+
+// MainBuilding is Main for the tests of another build of Caddy: the main
+// package pkg, Caddy with this module and others, as xcaddy builds it.
+func MainBuilding(m *testing.M, pkg string) {
+	mainPackage = pkg
 	code := m.Run()
 	if buildDir != "" {
 		_ = os.RemoveAll(buildDir)
@@ -38,8 +44,9 @@ func Main(m *testing.M) {
 	os.Exit(code)
 }
 
-// Binary builds ./cmd/caddy once per test process and returns its path. The
-// package's TestMain must call Main, which removes it.
+// Binary builds ./cmd/caddy (or the package given to MainBuilding) once
+// per test process and returns its path. The package's TestMain must call
+// Main or MainBuilding, which removes it.
 func Binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -48,11 +55,11 @@ func Binary(t testing.TB) string {
 			return
 		}
 		binary = filepath.Join(buildDir, "caddy")
-		cmd := exec.Command("go", "build", "-o", binary, "github.com/caddy-clerk/clerk-m2m/cmd/caddy")
+		cmd := exec.Command("go", "build", "-o", binary, mainPackage)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Run(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/caddy: %v\n%s", err, out.String())
+			buildErr = fmt.Errorf("go build %s: %v\n%s", mainPackage, err, out.String())
 		}
 	})
 	if buildErr != nil {
@@ -127,3 +134,6 @@ func (p *Process) AdminURL() string { return fmt.Sprintf("http://127.0.0.1:%d", 
 
 // Output is what Caddy has logged so far.
 func (p *Process) Output() string { return p.proc.Output() }
+
+// Pid is the process's id.
+func (p *Process) Pid() int { return p.proc.Pid() }

@@ -84,6 +84,12 @@ func Answers(url string) func() bool {
 // Output is what the process has written so far.
 func (p *Process) Output() string { return p.output.String() }
 
+// Pid is the process's id.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Signal sends sig to the process (SIGSTOP and SIGCONT freeze and thaw it).
+func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
 // Stop ends the process gracefully (SIGINT), killing it if it does not end
 // in time, and puts its output in the test log if the test failed.
 func (p *Process) Stop(t testing.TB) {
@@ -107,7 +113,8 @@ func (p *Process) kill() {
 
 // OnFreePorts calls start with n loopback ports that were free a moment
 // before, and again with others (three tries in all) when it fails because
-// another process took one in between.
+// another process took one in between (the error says "address already in
+// use", in any case: Go's and Redis's words).
 func OnFreePorts[T any](n int, start func(ports []int) (T, error)) (T, error) {
 	for attempt := 1; ; attempt++ {
 		ports, err := freePorts(n)
@@ -116,7 +123,7 @@ func OnFreePorts[T any](n int, start func(ports []int) (T, error)) (T, error) {
 			return none, err
 		}
 		started, err := start(ports)
-		if err == nil || attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+		if err == nil || attempt == 3 || !strings.Contains(strings.ToLower(err.Error()), "address already in use") {
 			return started, err
 		}
 	}

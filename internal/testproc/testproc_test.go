@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -37,6 +38,22 @@ func TestStartWaitsUntilReadyAndStopEndsTheProcess(t *testing.T) {
 	default:
 		t.Fatal("the process still runs after Stop")
 	}
+}
+
+func TestSignalReachesTheProcess(t *testing.T) {
+	flag := filepath.Join(t.TempDir(), "ready")
+	p, err := Start("trapper", exec.Command("sh", "-c", `trap 'echo got USR1; exit 0' USR1; touch "$0"; while :; do sleep 0.01; done`, flag),
+		exists(flag), 10*time.Second)
+	require.NoError(t, err)
+	defer p.Stop(t)
+	assert.Positive(t, p.Pid())
+	require.NoError(t, p.Signal(syscall.SIGUSR1))
+	select {
+	case <-p.done:
+	case <-time.After(time.Minute):
+		t.Fatal("the signal did not end the process")
+	}
+	assert.Contains(t, p.Output(), "got USR1")
 }
 
 func TestStartFailsWithTheOutputOfAProcessThatExits(t *testing.T) {
@@ -69,8 +86,11 @@ func TestOnFreePortsTriesOtherPortsWhenOneWasTaken(t *testing.T) {
 	var tried [][]int
 	ports, err := OnFreePorts(2, func(ports []int) ([]int, error) {
 		tried = append(tried, ports)
-		if len(tried) < 3 {
+		switch len(tried) {
+		case 1:
 			return nil, errors.New("listen tcp 127.0.0.1: bind: address already in use")
+		case 2:
+			return nil, errors.New("Could not create server TCP listening socket 127.0.0.1: bind: Address already in use") // Redis
 		}
 		return ports, nil
 	})
