@@ -149,25 +149,6 @@ func (c *cluster) waitForEntries(storage string, n int) []string {
 	return c.entries(storage)
 }
 
-// metric returns the value of the sample of gateway's /metrics whose name
-// and labels start with prefix, 0 when there is none.
-func (c *cluster) metric(gateway *caddyproc.Process, prefix string) float64 {
-	c.t.Helper()
-	resp, err := c.client.Get(gateway.AdminURL() + "/metrics")
-	require.NoError(c.t, err)
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(c.t, err)
-	for _, line := range strings.Split(string(body), "\n") {
-		if strings.HasPrefix(line, prefix) {
-			value, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-			require.NoError(c.t, err)
-			return value
-		}
-	}
-	return 0
-}
-
 const (
 	sharedHits   = `caddy_clerk_m2m_cache_lookups_total{cache="shared",result="hit"}`
 	sharedMisses = `caddy_clerk_m2m_cache_lookups_total{cache="shared",result="miss"}`
@@ -186,10 +167,10 @@ func TestATokenVerifiedOnceIsAcceptedByTheWholeCluster(t *testing.T) {
 		for range 3 {
 			assert.Equal(t, http.StatusOK, c.status(gateway, token))
 		}
-		assert.Equal(t, 1.0, c.metric(gateway, sharedHits), "read once from storage, then from memory")
+		assert.Equal(t, 1.0, gateway.Metric(t, sharedHits), "read once from storage, then from memory")
 	}
 	assert.Equal(t, 1, c.clerk.Calls(verifyPath), "one call to Clerk for the three gateways")
-	assert.Equal(t, 1.0, c.metric(gateways[0], sharedMisses))
+	assert.Equal(t, 1.0, gateways[0].Metric(t, sharedMisses))
 }
 
 func TestWithoutSharedCacheEachGatewayAsksClerk(t *testing.T) {
@@ -211,9 +192,9 @@ func TestASharedVerdictEndsWithTheToken(t *testing.T) {
 	entry := c.waitForEntries(c.storage, 1)[0]
 	data, err := os.ReadFile(entry)
 	require.NoError(t, err)
-	header := regexp.MustCompile(`^clerk_m2m-verdict 1 (\d+) [0-9a-f]{64}\n`).FindSubmatch(data)
-	require.NotNil(t, header, "%q", data)
-	expiry, _ := strconv.ParseInt(string(header[1]), 10, 64)
+	written := regexp.MustCompile(`^[0-9a-f]{64}\n\{.*"expires":(\d+)`).FindSubmatch(data)
+	require.NotNil(t, written, "%q", data)
+	expiry, _ := strconv.ParseInt(string(written[1]), 10, 64)
 	assert.LessOrEqual(t, expiry, time.Now().Add(3*time.Second).UnixMilli(), "never beyond the token's expiry")
 
 	require.Eventually(t, func() bool { return c.status(gateways[1], token) == http.StatusUnauthorized }, 30*time.Second,
@@ -253,11 +234,13 @@ func TestAVerdictUnderOneMachinesKeyDoesNotAnswerForAnother(t *testing.T) {
 	c.waitForEntries(c.storage, 2)
 	require.Equal(t, http.StatusOK, c.status(gatewayB, both))
 	assert.Equal(t, 4, c.clerk.Calls(verifyPath), "B asks Clerk itself")
-	assert.Zero(t, c.metric(gatewayB, sharedHits))
-	assert.Zero(t, c.metric(gatewayB, readErrors), "B never even finds A's entries: another name")
+	assert.Zero(t, gatewayB.Metric(t, sharedHits))
+	assert.Zero(t, gatewayB.Metric(t, readErrors), "B never even finds A's entries: another name")
 
-	scopes, err := os.ReadDir(filepath.Join(c.storage, "clerk_m2m", "verdicts"))
-	require.NoError(t, err)
+	scopes := map[string]bool{}
+	for _, entry := range c.waitForEntries(c.storage, 3) { // B's verdict too
+		scopes[filepath.Base(filepath.Dir(entry))] = true
+	}
 	assert.Len(t, scopes, 2, "one scope per machine key")
 }
 
@@ -278,7 +261,7 @@ func TestEntriesWrittenWithoutTheKeysAreIgnored(t *testing.T) {
 			return bytes.Replace(entry, []byte(c.caller.ID), []byte(c.serviceB.ID), 1)
 		},
 		"its own entry, expiry moved": func(entry []byte) []byte {
-			return regexp.MustCompile(`^(clerk_m2m-verdict 1 )\d+`).ReplaceAll(entry, []byte("${1}99999999999999"))
+			return regexp.MustCompile(`("expires":)\d+`).ReplaceAll(entry, []byte("${1}99999999999999"))
 		},
 	}
 	for name, change := range tamper {
@@ -292,13 +275,13 @@ func TestEntriesWrittenWithoutTheKeysAreIgnored(t *testing.T) {
 			require.NoError(t, err)
 			require.NoError(t, os.WriteFile(path, change(entry), 0o600))
 			c.clerk.RevokeM2MToken(id)
-			rejected := c.metric(gateways[1], readErrors)
+			rejected := gateways[1].Metric(t, readErrors)
 
 			assert.Equal(t, http.StatusUnauthorized, c.status(gateways[1], token), "the planted entry is ignored, Clerk asked")
-			assert.Equal(t, rejected+1, c.metric(gateways[1], readErrors), "and counted")
+			assert.Equal(t, rejected+1, gateways[1].Metric(t, readErrors), "and counted")
 		})
 	}
-	assert.Zero(t, c.metric(gateways[1], sharedHits))
+	assert.Zero(t, gateways[1].Metric(t, sharedHits))
 }
 
 // newEntry returns the entry of entries that is not in before.
@@ -340,8 +323,8 @@ func TestBrokenStorageNeitherBlocksNorOpensTheGate(t *testing.T) {
 	revoked, id := c.token(backendtest.TokenOptions{})
 	c.clerk.RevokeM2MToken(id)
 	assert.Equal(t, http.StatusUnauthorized, c.status(other, revoked))
-	assert.GreaterOrEqual(t, c.metric(other, readErrors), 4.0, "every failed lookup counted")
-	assert.Positive(t, c.metric(gateway, `caddy_clerk_m2m_shared_cache_errors_total{op="write"}`))
+	assert.GreaterOrEqual(t, other.Metric(t, readErrors), 4.0, "every failed lookup counted")
+	assert.Positive(t, gateway.Metric(t, `caddy_clerk_m2m_shared_cache_errors_total{op="write"}`))
 
 	const alert = "trouble with the shared cache of verdicts in the storage"
 	require.Eventually(t, func() bool { return strings.Contains(other.Output(), alert) }, 10*time.Second, 10*time.Millisecond)

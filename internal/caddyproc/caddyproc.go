@@ -8,9 +8,13 @@ package caddyproc
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -137,3 +141,30 @@ func (p *Process) Output() string { return p.proc.Output() }
 
 // Pid is the process's id.
 func (p *Process) Pid() int { return p.proc.Pid() }
+
+// Metric returns the value of the sample of the process's /metrics whose
+// name and labels start with prefix, 0 when there is none.
+func (p *Process) Metric(t testing.TB, prefix string) float64 {
+	t.Helper()
+	client := &http.Client{Timeout: readyTimeout}
+	resp, err := client.Get(p.AdminURL() + "/metrics")
+	if err != nil {
+		t.Fatalf("reading the metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("reading the metrics: %v", err)
+	}
+	for line := range strings.Lines(string(body)) {
+		if strings.HasPrefix(line, prefix) {
+			fields := strings.Fields(line)
+			value, err := strconv.ParseFloat(fields[len(fields)-1], 64)
+			if err != nil {
+				t.Fatalf("the sample %q: %v", line, err)
+			}
+			return value
+		}
+	}
+	return 0
+}
