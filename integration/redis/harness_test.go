@@ -25,6 +25,13 @@ import (
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
 	"github.com/caddy-clerk/clerk-m2m/internal/caddyproc"
 	"github.com/caddy-clerk/clerk-m2m/internal/testproc"
+
+	// The modules of ./cmd/caddy, for what the tests load in process: the
+	// Redis storage to plant entries with, the examples to adapt.
+	_ "github.com/caddy-clerk/clerk-m2m"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+	_ "github.com/mholt/caddy-ratelimit"
+	_ "github.com/pberkel/caddy-storage-redis"
 )
 
 func TestMain(m *testing.M) {
@@ -104,20 +111,13 @@ func (r *redisServer) restart() {
 	require.NoError(r.t, r.run())
 }
 
-// ctx is a context for one command of the test's own client.
-func (r *redisServer) ctx() context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), hung)
-	r.t.Cleanup(cancel)
-	return ctx
-}
-
 // keys lists the keys of Redis that match pattern (SCAN, not KEYS: the
 // sweep's test holds 100,000 of them).
 func (r *redisServer) keys(pattern string) []string {
 	r.t.Helper()
 	var keys []string
-	iter := r.client.Scan(r.ctx(), 0, pattern, 1000).Iterator()
-	for iter.Next(r.ctx()) {
+	iter := r.client.Scan(r.t.Context(), 0, pattern, 1000).Iterator()
+	for iter.Next(r.t.Context()) {
 		keys = append(keys, iter.Val())
 	}
 	require.NoError(r.t, iter.Err())
