@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -78,10 +79,14 @@ func TestTheStorageIsReadWithBounds(t *testing.T) {
 			require.NoError(t, plant())
 			ctx, cancel := context.WithTimeout(context.Background(), hung)
 			defer cancel()
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
 			_, err := store.Get(ctx, testName, expiry)
+			runtime.ReadMemStats(&after)
 			require.Error(t, err)
 			assert.NoError(t, ctx.Err(), "refused, not waited on")
 			assert.NotErrorIs(t, err, fs.ErrNotExist, "trouble, reported as such")
+			assert.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(maxStoredBytes), "not read")
 		})
 	}
 }

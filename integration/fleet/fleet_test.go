@@ -61,10 +61,10 @@ func newCluster(t *testing.T) *cluster {
 // verifies M2M tokens with machine's key, sharing verdicts.
 func (c *cluster) gateway(machine *backendtest.Machine, storage string) *caddyproc.Process {
 	c.t.Helper()
-	return c.start(machine, storage, "shared_cache")
+	return c.start(machine, storage, "cache_ttl 10m\n\t\tshared_cache")
 }
 
-// start starts a Caddy of the cluster with the last subdirective given.
+// start starts a Caddy of the cluster with the last subdirectives given.
 func (c *cluster) start(machine *backendtest.Machine, storage, subdirective string) *caddyproc.Process {
 	c.t.Helper()
 	return caddyproc.Start(c.t, func(p caddyproc.Ports) string {
@@ -78,7 +78,6 @@ http://127.0.0.1:%d {
 	clerk_m2m {
 		machine_secret_key {env.GATEWAY_MACHINE_SECRET_KEY}
 		api_url {env.FAKE_CLERK_URL}
-		cache_ttl 10m
 		timeout 10s
 		%s
 	}
@@ -177,7 +176,7 @@ func TestWithoutSharedCacheEachGatewayAsksClerk(t *testing.T) {
 	c := newCluster(t)
 	token, _ := c.token(backendtest.TokenOptions{})
 	for range 3 {
-		gateway := c.start(c.serviceA, c.storage, "# shared_cache off")
+		gateway := c.start(c.serviceA, c.storage, "cache_ttl 10m")
 		assert.Equal(t, http.StatusOK, c.status(gateway, token))
 	}
 	assert.Equal(t, 3, c.clerk.Calls(verifyPath), "one call per gateway")
@@ -199,6 +198,22 @@ func TestASharedVerdictEndsWithTheToken(t *testing.T) {
 
 	require.Eventually(t, func() bool { return c.status(gateways[1], token) == http.StatusUnauthorized }, 30*time.Second,
 		100*time.Millisecond, "once the token has expired, no gateway accepts it")
+}
+
+// TestAGatewayKeepsASharedVerdictNoLongerThanItsOwnCacheTTL: a token one
+// gateway (cache_ttl 10m) verified, then revoked, is refused by another
+// whose cache_ttl (1s) has passed since Clerk's answer: it asks Clerk,
+// rather than keep the verdict as long as the gateway that wrote it would.
+func TestAGatewayKeepsASharedVerdictNoLongerThanItsOwnCacheTTL(t *testing.T) {
+	c := newCluster(t)
+	long, short := c.gateway(c.serviceA, c.storage), c.start(c.serviceA, c.storage, "cache_ttl 1s\n\t\tshared_cache")
+	token, id := c.token(backendtest.TokenOptions{})
+	require.Equal(t, http.StatusOK, c.status(long, token))
+	c.waitForEntries(c.storage, 1)
+	c.clerk.RevokeM2MToken(id)
+	require.Eventually(t, func() bool { return c.status(short, token) == http.StatusUnauthorized }, time.Minute, 100*time.Millisecond,
+		"refused once its own cache_ttl has passed since Clerk's answer")
+	assert.Equal(t, http.StatusOK, c.status(long, token), "the writer keeps its own verdict, for its own cache_ttl")
 }
 
 func TestARefusalIsNotShared(t *testing.T) {
