@@ -127,12 +127,13 @@ func (s *clusterStore) load(ctx context.Context, key string) ([]byte, error) {
 // storage while a configuration with shared_cache runs: every minute or
 // so, the folders of the minutes past. Each instance of a cluster sweeps
 // on its own (removing is idempotent); every operation is bounded in
-// time, and stopping never waits for the storage.
+// time, one at a time, and stopping never waits for the storage.
 type verdictSweeper struct {
 	storage certmagic.Storage
 	// deletesFolders: the storage's Delete of a folder removes all it
 	// holds, as a folder storage's does.
 	deletesFolders bool
+	busy           chan struct{} // held by the operation under way (see bounded)
 	logger         *zap.Logger
 	trouble        *alert
 	stop           context.CancelFunc
@@ -141,7 +142,7 @@ type verdictSweeper struct {
 
 func newVerdictSweeper(storage certmagic.Storage, logger *zap.Logger) *verdictSweeper {
 	_, files := storage.(*certmagic.FileStorage)
-	return &verdictSweeper{storage: storage, deletesFolders: files, logger: logger, trouble: newAlert()}
+	return &verdictSweeper{storage: storage, deletesFolders: files, busy: make(chan struct{}, 1), logger: logger, trouble: newAlert()}
 }
 
 // start sweeps every bucketWidth or so (jittered, so that a cluster
@@ -182,7 +183,7 @@ const opSweep = "sweep"
 // sweep removes the folders of the minutes before now, each on its own:
 // trouble with one does not keep the others, and no entry is ever read.
 func (s *verdictSweeper) sweep(ctx context.Context, now time.Time) error {
-	folders, err := bounded(ctx, func(ctx context.Context) ([]string, error) { return s.storage.List(ctx, verdictsFolder, false) })
+	folders, err := bounded(ctx, s.busy, func(ctx context.Context) ([]string, error) { return s.storage.List(ctx, verdictsFolder, false) })
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
@@ -209,7 +210,7 @@ func (s *verdictSweeper) sweep(ctx context.Context, now time.Time) error {
 // which lists them again.
 func (s *verdictSweeper) remove(ctx context.Context, folder string) error {
 	if !s.deletesFolders {
-		keys, err := bounded(ctx, func(ctx context.Context) ([]string, error) { return s.storage.List(ctx, folder, true) })
+		keys, err := bounded(ctx, s.busy, func(ctx context.Context) ([]string, error) { return s.storage.List(ctx, folder, true) })
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
@@ -224,18 +225,34 @@ func (s *verdictSweeper) remove(ctx context.Context, folder string) error {
 
 // delete deletes key, within storageTimeout.
 func (s *verdictSweeper) delete(ctx context.Context, key string) error {
-	_, err := bounded(ctx, func(ctx context.Context) (struct{}, error) { return struct{}{}, s.storage.Delete(ctx, key) })
+	_, err := bounded(ctx, s.busy, func(ctx context.Context) (struct{}, error) { return struct{}{}, s.storage.Delete(ctx, key) })
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	return err
 }
 
-// bounded runs op apart within storageTimeout.
-func bounded[T any](ctx context.Context, op func(context.Context) (T, error)) (T, error) {
+// errStorageBusy ends a sweep while the storage has not returned from an
+// operation given up.
+var errStorageBusy = errors.New("the storage has not returned from an operation a sweep gave up on")
+
+// bounded runs op apart within storageTimeout, holding busy (a slot) until
+// op returns, however long after it was given up: while it is held, no
+// other operation starts, so that a storage that hangs holds one
+// goroutine of the sweeper, not one more every sweep.
+func bounded[T any](ctx context.Context, busy chan struct{}, op func(context.Context) (T, error)) (T, error) {
+	select {
+	case busy <- struct{}{}:
+	default:
+		var none T
+		return none, errStorageBusy
+	}
 	ctx, cancel := context.WithTimeout(ctx, storageTimeout)
 	defer cancel()
-	return apart(ctx, op)
+	return apart(ctx, func(ctx context.Context) (T, error) {
+		defer func() { <-busy }()
+		return op(ctx)
+	})
 }
 
 // apart runs op in a goroutine of its own, and returns what it returns,

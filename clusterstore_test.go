@@ -116,7 +116,8 @@ func (s stuckStorage) Delete(context.Context, string) error {
 
 // TestAStuckStorageHoldsNoRequestNorStop: a read gives up with its
 // context, reads stuck in the storage are bounded (past the bound a
-// lookup is a miss at once), and a sweep gives up too.
+// lookup is a miss at once), and a sweep gives up too; the next sweep
+// starts nothing while the operation given up is stuck.
 func TestAStuckStorageHoldsNoRequestNorStop(t *testing.T) {
 	stuck := stuckStorage{&certmagic.FileStorage{Path: t.TempDir()}, make(chan struct{}), make(chan struct{})}
 	defer close(stuck.release)
@@ -135,8 +136,11 @@ func TestAStuckStorageHoldsNoRequestNorStop(t *testing.T) {
 	assert.ErrorContains(t, err, "as many reads of the storage as allowed are in flight", "no wait for a slot")
 
 	require.NoError(t, stuck.Storage.Store(context.Background(), entryKey(1, testName), []byte("old")))
-	err = giveUp(func(ctx context.Context) error { return newVerdictSweeper(stuck, zap.NewNop()).sweep(ctx, time.Now()) })
+	sweeper := newVerdictSweeper(stuck, zap.NewNop())
+	err = giveUp(func(ctx context.Context) error { return sweeper.sweep(ctx, time.Now()) })
 	assert.ErrorIs(t, err, context.Canceled)
+	err = sweeper.sweep(context.Background(), time.Now())
+	assert.ErrorIs(t, err, errStorageBusy, "no other operation while the one given up has not returned")
 }
 
 // indexedFolders is a storage whose Delete of a folder forgets what the
