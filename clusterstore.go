@@ -180,8 +180,10 @@ func (s *verdictSweeper) halt() {
 // opSweep names sweeps in caddy_clerk_m2m_shared_cache_errors_total.
 const opSweep = "sweep"
 
-// sweep removes the folders of the minutes before now, each on its own:
-// trouble with one does not keep the others, and no entry is ever read.
+// sweep removes the folders of the minutes before now, each on its own: a
+// folder that fails does not keep the others, and no entry is ever read.
+// While an operation given up has not returned, the rest waits for the
+// next sweep.
 func (s *verdictSweeper) sweep(ctx context.Context, now time.Time) error {
 	folders, err := bounded(ctx, s.busy, func(ctx context.Context) ([]string, error) { return s.storage.List(ctx, verdictsFolder, false) })
 	if err != nil {
@@ -196,7 +198,11 @@ func (s *verdictSweeper) sweep(ctx context.Context, now time.Time) error {
 		if err != nil || minute > bucket(now)-1 {
 			continue // not ours, or not expired yet
 		}
-		troubles = append(troubles, s.remove(ctx, folder))
+		err = s.remove(ctx, folder)
+		troubles = append(troubles, err)
+		if errors.Is(err, errStorageBusy) || ctx.Err() != nil {
+			break
+		}
 	}
 	return errors.Join(troubles...)
 }
