@@ -7,7 +7,6 @@ package fleet
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/http"
 	"os"
@@ -23,18 +22,13 @@ import (
 
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
 	"github.com/caddy-clerk/clerk-m2m/internal/caddyproc"
+	"github.com/caddy-clerk/clerk-m2m/internal/testenv"
 )
 
 func TestMain(m *testing.M) { caddyproc.Main(m) }
 
 // verifyPath is where the fake Clerk verifies opaque M2M tokens.
 const verifyPath = "/m2m_tokens/verify"
-
-// clerkDefaultsUnset empties the environment variables the handler reads
-// keys from by default, so that a developer's own never reach the test's
-// Caddy.
-var clerkDefaultsUnset = []string{"CLERK_SECRET_KEY=", "CLERK_MACHINE_SECRET_KEY=", "CLERK_JWT_KEY=",
-	"CLERK_API_URL=", "CLERK_PUBLISHABLE_KEY="}
 
 // cluster is the fake Clerk, the machines the gateways stand for and call
 // as, and the storage the gateways share.
@@ -45,14 +39,13 @@ type cluster struct {
 	serviceB *backendtest.Machine
 	caller   *backendtest.Machine
 	storage  string
-	client   *http.Client
 }
 
 func newCluster(t *testing.T) *cluster {
 	clerk := backendtest.New()
 	t.Cleanup(clerk.Close)
 	c := &cluster{t: t, clerk: clerk, serviceA: clerk.NewMachine("service-a"), serviceB: clerk.NewMachine("service-b"),
-		caller: clerk.NewMachine("caller"), storage: t.TempDir(), client: &http.Client{Timeout: 20 * time.Second}}
+		caller: clerk.NewMachine("caller"), storage: t.TempDir()}
 	clerk.GrantScopes(c.caller, c.serviceA.ID, c.serviceB.ID)
 	return c
 }
@@ -84,7 +77,7 @@ http://127.0.0.1:%d {
 	respond "through {http.auth.user.id}"
 }
 `, p.Admin, p.HTTP, strconv.Quote(storage), p.HTTP, subdirective)
-	}, append(clerkDefaultsUnset, "FAKE_CLERK_URL="+c.clerk.URL, "GATEWAY_MACHINE_SECRET_KEY="+machine.SecretKey)...)
+	}, append(testenv.ClerkEmptied(), "FAKE_CLERK_URL="+c.clerk.URL, "GATEWAY_MACHINE_SECRET_KEY="+machine.SecretKey)...)
 }
 
 // gateways starts n gateways with machine's key over the shared storage.
@@ -108,15 +101,9 @@ func (c *cluster) token(opts backendtest.TokenOptions) (token, id string) {
 // that a 200 names the caller.
 func (c *cluster) status(gateway *caddyproc.Process, token string) int {
 	c.t.Helper()
-	req, err := http.NewRequest(http.MethodGet, gateway.URL()+"/", nil)
-	require.NoError(c.t, err)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := c.client.Do(req)
-	require.NoError(c.t, err)
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	resp, body := gateway.Get(c.t, "/", token)
 	if resp.StatusCode == http.StatusOK {
-		assert.Equal(c.t, "through "+c.caller.ID, string(body))
+		assert.Equal(c.t, "through "+c.caller.ID, body)
 	}
 	return resp.StatusCode
 }

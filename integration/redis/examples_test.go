@@ -75,9 +75,7 @@ func TestTheExamplesOnRedis(t *testing.T) {
 				assert.Equal(t, http.StatusOK, again)
 			}
 
-			anonymous, err := f.client.Get(gateway.URL() + "/")
-			require.NoError(t, err)
-			anonymous.Body.Close()
+			anonymous, _ := gateway.Get(t, "/", "")
 			assert.Equal(t, http.StatusUnauthorized, anonymous.StatusCode)
 		})
 	}

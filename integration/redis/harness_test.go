@@ -10,7 +10,6 @@ package redis
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
 	"github.com/caddy-clerk/clerk-m2m/internal/caddyproc"
+	"github.com/caddy-clerk/clerk-m2m/internal/testenv"
 	"github.com/caddy-clerk/clerk-m2m/internal/testproc"
 
 	// The modules of ./cmd/caddy, for what the tests load in process: the
@@ -144,12 +144,6 @@ func (r *redisServer) storageBlock() string {
 // verifyPath is where the fake Clerk verifies opaque M2M tokens.
 const verifyPath = "/m2m_tokens/verify"
 
-// clerkDefaultsUnset empties the environment variables the handler reads
-// keys from by default, so that a developer's own never reach the test's
-// Caddy.
-var clerkDefaultsUnset = []string{"CLERK_SECRET_KEY=", "CLERK_MACHINE_SECRET_KEY=", "CLERK_JWT_KEY=",
-	"CLERK_API_URL=", "CLERK_PUBLISHABLE_KEY="}
-
 // fleet is the fake Clerk, the machine the gateways stand for, two
 // machines that call it, and the Redis the gateways share.
 type fleet struct {
@@ -196,7 +190,7 @@ http://127.0.0.1:%d {
 	respond "through {http.auth.user.id}"
 }
 `, p.Admin, p.HTTP, f.redis.storageBlock(), globals, p.HTTP, handlers)
-	}, append(clerkDefaultsUnset, "FAKE_CLERK_URL="+f.clerk.URL, "GATEWAY_MACHINE_SECRET_KEY="+f.service.SecretKey)...)
+	}, append(testenv.ClerkEmptied(), "FAKE_CLERK_URL="+f.clerk.URL, "GATEWAY_MACHINE_SECRET_KEY="+f.service.SecretKey)...)
 }
 
 // token mints an opaque M2M token of caller, granted to the service.
@@ -209,16 +203,9 @@ func (f *fleet) token(caller *backendtest.Machine) string {
 // names the caller.
 func (f *fleet) send(gateway *caddyproc.Process, token string, caller *backendtest.Machine) *http.Response {
 	f.t.Helper()
-	req, err := http.NewRequest(http.MethodGet, gateway.URL()+"/", nil)
-	require.NoError(f.t, err)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := f.client.Do(req)
-	require.NoError(f.t, err)
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(f.t, err)
+	resp, body := gateway.Get(f.t, "/", token)
 	if resp.StatusCode == http.StatusOK {
-		assert.Equal(f.t, "through "+caller.ID, string(body))
+		assert.Equal(f.t, "through "+caller.ID, body)
 	}
 	return resp
 }

@@ -142,6 +142,29 @@ func (p *Process) Output() string { return p.proc.Output() }
 // Pid is the process's id.
 func (p *Process) Pid() int { return p.proc.Pid() }
 
+// Get sends a GET of path to the sites, with token as its bearer
+// credential unless token is empty, and returns the answer and its body.
+func (p *Process) Get(t testing.TB, path, token string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, p.URL()+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := (&http.Client{Timeout: readyTimeout}).Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	return resp, string(body)
+}
+
 // Metric returns the value of the sample of the process's /metrics whose
 // name and labels start with prefix, 0 when there is none.
 func (p *Process) Metric(t testing.TB, prefix string) float64 {
