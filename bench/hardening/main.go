@@ -1,13 +1,16 @@
 // Command hardening runs, against Caddy binaries built from different
 // checkouts, what an outsider can make a gateway spend: a burst of
-// abandoned requests with new opaque tokens against a slow Clerk, and
-// verdicts that carry large claims. It prints, for each binary, the calls and
-// connections Clerk saw at once, and Caddy's goroutines, file descriptors
-// and heap. It is a measurement, not a test: CI does not run it.
+// abandoned requests with new opaque tokens against a slow Clerk, verdicts
+// that carry large claims, and what sits at a token's name in the storage
+// of shared verdicts (storage.go). It prints, for each binary, the calls
+// and connections Clerk saw at once, and Caddy's goroutines, file
+// descriptors and memory; and how fast its sweeps empty the storage of
+// expired verdicts. It is a measurement, not a test: CI does not run it.
 //
 //	go build -o /tmp/caddy-new ./cmd/caddy
 //	(cd ../main && go build -o /tmp/caddy-old ./cmd/caddy)
 //	go run ./bench/hardening -caddy old=/tmp/caddy-old -caddy new=/tmp/caddy-new
+//	go run ./bench/hardening -only traps,sweep -caddy ...   # some of it
 //
 // Its fake Clerk is its own, so that the same program measures any
 // version of the module.
@@ -33,6 +36,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,9 +59,19 @@ func (b *binaries) Set(value string) error {
 	return nil
 }
 
+// scenarios are what is measured, by name.
+var scenarios = []struct {
+	name string
+	run  func(binary string, key *rsa.PrivateKey, record func(row, value string)) error
+}{
+	{"burst", abandonedBurst}, {"claims", bigOpaqueClaims}, {"jwts", bigJWTs(1000)}, {"jwts", bigJWTs(10000)},
+	{"traps", trappedEntries}, {"sweep", sweepThroughput},
+}
+
 func main() {
 	var caddies binaries
 	flag.Var(&caddies, "caddy", "name=path of a Caddy binary with the module (repeat)")
+	only := flag.String("only", "", "the scenarios to run, by name, comma-separated (burst, claims, jwts, traps, sweep); all by default")
 	flag.Parse()
 	if len(caddies) == 0 {
 		log.Fatal("give at least one -caddy name=path")
@@ -76,11 +90,12 @@ func main() {
 		results[row][binary] = value
 	}
 	for _, c := range caddies {
-		for _, scenario := range []func(string, *rsa.PrivateKey, func(string, string)) error{
-			abandonedBurst, bigOpaqueClaims, bigJWTs(1000), bigJWTs(10000),
-		} {
-			if err := scenario(c[1], key, func(row, value string) { record(c[0], row, value) }); err != nil {
-				log.Fatalf("%s: %v", c[0], err)
+		for _, scenario := range scenarios {
+			if *only != "" && !slices.Contains(strings.Split(*only, ","), scenario.name) {
+				continue
+			}
+			if err := scenario.run(c[1], key, func(row, value string) { record(c[0], row, value) }); err != nil {
+				log.Fatalf("%s: %s: %v", c[0], scenario.name, err)
 			}
 		}
 	}
@@ -168,13 +183,18 @@ type caddy struct {
 	client, patient *http.Client
 }
 
-func startCaddy(binary, site string) (*caddy, error) {
+func startCaddy(binary, site string) (*caddy, error) { return startCaddyWith(binary, "", site) }
+
+// startCaddyWith starts a Caddy with one site, and globals added to its
+// global options.
+func startCaddyWith(binary, globals, site string) (*caddy, error) {
 	dir, err := os.MkdirTemp("", "hardening-")
 	if err != nil {
 		return nil, err
 	}
 	gateway, admin := freeAddress(), freeAddress()
-	config := fmt.Sprintf("{\n\tadmin %s\n\tpersist_config off\n\tlog {\n\t\tlevel ERROR\n\t}\n}\nhttp://%s {\n%s\n}\n", admin, gateway, site)
+	config := fmt.Sprintf("{\n\tadmin %s\n\tpersist_config off\n\tlog {\n\t\tlevel ERROR\n\t}\n%s}\nhttp://%s {\n%s\n}\n",
+		admin, globals, gateway, site)
 	file := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(file, []byte(config), 0o600); err != nil {
 		return nil, err
