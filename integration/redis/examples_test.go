@@ -82,6 +82,20 @@ func TestTheExamplesOnRedis(t *testing.T) {
 	assert.GreaterOrEqual(t, checked, 2, "fleet-redis and rate-limit")
 }
 
+// TestTheREADMEsXcaddyLinesNameWhatThisSuiteBuilds: every module, at
+// every version, that an xcaddy line of the README adds is in the Caddy
+// this suite tests.
+func TestTheREADMEsXcaddyLinesNameWhatThisSuiteBuilds(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	modules := examples.ExtraModules(readme)
+	require.NotEmpty(t, modules, "the README's fleet on Redis")
+	built := builtModules(t)
+	for _, module := range modules {
+		assert.Contains(t, built, module)
+	}
+}
+
 // sendForged sends token to gateway with forged X-Clerk-* headers, and
 // returns the answer's status and, for a 200, the headers the service saw.
 func sendForged(t *testing.T, client *http.Client, gateway *caddyproc.Process, token string) (int, map[string]string) {

@@ -29,7 +29,8 @@ var withModule = regexp.MustCompile(`--with (\S+)`)
 
 // ExtraModules lists what an example's `xcaddy build` line builds into
 // Caddy besides this module, as written (module@version): nothing for an
-// example the main build runs.
+// example the main build runs, nor for a build of this module from a
+// folder (=.).
 func ExtraModules(source []byte) []string {
 	var modules []string
 	for line := range strings.Lines(string(source)) {
@@ -37,13 +38,17 @@ func ExtraModules(source []byte) []string {
 			continue
 		}
 		for _, with := range withModule.FindAllStringSubmatch(line, -1) {
-			if module, _, _ := strings.Cut(with[1], "@"); module != thisModule {
+			if module := strings.FieldsFunc(with[1], isVersionOrPath)[0]; module != thisModule {
 				modules = append(modules, with[1])
 			}
 		}
 	}
 	return modules
 }
+
+// isVersionOrPath tells where the module's path ends in an xcaddy
+// --with: at its version (@v1.2.3) or at the folder that replaces it (=.).
+func isVersionOrPath(r rune) bool { return r == '@' || r == '=' }
 
 // Name is examples/<name>.Caddyfile's or examples/<name>/Caddyfile's name.
 func Name(file string) string {
