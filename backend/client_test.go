@@ -42,65 +42,77 @@ func budget(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
-func TestVerifyM2MTokenRequest(t *testing.T) {
-	for _, tc := range []struct {
-		name, secretKey, machineKey, wantAuth string
+// The calls a Client makes, each with a made-up credential.
+var (
+	verifyM2M    = func(ctx context.Context, c *Client) error { _, err := c.VerifyM2MToken(ctx, "mt_abc"); return err }
+	fetchJWKS    = func(ctx context.Context, c *Client) error { _, err := c.JWKS(ctx); return err }
+	verifyAPIKey = func(ctx context.Context, c *Client) error { _, err := c.VerifyAPIKey(ctx, "ak_x"); return err }
+	verifyOAuth  = func(ctx context.Context, c *Client) error { _, err := c.VerifyOAuthToken(ctx, "oat_x"); return err }
+	mint         = func(ctx context.Context, c *Client) error {
+		_, err := c.CreateM2MToken(ctx, CreateM2MTokenOptions{})
+		return err
+	}
+)
+
+// TestNoRequestWithoutTheKeyACallNeeds: verifying an M2M token needs a
+// key; the JWKS, API keys and OAuth tokens the instance key; minting a
+// machine key.
+func TestNoRequestWithoutTheKeyACallNeeds(t *testing.T) {
+	for name, tc := range map[string]struct {
+		secretKey, machineKey string
+		call                  func(context.Context, *Client) error
 	}{
-		{"machine key preferred", "sk_test_1", "ak_1", "Bearer ak_1"},
-		{"instance key otherwise", "sk_test_1", "", "Bearer sk_test_1"},
+		"M2M token": {"", "", verifyM2M},
+		"JWKS":      {"", "ak_1", fetchJWKS},
+		"API key":   {"", "ak_1", verifyAPIKey},
+		"OAuth":     {"", "ak_1", verifyOAuth},
+		"mint":      {"sk_test_1", "", mint},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var got *http.Request
-			var body []byte
-			c := fakeAPI(t, tc.secretKey, tc.machineKey, func(w http.ResponseWriter, r *http.Request) {
-				got = r
-				body, _ = io.ReadAll(r.Body)
-				writeJSON(w, 200, verifyAnswer)
-			})
-			tok, err := c.VerifyM2MToken(budget(t, time.Second), "mt_abc")
-			require.NoError(t, err)
-
-			assert.Equal(t, http.MethodPost, got.Method)
-			assert.Equal(t, "/m2m_tokens/verify", got.URL.Path, "machine endpoints have no /v1 prefix")
-			assert.Equal(t, tc.wantAuth, got.Header.Get("Authorization"))
-			assert.Equal(t, APIVersion, got.Header.Get("Clerk-API-Version"))
-			assert.Equal(t, "application/json", got.Header.Get("Content-Type"))
-			assert.Equal(t, "test-agent/1", got.Header.Get("User-Agent"))
-			assert.JSONEq(t, `{"token":"mt_abc"}`, string(body))
-
-			assert.Equal(t, "mt_1", tok.ID)
-			assert.Equal(t, "mch_1", tok.Subject)
-			assert.Equal(t, []string{"mch_2"}, tok.Scopes)
-			assert.JSONEq(t, `{"foo":"bar"}`, string(tok.Claims))
-			require.NotNil(t, tok.Expiration)
-			assert.Equal(t, int64(1753746916590), *tok.Expiration)
-		})
+		var calls atomic.Int32
+		c := fakeAPI(t, tc.secretKey, tc.machineKey, func(http.ResponseWriter, *http.Request) { calls.Add(1) })
+		require.Error(t, tc.call(budget(t, time.Second), c), name)
+		assert.Zero(t, calls.Load(), "%s: no request is sent without the key", name)
 	}
 }
 
-func TestVerifyM2MTokenNeedsAKey(t *testing.T) {
-	var calls atomic.Int32
-	c := fakeAPI(t, "", "", func(http.ResponseWriter, *http.Request) { calls.Add(1) })
-	_, err := c.VerifyM2MToken(budget(t, time.Second), "mt_abc")
-	require.Error(t, err)
-	assert.Zero(t, calls.Load(), "no request is sent without a key")
-}
-
-func TestVerifyM2MTokenRejectsAnswersThatAreNotTokens(t *testing.T) {
-	for name, body := range map[string]string{
-		"wrong object":    `{"object":"api_key","id":"ak_1","subject":"user_1"}`,
-		"missing subject": `{"object":"machine_to_machine_token","id":"mt_1"}`,
-		"missing id":      `{"object":"machine_to_machine_token","subject":"mch_1"}`,
-		"garbage":         `{"object":`,
-		"not an object":   `[1,2,3]`,
+// TestAnswersOfTheWrongShapeAreClerkFailing: an answer that is not JSON,
+// is too big, or is not the credential asked about is Clerk failing, not
+// a verdict.
+func TestAnswersOfTheWrongShapeAreClerkFailing(t *testing.T) {
+	const js = "application/json"
+	for name, tc := range map[string]struct {
+		contentType, body string
+		call              func(context.Context, *Client) error
+	}{
+		"M2M answer is an API key":        {js, `{"object":"api_key","id":"ak_1","subject":"user_1"}`, verifyM2M},
+		"M2M answer without subject":      {js, `{"object":"machine_to_machine_token","id":"mt_1"}`, verifyM2M},
+		"M2M answer without id":           {js, `{"object":"machine_to_machine_token","subject":"mch_1"}`, verifyM2M},
+		"M2M answer cut short":            {js, `{"object":`, verifyM2M},
+		"M2M answer not an object":        {js, `[1,2,3]`, verifyM2M},
+		"api key answer is an M2M token":  {js, `{"object":"machine_to_machine_token","id":"mt_1","subject":"mch_1"}`, verifyAPIKey},
+		"api key without subject":         {js, `{"object":"api_key","id":"ak_1"}`, verifyAPIKey},
+		"oauth answer without object":     {js, `{"id":"oat_1","subject":"user_1"}`, verifyOAuth},
+		"oauth active true but no object": {js, `{"active":true}`, verifyOAuth},
+		"HTML":                            {"text/html", verifyAnswer, verifyM2M},
+		"no content type":                 {"", verifyAnswer, verifyM2M},
+		"broken content type":             {"application/json; charset", verifyAnswer, verifyM2M},
+		"oversized":                       {js, `{"keys":[` + strings.Repeat(`{"kty":"RSA"},`, maxResponseBytes/10) + `{}]}`, fetchJWKS},
 	} {
 		t.Run(name, func(t *testing.T) {
-			c := fakeAPI(t, "sk_test_1", "", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, body) })
-			_, err := c.VerifyM2MToken(budget(t, time.Second), "mt_abc")
+			c := fakeAPI(t, "sk_test_1", "", func(w http.ResponseWriter, _ *http.Request) {
+				w.Header()["Content-Type"] = []string{tc.contentType}
+				_, _ = io.WriteString(w, tc.body)
+			})
+			err := tc.call(budget(t, 5*time.Second), c)
 			require.Error(t, err)
 			assert.Equal(t, KindUnavailable, KindOf(err))
 		})
 	}
+	c := fakeAPI(t, "sk_test_1", "", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		_, _ = io.WriteString(w, verifyAnswer)
+	})
+	assert.NoError(t, verifyM2M(budget(t, time.Second), c), "a charset parameter is fine")
 }
 
 func TestJWKS(t *testing.T) {
@@ -115,14 +127,12 @@ func TestJWKS(t *testing.T) {
 	assert.Equal(t, "/v1/jwks", got.URL.Path)
 	assert.Equal(t, "Bearer sk_test_1", got.Header.Get("Authorization"), "JWKS is fetched with the instance key, never the machine key")
 	assert.Len(t, set.Keys, 2)
-}
 
-func TestJWKSNeedsTheInstanceKey(t *testing.T) {
-	var calls atomic.Int32
-	c := fakeAPI(t, "", "ak_1", func(http.ResponseWriter, *http.Request) { calls.Add(1) })
-	_, err := c.JWKS(budget(t, time.Second))
-	require.Error(t, err)
-	assert.Zero(t, calls.Load())
+	set, err = c.FrontendJWKS(budget(t, time.Second))
+	require.NoError(t, err)
+	assert.Len(t, set.Keys, 2)
+	assert.Equal(t, "/.well-known/jwks.json", got.URL.Path)
+	assert.Empty(t, got.Header.Get("Authorization"), "the Frontend API's JWKS is fetched with no secret")
 }
 
 func TestErrorKinds(t *testing.T) {
@@ -159,14 +169,17 @@ func TestErrorKinds(t *testing.T) {
 func TestErrorDetails(t *testing.T) {
 	c := fakeAPI(t, "sk_test_1", "", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Clerk-Trace-Id", "header-trace")
-		writeJSON(w, 404, `{"errors":[{"code":"resource_not_found","message":"Not found","long_message":"No token\nhere"}],"clerk_trace_id":"body-trace"}`)
+		w.Header().Set("Retry-After", "7")
+		writeJSON(w, 429, `{"errors":[{"code":"too_many_requests","message":"Too many requests","long_message":"No token\nhere"}],"clerk_trace_id":"body-trace"}`)
 	})
 	_, err := c.VerifyM2MToken(budget(t, time.Second), "mt_secret_token_value")
 	var apiErr *Error
 	require.ErrorAs(t, err, &apiErr)
-	assert.Equal(t, 404, apiErr.Status)
-	assert.Equal(t, "resource_not_found", apiErr.Code)
-	assert.Equal(t, "Not found", apiErr.Message)
+	assert.Equal(t, 429, apiErr.Status)
+	assert.Equal(t, KindRateLimited, apiErr.Kind())
+	assert.Equal(t, 7*time.Second, apiErr.RetryAfter)
+	assert.Equal(t, "too_many_requests", apiErr.Code)
+	assert.Equal(t, "Too many requests", apiErr.Message)
 	assert.Equal(t, "No tokenhere", apiErr.LongMessage, "control characters are dropped")
 	assert.Equal(t, "body-trace", apiErr.TraceID, "the body's trace id wins")
 	assert.NotContains(t, err.Error(), "mt_secret_token_value")
@@ -187,42 +200,35 @@ func TestTraceIDFallsBackToHeaders(t *testing.T) {
 	}
 }
 
+// TestRetriesServerErrorsWithinBudget: a server error is retried, up to
+// maxAttempts in all; a client error, a 429 or a 501 is not.
 func TestRetriesServerErrorsWithinBudget(t *testing.T) {
-	var calls atomic.Int32
-	c := fakeAPI(t, "sk_test_1", "", func(w http.ResponseWriter, _ *http.Request) {
-		if calls.Add(1) < 3 {
-			writeJSON(w, 502, `{"errors":[{"code":"bad_gateway","message":"upstream"}]}`)
-			return
-		}
-		writeJSON(w, 200, verifyAnswer)
-	})
-	_, err := c.VerifyM2MToken(budget(t, 5*time.Second), "mt_abc")
-	require.NoError(t, err)
-	assert.Equal(t, int32(3), calls.Load())
-}
-
-func TestRetriesStopAtMaxAttempts(t *testing.T) {
-	var calls atomic.Int32
-	c := fakeAPI(t, "sk_test_1", "", func(w http.ResponseWriter, _ *http.Request) {
-		calls.Add(1)
-		writeJSON(w, 503, `{}`)
-	})
-	_, err := c.VerifyM2MToken(budget(t, 10*time.Second), "mt_abc")
-	require.Error(t, err)
-	assert.Equal(t, KindUnavailable, KindOf(err))
-	assert.Equal(t, int32(maxAttempts), calls.Load())
-}
-
-func TestNoRetryForClientErrors(t *testing.T) {
-	for _, status := range []int{400, 401, 404, 429, 501} {
+	for _, tc := range []struct {
+		statuses []int // Clerk's answers in turn, the last one repeated
+		calls    int32
+		budget   time.Duration
+	}{
+		{[]int{502, 502, 200}, 3, 5 * time.Second},
+		{[]int{503}, maxAttempts, 10 * time.Second},
+		{[]int{400}, 1, 5 * time.Second}, {[]int{401}, 1, 5 * time.Second}, {[]int{404}, 1, 5 * time.Second},
+		{[]int{429}, 1, 5 * time.Second}, {[]int{501}, 1, 5 * time.Second},
+	} {
 		var calls atomic.Int32
 		c := fakeAPI(t, "sk_test_1", "", func(w http.ResponseWriter, _ *http.Request) {
-			calls.Add(1)
-			writeJSON(w, status, `{}`)
+			if status := tc.statuses[min(int(calls.Add(1)), len(tc.statuses))-1]; status != 200 {
+				writeJSON(w, status, `{"errors":[{"code":"bad_gateway","message":"upstream"}]}`)
+				return
+			}
+			writeJSON(w, 200, verifyAnswer)
 		})
-		_, err := c.VerifyM2MToken(budget(t, 5*time.Second), "mt_abc")
-		require.Error(t, err)
-		assert.Equal(t, int32(1), calls.Load(), "status %d must not be retried", status)
+		_, err := c.VerifyM2MToken(budget(t, tc.budget), "mt_abc")
+		if tc.statuses[len(tc.statuses)-1] == 200 {
+			require.NoError(t, err)
+		} else {
+			require.Error(t, err, "statuses %v", tc.statuses)
+			assert.Equal(t, tc.statuses[0] >= 500, KindOf(err) == KindUnavailable, "statuses %v", tc.statuses)
+		}
+		assert.Equal(t, tc.calls, calls.Load(), "statuses %v", tc.statuses)
 	}
 }
 
@@ -276,18 +282,6 @@ func TestHangingClerkEndsWithTheBudget(t *testing.T) {
 	assert.True(t, errors.Is(err, context.DeadlineExceeded), "got %v", err)
 }
 
-func TestRateLimitCarriesRetryAfter(t *testing.T) {
-	c := fakeAPI(t, "sk_test_1", "", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Retry-After", "7")
-		writeJSON(w, 429, `{"errors":[{"code":"too_many_requests","message":"Too many requests"}]}`)
-	})
-	_, err := c.VerifyM2MToken(budget(t, time.Second), "mt_abc")
-	var apiErr *Error
-	require.ErrorAs(t, err, &apiErr)
-	assert.Equal(t, KindRateLimited, apiErr.Kind())
-	assert.Equal(t, 7*time.Second, apiErr.RetryAfter)
-}
-
 func TestParseRetryAfter(t *testing.T) {
 	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 	for value, want := range map[string]time.Duration{
@@ -304,36 +298,6 @@ func TestParseRetryAfter(t *testing.T) {
 	} {
 		assert.Equal(t, want, ParseRetryAfter(value, now), "Retry-After %q", value)
 	}
-}
-
-func TestAnswersMustBeJSON(t *testing.T) {
-	for name, contentType := range map[string]string{"html": "text/html", "none": "", "broken": "application/json; charset"} {
-		t.Run(name, func(t *testing.T) {
-			c := fakeAPI(t, "sk_test_1", "", func(w http.ResponseWriter, _ *http.Request) {
-				w.Header()["Content-Type"] = []string{contentType}
-				_, _ = io.WriteString(w, verifyAnswer)
-			})
-			_, err := c.VerifyM2MToken(budget(t, time.Second), "mt_abc")
-			require.Error(t, err)
-			assert.Equal(t, KindUnavailable, KindOf(err))
-		})
-	}
-	c := fakeAPI(t, "sk_test_1", "", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json; charset=utf-8")
-		_, _ = io.WriteString(w, verifyAnswer)
-	})
-	_, err := c.VerifyM2MToken(budget(t, time.Second), "mt_abc")
-	assert.NoError(t, err, "a charset parameter is fine")
-}
-
-func TestOversizedAnswerIsRefused(t *testing.T) {
-	c := fakeAPI(t, "sk_test_1", "", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = io.WriteString(w, `{"keys":[`+strings.Repeat(`{"kty":"RSA"},`, maxResponseBytes/10)+`{}]}`)
-	})
-	_, err := c.JWKS(budget(t, 5*time.Second))
-	require.Error(t, err)
-	assert.Equal(t, KindUnavailable, KindOf(err))
 }
 
 func TestRedirectsAreNotFollowed(t *testing.T) {

@@ -48,31 +48,12 @@ func TestCreateM2MTokenIsNeverRetried(t *testing.T) {
 	assert.Equal(t, int32(1), calls.Load(), "a second attempt could mint a second token")
 }
 
-func TestCreateM2MTokenNeedsAMachineKey(t *testing.T) {
-	var calls atomic.Int32
-	c := fakeAPI(t, "sk_test_1", "", func(http.ResponseWriter, *http.Request) { calls.Add(1) })
-	_, err := c.CreateM2MToken(budget(t, time.Second), CreateM2MTokenOptions{})
-	require.Error(t, err)
-	assert.Zero(t, calls.Load())
-
-	c = fakeAPI(t, "", "ak_machine", func(w http.ResponseWriter, _ *http.Request) {
+func TestCreateM2MTokenAnswerWithoutTheTokenIsRefused(t *testing.T) {
+	c := fakeAPI(t, "", "ak_machine", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, 201, `{"object":"machine_to_machine_token","id":"mt_1","subject":"mch_1"}`)
 	})
-	_, err = c.CreateM2MToken(budget(t, time.Second), CreateM2MTokenOptions{})
+	_, err := c.CreateM2MToken(budget(t, time.Second), CreateM2MTokenOptions{})
 	assert.Error(t, err, "an answer without the token is not a minted token")
-}
-
-func TestFrontendJWKSSendsNoSecret(t *testing.T) {
-	var got *http.Request
-	c := fakeAPI(t, "sk_test_1", "ak_machine", func(w http.ResponseWriter, r *http.Request) {
-		got = r
-		writeJSON(w, 200, `{"keys":[{"kty":"RSA","kid":"ins_1"}]}`)
-	})
-	set, err := c.FrontendJWKS(budget(t, time.Second))
-	require.NoError(t, err)
-	assert.Len(t, set.Keys, 1)
-	assert.Equal(t, "/.well-known/jwks.json", got.URL.Path)
-	assert.Empty(t, got.Header.Get("Authorization"))
 }
 
 func TestFrontendAPIURL(t *testing.T) {

@@ -28,8 +28,6 @@ import (
 // reportPath, when set, is where the verdict of every case is written.
 var reportPath = flag.String("report", "", "write every case's verdicts to this file")
 
-func TestMain(m *testing.M) { caddyproc.Main(m) }
-
 func TestConformance(t *testing.T) {
 	requireSDK(t)
 	if raceEnabled {

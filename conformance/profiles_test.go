@@ -166,11 +166,10 @@ const (
 	envAPIURL     = "CONFORMANCE_API_URL"
 )
 
-// caddyEnv hands the keys to Caddy, and empties the CLERK_* variables the
-// module would read by default: a developer's own keys stay out.
+// caddyEnv hands the keys to Caddy (caddyproc empties the CLERK_*
+// variables the module would read by default).
 func (in *instance) caddyEnv() []string {
 	return []string{
-		"CLERK_SECRET_KEY=", "CLERK_MACHINE_SECRET_KEY=", "CLERK_JWT_KEY=", "CLERK_API_URL=", "CLERK_PUBLISHABLE_KEY=",
 		envSecretKey + "=" + in.clerk.SecretKey(),
 		envMachineKey + "=" + in.gateway.SecretKey,
 		envJWTKey + "=" + in.clerk.PublicKeyPEM(),

@@ -3,7 +3,6 @@ package integration
 import (
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
+	"github.com/caddy-clerk/clerk-m2m/internal/freeport"
 )
 
 // startExample runs an example as it is, but for its global options (the
@@ -34,7 +34,7 @@ func startExample(t *testing.T, name string, vars map[string]string) *env {
 		"MACHINE_ID": e.gateway.ID, "BILLING_MACHINE_ID": e.gateway.ID,
 		"GATEWAY_MACHINE_SECRET_KEY": e.gateway.SecretKey, "GATEWAY_MACHINE_ID": e.gateway.ID,
 		"QUICKSTART_ADDR": gatewayAddress(), "QUICKSTART_HOST": "127.0.0.1", "QUICKSTART_UPSTREAM": e.upstream,
-		"A_SIDECAR": "localhost:" + freePort(t), "B_GATEWAY": gatewayAddress(), "B_SERVICE": e.upstream,
+		"A_SIDECAR": freeAddr(t), "B_GATEWAY": gatewayAddress(), "B_SERVICE": e.upstream,
 		"A_MACHINE_SECRET_KEY": e.caller.SecretKey, "B_MACHINE_SECRET_KEY": e.gateway.SecretKey, "B_MACHINE_ID": e.gateway.ID,
 	} {
 		t.Setenv(key, value)
@@ -44,6 +44,14 @@ func startExample(t *testing.T, name string, vars map[string]string) *env {
 	}
 	e.load(globals("") + withoutGlobalOptions(readExample(t, name)))
 	return e
+}
+
+// freeAddr returns a loopback address nothing listens on right now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ports, err := freeport.Ports(1)
+	require.NoError(t, err)
+	return freeport.Addr(ports[0])
 }
 
 // readExample reads examples/<name>.
@@ -60,15 +68,6 @@ var globalOptions = regexp.MustCompile(`(?ms)^\{\n.*?^\}\n`)
 // withoutGlobalOptions drops a Caddyfile's global options, if any.
 func withoutGlobalOptions(caddyfile string) string {
 	return globalOptions.ReplaceAllString(caddyfile, "")
-}
-
-// freePort returns a port nothing listens on right now.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }
 
 func TestProblemDetailsExample(t *testing.T) {

@@ -31,9 +31,9 @@ http://{{GATEWAY}} {
 `, "{{CALLER_KEY}}", e.caller.SecretKey)
 	}
 
-	e.load(sidecar(""))
+	e.load(sidecar("bind 0.0.0.0"))
 	assert.Equal(t, 1, warnings(), "a sidecar on every interface")
-	assert.True(t, strings.Contains(readLog(t, e.logFile), `"listen":[":`+strconv.Itoa(httpPort)+`"]`), "the warning names the listener")
+	assert.True(t, strings.Contains(readLog(t, e.logFile), `"listen":["0.0.0.0:`+strconv.Itoa(httpPort)+`"]`), "the warning names the listener")
 
 	e.load(sidecar("bind 127.0.0.1"))
 	assert.Equal(t, 1, warnings(), "no warning for a sidecar on loopback")

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"encoding/json"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -49,6 +48,11 @@ func (e *env) jwt() string {
 	return e.clerk.MintM2MJWT(e.caller, backendtest.JWTOptions{TokenOptions: backendtest.TokenOptions{Scopes: []string{e.gateway.ID}}})
 }
 
+// TestClerkFaultsAndRecovery: Clerk failing, rate-limiting, hanging or
+// trickling its answer is a 503 with Retry-After within the timeout, one
+// line in the log for the whole burst, and over as soon as Clerk is back.
+// (What each of Clerk's answers means is backend's and verify's:
+// client_test.go, TestClerkFailures.)
 func TestClerkFaultsAndRecovery(t *testing.T) {
 	if testing.Short() {
 		t.Skip("bursts that wait out Clerk's hangs and slow answers")
@@ -65,10 +69,6 @@ func TestClerkFaultsAndRecovery(t *testing.T) {
 		{"429 with Retry-After", backendtest.Fault{Path: verify, Status: 429, RetryAfter: "7"}, "clerk_rate_limited", "7"},
 		{"hanging connection", backendtest.Fault{Path: verify, Hang: true}, "clerk_unavailable", "5"},
 		{"slow-loris body", backendtest.Fault{Path: verify, SlowBody: time.Minute}, "clerk_unavailable", "5"},
-		{"truncated JSON", backendtest.Fault{Path: verify, Truncated: true}, "clerk_unavailable", "5"},
-		{"garbage JSON", backendtest.Fault{Path: verify, Garbage: true}, "clerk_unavailable", "5"},
-		{"wrong Content-Type", backendtest.Fault{Path: verify, ContentType: "text/html"}, "clerk_unavailable", "5"},
-		{"200 without a subject", backendtest.Fault{Path: verify, Body: `{"object":"machine_to_machine_token","id":"mt_1","revoked":false}`}, "clerk_unavailable", "5"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e.clerk.SetFault(tc.fault)
@@ -86,41 +86,23 @@ func TestClerkFaultsAndRecovery(t *testing.T) {
 		})
 	}
 
-	t.Run("JWKS outage while keys are cached", func(t *testing.T) {
-		require.Equal(t, http.StatusOK, e.rawStatus("/", "Bearer "+e.jwt()))
-		e.clerk.SetFault(backendtest.Fault{Path: "/v1/jwks", Status: 503})
-		defer e.clerk.ClearFaults()
-		assert.Equal(t, http.StatusOK, e.rawStatus("/", "Bearer "+e.jwt()), "the cached keys keep serving")
-	})
-
 	t.Run("Clerk trouble is logged once per burst, not per request", func(t *testing.T) {
 		logs := readLog(t, e.logFile)
-		assert.Equal(t, 1, strings.Count(logs, "Clerk cannot verify credentials right now"), "40 refused requests, one line")
-		assert.Greater(t, strings.Count(logs, `"reason":"clerk_unavailable"`)+strings.Count(logs, `"reason":"clerk_rate_limited"`), 30,
+		assert.Equal(t, 1, strings.Count(logs, "Clerk cannot verify credentials right now"), "20 refused requests, one line")
+		assert.GreaterOrEqual(t, strings.Count(logs, `"reason":"clerk_unavailable"`)+strings.Count(logs, `"reason":"clerk_rate_limited"`), 20,
 			"each refusal is still at DEBUG")
 	})
 }
 
+// TestJWKSFaultsAtStart: signing keys that cannot be had when the
+// configuration starts (Clerk down, or a set of which no key is usable)
+// hold up JWTs only, and the keys arrive once Clerk has them, without a
+// restart. Which keys are usable is verify's (jwks_test.go).
 func TestJWKSFaultsAtStart(t *testing.T) {
-	unusable := []json.RawMessage{
-		json.RawMessage(`{"kty":"EC","crv":"P-256","kid":"ins_ec","use":"sig","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}`),
-		json.RawMessage(`{"kty":"RSA","kid":"ins_enc","use":"enc","alg":"RSA-OAEP","n":"AQAB","e":"AQAB"}`),
-		json.RawMessage(`{"kty":"oct","kid":"ins_hmac","k":"c2VjcmV0"}`),
-		json.RawMessage(`{"not":"a key"}`),
-	}
-	t.Run("unusable keys mixed in are skipped", func(t *testing.T) {
-		e := startFaults(t, func(clerk *backendtest.Server) {
-			for _, key := range unusable {
-				clerk.AddJWK(key)
-			}
-		})
-		assert.Equal(t, http.StatusOK, e.rawStatus("/", "Bearer "+e.jwt()))
-	})
+	ec := `{"kty":"EC","crv":"P-256","kid":"ins_ec","use":"sig","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}`
 	for name, fault := range map[string]backendtest.Fault{
 		"JWKS down":                  {Path: "/v1/jwks", Status: 503},
-		"JWKS with no keys":          {Path: "/v1/jwks", Body: `{"keys":[]}`},
-		"JWKS of unusable keys only": {Path: "/v1/jwks", Body: `{"keys":[` + string(unusable[0]) + `]}`},
-		"JWKS garbage":               {Path: "/v1/jwks", Garbage: true},
+		"JWKS of unusable keys only": {Path: "/v1/jwks", Body: `{"keys":[` + ec + `]}`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			e := startFaults(t, func(clerk *backendtest.Server) { clerk.SetFault(fault) })

@@ -38,6 +38,7 @@ import (
 
 	_ "github.com/caddy-clerk/clerk-m2m"
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
+	"github.com/caddy-clerk/clerk-m2m/internal/freeport"
 	"github.com/caddy-clerk/clerk-m2m/internal/testenv"
 )
 
@@ -78,39 +79,18 @@ var storageDir string
 // idleCaddyfile is what Caddy runs until a test loads its configuration.
 const idleCaddyfile = "http://{{GATEWAY}} {\n\trespond \"no test configuration loaded\" 503\n}\n"
 
-// startCaddy starts Caddy on free ports. A port is free when chosen and
-// taken when Caddy binds it; another process may bind it in between, so
-// Caddy is started again on other ports when one was taken.
+// startCaddy starts Caddy on free ports, chosen again when another
+// process took one before Caddy bound it.
 func startCaddy() error {
-	var err error
-	for range 5 {
-		if httpPort, httpsPort, adminPort, err = freePorts(); err != nil {
-			return err
-		}
-		var config []byte
-		if config, err = adapt(globals("") + idleCaddyfile); err != nil {
-			return err
-		}
-		// Caddy wraps the listener's error with %v: only its text tells.
-		if err = caddy.Load(config, true); err == nil || !strings.Contains(err.Error(), "address already in use") {
-			return err
-		}
-	}
-	return err
-}
-
-// freePorts returns three ports that nothing listens on right now.
-func freePorts() (httpPort, httpsPort, adminPort int, err error) {
-	var ports [3]int
-	for i := range ports {
-		ln, err := net.Listen("tcp", ":0")
+	_, err := freeport.Retry(3, func(ports []int) (struct{}, error) {
+		httpPort, httpsPort, adminPort = ports[0], ports[1], ports[2]
+		config, err := adapt(globals("") + idleCaddyfile)
 		if err != nil {
-			return 0, 0, 0, err
+			return struct{}{}, err
 		}
-		defer ln.Close() // held until all three are chosen, so that they differ
-		ports[i] = ln.Addr().(*net.TCPAddr).Port
-	}
-	return ports[0], ports[1], ports[2], nil
+		return struct{}{}, caddy.Load(config, true)
+	})
+	return err
 }
 
 // gatewayAddress is the host and port of the sites the tests configure.
@@ -123,11 +103,11 @@ func gatewayURL(path string) string { return "http://" + gatewayAddress() + path
 func adminURL(path string) string { return "http://127.0.0.1:" + strconv.Itoa(adminPort) + path }
 
 // globals are the global options every test configuration starts with:
-// the ports of the Caddy under test, and extra options.
+// the ports of the Caddy under test, on loopback, and extra options.
 func globals(extra string) string {
 	// persist_config off: tests must not replace the autosave.json that a
 	// developer's own `caddy run --resume` loads.
-	return "{\n\tadmin 127.0.0.1:{{ADMIN_PORT}}\n\tpersist_config off\n\thttp_port {{HTTP_PORT}}\n\thttps_port {{HTTPS_PORT}}\n" +
+	return "{\n\tadmin 127.0.0.1:{{ADMIN_PORT}}\n\tdefault_bind 127.0.0.1\n\tpersist_config off\n\thttp_port {{HTTP_PORT}}\n\thttps_port {{HTTPS_PORT}}\n" +
 		"\tgrace_period 1ns\n\tskip_install_trust\n\tstorage file_system {{STORAGE}}\n" + extra + "}\n"
 }
 
@@ -181,7 +161,7 @@ func adapt(caddyfile string) ([]byte, error) {
 // closed, only the new configuration answers.
 func waitForHandOver(t testing.TB) {
 	t.Helper()
-	for _, address := range []string{":" + strconv.Itoa(httpPort), "127.0.0.1:" + strconv.Itoa(adminPort)} {
+	for _, address := range []string{freeport.Addr(httpPort), freeport.Addr(adminPort)} {
 		require.Eventually(t, func() bool { return handedOver(address) }, 10*time.Second, time.Millisecond,
 			"the previous configuration kept listening on %s", address)
 	}
@@ -416,7 +396,7 @@ func (e *env) bearer(path, token string) (*http.Response, map[string]string) {
 // the status; a panic in Caddy would show as a 500 or a broken connection.
 func (e *env) rawStatus(path string, authorization ...string) int {
 	e.t.Helper()
-	conn, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPort)))
+	conn, err := net.Dial("tcp", freeport.Addr(httpPort))
 	require.NoError(e.t, err)
 	defer conn.Close()
 	request := fmt.Sprintf("GET %s HTTP/1.1\r\nHost: %s\r\n", path, gatewayAddress())

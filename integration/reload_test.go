@@ -115,22 +115,27 @@ func TestReloadsKeepKeysWarmAndLeakNothing(t *testing.T) {
 // TestVerdictsSurviveAReload: the verdicts live with the Clerk instance,
 // not the configuration, so a reload whose handler verifies alike answers
 // from them (a policy of its own is no part of a verdict); one that
-// verifies otherwise does not.
+// verifies otherwise does not; and one with other bounds has a cache of
+// its own, as large as it says (the cache's bound in bytes is verify's:
+// cache_test.go).
 func TestVerdictsSurviveAReload(t *testing.T) {
 	e := newEnv(t)
 	const verify = "/m2m_tokens/verify"
 	token := e.fresh()
 	for _, tc := range []struct {
 		extra string
-		calls int
+		calls int // after two requests
 	}{
 		{"", 1},
 		{"require_scopes {{GATEWAY_ID}}", 1}, // the same verdict, another policy
 		{"cache_ttl 10s", 2},                 // another verdict: Clerk is asked again
+		{"cache_max_bytes 1", 4},             // another cache, which holds no verdict
 	} {
 		e.load(gatewayWith(tc.extra))
-		resp, _ := e.bearer("/", token)
-		require.Equal(t, http.StatusOK, resp.StatusCode, tc.extra)
+		for range 2 {
+			resp, _ := e.bearer("/", token)
+			require.Equal(t, http.StatusOK, resp.StatusCode, tc.extra)
+		}
 		assert.Equal(t, tc.calls, e.clerk.Calls(verify), "calls to Clerk after loading %q", tc.extra)
 	}
 }

@@ -156,68 +156,88 @@ func New(opts Options) (*Verifier, error) {
 }
 
 // useKeys checks the keys of opts and sets up what they verify with:
-// Clerk's Backend API with the secret keys, and the keys that verify JWTs
-// (jwt_key alone when it is set, as in Clerk's SDKs; else the signing keys
-// fetched with the secret key, else those of the Frontend API the
-// publishable key names). It returns the keys held.
+// Clerk's Backend API with the secret keys (useClerk), and the keys that
+// verify JWTs (useJWTKeys). It returns the keys held.
 func (v *Verifier) useKeys(opts Options) (keySet, error) {
-	apiURL := opts.APIURL
-	if apiURL == "" {
-		apiURL = backend.DefaultURL
+	v.apiURL = opts.APIURL
+	if v.apiURL == "" {
+		v.apiURL = backend.DefaultURL
 	}
-	v.apiURL = apiURL
 	if err := errors.Join(backend.CheckSecretKey(opts.SecretKey), backend.CheckMachineSecretKey(opts.MachineSecretKey)); err != nil {
 		return 0, err
 	}
-	client, err := v.pool.client(apiURL, opts.SecretKey, opts.MachineSecretKey)
-	if err != nil {
-		return 0, fmt.Errorf("api_url: %v", err)
-	}
-	var held keySet
-	v.opaqueWith, v.jwtsWith = "none", "none"
-	if opts.SecretKey != "" || opts.MachineSecretKey != "" {
-		v.clerk, v.fingerprint = client, client.Fingerprint()
-		held |= keysOf(opts.SecretKey, instanceKey) | keysOf(opts.MachineSecretKey, machineKey)
-		v.opaqueWith = "secret_key"
-		if opts.MachineSecretKey != "" {
-			v.opaqueWith = "machine_secret_key" // Clerk's client verifies M2M tokens with it
-		}
-	}
-	var frontendURL string
 	if opts.PublishableKey != "" {
-		if frontendURL, err = backend.FrontendAPIURL(opts.PublishableKey); err != nil {
+		var err error
+		if v.frontendURL, err = backend.FrontendAPIURL(opts.PublishableKey); err != nil {
 			return 0, fmt.Errorf("publishable_key: %v", err)
 		}
 	}
-	switch {
-	case opts.JWTKey != "":
-		if v.keys, err = pemKey(opts.JWTKey); err != nil {
-			return 0, fmt.Errorf("jwt_key: %v", err)
-		}
-		v.jwtsWith = "jwt_key"
-	case opts.SecretKey != "":
-		fetcher, err := v.pool.client(apiURL, opts.SecretKey, "") // the same for every machine key
-		if err != nil {
-			return 0, fmt.Errorf("api_url: %v", err)
-		}
-		v.keys, v.jwtsWith = v.pool.remoteKeys(apiURL, fetcher, fetcher), "jwks"
-	case frontendURL != "":
-		frontend, err := v.pool.client(frontendURL, "", "")
-		if err != nil {
-			return 0, fmt.Errorf("publishable_key: %v", err)
-		}
-		v.keys, v.jwtsWith = v.pool.remoteKeys(frontendURL, frontend, frontendJWKS{frontend}), "frontend_api_jwks"
+	held, err := v.useClerk(opts)
+	if err != nil {
+		return 0, err
 	}
-	if opts.clerk != nil { // a test's: it verifies whatever the keys say
-		v.clerk, v.fingerprint = opts.clerk, "unique "+rand.Text()
-	}
-	if opts.keys != nil {
-		v.keys = opts.keys
+	if err := v.useJWTKeys(opts); err != nil {
+		return 0, err
 	}
 	if v.keys != nil {
 		held |= jwtKeys
 	}
 	return held, nil
+}
+
+// useClerk sets up the calls that verify opaque credentials: with the
+// machine secret key for M2M tokens when there is one (Clerk then checks
+// they were granted to that machine), else the secret key.
+func (v *Verifier) useClerk(opts Options) (keySet, error) {
+	client, err := v.pool.client(v.apiURL, opts.SecretKey, opts.MachineSecretKey)
+	if err != nil {
+		return 0, fmt.Errorf("api_url: %v", err)
+	}
+	held := keysOf(opts.SecretKey, instanceKey) | keysOf(opts.MachineSecretKey, machineKey)
+	switch {
+	case opts.clerk != nil: // a test's: it verifies whatever the keys say
+		v.clerk, v.fingerprint = opts.clerk, "unique "+rand.Text()
+	case held != 0:
+		v.clerk, v.fingerprint = client, client.Fingerprint()
+	}
+	v.opaqueWith = "none"
+	switch {
+	case opts.MachineSecretKey != "":
+		v.opaqueWith = "machine_secret_key"
+	case opts.SecretKey != "":
+		v.opaqueWith = "secret_key"
+	}
+	return held, nil
+}
+
+// useJWTKeys sets up the keys that verify JWTs: jwt_key alone when it is
+// set, as in Clerk's SDKs; else the signing keys fetched with the secret
+// key; else those of the Frontend API the publishable key names.
+func (v *Verifier) useJWTKeys(opts Options) error {
+	var err error
+	v.jwtsWith = "none"
+	switch {
+	case opts.keys != nil: // a test's
+		v.keys = opts.keys
+	case opts.JWTKey != "":
+		if v.keys, err = pemKey(opts.JWTKey); err != nil {
+			return fmt.Errorf("jwt_key: %v", err)
+		}
+		v.jwtsWith = "jwt_key"
+	case opts.SecretKey != "":
+		fetcher, err := v.pool.client(v.apiURL, opts.SecretKey, "") // the same for every machine key
+		if err != nil {
+			return fmt.Errorf("api_url: %v", err)
+		}
+		v.keys, v.jwtsWith = v.pool.remoteKeys(v.apiURL, fetcher, fetcher), "jwks"
+	case v.frontendURL != "":
+		frontend, err := v.pool.client(v.frontendURL, "", "")
+		if err != nil {
+			return fmt.Errorf("publishable_key: %v", err)
+		}
+		v.keys, v.jwtsWith = v.pool.remoteKeys(v.frontendURL, frontend, frontendJWKS{frontend}), "frontend_api_jwks"
+	}
+	return nil
 }
 
 // keysOf is key when a value provides it, else nothing.

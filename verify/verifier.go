@@ -19,6 +19,7 @@ type Verifier struct {
 	opaqueWith        string    // the key clerk asks with, named as Setup names it
 	jwtsWith          string    // what keys holds, named as Setup names it
 	apiURL            string
+	frontendURL       string // the instance's Frontend API, from the publishable key; "" without one
 	clockSkew         time.Duration
 	cacheTTL          time.Duration
 	authorizedParties []string

@@ -7,7 +7,6 @@ import (
 	"maps"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -51,29 +50,6 @@ func verifyOAuth(t *testing.T, s *backendtest.Server, token string) map[string]a
 	return m2mObject(t, post(t, s, oauthRoute, bodyOf("access_token", token)))
 }
 
-func TestCredentialIdentifiers(t *testing.T) {
-	s := newServer(t)
-	m := s.NewMachine("m")
-	for _, subject := range []string{userID, orgID, m.ID} {
-		secret, id := s.CreateAPIKey(subject, backendtest.APIKeyOptions{})
-		assert.Regexp(t, `^ak_[A-Za-z0-9]{32,}$`, secret)
-		assert.NotRegexp(t, `^ak_[0-9a-f]{32}$`, secret, "never shaped like a machine secret key")
-		assert.Regexp(t, `^ak_[0-9a-f]{32}$`, id)
-		assert.NotEqual(t, secret, id)
-	}
-	assert.Panics(t, func() { s.CreateAPIKey("ins_123", backendtest.APIKeyOptions{}) })
-	assert.Panics(t, func() { s.CreateAPIKey("", backendtest.APIKeyOptions{}) })
-
-	assert.Regexp(t, `^client_[A-Za-z0-9]{27}$`, s.OAuthClientID())
-	assert.Equal(t, s.OAuthClientID(), s.OAuthClientID())
-	assert.NotEqual(t, s.OAuthClientID(), newServer(t).OAuthClientID())
-	token, id := s.CreateOAuthToken(userID, backendtest.OAuthOptions{})
-	for _, v := range []string{token, id} {
-		assert.Regexp(t, `^oat_[0-9a-f]{32}$`, v)
-	}
-	assert.NotEqual(t, token, id)
-}
-
 func TestVerifyAPIKey(t *testing.T) {
 	s := newServer(t)
 	s.SetClock(func() time.Time { return fixedNow })
@@ -101,12 +77,9 @@ func TestVerifyAPIKey(t *testing.T) {
 		"created_at":        ms(fixedNow),
 		"updated_at":        ms(fixedNow),
 	}, verifyAPIKey(t, s, secret), "no secret field in verify answers")
-}
 
-func TestVerifyAPIKeyDefaults(t *testing.T) {
-	s := newServer(t)
-	secret, _ := s.CreateAPIKey(orgID, backendtest.APIKeyOptions{})
-	res := post(t, s, "/v1"+apiKeyRoute, bodyOf("secret", secret))
+	secret, _ = s.CreateAPIKey(orgID, backendtest.APIKeyOptions{})
+	res := post(t, s, apiKeyRoute, bodyOf("secret", secret))
 	obj := m2mObject(t, res)
 	assert.Equal(t, "test-api-key", obj["name"])
 	assert.Equal(t, orgID, obj["subject"])
@@ -120,14 +93,11 @@ func TestVerifyAPIKeyDefaults(t *testing.T) {
 
 func TestAPIKeyLifecycle(t *testing.T) {
 	s := newServer(t)
-	now := fixedNow
-	var mu sync.Mutex
-	s.SetClock(func() time.Time { mu.Lock(); defer mu.Unlock(); return now })
-	advance := func(d time.Duration) { mu.Lock(); defer mu.Unlock(); now = now.Add(d) }
-
+	at := func(d time.Duration) { s.SetClock(func() time.Time { return fixedNow.Add(d) }) }
+	at(0)
 	secret, id := s.CreateAPIKey(userID, backendtest.APIKeyOptions{TTL: 2 * time.Minute})
 	assert.Equal(t, ms(fixedNow), verifyAPIKey(t, s, secret)["last_used_at"])
-	advance(time.Minute)
+	at(time.Minute)
 	s.RevokeAPIKey(id)
 	obj := verifyAPIKey(t, s, secret)
 	assert.Equal(t, true, obj["revoked"])
@@ -137,7 +107,7 @@ func TestAPIKeyLifecycle(t *testing.T) {
 	assert.Equal(t, ms(fixedNow.Add(time.Minute)), obj["updated_at"], "revocation updates the key")
 	assert.Equal(t, ms(fixedNow), obj["created_at"])
 
-	advance(time.Minute)
+	at(2 * time.Minute)
 	obj = verifyAPIKey(t, s, secret)
 	assert.Equal(t, true, obj["expired"], "expired when expiration <= now")
 	assert.Equal(t, true, obj["revoked"])
@@ -235,87 +205,10 @@ func TestCredentialsOfAnotherKindAreUnknown(t *testing.T) {
 	requireClerkError(t, verify(t, s, m.SecretKey, apiKey), http.StatusNotFound, "resource_not_found")
 }
 
-func TestInstanceOnlyRoutes(t *testing.T) {
+func TestHelpersPanicOnUnknownIDsAndOtherKinds(t *testing.T) {
 	s := newServer(t)
 	m := s.NewMachine("m")
-	apiKey, _ := s.CreateAPIKey(userID, backendtest.APIKeyOptions{})
-	oauth, _ := s.CreateOAuthToken(userID, backendtest.OAuthOptions{})
-	for route, body := range map[string]string{
-		apiKeyRoute: bodyOf("secret", apiKey),
-		oauthRoute:  bodyOf("access_token", oauth),
-	} {
-		for _, tc := range []struct{ name, auth, code string }{
-			{"no header", "", "unauthorized"},
-			{"no key", "Bearer ", "unauthorized"},
-			{"machine secret", bearer(m.SecretKey), "clerk_key_invalid"},
-			{"other instance secret", bearer("sk_test_someoneelse"), "clerk_key_invalid"},
-			{"the API key itself", bearer(apiKey), "clerk_key_invalid"},
-			{"anything else", bearer("hello"), "clerk_key_invalid"},
-		} {
-			t.Run(route+" "+tc.name, func(t *testing.T) {
-				requireClerkError(t, do(t, http.MethodPost, s.URL+route, tc.auth, body), http.StatusUnauthorized, tc.code)
-			})
-		}
-		m2mObject(t, post(t, s, route, body))
-		requireClerkError(t, do(t, http.MethodGet, s.URL+route, bearer(s.SecretKey()), ""), http.StatusMethodNotAllowed, "method_not_allowed")
-	}
-}
-
-func TestCredentialRoutesValidateBody(t *testing.T) {
-	s := newServer(t)
-	for _, tc := range []struct {
-		route, body, code, param string
-	}{
-		{apiKeyRoute, "", "bad_request", ""},
-		{apiKeyRoute, `["ak_x"]`, "bad_request", ""},
-		{apiKeyRoute, `{}`, "form_param_missing", "secret"},
-		{apiKeyRoute, `{"secret":""}`, "form_param_missing", "secret"},
-		{apiKeyRoute, `{"secret":null}`, "form_param_missing", "secret"},
-		{apiKeyRoute, `{"secret":42}`, "bad_request", "secret"},
-		{apiKeyRoute, `{"token":"ak_x"}`, "form_param_unknown", "token"},
-		{apiKeyRoute, `{"secret":"ak_x","name":"x"}`, "form_param_unknown", "name"},
-		{oauthRoute, "null", "bad_request", ""},
-		{oauthRoute, `{}`, "form_param_missing", "access_token"},
-		{oauthRoute, `{"access_token":""}`, "form_param_missing", "access_token"},
-		{oauthRoute, `{"secret":""}`, "form_param_missing", "secret"},
-		{oauthRoute, `{"access_token":["oat_x"]}`, "bad_request", "access_token"},
-		{oauthRoute, `{"secret":true}`, "bad_request", "secret"},
-		{oauthRoute, `{"access_token":"oat_x","secret":"oat_x"}`, "bad_request", "secret"},
-		{oauthRoute, `{"token":"oat_x"}`, "form_param_unknown", "token"},
-	} {
-		t.Run(tc.route+" "+tc.body, func(t *testing.T) {
-			e := requireClerkError(t, post(t, s, tc.route, tc.body), http.StatusBadRequest, tc.code)
-			if tc.param != "" {
-				assert.Equal(t, tc.param, e.Errors[0].Meta["param_name"])
-			}
-		})
-	}
-}
-
-func TestCredentialRoutesCountAndFault(t *testing.T) {
-	s := newServer(t)
-	apiKey, _ := s.CreateAPIKey(userID, backendtest.APIKeyOptions{})
-	oauth, _ := s.CreateOAuthToken(userID, backendtest.OAuthOptions{})
-	s.SetFault(backendtest.Fault{Path: "/v1" + apiKeyRoute, Status: http.StatusServiceUnavailable, Times: 1})
-	s.SetFault(backendtest.Fault{Path: oauthRoute, Status: http.StatusTooManyRequests, Times: 1})
-	for _, route := range []string{apiKeyRoute, oauthRoute} {
-		for _, prefix := range []string{"", "/v1"} {
-			do(t, http.MethodPost, s.URL+prefix+route, bearer(s.SecretKey()), bodyOf("secret", apiKey))
-		}
-	}
-	assert.Equal(t, 2, s.Calls(apiKeyRoute))
-	assert.Equal(t, 2, s.Calls("/v1"+apiKeyRoute))
-	assert.Equal(t, 2, s.Calls(oauthRoute))
-	assert.Equal(t, 2, s.Calls("/v1"+oauthRoute))
-	assert.Equal(t, 0, s.Calls("/m2m_tokens/verify"))
-	assert.Len(t, s.Requests(), 4, "requests are recorded before faults")
-	verifyAPIKey(t, s, apiKey)
-	verifyOAuth(t, s, oauth)
-}
-
-func TestRevokeHelpersPanicOnOtherKinds(t *testing.T) {
-	s := newServer(t)
-	m := s.NewMachine("m")
+	assert.Panics(t, func() { s.GrantScopes(&backendtest.Machine{ID: "mch_unknown"}, "mch_x") })
 	_, m2m := s.CreateM2MToken(m, backendtest.TokenOptions{})
 	_, apiKey := s.CreateAPIKey(userID, backendtest.APIKeyOptions{})
 	_, oauth := s.CreateOAuthToken(userID, backendtest.OAuthOptions{})
@@ -344,6 +237,13 @@ func TestRevokeHelpersPanicOnOtherKinds(t *testing.T) {
 // seconds is t as a JWT NumericDate, decoded with UseNumber.
 func seconds(t time.Time) json.Number { return json.Number(fmt.Sprint(t.Unix())) }
 
+// with is a copy of claims with more's set over them.
+func with(claims, more map[string]any) map[string]any {
+	out := maps.Clone(claims)
+	maps.Copy(out, more)
+	return out
+}
+
 // requireValid parses token with jwx against the fake's JWKS, checking the
 // signature, the kid and the time claims at fixedNow.
 func requireValid(t *testing.T, s *backendtest.Server, token string) {
@@ -352,38 +252,12 @@ func requireValid(t *testing.T, s *backendtest.Server, token string) {
 	require.NoError(t, err)
 }
 
-// takeID removes the random id claim name from payload after checking its
-// form.
-func takeID(t *testing.T, payload map[string]any, name, pattern string) {
-	t.Helper()
-	assert.Regexp(t, pattern, payload[name])
-	delete(payload, name)
-}
-
-func TestCategoryConstants(t *testing.T) {
+func TestCategoryAndIssuerConstants(t *testing.T) {
+	assert.Equal(t, "https://clerk.fake.example.test", backendtest.Issuer)
 	assert.Equal(t, "cl_B7d4PD111AAA", backendtest.SessionCategory)
 	assert.Equal(t, "cl_B7d4PD222AAA", backendtest.JWTTemplateCategory)
 	assert.Equal(t, "cl_B7d4PD333AAA", backendtest.M2MCategory)
 	assert.Equal(t, "cl_I7d4PD111III", backendtest.IgnoreCategory)
-}
-
-func TestMintOAuthJWT(t *testing.T) {
-	s := newServer(t)
-	s.SetClock(func() time.Time { return fixedNow })
-	token := s.MintOAuthJWT(userID, backendtest.OAuthJWTOptions{OAuthOptions: backendtest.OAuthOptions{Scopes: []string{"read:foo", "write:bar"}}})
-	requireValid(t, s, token)
-	header, payload := segments(t, token)
-	assert.Equal(t, map[string]any{"alg": "RS256", "kid": s.KeyID(), "typ": "at+jwt"}, header)
-	takeID(t, payload, "jti", `^oat_[0-9a-f]{32}$`)
-	assert.Equal(t, map[string]any{
-		"client_id": s.OAuthClientID(),
-		"sub":       userID,
-		"iat":       seconds(fixedNow),
-		"nbf":       seconds(fixedNow),
-		"exp":       seconds(fixedNow.Add(time.Hour)),
-		"iss":       backendtest.Issuer,
-		"scope":     "read:foo write:bar",
-	}, payload)
 }
 
 func TestMintOAuthJWTOptions(t *testing.T) {
@@ -432,25 +306,6 @@ func TestMintOAuthJWTOptions(t *testing.T) {
 	})
 }
 
-func TestMintSessionJWT(t *testing.T) {
-	s := newServer(t)
-	s.SetClock(func() time.Time { return fixedNow })
-	token := s.MintSessionJWT(userID, backendtest.SessionOptions{})
-	requireValid(t, s, token)
-	header, payload := segments(t, token)
-	assert.Equal(t, map[string]any{"alg": "RS256", "typ": "JWT", "kid": s.KeyID(), "cat": backendtest.SessionCategory}, header)
-	takeID(t, payload, "sid", `^sess_[A-Za-z0-9]{27}$`)
-	assert.Equal(t, map[string]any{
-		"sub": userID,
-		"iss": backendtest.Issuer,
-		"iat": seconds(fixedNow),
-		"nbf": seconds(fixedNow),
-		"exp": seconds(fixedNow.Add(time.Minute)),
-		"v":   json.Number("2"),
-		"fva": []any{json.Number("0"), json.Number("-1")},
-	}, payload)
-}
-
 func TestMintSessionJWTClaims(t *testing.T) {
 	s := newServer(t)
 	s.SetClock(func() time.Time { return fixedNow })
@@ -483,9 +338,7 @@ func TestMintSessionJWTClaims(t *testing.T) {
 			})
 			requireValid(t, s, token)
 			_, payload := segments(t, token)
-			want := maps.Clone(common)
-			maps.Copy(want, tc.claims)
-			assert.Equal(t, want, payload)
+			assert.Equal(t, with(common, tc.claims), payload)
 		})
 	}
 	_, payload := segments(t, s.MintSessionJWT(userID, backendtest.SessionOptions{Version: 1}))
@@ -522,70 +375,51 @@ func TestMintSessionJWTOptions(t *testing.T) {
 	})
 }
 
-func TestMintTemplateJWT(t *testing.T) {
-	s := newServer(t)
-	s.SetClock(func() time.Time { return fixedNow })
-	token := s.MintTemplateJWT(userID, map[string]any{"email": "a@example.com", "sub": "user_forged", "exp": 1})
-	requireValid(t, s, token)
-	header, payload := segments(t, token)
-	assert.Equal(t, map[string]any{"alg": "RS256", "typ": "JWT", "kid": s.KeyID(), "cat": backendtest.JWTTemplateCategory}, header)
-	assert.Equal(t, map[string]any{
-		"email": "a@example.com",
-		"sub":   userID,
-		"iss":   backendtest.Issuer,
-		"iat":   seconds(fixedNow),
-		"nbf":   seconds(fixedNow),
-		"exp":   seconds(fixedNow.Add(time.Hour)),
-	}, payload, "the template's claims cannot override registered ones")
-
-	_, payload = segments(t, s.MintTemplateJWT(userID, nil))
-	assert.Len(t, payload, 5)
-}
-
+// TestEveryMintedJWTFollowsKeyRotation: each kind of JWT the fake mints is
+// signed with the current key, after a rotation too, with the header and
+// the claims Clerk gives it. Custom or template claims cannot override the
+// registered ones.
 func TestEveryMintedJWTFollowsKeyRotation(t *testing.T) {
 	s := newServer(t)
 	s.SetClock(func() time.Time { return fixedNow })
-	m := s.NewMachine("m")
+	sender, receiver := s.NewMachine("sender"), s.NewMachine("receiver")
 	s.RotateKey(false)
-	for name, mint := range map[string]func() string{
-		"m2m":      func() string { return s.MintM2MJWT(m, backendtest.JWTOptions{}) },
-		"oauth":    func() string { return s.MintOAuthJWT(userID, backendtest.OAuthJWTOptions{}) },
-		"session":  func() string { return s.MintSessionJWT(userID, backendtest.SessionOptions{}) },
-		"template": func() string { return s.MintTemplateJWT(userID, nil) },
+	times := func(ttl time.Duration) map[string]any {
+		return map[string]any{"iss": backendtest.Issuer, "iat": seconds(fixedNow), "nbf": seconds(fixedNow), "exp": seconds(fixedNow.Add(ttl))}
+	}
+	for _, tc := range []struct {
+		name, token   string
+		header        map[string]any // besides "alg" RS256 and the current "kid"
+		id, idPattern string         // the claim holding a random id, if any
+		claims        map[string]any // besides the id and times' claims
+		ttl           time.Duration
+	}{
+		{"m2m", s.MintM2MJWT(sender, backendtest.JWTOptions{TokenOptions: backendtest.TokenOptions{
+			Scopes: []string{receiver.ID, sender.ID}, Claims: map[string]any{"role": "service", "sub": "mch_forged"}, TTL: 5 * time.Minute,
+		}}), map[string]any{"typ": "JWT", "cat": "cl_B7d4PD333AAA"}, "jti", `^mt_[0-9a-f]{32}$`, map[string]any{
+			"sub": sender.ID, "aud": []any{receiver.ID, sender.ID}, "scopes": receiver.ID + " " + sender.ID, "role": "service",
+		}, 5 * time.Minute},
+		{"oauth", s.MintOAuthJWT(userID, backendtest.OAuthJWTOptions{OAuthOptions: backendtest.OAuthOptions{Scopes: []string{"read:foo", "write:bar"}}}),
+			map[string]any{"typ": "at+jwt"}, "jti", `^oat_[0-9a-f]{32}$`,
+			map[string]any{"client_id": s.OAuthClientID(), "sub": userID, "scope": "read:foo write:bar"}, time.Hour},
+		{"session", s.MintSessionJWT(userID, backendtest.SessionOptions{}), map[string]any{"typ": "JWT", "cat": backendtest.SessionCategory},
+			"sid", `^sess_[A-Za-z0-9]{27}$`, map[string]any{"sub": userID, "v": json.Number("2"), "fva": []any{json.Number("0"), json.Number("-1")}}, time.Minute},
+		{"template", s.MintTemplateJWT(userID, map[string]any{"email": "a@example.com", "sub": "user_forged", "exp": 1}),
+			map[string]any{"typ": "JWT", "cat": backendtest.JWTTemplateCategory}, "", "", map[string]any{"email": "a@example.com", "sub": userID}, time.Hour},
 	} {
-		t.Run(name, func(t *testing.T) {
-			token := mint()
-			requireValid(t, s, token)
-			header, _ := segments(t, token)
-			assert.Equal(t, s.KeyID(), header["kid"])
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Regexp(t, `^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$`, tc.token)
+			requireValid(t, s, tc.token)
+			header, payload := segments(t, tc.token)
 			assert.NotEqual(t, s.InstanceID(), header["kid"])
-		})
-	}
-}
-
-func TestConcurrentCredentials(t *testing.T) {
-	s := newServer(t)
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			for range 10 {
-				secret, id := s.CreateAPIKey(userID, backendtest.APIKeyOptions{})
-				status, err := statusOf(s.URL+apiKeyRoute, s.SecretKey(), bodyOf("secret", secret))
-				assert.NoError(t, err)
-				assert.Equal(t, 200, status)
-				s.RevokeAPIKey(id)
-				token, id := s.CreateOAuthToken(userID, backendtest.OAuthOptions{})
-				status, err = statusOf(s.URL+oauthRoute, s.SecretKey(), bodyOf("access_token", token))
-				assert.NoError(t, err)
-				assert.Equal(t, 200, status)
-				s.RevokeOAuthToken(id)
-				assert.NotEmpty(t, s.MintOAuthJWT(userID, backendtest.OAuthJWTOptions{}))
-				assert.NotEmpty(t, s.MintSessionJWT(userID, backendtest.SessionOptions{}))
-				assert.NotEmpty(t, s.MintTemplateJWT(userID, nil))
+			assert.Equal(t, with(tc.header, map[string]any{"alg": "RS256", "kid": s.KeyID()}), header)
+			if tc.id != "" {
+				assert.Regexp(t, tc.idPattern, payload[tc.id])
+				delete(payload, tc.id)
 			}
+			assert.Equal(t, with(tc.claims, times(tc.ttl)), payload)
 		})
 	}
-	wg.Wait()
-	assert.Equal(t, 80, s.Calls(apiKeyRoute))
-	assert.Equal(t, 80, s.Calls(oauthRoute))
+	_, payload := segments(t, s.MintTemplateJWT(userID, nil))
+	assert.Len(t, payload, 5)
 }

@@ -34,7 +34,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -43,6 +42,8 @@ import (
 	"sync/atomic"
 	"text/tabwriter"
 	"time"
+
+	"github.com/caddy-clerk/clerk-m2m/internal/caddyproc"
 )
 
 // binaries are the Caddy binaries to measure, by name.
@@ -177,57 +178,28 @@ func m2mAnswer(claims map[string]string) []byte {
 
 // caddy is a Caddy process under measure.
 type caddy struct {
-	cmd             *exec.Cmd
-	gateway, admin  string
-	dir             string
-	client, patient *http.Client
+	*caddyproc.Process
+	patient *http.Client
 }
 
+// startCaddy runs binary with one site on loopback, handled by site.
 func startCaddy(binary, site string) (*caddy, error) { return startCaddyWith(binary, "", site) }
 
-// startCaddyWith starts a Caddy with one site, and globals added to its
-// global options.
+// startCaddyWith is startCaddy with globals added to the global options.
 func startCaddyWith(binary, globals, site string) (*caddy, error) {
-	dir, err := os.MkdirTemp("", "hardening-")
+	p, err := caddyproc.Run(caddyproc.Command{Binary: binary, Config: func(p caddyproc.Ports) ([]byte, error) {
+		return fmt.Appendf(nil, "{\n\tadmin 127.0.0.1:%d\n\tdefault_bind 127.0.0.1\n\tlog {\n\t\tlevel ERROR\n\t}\n%s}\nhttp://127.0.0.1:%d {\n%s\n}\n",
+			p.Admin, globals, p.HTTP, site), nil
+	}})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %v", binary, err)
 	}
-	gateway, admin := freeAddress(), freeAddress()
-	config := fmt.Sprintf("{\n\tadmin %s\n\tpersist_config off\n\tlog {\n\t\tlevel ERROR\n\t}\n%s}\nhttp://%s {\n%s\n}\n",
-		admin, globals, gateway, site)
-	file := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(file, []byte(config), 0o600); err != nil {
-		return nil, err
-	}
-	c := &caddy{gateway: gateway, admin: admin, dir: dir,
-		client:  &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 100}},
-		patient: &http.Client{Timeout: 60 * time.Second}}
-	c.cmd = exec.Command(binary, "run", "--config", file, "--adapter", "caddyfile")
-	c.cmd.Env = []string{"HOME=" + dir, "XDG_DATA_HOME=" + dir, "XDG_CONFIG_HOME=" + dir, "PATH=" + os.Getenv("PATH")}
-	c.cmd.Stderr = io.Discard
-	if err := c.cmd.Start(); err != nil {
-		return nil, err
-	}
-	for range 200 {
-		if resp, err := http.Get("http://" + admin + "/config/"); err == nil {
-			resp.Body.Close()
-			return c, nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	c.stop()
-	return nil, fmt.Errorf("%s did not start", binary)
-}
-
-func (c *caddy) stop() {
-	_ = c.cmd.Process.Kill()
-	_ = c.cmd.Wait()
-	os.RemoveAll(c.dir)
+	return &caddy{Process: p, patient: &http.Client{Timeout: 60 * time.Second}}, nil
 }
 
 // status sends one request with the token and returns its status.
 func (c *caddy) status(token string) int {
-	req, _ := http.NewRequest(http.MethodGet, "http://"+c.gateway+"/", nil)
+	req, _ := http.NewRequest(http.MethodGet, c.URL()+"/", nil)
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := c.patient.Do(req)
 	if err != nil {
@@ -250,7 +222,7 @@ func (c *caddy) measure(gc bool) usage {
 	if text, err := c.get("/debug/pprof/goroutine?debug=1"); err == nil {
 		fmt.Sscanf(text, "goroutine profile: total %d", &u.goroutines)
 	}
-	if entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", c.cmd.Process.Pid)); err == nil {
+	if entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", c.Pid())); err == nil {
 		u.descriptors = len(entries)
 	}
 	query := "/debug/pprof/heap?debug=1"
@@ -269,7 +241,7 @@ func (c *caddy) measure(gc bool) usage {
 
 func (c *caddy) get(path string) (string, error) {
 	client := &http.Client{Timeout: 10 * time.Second}
-	resp, err := client.Get("http://" + c.admin + path)
+	resp, err := client.Get(c.AdminURL() + path)
 	if err != nil {
 		return "", err
 	}
@@ -300,7 +272,7 @@ func abandonedBurst(binary string, _ *rsa.PrivateKey, record func(row, value str
 	if err != nil {
 		return err
 	}
-	defer c.stop()
+	defer c.Stop()
 	if status := c.status("mt_cached"); status != http.StatusOK {
 		return fmt.Errorf("the cached token got %d", status)
 	}
@@ -332,7 +304,7 @@ func abandonedBurst(binary string, _ *rsa.PrivateKey, record func(row, value str
 			client := &http.Client{Transport: &http.Transport{}}
 			for range 20 {
 				ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.gateway+"/", nil)
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.URL()+"/", nil)
 				req.Header.Set("Authorization", "Bearer mt_"+rand.Text())
 				if resp, err := client.Do(req); err == nil {
 					resp.Body.Close()
@@ -375,7 +347,7 @@ func bigOpaqueClaims(binary string, _ *rsa.PrivateKey, record func(row, value st
 	if err != nil {
 		return err
 	}
-	defer c.stop()
+	defer c.Stop()
 	c.status("mt_warm")
 	before := c.measure(true)
 	var most uint64
@@ -416,7 +388,7 @@ func bigJWTs(n int) func(string, *rsa.PrivateKey, func(string, string)) error {
 		if err != nil {
 			return err
 		}
-		defer c.stop()
+		defer c.Stop()
 		pad := strings.Repeat("x", 10<<10)
 		c.status(signJWT(key, "", 5*time.Second))
 		before := c.measure(true)
@@ -452,15 +424,6 @@ func signJWT(key *rsa.PrivateKey, pad string, life time.Duration) string {
 	digest := sha256.Sum256([]byte(signed))
 	signature, _ := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, digest[:])
 	return signed + "." + base64.RawURLEncoding.EncodeToString(signature)
-}
-
-func freeAddress() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func mib(bytes uint64) float64 { return float64(bytes) / (1 << 20) }

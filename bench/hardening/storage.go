@@ -54,7 +54,7 @@ func realEntry(binary, clerkURL, storage, token string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer c.stop()
+	defer c.Stop()
 	if status := c.status(token); status != http.StatusOK {
 		return "", fmt.Errorf("a valid token got %d", status)
 	}
@@ -131,7 +131,7 @@ func trappedEntries(binary string, _ *rsa.PrivateKey, record func(row, value str
 		if !killed {
 			stopped = c.stopWithin(10 * time.Second)
 		}
-		c.stop()
+		c.Stop()
 		record("storage, "+trap.name+" at the entry: the answer, and in", answer)
 		record("storage, "+trap.name+" at the entry: the gateway's peak memory", peak)
 		record("storage, "+trap.name+" at the entry: stopping (SIGINT) took", stopped)
@@ -156,7 +156,7 @@ func (c *caddy) statusWatched(token string) (answer, peak string, killed bool) {
 			answer = fmt.Sprintf("%d in %v", status, time.Since(start).Round(time.Millisecond))
 		case <-ticker.C:
 			if rss := c.memory("VmRSS"); rss > memoryCap {
-				_ = c.cmd.Process.Kill()
+				c.kill()
 				return cmp.Or(answer+"; then", "none:") + fmt.Sprintf(" past %.0f MiB after %v, killed", mib(rss),
 					time.Since(start).Round(time.Millisecond)), fmt.Sprintf("> %.0f MiB", mib(memoryCap)), true
 			}
@@ -169,28 +169,28 @@ func (c *caddy) statusWatched(token string) (answer, peak string, killed bool) {
 // time, and says how long it took.
 func (c *caddy) stopWithin(limit time.Duration) string {
 	start := time.Now()
-	if err := c.cmd.Process.Signal(os.Interrupt); err != nil {
+	if err := syscall.Kill(c.Pid(), syscall.SIGINT); err != nil {
 		return "already gone"
 	}
-	exited := make(chan struct{})
-	go func() {
-		_ = c.cmd.Wait()
-		close(exited)
-	}()
 	select {
-	case <-exited:
+	case <-c.Exited():
 		return time.Since(start).Round(time.Millisecond).String()
 	case <-time.After(limit):
-		_ = c.cmd.Process.Kill()
-		<-exited
+		c.kill()
 		return fmt.Sprintf("not stopped after %v, killed", limit)
 	}
+}
+
+// kill kills the gateway, and waits until it has ended.
+func (c *caddy) kill() {
+	_ = syscall.Kill(c.Pid(), syscall.SIGKILL)
+	<-c.Exited()
 }
 
 // memory is a field of the process's /proc status, in bytes (VmRSS: its
 // resident memory; VmHWM: its peak).
 func (c *caddy) memory(field string) uint64 {
-	status, err := os.Open(fmt.Sprintf("/proc/%d/status", c.cmd.Process.Pid))
+	status, err := os.Open(fmt.Sprintf("/proc/%d/status", c.Pid()))
 	if err != nil {
 		return 0
 	}
@@ -242,7 +242,7 @@ func sweepThroughput(binary string, _ *rsa.PrivateKey, record func(row, value st
 	if err != nil {
 		return err
 	}
-	defer c.stop()
+	defer c.Stop()
 	row := fmt.Sprintf("sweep: %d expired entries in a file_system storage", *sweptEntries)
 	// Watched with Stat, which does not hold the folders up as reading
 	// them would: a sweep has begun once a folder is gone or changed; it is

@@ -3,13 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"text/template"
 	"time"
 )
@@ -200,16 +198,6 @@ func adaptCaddyfile(binary, caddyfile string) ([]byte, error) {
 	return out, nil
 }
 
-// startCaddy runs the Caddy binary with a JSON config. Caddy is stopped
-// when this program ends, however it ends (an interrupted run must not
-// leave a Caddy behind).
-func startCaddy(binary, config string) (*exec.Cmd, error) {
-	cmd := exec.Command(binary, "run", "--config", config)
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	return cmd, cmd.Start()
-}
-
 // waitForOK waits until GET url with the Authorization header answers 200:
 // the site is up and, for a JWT, the signing keys have arrived.
 func waitForOK(url, authorization string, exited <-chan struct{}) error {
@@ -235,24 +223,4 @@ func waitForOK(url, authorization string, exited <-chan struct{}) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("%s did not answer 200 within 30s: %v", url, last)
-}
-
-// freePorts returns n ports free on loopback right now.
-func freePorts(n int) ([]int, error) {
-	var listeners []net.Listener
-	defer func() {
-		for _, l := range listeners {
-			l.Close()
-		}
-	}()
-	ports := make([]int, n)
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		listeners = append(listeners, l)
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-	}
-	return ports, nil
 }

@@ -7,13 +7,14 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"time"
 
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
+	"github.com/caddy-clerk/clerk-m2m/internal/caddyproc"
+	"github.com/caddy-clerk/clerk-m2m/internal/freeport"
 )
 
 // environment is a running Caddy, the fake Clerk it asks, and the tables
@@ -21,8 +22,7 @@ import (
 type environment struct {
 	work     string
 	clerk    *backendtest.Server
-	caddy    *exec.Cmd
-	exited   chan struct{}
+	caddy    *caddyproc.Process
 	started  time.Time
 	tables   map[table]string
 	offsets  map[string]int // by scenario: where each thread goes on in its share of the table
@@ -32,7 +32,7 @@ type environment struct {
 }
 
 func startEnvironment(work string, opts options, withPeer bool) (*environment, error) {
-	env := &environment{work: work, clerk: backendtest.New(), exited: make(chan struct{}), offsets: map[string]int{}}
+	env := &environment{work: work, clerk: backendtest.New(), offsets: map[string]int{}}
 	ok := false
 	defer func() {
 		if !ok {
@@ -45,66 +45,55 @@ func startEnvironment(work string, opts options, withPeer bool) (*environment, e
 	if env.tables, err = writeTables(work, env.clerk, gateway, opts.tableSize); err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(5)
-	if err != nil {
-		return nil, err
-	}
-	env.ports = map[site]int{bareSite: ports[0], clerkSite: ports[1], peerSite: ports[2]}
-	env.metrics = fmt.Sprintf("http://127.0.0.1:%d/metrics", ports[3])
-	config := caddyConfig{
-		Admin: "off", BarePort: ports[0], ClerkPort: ports[1], MetricsPort: ports[3],
-		SecretKey: env.clerk.SecretKey(), MachineSecretKey: gateway.SecretKey, ClerkURL: env.clerk.URL,
-	}
 	if opts.profile != "" {
 		if err := os.MkdirAll(opts.profile, 0o755); err != nil {
 			return nil, err
 		}
-		config.Admin = fmt.Sprintf("127.0.0.1:%d", ports[4])
-		env.profiles = fmt.Sprintf("http://%s/debug/pprof/profile", config.Admin)
 	}
 	peerKey := ""
 	if withPeer {
 		peerKey = env.clerk.PublicKeyPEM()
 	}
-	configPath, err := writeConfig(work, opts.caddy, config, ports[2], peerKey)
+	// The bare site on Caddy's HTTP port, the others on three more.
+	env.caddy, err = caddyproc.Run(caddyproc.Command{Binary: opts.caddy, MorePorts: 3, Config: func(p caddyproc.Ports) ([]byte, error) {
+		env.ports = map[site]int{bareSite: p.HTTP, clerkSite: p.More[0], peerSite: p.More[1]}
+		env.metrics = fmt.Sprintf("http://127.0.0.1:%d/metrics", p.More[2])
+		return writeConfig(work, opts.caddy, caddyConfig{
+			Admin: freeport.Addr(p.Admin), BarePort: p.HTTP, ClerkPort: p.More[0], MetricsPort: p.More[2],
+			SecretKey: env.clerk.SecretKey(), MachineSecretKey: gateway.SecretKey, ClerkURL: env.clerk.URL,
+		}, p.More[1], peerKey)
+	}})
 	if err != nil {
 		return nil, err
 	}
-	if env.caddy, err = startCaddy(opts.caddy, configPath); err != nil {
-		return nil, err
-	}
 	env.started = time.Now()
-	go func() { _ = env.caddy.Wait(); close(env.exited) }()
+	if opts.profile != "" {
+		env.profiles = env.caddy.AdminURL() + "/debug/pprof/profile"
+	}
 	if err := env.waitReady(withPeer); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%v\ncaddy's output:\n%s", err, env.caddy.Output())
 	}
 	ok = true
 	return env, nil
 }
 
-// writeConfig writes the Caddyfile and its JSON, adapted by the binary,
-// with the peer's server on peerPort when peerKey (the PEM the peer
-// verifies with) is set. Caddy runs the JSON, whose path is returned.
-func writeConfig(work, binary string, config caddyConfig, peerPort int, peerKey string) (string, error) {
+// writeConfig writes the Caddyfile and returns its JSON, adapted by the
+// binary, with the peer's server on peerPort when peerKey (the PEM the
+// peer verifies with) is set. Caddy runs the JSON.
+func writeConfig(work, binary string, config caddyConfig, peerPort int, peerKey string) ([]byte, error) {
 	var caddyfile bytes.Buffer
 	if err := caddyfileTemplate.Execute(&caddyfile, config); err != nil {
-		return "", err
+		return nil, err
 	}
 	caddyfilePath := filepath.Join(work, "Caddyfile")
 	if err := os.WriteFile(caddyfilePath, caddyfile.Bytes(), 0o600); err != nil {
-		return "", err
+		return nil, err
 	}
 	adapted, err := adaptCaddyfile(binary, caddyfilePath)
-	if err != nil {
-		return "", err
+	if err != nil || peerKey == "" {
+		return adapted, err
 	}
-	if peerKey != "" {
-		if adapted, err = addPeerServer(adapted, peerPort, peerKey); err != nil {
-			return "", err
-		}
-	}
-	configPath := filepath.Join(work, "caddy.json")
-	return configPath, os.WriteFile(configPath, adapted, 0o600)
+	return addPeerServer(adapted, peerPort, peerKey)
 }
 
 // waitReady waits until every site answers a request of its scenarios.
@@ -119,7 +108,7 @@ func (env *environment) waitReady(withPeer bool) error {
 			if err != nil {
 				return err
 			}
-			if err := waitForOK(fmt.Sprintf("http://127.0.0.1:%d/", env.ports[s]), "Bearer "+token, env.exited); err != nil {
+			if err := waitForOK(fmt.Sprintf("http://127.0.0.1:%d/", env.ports[s]), "Bearer "+token, env.caddy.Exited()); err != nil {
 				return err
 			}
 		}
@@ -128,9 +117,8 @@ func (env *environment) waitReady(withPeer bool) error {
 }
 
 func (env *environment) stop() {
-	if env.caddy != nil && env.caddy.Process != nil {
-		_ = env.caddy.Process.Signal(os.Interrupt)
-		<-env.exited
+	if env.caddy != nil {
+		env.caddy.Stop()
 	}
 	env.clerk.Close()
 }
@@ -166,7 +154,7 @@ func (env *environment) measure(sc scenario, opts options, profile string) (runR
 	} else {
 		profiled <- nil
 	}
-	before, err := sampleCPU(env.caddy.Process.Pid)
+	before, err := sampleCPU(env.caddy.Pid())
 	if err != nil {
 		return runResult{}, err
 	}
@@ -175,7 +163,7 @@ func (env *environment) measure(sc scenario, opts options, profile string) (runR
 		return runResult{}, err
 	}
 	env.offsets[sc.name] = w.nextOffset
-	after, err := sampleCPU(env.caddy.Process.Pid)
+	after, err := sampleCPU(env.caddy.Pid())
 	if err != nil {
 		return runResult{}, err
 	}

@@ -137,7 +137,8 @@ func (p *prometheusServer) alertChecks(r loadedRule, start time.Time) []check {
 	if operand == nil {
 		return []check{failed(name, fmt.Errorf("the load cannot make it fire (%s), so it must compare a series selector with a number; it is %q", why, r.Query))}
 	}
-	return []check{p.evaluates(name+", its expression", r.Query, start), p.hasData(name+", its operand", operand[1], start)}
+	evaluates := check{name + ", its expression", func() error { _, err := p.overRange(r.Query, start); return err }}
+	return []check{evaluates, p.hasData(name+", its operand", operand[1], start)}
 }
 
 // fired checks that the alert went pending or firing during the load, for
@@ -182,14 +183,6 @@ func (p *prometheusServer) hasData(name, query string, start time.Time) check {
 			return fmt.Errorf("no series: %s", query)
 		}
 		return fmt.Errorf("%d series, none with a value other than 0, NaN or ±Inf: %s", len(result), query)
-	}}
-}
-
-// evaluates checks that query parses and evaluates, whatever it returns.
-func (p *prometheusServer) evaluates(name, query string, start time.Time) check {
-	return check{name, func() error {
-		_, err := p.overRange(query, start)
-		return err
 	}}
 }
 

@@ -131,16 +131,25 @@ func TestDashboardIsImportable(t *testing.T) {
 		t.Errorf("id %v, uid %q, title %q: want no id (Grafana assigns one), a uid and a title", d.ID, d.UID, d.Title)
 	}
 	defined := slices.Clone(grafanaVariables)
+	var queries []string
 	for _, v := range d.Templating.List {
 		defined = append(defined, v.Name)
-		checkVariable(t, v)
+		queries = append(queries, v.query())
+		if v.Type != "query" {
+			continue
+		}
+		if v.Datasource == nil || v.Datasource.UID != datasourceRef {
+			t.Errorf("variable %s: data source %v, want %s", v.Name, v.Datasource, datasourceRef)
+		}
+		if !labelValues.MatchString(v.query()) {
+			t.Errorf("variable %s: query %q is not label_values(<selector>, <label>)", v.Name, v.query())
+		}
 	}
 	if !slices.ContainsFunc(d.Templating.List, func(v variable) bool {
 		return "${"+v.Name+"}" == datasourceRef && v.Type == "datasource" && v.query() == "prometheus"
 	}) {
 		t.Errorf("no variable %s of type datasource for Prometheus", datasourceRef)
 	}
-	checkVariablesDefined(t, d, defined)
 	panels := d.allPanels()
 	if len(panels) == 0 {
 		t.Fatal("no panels")
@@ -151,65 +160,35 @@ func TestDashboardIsImportable(t *testing.T) {
 			t.Errorf("panel %q: id %d used twice", p.Title, p.ID)
 		}
 		ids[p.ID] = true
-		checkPanel(t, p)
-	}
-}
-
-func checkVariable(t *testing.T, v variable) {
-	t.Helper()
-	if v.Type != "query" {
-		return
-	}
-	if v.Datasource == nil || v.Datasource.UID != datasourceRef {
-		t.Errorf("variable %s: data source %v, want %s", v.Name, v.Datasource, datasourceRef)
-	}
-	if !labelValues.MatchString(v.query()) {
-		t.Errorf("variable %s: query %q is not label_values(<selector>, <label>)", v.Name, v.query())
-	}
-}
-
-func checkPanel(t *testing.T, p panel) {
-	t.Helper()
-	if p.Type == "row" {
-		return
-	}
-	if p.Title == "" || p.GridPos["w"] <= 0 || p.GridPos["h"] <= 0 {
-		t.Errorf("panel %d: title %q, gridPos %v: want a title, a width and a height", p.ID, p.Title, p.GridPos)
-	}
-	if p.Datasource == nil || p.Datasource.UID != datasourceRef {
-		t.Errorf("panel %q: data source %v, want %s", p.Title, p.Datasource, datasourceRef)
-	}
-	if len(p.Targets) == 0 {
-		t.Errorf("panel %q: no query", p.Title)
-	}
-	refIDs := map[string]bool{}
-	for _, q := range p.Targets {
-		if q.Expr == "" || q.RefID == "" || refIDs[q.RefID] {
-			t.Errorf("panel %q: query %q with refId %q: want an expression and a refId of its own", p.Title, q.Expr, q.RefID)
-		}
-		refIDs[q.RefID] = true
-		if q.Datasource != nil && q.Datasource.UID != datasourceRef {
-			t.Errorf("panel %q, query %s: data source %v, want %s", p.Title, q.RefID, q.Datasource, datasourceRef)
-		}
-	}
-}
-
-// checkVariablesDefined checks that the queries of the panels and of the
-// variables use no variable but those defined.
-func checkVariablesDefined(t *testing.T, d dashboard, defined []string) {
-	t.Helper()
-	values := map[string]string{}
-	for _, name := range defined {
-		values[name] = "x"
-	}
-	var queries []string
-	for _, v := range d.Templating.List {
-		queries = append(queries, v.query())
-	}
-	for _, p := range d.allPanels() {
 		for _, q := range p.Targets {
 			queries = append(queries, q.Expr)
 		}
+		if p.Type == "row" {
+			continue
+		}
+		if p.Title == "" || p.GridPos["w"] <= 0 || p.GridPos["h"] <= 0 {
+			t.Errorf("panel %d: title %q, gridPos %v: want a title, a width and a height", p.ID, p.Title, p.GridPos)
+		}
+		if p.Datasource == nil || p.Datasource.UID != datasourceRef {
+			t.Errorf("panel %q: data source %v, want %s", p.Title, p.Datasource, datasourceRef)
+		}
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q: no query", p.Title)
+		}
+		refIDs := map[string]bool{}
+		for _, q := range p.Targets {
+			if q.Expr == "" || q.RefID == "" || refIDs[q.RefID] {
+				t.Errorf("panel %q: query %q with refId %q: want an expression and a refId of its own", p.Title, q.Expr, q.RefID)
+			}
+			refIDs[q.RefID] = true
+			if q.Datasource != nil && q.Datasource.UID != datasourceRef {
+				t.Errorf("panel %q, query %s: data source %v, want %s", p.Title, q.RefID, q.Datasource, datasourceRef)
+			}
+		}
+	}
+	values := map[string]string{}
+	for _, name := range defined {
+		values[name] = "x"
 	}
 	for _, q := range queries {
 		if _, err := substitute(q, values); err != nil {

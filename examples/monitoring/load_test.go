@@ -74,13 +74,6 @@ http://127.0.0.1:%d {
 	return b.String()
 }
 
-// clerkDefaultsUnset empties the environment variables the handlers read
-// keys and URLs from by default, so that a developer's own never reach the
-// test's Caddy (a publishable key would have it fetch keys from the
-// Internet).
-var clerkDefaultsUnset = []string{"CLERK_SECRET_KEY=", "CLERK_MACHINE_SECRET_KEY=", "CLERK_JWT_KEY=",
-	"CLERK_API_URL=", "CLERK_PUBLISHABLE_KEY="}
-
 // fixture is the fake Clerk, its machines, and the Caddy in front of them.
 type fixture struct {
 	t        *testing.T
@@ -104,12 +97,12 @@ func startFixture(t *testing.T) *fixture {
 		client:   &http.Client{Timeout: 10 * time.Second},
 	}
 	clerk.GrantScopes(f.caller, f.gateway.ID)
-	f.caddy = caddyproc.Start(t, gatewayCaddyfile, append(clerkDefaultsUnset,
+	f.caddy = caddyproc.Start(t, gatewayCaddyfile,
 		"FAKE_CLERK_SECRET_KEY="+clerk.SecretKey(),
 		"FAKE_CLERK_URL="+clerk.URL,
 		"GATEWAY_MACHINE_SECRET_KEY="+f.gateway.SecretKey,
 		"GATEWAY_MACHINE_ID="+f.gateway.ID,
-		"CALLER_MACHINE_SECRET_KEY="+f.caller.SecretKey)...)
+		"CALLER_MACHINE_SECRET_KEY="+f.caller.SecretKey)
 	return f
 }
 

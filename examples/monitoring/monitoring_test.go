@@ -10,8 +10,6 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/caddy-clerk/clerk-m2m/internal/caddyproc"
 )
 
 const (
@@ -27,8 +25,6 @@ const (
 	// of ClerkM2MRefusalsJump over 5 minutes (30), with room.
 	loadSize = 60
 )
-
-func TestMain(m *testing.M) { caddyproc.Main(m) }
 
 // prometheusTool returns the path of one of the binaries of Debian's
 // prometheus package. Without it the test is skipped, except in CI

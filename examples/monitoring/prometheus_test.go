@@ -3,7 +3,6 @@ package monitoring_test
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-clerk/clerk-m2m/internal/freeport"
 	"github.com/caddy-clerk/clerk-m2m/internal/testproc"
 )
 
@@ -53,9 +53,9 @@ func startPrometheus(t *testing.T, binary, rulesFile, job, target string) *prome
 		t.Fatal(err)
 	}
 	attempt := 0
-	p, err := testproc.OnFreePorts(1, func(ports []int) (*prometheusServer, error) {
+	p, err := freeport.Retry(1, func(ports []int) (*prometheusServer, error) {
 		attempt++
-		listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
+		listen := freeport.Addr(ports[0])
 		cmd := exec.Command(binary, "--config.file="+config, "--web.listen-address="+listen,
 			"--storage.tsdb.path="+filepath.Join(dir, fmt.Sprintf("data-%d", attempt)), "--log.level=warn")
 		p := &prometheusServer{url: "http://" + listen, client: &http.Client{Timeout: 10 * time.Second}}
@@ -66,7 +66,12 @@ func startPrometheus(t *testing.T, binary, rulesFile, job, target string) *prome
 	if err != nil {
 		t.Fatalf("starting prometheus: %v", err)
 	}
-	t.Cleanup(func() { p.proc.Stop(t) })
+	t.Cleanup(func() {
+		p.proc.Stop()
+		if t.Failed() {
+			t.Logf("prometheus output:\n%s", p.proc.Output())
+		}
+	})
 	return p
 }
 
@@ -124,8 +129,7 @@ func (s *sample) UnmarshalJSON(b []byte) error {
 
 // queryResult is the data of a query answer.
 type queryResult struct {
-	ResultType string   `json:"resultType"`
-	Result     []series `json:"result"`
+	Result []series `json:"result"`
 }
 
 // instant evaluates query now.

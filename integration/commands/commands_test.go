@@ -24,8 +24,6 @@ import (
 	"github.com/caddy-clerk/clerk-m2m/internal/testenv"
 )
 
-func TestMain(m *testing.M) { caddyproc.Main(m) }
-
 // fixture is a fake Clerk with the machine a gateway stands for and a
 // machine calling it, and every secret the test hands out, which no
 // output may show.

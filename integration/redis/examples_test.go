@@ -61,7 +61,7 @@ func TestTheExamplesOnRedis(t *testing.T) {
 			examples.Check(t, file, "../../testdata/examples", map[string]string{f.redis.address(): "127.0.0.1:6379"},
 				f.clerk.SecretKey(), f.service.SecretKey)
 
-			gateway := caddyproc.Start(t, func(p caddyproc.Ports) string { return withTestGlobals(string(source), p) },
+			gateway := caddyproc.StartBinary(t, caddyproc.BinaryOf(t, redisCaddy), func(p caddyproc.Ports) string { return withTestGlobals(string(source), p) },
 				append(env, "UPSTREAM="+upstream, "MACHINE_ID="+f.service.ID, "RATE_LIMIT_EVENTS=1")...)
 			token := f.token(f.callerA)
 			status, seen := sendForged(t, f.client, gateway, token)
@@ -119,7 +119,7 @@ func sendForged(t *testing.T, client *http.Client, gateway *caddyproc.Process, t
 // module@version (go version -m).
 func builtModules(t *testing.T) []string {
 	t.Helper()
-	out, err := exec.Command("go", "version", "-m", caddyproc.Binary(t)).Output()
+	out, err := exec.Command("go", "version", "-m", caddyproc.BinaryOf(t, redisCaddy)).Output()
 	require.NoError(t, err)
 	var modules []string
 	for _, dep := range regexp.MustCompile(`(?m)^\s+dep\s+(\S+)\s+(\S+)`).FindAllStringSubmatch(string(out), -1) {

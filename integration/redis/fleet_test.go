@@ -44,10 +44,10 @@ func TestWhileRedisIsDownTheFleetAsksClerk(t *testing.T) {
 	f := newFleet(t)
 	gateways := []*caddyproc.Process{f.gateway("", ""), f.gateway("", "")}
 	known := f.token(f.callerA)
-	for _, gateway := range gateways {
-		require.Equal(t, http.StatusOK, f.status(gateway, known, f.callerA))
-	}
-	require.Equal(t, 1, f.clerk.Calls(verifyPath))
+	require.Equal(t, http.StatusOK, f.status(gateways[0], known, f.callerA))
+	f.redis.waitForEntries(1)
+	require.Equal(t, http.StatusOK, f.status(gateways[1], known, f.callerA))
+	require.Equal(t, 1, f.clerk.Calls(verifyPath), "shared")
 
 	verifiedByEach := func(state string) {
 		t.Helper()
@@ -93,7 +93,7 @@ func TestCaddyDoesNotLoadAConfigurationWhileRedisIsDown(t *testing.T) {
 		f.redis.storageBlock())), 0o600))
 	ctx, cancel := context.WithTimeout(context.Background(), hung)
 	defer cancel()
-	start := exec.CommandContext(ctx, caddyproc.Binary(t), "run", "--config", config, "--adapter", "caddyfile")
+	start := exec.CommandContext(ctx, caddyproc.BinaryOf(t, redisCaddy), "run", "--config", config, "--adapter", "caddyfile")
 	start.Env = append(os.Environ(), "XDG_DATA_HOME="+t.TempDir(), "XDG_CONFIG_HOME="+t.TempDir())
 	out, err := start.CombinedOutput()
 	require.Error(t, err, "%s", out)

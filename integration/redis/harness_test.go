@@ -23,7 +23,7 @@ import (
 
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
 	"github.com/caddy-clerk/clerk-m2m/internal/caddyproc"
-	"github.com/caddy-clerk/clerk-m2m/internal/testenv"
+	"github.com/caddy-clerk/clerk-m2m/internal/freeport"
 	"github.com/caddy-clerk/clerk-m2m/internal/testproc"
 
 	// The modules of ./cmd/caddy, for what the tests load in process: the
@@ -34,9 +34,8 @@ import (
 	_ "github.com/pberkel/caddy-storage-redis"
 )
 
-func TestMain(m *testing.M) {
-	caddyproc.MainBuilding(m, "github.com/caddy-clerk/clerk-m2m/integration/redis/cmd/caddy")
-}
+// redisCaddy is Caddy as a fleet on Redis builds it (./cmd/caddy).
+const redisCaddy = "github.com/caddy-clerk/clerk-m2m/integration/redis/cmd/caddy"
 
 // hung is how long a test waits for what must happen before it declares
 // the code under test stuck.
@@ -67,7 +66,7 @@ func startRedis(t *testing.T) *redisServer {
 		t.Skip(why)
 	}
 	r := &redisServer{t: t, dir: t.TempDir()}
-	_, err := testproc.OnFreePorts(1, func(ports []int) (*redisServer, error) {
+	_, err := freeport.Retry(1, func(ports []int) (*redisServer, error) {
 		r.port = ports[0]
 		return r, r.run()
 	})
@@ -95,12 +94,12 @@ func (r *redisServer) run() error {
 	return err
 }
 
-func (r *redisServer) address() string { return fmt.Sprintf("127.0.0.1:%d", r.port) }
+func (r *redisServer) address() string { return freeport.Addr(r.port) }
 
 // stop ends the server, if it runs: connections are refused from then on.
 func (r *redisServer) stop() {
 	if r.proc != nil {
-		r.proc.Stop(r.t)
+		r.proc.Stop()
 		r.proc = nil
 	}
 }
@@ -172,7 +171,7 @@ func newFleet(t *testing.T) *fleet {
 // global options.
 func (f *fleet) gateway(globals, handlers string) *caddyproc.Process {
 	f.t.Helper()
-	return caddyproc.Start(f.t, func(p caddyproc.Ports) string {
+	return caddyproc.StartBinary(f.t, caddyproc.BinaryOf(f.t, redisCaddy), func(p caddyproc.Ports) string {
 		return fmt.Sprintf(`{
 	admin 127.0.0.1:%d
 	http_port %d
@@ -190,7 +189,7 @@ http://127.0.0.1:%d {
 	respond "through {http.auth.user.id}"
 }
 `, p.Admin, p.HTTP, f.redis.storageBlock(), globals, p.HTTP, handlers)
-	}, append(testenv.ClerkEmptied(), "FAKE_CLERK_URL="+f.clerk.URL, "GATEWAY_MACHINE_SECRET_KEY="+f.service.SecretKey)...)
+	}, "FAKE_CLERK_URL="+f.clerk.URL, "GATEWAY_MACHINE_SECRET_KEY="+f.service.SecretKey)
 }
 
 // token mints an opaque M2M token of caller, granted to the service.

@@ -16,13 +16,3 @@ func ClearClerk(t testing.TB) {
 		t.Setenv(name, "")
 	}
 }
-
-// ClerkEmptied is the Clerk variables, each set empty, for the environment
-// of a process a test starts (after the test's own, which it overrides).
-func ClerkEmptied() []string {
-	emptied := make([]string, len(ClerkVariables))
-	for i, name := range ClerkVariables {
-		emptied[i] = name + "="
-	}
-	return emptied
-}

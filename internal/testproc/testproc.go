@@ -1,20 +1,16 @@
-// Package testproc runs a program as a process of its own for a test (a
-// Caddy, a Prometheus): on ports chosen at run time, its output collected
-// for the test log, its readiness waited for, and stopped when the test
-// ends.
+// Package testproc runs a program as a process of its own for a test or a
+// benchmark (a Caddy, a Prometheus): its output collected, its readiness
+// waited for, ended with the program that started it.
 package testproc
 
 import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"strings"
 	"sync"
-	"testing"
 	"time"
 )
 
@@ -32,11 +28,13 @@ type Process struct {
 
 // Start runs cmd, collecting its output, and waits until ready reports
 // true (polled every 20ms). If the process exits first, or timeout passes,
-// it is killed and the error holds its output. name names it in errors and
-// in the test log.
+// it is killed and the error holds its output. name names it in errors.
+// The process is killed if the program that started it dies (on Linux),
+// so that a test binary killed for its timeout leaves no server behind.
 func Start(name string, cmd *exec.Cmd, ready func() bool, timeout time.Duration) (*Process, error) {
 	p := &Process{name: name, cmd: cmd, output: new(lockedBuffer), done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.output, p.output
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -84,6 +82,9 @@ func Answers(url string) func() bool {
 // Output is what the process has written so far.
 func (p *Process) Output() string { return p.output.String() }
 
+// Exited is closed when the process has ended.
+func (p *Process) Exited() <-chan struct{} { return p.done }
+
 // Pid is the process's id.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
 
@@ -91,8 +92,8 @@ func (p *Process) Pid() int { return p.cmd.Process.Pid }
 func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
 
 // Stop ends the process gracefully (SIGINT), killing it if it does not end
-// in time, and puts its output in the test log if the test failed.
-func (p *Process) Stop(t testing.TB) {
+// in time.
+func (p *Process) Stop() {
 	_ = p.cmd.Process.Signal(os.Interrupt)
 	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 	defer cancel()
@@ -101,46 +102,11 @@ func (p *Process) Stop(t testing.TB) {
 	case <-ctx.Done():
 		p.kill()
 	}
-	if t.Failed() {
-		t.Logf("%s output:\n%s", p.name, p.output.String())
-	}
 }
 
 func (p *Process) kill() {
 	_ = p.cmd.Process.Kill()
 	<-p.done
-}
-
-// OnFreePorts calls start with n loopback ports that were free a moment
-// before, and again with others (three tries in all) when it fails because
-// another process took one in between (the error says "address already in
-// use", in any case: Go's and Redis's words).
-func OnFreePorts[T any](n int, start func(ports []int) (T, error)) (T, error) {
-	for attempt := 1; ; attempt++ {
-		ports, err := freePorts(n)
-		if err != nil {
-			var none T
-			return none, err
-		}
-		started, err := start(ports)
-		if err == nil || attempt == 3 || !strings.Contains(strings.ToLower(err.Error()), "address already in use") {
-			return started, err
-		}
-	}
-}
-
-// freePorts asks the kernel for n free loopback ports.
-func freePorts(n int) ([]int, error) {
-	ports := make([]int, n)
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-		defer l.Close()
-	}
-	return ports, nil
 }
 
 // lockedBuffer collects a process's output while tests read it.

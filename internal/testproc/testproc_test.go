@@ -1,13 +1,11 @@
 package testproc
 
 import (
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -32,7 +30,7 @@ func TestStartWaitsUntilReadyAndStopEndsTheProcess(t *testing.T) {
 	assert.FileExists(t, flag)
 	assert.Eventually(t, func() bool { return strings.Contains(p.Output(), "starting") }, 10*time.Second, 10*time.Millisecond)
 
-	p.Stop(t)
+	p.Stop()
 	select {
 	case <-p.done:
 	default:
@@ -45,11 +43,10 @@ func TestSignalReachesTheProcess(t *testing.T) {
 	p, err := Start("trapper", exec.Command("sh", "-c", `trap 'echo got USR1; exit 0' USR1; touch "$0"; while :; do sleep 0.01; done`, flag),
 		exists(flag), 10*time.Second)
 	require.NoError(t, err)
-	defer p.Stop(t)
-	assert.Positive(t, p.Pid())
+	defer p.Stop()
 	require.NoError(t, p.Signal(syscall.SIGUSR1))
 	select {
-	case <-p.done:
+	case <-p.Exited():
 	case <-time.After(time.Minute):
 		t.Fatal("the signal did not end the process")
 	}
@@ -80,43 +77,4 @@ func TestAnswers(t *testing.T) {
 	assert.True(t, ready())
 	srv.Close()
 	assert.False(t, ready(), "nothing listening is not ready")
-}
-
-func TestOnFreePortsTriesOtherPortsWhenOneWasTaken(t *testing.T) {
-	var tried [][]int
-	ports, err := OnFreePorts(2, func(ports []int) ([]int, error) {
-		tried = append(tried, ports)
-		switch len(tried) {
-		case 1:
-			return nil, errors.New("listen tcp 127.0.0.1: bind: address already in use")
-		case 2:
-			return nil, errors.New("Could not create server TCP listening socket 127.0.0.1: bind: Address already in use") // Redis
-		}
-		return ports, nil
-	})
-	require.NoError(t, err)
-	require.Len(t, tried, 3)
-	assert.Equal(t, tried[2], ports)
-	for _, p := range tried {
-		assert.Len(t, p, 2)
-		assert.NotEqual(t, p[0], p[1], "two ports, not one twice")
-		assert.Positive(t, p[0])
-	}
-	assert.False(t, slices.Equal(tried[0], tried[1]) && slices.Equal(tried[1], tried[2]), "fresh ports for each try")
-}
-
-func TestOnFreePortsGivesUpAfterThreeTriesOrAnotherError(t *testing.T) {
-	for _, message := range []string{"address already in use", "no such file"} {
-		calls := 0
-		_, err := OnFreePorts(1, func([]int) (int, error) {
-			calls++
-			return 0, errors.New(message)
-		})
-		assert.EqualError(t, err, message)
-		want := 1
-		if message == "address already in use" {
-			want = 3
-		}
-		assert.Equal(t, want, calls, message)
-	}
 }

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/caddy-clerk/clerk-m2m"
+	"github.com/caddy-clerk/clerk-m2m/internal/freeport"
 )
 
 // dataDir is where the demo's Caddy keeps its data while it runs: a
@@ -110,10 +110,9 @@ func EchoIdentity(name string) http.HandlerFunc {
 
 // FreeAddr finds a loopback address nobody listens on.
 func FreeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := freeport.Ports(1)
 	if err != nil {
 		panic(errors.New("no free loopback port: " + err.Error()))
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return freeport.Addr(ports[0])
 }
