@@ -20,8 +20,7 @@ func init() {
 // listens beyond loopback and carries a clerk_m2m_token handler, or
 // proxies to a server that does (see exposedSidecars), and, when
 // a clerk_m2m handler has shared_cache, removes the expired shared
-// verdicts from the storage every ten minutes or so, one instance of the
-// cluster at a time.
+// verdicts from the storage every minute or so.
 type App struct {
 	// Registered while the configuration is provisioned and read when it
 	// starts; Caddy does both in one goroutine, one after the other.

@@ -127,17 +127,22 @@ func (s *clusterStore) load(ctx context.Context, key string) ([]byte, error) {
 // storage while a configuration with shared_cache runs: every minute or
 // so, the folders of the minutes past. Each instance of a cluster sweeps
 // on its own (removing is idempotent); every operation is bounded in
-// time, and stopping never waits for the storage.
+// time, one at a time, and stopping never waits for the storage.
 type verdictSweeper struct {
 	storage certmagic.Storage
-	logger  *zap.Logger
-	trouble *alert
-	stop    context.CancelFunc
-	done    chan struct{} // closed when the sweeps have stopped
+	// deletesFolders: the storage's Delete of a folder removes all it
+	// holds, as a folder storage's does.
+	deletesFolders bool
+	busy           chan struct{} // held by the operation under way (see bounded)
+	logger         *zap.Logger
+	trouble        *alert
+	stop           context.CancelFunc
+	done           chan struct{} // closed when the sweeps have stopped
 }
 
 func newVerdictSweeper(storage certmagic.Storage, logger *zap.Logger) *verdictSweeper {
-	return &verdictSweeper{storage: storage, logger: logger, trouble: newAlert()}
+	_, files := storage.(*certmagic.FileStorage)
+	return &verdictSweeper{storage: storage, deletesFolders: files, busy: make(chan struct{}, 1), logger: logger, trouble: newAlert()}
 }
 
 // start sweeps every bucketWidth or so (jittered, so that a cluster
@@ -175,12 +180,12 @@ func (s *verdictSweeper) halt() {
 // opSweep names sweeps in caddy_clerk_m2m_shared_cache_errors_total.
 const opSweep = "sweep"
 
-// sweep removes the folders of the minutes before now, each on its own:
-// trouble with one does not keep the others, and what a folder holds is
-// never read. A storage whose Delete leaves a folder's entries (as some
-// do) has them removed one by one.
+// sweep removes the folders of the minutes before now, each on its own: a
+// folder that fails does not keep the others, and no entry is ever read.
+// While an operation given up has not returned, the rest waits for the
+// next sweep.
 func (s *verdictSweeper) sweep(ctx context.Context, now time.Time) error {
-	folders, err := bounded(ctx, func(ctx context.Context) ([]string, error) { return s.storage.List(ctx, verdictsFolder, false) })
+	folders, err := bounded(ctx, s.busy, func(ctx context.Context) ([]string, error) { return s.storage.List(ctx, verdictsFolder, false) })
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
@@ -193,39 +198,67 @@ func (s *verdictSweeper) sweep(ctx context.Context, now time.Time) error {
 		if err != nil || minute > bucket(now)-1 {
 			continue // not ours, or not expired yet
 		}
-		troubles = append(troubles, s.remove(ctx, folder))
+		err = s.remove(ctx, folder)
+		troubles = append(troubles, err)
+		if errors.Is(err, errStorageBusy) || ctx.Err() != nil {
+			break
+		}
 	}
 	return errors.Join(troubles...)
 }
 
-// remove deletes a folder, and then whatever the storage left of it.
+// remove deletes a folder and all it holds: in one operation on a storage
+// whose Delete removes folders whole; elsewhere, what the folder holds
+// first, one by one, what is inside a folder before the folder. The
+// listing comes first: some storages' Delete of a folder removes only its
+// index (Redis's does), after which what it held can no longer be listed.
+// At the first failure the rest, and the folder, wait for the next sweep,
+// which lists them again.
 func (s *verdictSweeper) remove(ctx context.Context, folder string) error {
-	del := func(key string) error {
-		_, err := bounded(ctx, func(ctx context.Context) (struct{}, error) { return struct{}{}, s.storage.Delete(ctx, key) })
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
+	if !s.deletesFolders {
+		keys, err := bounded(ctx, s.busy, func(ctx context.Context) ([]string, error) { return s.storage.List(ctx, folder, true) })
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
 		}
-		return err
+		for _, key := range slices.Backward(keys) {
+			if err := s.delete(ctx, key); err != nil {
+				return err
+			}
+		}
 	}
-	if err := del(folder); err != nil {
-		return err
-	}
-	left, err := bounded(ctx, func(ctx context.Context) ([]string, error) { return s.storage.List(ctx, folder, true) })
-	if errors.Is(err, fs.ErrNotExist) || len(left) == 0 && err == nil {
-		return nil
-	}
-	troubles := []error{err}
-	for _, key := range slices.Backward(left) { // what is inside a folder before the folder
-		troubles = append(troubles, del(key))
-	}
-	return errors.Join(append(troubles, del(folder))...)
+	return s.delete(ctx, folder)
 }
 
-// bounded runs op apart within storageTimeout.
-func bounded[T any](ctx context.Context, op func(context.Context) (T, error)) (T, error) {
+// delete deletes key, within storageTimeout.
+func (s *verdictSweeper) delete(ctx context.Context, key string) error {
+	_, err := bounded(ctx, s.busy, func(ctx context.Context) (struct{}, error) { return struct{}{}, s.storage.Delete(ctx, key) })
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// errStorageBusy ends a sweep while the storage has not returned from an
+// operation given up.
+var errStorageBusy = errors.New("the storage has not returned from an operation a sweep gave up on")
+
+// bounded runs op apart within storageTimeout, holding busy (a slot) until
+// op returns, however long after it was given up: while it is held, no
+// other operation starts, so that a storage that hangs holds one
+// goroutine of the sweeper, not one more every sweep.
+func bounded[T any](ctx context.Context, busy chan struct{}, op func(context.Context) (T, error)) (T, error) {
+	select {
+	case busy <- struct{}{}:
+	default:
+		var none T
+		return none, errStorageBusy
+	}
 	ctx, cancel := context.WithTimeout(ctx, storageTimeout)
 	defer cancel()
-	return apart(ctx, op)
+	return apart(ctx, func(ctx context.Context) (T, error) {
+		defer func() { <-busy }()
+		return op(ctx)
+	})
 }
 
 // apart runs op in a goroutine of its own, and returns what it returns,

@@ -3,10 +3,14 @@ package clerkm2m
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
+	"runtime"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -75,10 +79,14 @@ func TestTheStorageIsReadWithBounds(t *testing.T) {
 			require.NoError(t, plant())
 			ctx, cancel := context.WithTimeout(context.Background(), hung)
 			defer cancel()
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
 			_, err := store.Get(ctx, testName, expiry)
+			runtime.ReadMemStats(&after)
 			require.Error(t, err)
 			assert.NoError(t, ctx.Err(), "refused, not waited on")
 			assert.NotErrorIs(t, err, fs.ErrNotExist, "trouble, reported as such")
+			assert.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(maxStoredBytes), "not read")
 		})
 	}
 }
@@ -108,7 +116,8 @@ func (s stuckStorage) Delete(context.Context, string) error {
 
 // TestAStuckStorageHoldsNoRequestNorStop: a read gives up with its
 // context, reads stuck in the storage are bounded (past the bound a
-// lookup is a miss at once), and a sweep gives up too.
+// lookup is a miss at once), and a sweep gives up too; the next sweep
+// starts nothing while the operation given up is stuck.
 func TestAStuckStorageHoldsNoRequestNorStop(t *testing.T) {
 	stuck := stuckStorage{&certmagic.FileStorage{Path: t.TempDir()}, make(chan struct{}), make(chan struct{})}
 	defer close(stuck.release)
@@ -127,39 +136,54 @@ func TestAStuckStorageHoldsNoRequestNorStop(t *testing.T) {
 	assert.ErrorContains(t, err, "as many reads of the storage as allowed are in flight", "no wait for a slot")
 
 	require.NoError(t, stuck.Storage.Store(context.Background(), entryKey(1, testName), []byte("old")))
-	err = giveUp(func(ctx context.Context) error { return newVerdictSweeper(stuck, zap.NewNop()).sweep(ctx, time.Now()) })
+	sweeper := newVerdictSweeper(stuck, zap.NewNop())
+	err = giveUp(func(ctx context.Context) error { return sweeper.sweep(ctx, time.Now()) })
 	assert.ErrorIs(t, err, context.Canceled)
+	err = sweeper.sweep(context.Background(), time.Now())
+	assert.ErrorIs(t, err, errStorageBusy, "no other operation while the one given up has not returned")
 }
 
-// leakyFolders is a storage whose Delete of a folder leaves what is under
-// it (as Redis's does), and whose Delete fails for one folder.
-type leakyFolders struct {
+// indexedFolders is a storage whose Delete of a folder forgets what the
+// folder holds without removing it, as Redis's does (it deletes the
+// folder's index): what the folder held goes to orphans, where no List
+// finds it. Its Delete of one key fails.
+type indexedFolders struct {
 	*certmagic.FileStorage
-	failing string
+	orphans, failing string
 }
 
-func (s leakyFolders) Delete(ctx context.Context, key string) error {
-	switch info, err := os.Stat(s.Filename(key)); {
-	case key == s.failing:
+func (s indexedFolders) Delete(ctx context.Context, key string) error {
+	if key == s.failing {
 		return errors.New("permission denied")
-	case err == nil && info.IsDir():
-		entries, _ := os.ReadDir(s.Filename(key))
-		if len(entries) > 0 {
-			return nil
-		}
+	}
+	if entries, err := os.ReadDir(s.Filename(key)); err == nil && len(entries) > 0 {
+		return os.Rename(s.Filename(key), filepath.Join(s.orphans, strconv.FormatInt(time.Now().UnixNano(), 10)))
 	}
 	return s.FileStorage.Delete(ctx, key)
 }
 
+// filesUnder lists the files under dir, at any depth.
+func filesUnder(t *testing.T, dir string) []string {
+	t.Helper()
+	var files []string
+	require.NoError(t, filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files = append(files, path)
+		}
+		return err
+	}))
+	return files
+}
+
 // TestTheSweepRemovesWhatExpired: every folder of a past minute goes,
-// whatever it holds and however a storage deletes folders; the current
-// and future minutes stay; a folder that cannot be removed holds up no
-// other; what is not the sweep's stays.
+// whatever it holds and however a storage deletes folders, leaving nothing
+// that no sweep can find; the current and future minutes stay; an entry
+// that cannot be removed holds up no other folder, and keeps its own for
+// the next sweep; what is not the sweep's stays.
 func TestTheSweepRemovesWhatExpired(t *testing.T) {
-	for name, leaky := range map[string]bool{"a folder storage": false, "a storage that leaves folders' entries": true} {
+	for name, indexed := range map[string]bool{"a folder storage": false, "a storage whose Delete of a folder forgets what it holds": true} {
 		t.Run(name, func(t *testing.T) {
-			dir := t.TempDir()
-			files := &certmagic.FileStorage{Path: dir}
+			files := &certmagic.FileStorage{Path: t.TempDir()}
 			now := time.Now()
 			past, failing := entryKey(bucket(now)-3, testName), entryKey(bucket(now)-2, testName)
 			current, future := entryKey(bucket(now), testName), entryKey(bucket(now)+10_000, testName)
@@ -168,24 +192,101 @@ func TestTheSweepRemovesWhatExpired(t *testing.T) {
 				require.NoError(t, files.Store(context.Background(), key, []byte("x")))
 			}
 			var storage certmagic.Storage = files
-			if leaky {
-				storage = leakyFolders{files, filepath.Dir(filepath.Dir(failing))}
+			orphans := t.TempDir()
+			if indexed {
+				storage = indexedFolders{files, orphans, failing}
 			}
 			err := newVerdictSweeper(storage, zap.NewNop()).sweep(context.Background(), now)
-			if leaky {
+			if indexed {
 				assert.ErrorContains(t, err, "permission denied")
 			} else {
 				require.NoError(t, err)
 			}
 			exists := func(key string) bool { return files.Exists(context.Background(), key) }
 			assert.False(t, exists(past), "expired")
-			assert.False(t, exists(filepath.Dir(filepath.Dir(past))), "its folder too")
-			assert.Equal(t, leaky, exists(failing), "removed, unless its storage refuses")
+			assert.False(t, exists(path.Dir(path.Dir(past))), "its folder too")
+			assert.Empty(t, filesUnder(t, orphans), "nothing left where no sweep finds it")
+			assert.Equal(t, indexed, exists(failing), "removed, unless its storage refuses")
+			assert.Equal(t, indexed, exists(path.Dir(path.Dir(failing))), "and then its folder stays")
 			for _, key := range append([]string{current, future}, others...) {
 				assert.True(t, exists(key), "%s stays", key)
 			}
 		})
 	}
+}
+
+// countingStorage counts the operations on a storage, by method.
+type countingStorage struct {
+	certmagic.Storage
+	mu  sync.Mutex
+	ops map[string]int
+}
+
+func (s *countingStorage) count(op string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ops[op]++
+}
+
+func (s *countingStorage) Load(ctx context.Context, key string) ([]byte, error) {
+	s.count("Load")
+	return s.Storage.Load(ctx, key)
+}
+
+func (s *countingStorage) Delete(ctx context.Context, key string) error {
+	s.count("Delete")
+	return s.Storage.Delete(ctx, key)
+}
+
+func (s *countingStorage) List(ctx context.Context, prefix string, recursive bool) ([]string, error) {
+	s.count("List")
+	return s.Storage.List(ctx, prefix, recursive)
+}
+
+func (s *countingStorage) Stat(ctx context.Context, key string) (certmagic.KeyInfo, error) {
+	s.count("Stat")
+	return s.Storage.Stat(ctx, key)
+}
+
+// plantEntries writes n entries of one scope in the folder of minute,
+// straight to the files of dir.
+func plantEntries(t *testing.T, dir string, minute int64, n int) {
+	t.Helper()
+	folder := filepath.Join(dir, filepath.FromSlash(entryKey(minute, scopeName)))
+	require.NoError(t, os.MkdirAll(folder, 0o700))
+	for i := range n {
+		require.NoError(t, os.WriteFile(filepath.Join(folder, fmt.Sprintf("%064x", i)), []byte("x"), 0o600))
+	}
+}
+
+// TestASweepsOperationsDoNotGrowWithTheEntries: on a folder storage, a
+// sweep lists the folders of verdicts and deletes each past one whole: as
+// many operations for ten entries as for ten thousand, none of them a
+// read; and ten thousand entries planted in a far-future folder, which
+// sorts before the others, hold up none of them.
+func TestASweepsOperationsDoNotGrowWithTheEntries(t *testing.T) {
+	now := time.Now()
+	const farFuture = 1_000_000_000 // a minute of the year 3871, whose folder sorts before today's
+	require.Less(t, strconv.Itoa(farFuture), strconv.FormatInt(bucket(now), 10))
+	ops := map[int]map[string]int{}
+	for _, n := range []int{10, 10_000} {
+		dir := t.TempDir()
+		for _, minute := range []int64{bucket(now) - 2, bucket(now) - 1, farFuture} {
+			plantEntries(t, dir, minute, n)
+		}
+		files := &certmagic.FileStorage{Path: dir}
+		sweeper := newVerdictSweeper(files, zap.NewNop())
+		counting := &countingStorage{Storage: files, ops: map[string]int{}}
+		sweeper.storage = counting
+		require.NoError(t, sweeper.sweep(context.Background(), now))
+		ops[n] = counting.ops
+
+		for minute, stays := range map[int64]bool{bucket(now) - 2: false, bucket(now) - 1: false, farFuture: true} {
+			assert.Equal(t, stays, files.Exists(context.Background(), entryKey(minute, "")), "minute %d", minute)
+		}
+	}
+	assert.Equal(t, map[string]int{"List": 1, "Delete": 2}, ops[10], "a listing, a delete per past folder")
+	assert.Equal(t, ops[10], ops[10_000], "as many for a thousand times the entries")
 }
 
 func TestTheSweeperRunsWithAConfigurationThatSharesVerdicts(t *testing.T) {

@@ -3,11 +3,13 @@
 // gateway spend: a burst of abandoned requests with new opaque tokens
 // against a slow Clerk; verdicts that carry large claims; a one-client
 // flood of made-up tokens while another client presents new valid ones,
-// with Clerk answering 429 past its limit or not; and large JWTs whose
-// verdicts press on the cache of opaque ones. It prints, for each binary,
+// with Clerk answering 429 past its limit or not; large JWTs whose
+// verdicts press on the cache of opaque ones; and what sits at a token's
+// name in the storage of shared verdicts, and how fast sweeps empty that
+// storage of expired verdicts (storage.go). It prints, for each binary,
 // the calls and connections Clerk saw, what the other client got, and
-// Caddy's goroutines, file descriptors and heap. It is a measurement, not a
-// test: CI does not run it.
+// Caddy's goroutines, file descriptors and memory. It is a measurement,
+// not a test: CI does not run it.
 //
 //	go build -o /tmp/caddy-new ./cmd/caddy
 //	(cd ../main && go build -o /tmp/caddy-old ./cmd/caddy)
@@ -71,14 +73,14 @@ var scenarios = []scenario{
 	{"burst", abandonedBurst}, {"claims", bigOpaqueClaims}, {"jwts", bigJWTs(1000)}, {"jwts", bigJWTs(10000)},
 	oneClientFlood(0), oneClientFlood(50 * time.Millisecond),
 	clerkAt429("", ""), clerkAt429(", max_clerk_rate 500", "\t\tmax_clerk_rate 500\n"),
-	evictionByAnInsider(),
+	evictionByAnInsider(), {"traps", trappedEntries}, {"sweep", sweepThroughput},
 }
 
 func main() {
 	var caddies binaries
 	flag.Var(&caddies, "caddy", "name=path of a Caddy binary with the module (repeat)")
 	only := flag.String("run", "", "run only the scenarios whose name matches this regular expression: "+
-		"burst, claims, jwts, flood, 429, eviction")
+		"burst, claims, jwts, flood, 429, eviction, traps, sweep")
 	flag.Parse()
 	if len(caddies) == 0 {
 		log.Fatal("give at least one -caddy name=path")
@@ -106,7 +108,7 @@ func main() {
 				continue
 			}
 			if err := s.run(c[1], key, func(row, value string) { record(c[0], row, value) }); err != nil {
-				log.Fatalf("%s: %v", c[0], err)
+				log.Fatalf("%s: %s: %v", c[0], s.name, err)
 			}
 		}
 	}

@@ -11,7 +11,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/http"
 	"os"
@@ -43,14 +42,13 @@ type cluster struct {
 	service *backendtest.Machine
 	caller  *backendtest.Machine
 	storage string
-	client  *http.Client
 }
 
 func newCluster(t *testing.T) *cluster {
 	clerk := backendtest.New()
 	t.Cleanup(clerk.Close)
 	c := &cluster{t: t, clerk: clerk, service: clerk.NewMachine("service"), caller: clerk.NewMachine("caller"),
-		storage: t.TempDir(), client: &http.Client{Timeout: 20 * time.Second}}
+		storage: t.TempDir()}
 	clerk.GrantScopes(c.caller, c.service.ID)
 	return c
 }
@@ -98,15 +96,9 @@ func (c *cluster) token() (token, id string) {
 // that a 200 names the caller.
 func (c *cluster) status(gateway *caddyproc.Process, token string) int {
 	c.t.Helper()
-	req, err := http.NewRequest(http.MethodGet, gateway.URL()+"/", nil)
-	require.NoError(c.t, err)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := c.client.Do(req)
-	require.NoError(c.t, err)
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	resp, body := gateway.Get(c.t, "/", token)
 	if resp.StatusCode == http.StatusOK {
-		assert.Equal(c.t, "through "+c.caller.ID, string(body))
+		assert.Equal(c.t, "through "+c.caller.ID, body)
 	}
 	return resp.StatusCode
 }
@@ -136,25 +128,6 @@ func (c *cluster) waitForEntries(storage string, n int) []string {
 	require.Eventually(c.t, func() bool { return len(c.entries(storage)) == n }, 20*time.Second, 5*time.Millisecond,
 		"%d shared verdicts in storage", n)
 	return c.entries(storage)
-}
-
-// metric returns the value of the sample of gateway's /metrics named
-// name, labels included; 0 when there is none.
-func (c *cluster) metric(gateway *caddyproc.Process, name string) float64 {
-	c.t.Helper()
-	resp, err := c.client.Get(gateway.AdminURL() + "/metrics")
-	require.NoError(c.t, err)
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(c.t, err)
-	for line := range strings.Lines(string(body)) {
-		if value, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
-			number, err := strconv.ParseFloat(value, 64)
-			require.NoError(c.t, err)
-			return number
-		}
-	}
-	return 0
 }
 
 const (
@@ -198,10 +171,10 @@ func TestOneCallToClerkForTheWholeCluster(t *testing.T) {
 		for range 3 {
 			assert.Equal(t, http.StatusOK, c.status(gateway, token))
 		}
-		assert.Equal(t, 1.0, c.metric(gateway, sharedHits), "read once from the storage, then from memory")
+		assert.Equal(t, 1.0, gateway.Metric(t, sharedHits), "read once from the storage, then from memory")
 	}
 	assert.Equal(t, 1, c.clerk.Calls(verifyPath), "one call to Clerk for the three gateways")
-	assert.Equal(t, 1.0, c.metric(gateways[0], sharedMisses))
+	assert.Equal(t, 1.0, gateways[0].Metric(t, sharedMisses))
 }
 
 // TestWithoutSharedCacheEachGatewayAsksClerk is the baseline: three
@@ -235,8 +208,8 @@ func TestAnEntryEditedInTheStorageIsRefused(t *testing.T) {
 
 	assert.Equal(t, http.StatusUnauthorized, c.status(gateways[1], token), "Clerk was asked, and refused")
 	assert.Equal(t, 2, c.clerk.Calls(verifyPath))
-	assert.Equal(t, 1.0, c.metric(gateways[1], readErrors), "the entry refused is counted")
-	assert.Zero(t, c.metric(gateways[1], sharedHits))
+	assert.Equal(t, 1.0, gateways[1].Metric(t, readErrors), "the entry refused is counted")
+	assert.Zero(t, gateways[1].Metric(t, sharedHits))
 }
 
 // TestStorageTroubleIsAnsweredThroughClerk: a storage that can be neither
@@ -261,8 +234,8 @@ func TestStorageTroubleIsAnsweredThroughClerk(t *testing.T) {
 		for _, refused := range []string{"mt_" + strings.Repeat("0", 32), revoked} {
 			assert.Equal(t, http.StatusUnauthorized, c.status(gateway, refused))
 		}
-		assert.Equal(t, 3.0, c.metric(gateway, readErrors), "every failed lookup counted")
-		require.Eventually(t, func() bool { return c.metric(gateway, writeErrors) == 1 }, 20*time.Second, 10*time.Millisecond,
+		assert.Equal(t, 3.0, gateway.Metric(t, readErrors), "every failed lookup counted")
+		require.Eventually(t, func() bool { return gateway.Metric(t, writeErrors) == 1 }, 20*time.Second, 10*time.Millisecond,
 			"the failed write of the one verdict counted")
 	}
 

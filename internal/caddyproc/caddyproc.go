@@ -9,9 +9,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -28,7 +31,8 @@ const readyTimeout = 30 * time.Second
 // mainPackage is the Caddy of this checkout.
 const mainPackage = "github.com/caddy-clerk/clerk-m2m/cmd/caddy"
 
-var built = sync.OnceValues(build)
+// builds holds, by main package, the function that builds it once.
+var builds sync.Map
 
 // Binary returns the path of the Caddy that ./cmd/caddy builds. The test
 // processes of a `go test ./...` share one build: the first to ask links
@@ -36,18 +40,26 @@ var built = sync.OnceValues(build)
 // find it there.
 func Binary(t testing.TB) string {
 	t.Helper()
-	binary, err := built()
+	return BinaryOf(t, mainPackage)
+}
+
+// BinaryOf is Binary for another main package: Caddy with this module and
+// others, as a test module of its own builds it (integration/redis).
+func BinaryOf(t testing.TB, pkg string) string {
+	t.Helper()
+	once, _ := builds.LoadOrStore(pkg, sync.OnceValues(func() (string, error) { return build(pkg) }))
+	binary, err := once.(func() (string, error))()
 	if err != nil {
 		t.Fatal(err)
 	}
 	return binary
 }
 
-// build returns the executable Go's build cache holds for mainPackage,
-// linked first if it holds none, with a lock on a file of the temporary
-// folder held meanwhile. Without the lock (a file another user owns, say),
-// processes that ask at once may each link it.
-func build() (string, error) {
+// build returns the executable Go's build cache holds for the main package
+// pkg, linked first if it holds none, with a lock on a file of the
+// temporary folder held meanwhile. Without the lock (a file another user
+// owns, say), processes that ask at once may each link it.
+func build(pkg string) (string, error) {
 	if lock, err := os.OpenFile(filepath.Join(os.TempDir(), "clerk-m2m-caddyproc.lock"), os.O_CREATE|os.O_RDWR, 0o600); err == nil {
 		defer lock.Close() // and with it the lock
 		_ = lockFile(lock)
@@ -62,14 +74,14 @@ func build() (string, error) {
 	// where the cache keeps it.
 	var binary string
 	for range 2 {
-		if binary, err = goOutput("run", "-exec", "echo", mainPackage); err != nil {
+		if binary, err = goOutput("run", "-exec", "echo", pkg); err != nil {
 			return "", err
 		}
 		if strings.HasPrefix(binary, cache+string(filepath.Separator)) {
 			return binary, nil
 		}
 	}
-	return "", fmt.Errorf("go run -exec echo %s printed %s, not a path under GOCACHE (%s)", mainPackage, binary, cache)
+	return "", fmt.Errorf("go run -exec echo %s printed %s, not a path under GOCACHE (%s)", pkg, binary, cache)
 }
 
 // goOutput runs the go command, and returns what it printed.
@@ -113,7 +125,13 @@ type Process struct {
 // failed.
 func Start(t testing.TB, config func(Ports) string, env ...string) *Process {
 	t.Helper()
-	p, err := Run(Command{Binary: Binary(t), Config: func(ports Ports) ([]byte, error) { return []byte(config(ports)), nil }, Env: env})
+	return StartBinary(t, Binary(t), config, env...)
+}
+
+// StartBinary is Start for another Caddy (see BinaryOf).
+func StartBinary(t testing.TB, binary string, config func(Ports) string, env ...string) *Process {
+	t.Helper()
+	p, err := Run(Command{Binary: binary, Config: func(ports Ports) ([]byte, error) { return []byte(config(ports)), nil }, Env: env})
 	if err != nil {
 		t.Fatalf("starting caddy: %v", err)
 	}
@@ -191,3 +209,51 @@ func (p *Process) Exited() <-chan struct{} { return p.proc.Exited() }
 
 // Pid is the process's id.
 func (p *Process) Pid() int { return p.proc.Pid() }
+
+// Get sends a GET of path to the sites, with token as its bearer
+// credential unless token is empty, and returns the answer and its body.
+func (p *Process) Get(t testing.TB, path, token string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, p.URL()+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := (&http.Client{Timeout: readyTimeout}).Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	return resp, string(body)
+}
+
+// Metric returns the value of the sample of the process's /metrics named
+// name, labels included; 0 when there is none.
+func (p *Process) Metric(t testing.TB, name string) float64 {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: readyTimeout}).Get(p.AdminURL() + "/metrics")
+	if err != nil {
+		t.Fatalf("reading the metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("reading the metrics: %v", err)
+	}
+	for line := range strings.Lines(string(body)) {
+		if value, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
+			number, err := strconv.ParseFloat(value, 64)
+			if err != nil {
+				t.Fatalf("the sample %q: %v", line, err)
+			}
+			return number
+		}
+	}
+	return 0
+}

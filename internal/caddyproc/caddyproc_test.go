@@ -44,3 +44,17 @@ func TestRunServesJSONOnMorePorts(t *testing.T) {
 	_, body := get(t, fmt.Sprintf("http://127.0.0.1:%d/", caddy.Ports.More[0]))
 	assert.Equal(t, "json", body)
 }
+
+func TestMetricReadsASample(t *testing.T) {
+	caddy := caddyproc.Start(t, func(p caddyproc.Ports) string {
+		return fmt.Sprintf("{\n\tadmin 127.0.0.1:%d\n\thttp_port %d\n\tmetrics\n}\nhttp://127.0.0.1:%d {\n\trespond \"hello\"\n}\n",
+			p.Admin, p.HTTP, p.HTTP)
+	})
+	for range 2 {
+		resp, err := http.Get(caddy.URL() + "/")
+		require.NoError(t, err)
+		resp.Body.Close()
+	}
+	assert.Equal(t, 2.0, caddy.Metric(t, `caddy_http_requests_total{handler="subroute",server="srv0"}`))
+	assert.Zero(t, caddy.Metric(t, "no_such_metric"))
+}

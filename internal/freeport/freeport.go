@@ -34,8 +34,9 @@ func Addr(port int) string { return net.JoinHostPort(Host, strconv.Itoa(port)) }
 
 // Retry calls start with n ports of Ports, and again with others (five
 // tries in all) when start fails because another process took one in
-// between: an error that says "address already in use", as Go's and
-// Caddy's errors (which wrap the listener's with %v) do.
+// between: an error that says "address already in use", in any case, as
+// Go's and Caddy's errors (which wrap the listener's with %v) and Redis's
+// do.
 func Retry[T any](n int, start func(ports []int) (T, error)) (T, error) {
 	for attempt := 1; ; attempt++ {
 		ports, err := Ports(n)
@@ -44,7 +45,7 @@ func Retry[T any](n int, start func(ports []int) (T, error)) (T, error) {
 			return none, err
 		}
 		started, err := start(ports)
-		if err == nil || attempt == tries || !strings.Contains(err.Error(), "address already in use") {
+		if err == nil || attempt == tries || !strings.Contains(strings.ToLower(err.Error()), "address already in use") {
 			return started, err
 		}
 	}

@@ -88,6 +88,9 @@ func (p *Process) Exited() <-chan struct{} { return p.done }
 // Pid is the process's id.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
 
+// Signal sends sig to the process (SIGSTOP and SIGCONT freeze and thaw it).
+func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
 // Stop ends the process gracefully (SIGINT), killing it if it does not end
 // in time.
 func (p *Process) Stop() {

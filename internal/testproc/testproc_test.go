@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -35,6 +36,21 @@ func TestStartWaitsUntilReadyAndStopEndsTheProcess(t *testing.T) {
 	default:
 		t.Fatal("the process still runs after Stop")
 	}
+}
+
+func TestSignalReachesTheProcess(t *testing.T) {
+	flag := filepath.Join(t.TempDir(), "ready")
+	p, err := Start("trapper", exec.Command("sh", "-c", `trap 'echo got USR1; exit 0' USR1; touch "$0"; while :; do sleep 0.01; done`, flag),
+		exists(flag), 10*time.Second)
+	require.NoError(t, err)
+	defer p.Stop()
+	require.NoError(t, p.Signal(syscall.SIGUSR1))
+	select {
+	case <-p.Exited():
+	case <-time.After(time.Minute):
+		t.Fatal("the signal did not end the process")
+	}
+	assert.Contains(t, p.Output(), "got USR1")
 }
 
 func TestStartFailsWithTheOutputOfAProcessThatExits(t *testing.T) {
