@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path"
+	"strings"
 	"testing"
 	"time"
 
@@ -158,7 +159,9 @@ func waitForSharedVerdict(b *testing.B, storage certmagic.Storage) {
 	for deadline := time.Now().Add(hung); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
 		keys, _ := storage.List(context.Background(), verdictsFolder, true)
 		for _, key := range keys {
-			if len(path.Base(key)) == 64 { // a credential's MAC: an entry, written
+			// /<minute>/<scope>/<MAC>: an entry, written (not the scope's
+			// folder, nor the storage's temporary file beside the entry)
+			if strings.Count(strings.TrimPrefix(key, verdictsFolder), "/") == 3 && len(path.Base(key)) == 64 {
 				return
 			}
 		}
