@@ -230,6 +230,34 @@ func TestRemoteKeysKeepTheLastGoodSetForMaxStale(t *testing.T) {
 	assert.NoError(t, err, "recovers once Clerk answers again")
 }
 
+// TestARejectedKeyIsMisconfiguredForJWTsToo: when Clerk rejects the key
+// that fetches the signing keys, a JWT is refused as an opaque credential
+// asked about with that key is, misconfigured: the gateway's key is wrong,
+// not Clerk unavailable; within the stale window the last good keys still
+// serve.
+func TestARejectedKeyIsMisconfiguredForJWTsToo(t *testing.T) {
+	a, _ := signingKeys(t)
+	rejected := &backend.Error{Status: 401, Code: "authentication_invalid", TraceID: "trace_1"}
+	r, f, c := newRemote(t)
+	f.set(nil, rejected)
+	_, err := r.key(context.Background(), "ins_a")
+	verr := requireReason(t, err, ReasonMisconfigured)
+	assert.ErrorContains(t, verr, "trace_1", "the cause, for the log")
+
+	f.set([]json.RawMessage{jwkJSON(&a.PublicKey, "ins_a", "RS256")}, nil)
+	c.Advance(5 * time.Second)
+	_, err = r.key(context.Background(), "ins_a")
+	require.NoError(t, err)
+	f.set(nil, rejected)
+	c.Advance(10 * time.Minute)
+	_, err = r.key(context.Background(), "ins_a")
+	require.NoError(t, err, "within the stale window the last good key is used")
+	waitFor(t, func() bool { return f.fetches.Load() == 3 }) // the refresh behind it, which fails
+	c.Advance(time.Hour)
+	_, err = r.key(context.Background(), "ins_a")
+	requireReason(t, err, ReasonMisconfigured)
+}
+
 // TestRemoteKeysSkipUnusableKeys: one odd key does not make the others
 // unusable; a set with no usable key is a failed fetch that says why each
 // key was skipped, and does not replace a good set.
