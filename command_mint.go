@@ -74,7 +74,7 @@ func runMint(cmd *cobra.Command, args []string) int {
 	if err != nil {
 		return usageError(cmd, "%v", err)
 	}
-	minted, err := mint.Mint(context.Background(), client, mint.Options{Token: token, Timeout: time.Duration(h.Timeout),
+	minted, err := mint.Mint(context.Background(), client, mint.Options{Token: token, Timeout: time.Duration(*h.Timeout),
 		OnDeclined: func(time.Time) {
 			printf(cmd.ErrOrStderr(), "%s: Clerk handed back a live token that expires later than --ttl from now: "+
 				"minting a new one\n", cmd.CommandPath())
@@ -114,14 +114,18 @@ func mintSettings(cmd *cobra.Command) (*MintHandler, map[string]any, error) {
 	h.MachineSecretKey, _ = flags.GetString("machine_secret_key")
 	h.APIURL, _ = flags.GetString("api_url")
 	h.Format, _ = flags.GetString("format")
-	for name, dest := range map[string]*caddy.Duration{"ttl": &h.TTL, "min_remaining_ttl": &h.MinRemainingTTL, "timeout": &h.Timeout} {
+	for name, dest := range map[string]**caddy.Duration{"ttl": &h.TTL, "timeout": &h.Timeout} {
 		d, set, err := durationFlag(flags, name)
 		if err != nil {
 			return nil, nil, err
 		}
 		if set {
-			*dest = d
+			*dest = &d
 		}
+	}
+	var err error
+	if h.MinRemainingTTL, _, err = durationFlag(flags, "min_remaining_ttl"); err != nil { // not set: 0, none
+		return nil, nil, err
 	}
 	claims, err := claimsFlag(flags.Lookup("claims").Value.String())
 	if err != nil {

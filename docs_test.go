@@ -95,8 +95,8 @@ func TestDocumentedDefaultsAreApplied(t *testing.T) {
 			"max_clerk_calls": setup.MaxClerkCalls, "max_clerk_rate": setup.MaxClerkRate, "cache_max_bytes": setup.CacheMaxBytes,
 		},
 		"MintHandler": {
-			"api_url": minter.apiURL, "format": minter.Format, "ttl": minter.TTL, "renew_at": minter.RenewAt,
-			"header": minter.Header, "timeout": minter.Timeout,
+			"api_url": minter.apiURL, "format": minter.Format, "ttl": *minter.TTL, "renew_at": minter.RenewAt,
+			"header": minter.Header, "timeout": *minter.Timeout,
 		},
 	}
 	var envNames []string

@@ -21,6 +21,7 @@ import (
 	"github.com/caddy-clerk/clerk-m2m/verify"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
@@ -127,7 +128,7 @@ func TestConfigurationErrors(t *testing.T) {
 		"key from an unset variable": {Handler{MachineSecretKey: "{env.CLERK_M2M_TEST_UNSET}"}, "machine_secret_key is set to"},
 		"unknown placeholder":        {Handler{SecretKey: "{vault.clerk}"}, "secret_key:"},
 		"verify's refusal":           {Handler{MachineSecretKey: "ak_x", Accept: []string{"api_key"}}, "accepting api_key needs secret_key"},
-		"the pool's refusal":         {Handler{SecretKey: "sk_test_x", MaxClerkCalls: -1}, "max_clerk_calls must be positive"},
+		"the pool's refusal":         {Handler{SecretKey: "sk_test_x", MaxClerkCalls: -1}, "max_clerk_calls must not be negative"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			h := tc.handler
@@ -136,6 +137,38 @@ func TestConfigurationErrors(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.want)
 		})
 	}
+}
+
+// TestZeroMeansNoneOrIsRefused: a duration written as 0 means none where
+// none makes sense, and is refused where it could not work; it never
+// quietly becomes the default. Values that weaken a check past reason are
+// refused (verify's tests hold each ceiling).
+func TestZeroMeansNoneOrIsRefused(t *testing.T) {
+	testenv.ClearClerk(t)
+	h, err := parse(t, "clerk_m2m {\n secret_key sk_test_x\n clock_skew 0\n cache_ttl 0\n jwks_max_stale 0\n}")
+	require.NoError(t, err)
+	require.NoError(t, provision(t, h))
+	setup := h.verifier.Setup()
+	assert.Zero(t, setup.ClockSkew, "clock_skew 0: no leeway")
+	assert.Zero(t, setup.CacheTTL, "cache_ttl 0: no cache")
+	assert.Zero(t, setup.KeysMaxStale, "jwks_max_stale 0: never past their renewal")
+
+	for block, want := range map[string]string{
+		"clerk_m2m {\n secret_key sk_test_x\n timeout 0\n}":              "timeout 0 would give Clerk no time to answer",
+		"clerk_m2m {\n secret_key sk_test_x\n clock_skew 24h\n}":         "clock_skew 24h0m0s is over its most, 5m0s",
+		"clerk_m2m {\n secret_key sk_test_x\n cache_ttl 10000h\n}":       "cache_ttl 10000h0m0s is over its most, 1h0m0s",
+		"clerk_m2m {\n secret_key sk_test_x\n max_clerk_calls 100000\n}": "max_clerk_calls 100000 is over its most, 1000",
+		"clerk_m2m_token {\n machine_secret_key ak_x\n ttl 0\n}":         "ttl must be at least 30s, not 0s",
+		"clerk_m2m_token {\n machine_secret_key ak_x\n ttl 87600h\n}":    "ttl must be at most 24h0m0s",
+		"clerk_m2m_token {\n machine_secret_key ak_x\n timeout 0\n}":     "timeout 0 would give Clerk no time to mint",
+	} {
+		err := caddyValidate(":8080 {\n " + block + "\n respond ok\n}")
+		assert.ErrorContains(t, err, want, block)
+	}
+	minter := &MintHandler{}
+	require.NoError(t, minter.UnmarshalCaddyfile(caddyfile.NewTestDispenser("clerk_m2m_token {\n machine_secret_key ak_x\n min_remaining_ttl 0\n}")))
+	require.NoError(t, provision(t, minter))
+	assert.Zero(t, minter.tokenOptions().MinRemainingTTLSeconds, "min_remaining_ttl 0: none")
 }
 
 // TestCaddyValidateRefusesBadConfigs runs what `caddy validate` runs (adapt,

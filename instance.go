@@ -34,14 +34,14 @@ type instance struct {
 // The bounds are among them: handlers that set different bounds do not
 // share them, nor anything else.
 type instanceSettings struct {
-	APIURL         string        `json:"api_url"`
-	SecretKey      string        `json:"secret_key,omitempty"`      // fetches the keys from the Backend API; "" with jwt_key
-	PublishableKey string        `json:"publishable_key,omitempty"` // fetches them when there is no secret key; "" with jwt_key
-	Timeout        time.Duration `json:"timeout"`
-	MaxStale       time.Duration `json:"max_stale"`
-	MaxClerkCalls  int           `json:"max_clerk_calls"`
-	MaxClerkRate   int           `json:"max_clerk_rate"`
-	CacheMaxBytes  int64         `json:"cache_max_bytes"`
+	APIURL         string         `json:"api_url"`
+	SecretKey      string         `json:"secret_key,omitempty"`      // fetches the keys from the Backend API; "" with jwt_key
+	PublishableKey string         `json:"publishable_key,omitempty"` // fetches them when there is no secret key; "" with jwt_key
+	Timeout        *time.Duration `json:"timeout"`                   // nil: the default
+	MaxStale       *time.Duration `json:"max_stale"`                 // nil: the default
+	MaxClerkCalls  int            `json:"max_clerk_calls"`
+	MaxClerkRate   int            `json:"max_clerk_rate"`
+	CacheMaxBytes  int64          `json:"cache_max_bytes"`
 }
 
 // loadInstance returns the shared instance for s, making it on first use.
@@ -56,11 +56,11 @@ func newInstance(s instanceSettings, logger *zap.Logger) (*instance, error) {
 	inst := &instance{logger: logger, created: time.Now(), fetched: map[string]time.Time{}}
 	var err error
 	inst.pool, err = verify.NewPool(verify.PoolOptions{
-		Timeout:        unlessZero(s.Timeout),
+		Timeout:        s.Timeout,
 		MaxClerkCalls:  s.MaxClerkCalls,
 		MaxClerkRate:   s.MaxClerkRate,
 		CacheMaxBytes:  s.CacheMaxBytes,
-		KeysMaxStale:   unlessZero(s.MaxStale),
+		KeysMaxStale:   s.MaxStale,
 		UserAgent:      userAgent(),
 		OnClerkRequest: func(attempt backend.Attempt) { inst.observer().clerkRequest(attempt) },
 		OnKeysFetch:    inst.keysFetched,

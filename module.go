@@ -180,12 +180,14 @@ type Handler struct {
 	// the resource's URI. See ProtectedResource. Default: none.
 	ProtectedResource *ProtectedResource `json:"protected_resource,omitempty"`
 
-	// The whole budget of one call to Clerk, retries included.
+	// The whole budget of one call to Clerk, retries included. 0 would
+	// give Clerk no time, and is refused; so is more than `1h`.
 	// Default: `5s`.
-	Timeout caddy.Duration `json:"timeout,omitempty"`
+	Timeout *caddy.Duration `json:"timeout,omitempty"`
 
 	// Leeway when checking a token's expiry and start times; 0 means none.
-	// Default: `5s`.
+	// More than `5m` is refused: tokens that expired that long ago would
+	// pass. Default: `5s`.
 	ClockSkew *caddy.Duration `json:"clock_skew,omitempty"`
 
 	// How long the verification of an opaque token may be reused before
@@ -193,14 +195,17 @@ type Handler struct {
 	// refusal of one is remembered for a second, then twice as long each
 	// time Clerk refuses it again, up to an hour (a token Clerk does not
 	// know, or knows revoked or expired, never becomes valid; the second
-	// spares a token minted a moment ago). 0 turns both off. Default:
-	// `30s`.
+	// spares a token minted a moment ago). 0 turns both off. A revoked
+	// credential passes for up to this long: more than `5m` is warned
+	// about when the configuration loads, more than `1h` refused.
+	// Default: `30s`.
 	CacheTTL *caddy.Duration `json:"cache_ttl,omitempty"`
 
 	// How long Clerk's signing keys keep being used when they cannot be
 	// refreshed (they are renewed every 4 minutes). After that, JWTs are
-	// refused with 503 until Clerk answers again. Default: `1h`.
-	JWKSMaxStale caddy.Duration `json:"jwks_max_stale,omitempty"`
+	// refused with 503 until Clerk answers again. 0 means never past
+	// their renewal; more than `24h` is refused. Default: `1h`.
+	JWKSMaxStale *caddy.Duration `json:"jwks_max_stale,omitempty"`
 
 	// The most calls to Clerk in flight at once, for all the handlers that
 	// share this one's Clerk instance (the same `api_url`, keys,

@@ -52,7 +52,7 @@ func (h *Handler) expand() (settings, error) {
 		}
 	}
 	o.ClockSkew, o.CacheTTL = optionalDuration(h.ClockSkew), optionalDuration(h.CacheTTL)
-	s.instance = instanceSettings{APIURL: o.APIURL, Timeout: time.Duration(h.Timeout), MaxStale: time.Duration(h.JWKSMaxStale),
+	s.instance = instanceSettings{APIURL: o.APIURL, Timeout: optionalDuration(h.Timeout), MaxStale: optionalDuration(h.JWKSMaxStale),
 		MaxClerkCalls: h.MaxClerkCalls, MaxClerkRate: h.MaxClerkRate, CacheMaxBytes: h.CacheMaxBytes}
 	if o.JWTKey == "" { // with jwt_key, no key set is ever fetched
 		s.instance.SecretKey, s.instance.PublishableKey = o.SecretKey, o.PublishableKey
@@ -114,15 +114,6 @@ func optionalDuration(d *caddy.Duration) *time.Duration {
 		return nil
 	}
 	return new(time.Duration(*d))
-}
-
-// unlessZero is a duration that is not set when 0, as verify reads an
-// optional one: nil, the default.
-func unlessZero(d time.Duration) *time.Duration {
-	if d == 0 {
-		return nil
-	}
-	return &d
 }
 
 // field is a configured value that may hold placeholders: its name in the
