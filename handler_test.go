@@ -171,6 +171,26 @@ func TestZeroMeansNoneOrIsRefused(t *testing.T) {
 	assert.Zero(t, minter.tokenOptions().MinRemainingTTLSeconds, "min_remaining_ttl 0: none")
 }
 
+// TestKeysCanBeTurnedOff: a key written as off is none, whatever its
+// environment variable holds, so that a handler can do without a key the
+// host's CLERK_* variables give: a jwt_key-only handler never asks Clerk.
+func TestKeysCanBeTurnedOff(t *testing.T) {
+	testenv.ClearClerk(t)
+	t.Setenv("CLERK_SECRET_KEY", "sk_test_from_env")
+	t.Setenv("CLERK_MACHINE_SECRET_KEY", "ak_from_env")
+	t.Setenv("CLERK_PUBLISHABLE_KEY", "pk_test_Y2xlcmsuZXhhbXBsZS5jb20k")
+	h, err := parse(t, "clerk_m2m {\n jwt_key \""+strings.ReplaceAll(testPEM, "\n", "\\n")+"\"\n secret_key off\n machine_secret_key off\n publishable_key off\n}")
+	require.NoError(t, err)
+	require.NoError(t, provision(t, h))
+	setup := h.verifier.Setup()
+	assert.Equal(t, "none", setup.OpaqueWith, "no key verifies opaque tokens: they are refused without a call to Clerk")
+	assert.Equal(t, "jwt_key", setup.JWTsWith)
+	assert.Empty(t, setup.SessionCookies, "no publishable key")
+
+	_, err = through(t, h, "Bearer mt_0123456789abcdef0123456789abcdef")
+	assert.ErrorContains(t, err, string(verify.ReasonTypeNotAccepted))
+}
+
 // TestCaddyValidateRefusesBadConfigs runs what `caddy validate` runs (adapt,
 // load, provision, validate, without starting) on whole Caddyfiles.
 func TestCaddyValidateRefusesBadConfigs(t *testing.T) {
@@ -181,6 +201,14 @@ func TestCaddyValidateRefusesBadConfigs(t *testing.T) {
 		"no key":               {"accept m2m_token", "accepting m2m_token needs"},
 		"swapped keys":         {"secret_key ak_1\n machine_secret_key sk_test_1", "set it as machine_secret_key"},
 		"unknown type":         {"secret_key sk_test_x\n accept m2m", `unknown token type "m2m"`},
+		"a key from an unset variable": {"secret_key {$CLERK_M2M_TEST_UNSET}",
+			"secret_key needs a value (a {$VARIABLE} that is not set leaves none: set it, or write {env.VARIABLE}"},
+		"optional true": {"secret_key sk_test_x\n optional true", "optional takes no value: write optional alone to turn it on"},
+		"a publishable key as the secret key": {"secret_key pk_test_Y2xlcmsuZXhhbXBsZS5jb20k",
+			"a key starting with pk_ is a publishable key, which is not secret: set it as publishable_key"},
+		"a JWT key file that is not there": {"jwt_key /etc/clerk/missing-jwt-key.pem",
+			"jwt_key: stat /etc/clerk/missing-jwt-key.pem: no such file or directory: give the PEM text, or the path of a file holding it"},
+		"a JWT key that is a folder": {"jwt_key /etc", "jwt_key: /etc is not a regular file"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			err := caddyValidate(":8080 {\n clerk_m2m {\n " + tc.block + "\n }\n respond ok\n}")

@@ -181,7 +181,8 @@ func (h *MintHandler) applyDefaults() {
 func (h *MintHandler) expand() error {
 	repl := caddy.NewReplacer()
 	if err := expandFields(repl,
-		machineSecretKeyField(h.MachineSecretKey, &h.machineSecretKey),
+		// No off: a token is minted with this key or not at all.
+		field{name: "machine_secret_key", configured: h.MachineSecretKey, whenUnset: "{env.CLERK_MACHINE_SECRET_KEY}", dest: &h.machineSecretKey},
 		apiURLField(h.APIURL, &h.apiURL),
 	); err != nil {
 		return err

@@ -51,7 +51,7 @@ func TestTokenCaddyfile(t *testing.T) {
 		"NaN share":       {"clerk_m2m_token {\n renew_at NaN\n}", "not a share of the lifetime above 0"},
 		"empty claims":    {"clerk_m2m_token {\n claims {\n }\n}", "names no claim"},
 		"claim twice":     {"clerk_m2m_token {\n claims {\n a 1\n a 2\n }\n}", "claim a given twice"},
-		"claim no value":  {"clerk_m2m_token {\n claims {\n a\n }\n}", "wrong argument count"},
+		"claim no value":  {"clerk_m2m_token {\n claims {\n a\n }\n}", "a needs a value"},
 		"given twice":     {"clerk_m2m_token {\n format jwt\n format opaque\n}", "format given twice"},
 		"claims argument": {"clerk_m2m_token {\n claims x {\n a 1\n }\n}", "wrong argument count"},
 	} {
