@@ -471,7 +471,7 @@ func TestAClientThatLeftIsNoClerkOutage(t *testing.T) {
 func TestAccessLogFieldsWithoutAServer(t *testing.T) {
 	req := asCaddyWould(httptest.NewRequest(http.MethodGet, "/", nil), caddy.NewReplacer())
 	req = req.WithContext(context.WithValue(req.Context(), caddyhttp.ServerCtxKey, (*caddyhttp.Server)(nil)))
-	assert.NotPanics(t, func() { addAccessLogFields(req, &verify.Identity{Subject: "mch_x"}) })
+	assert.NotPanics(t, func() { addAccessLogFields(req, accessLogFields{&verify.Identity{Subject: "mch_x"}}) })
 }
 
 const (

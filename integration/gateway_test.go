@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -164,19 +163,23 @@ func TestEndToEnd(t *testing.T) {
 		token, id := clerk.CreateM2MToken(e.caller, grantedToGateway)
 		resp, _ := e.bearer("/machine/logged", token)
 		require.Equal(t, http.StatusOK, resp.StatusCode)
-		var entry map[string]any
-		require.Eventually(t, func() bool {
-			for _, line := range strings.Split(readLog(t, e.logFile), "\n") {
-				if strings.Contains(line, `"uri":"/machine/logged"`) && strings.Contains(line, `"msg":"handled request"`) {
-					return json.Unmarshal([]byte(line), &entry) == nil
-				}
-			}
-			return false
-		}, 5*time.Second, 50*time.Millisecond)
+		entry := accessLogEntry(t, e.logFile, "/machine/logged")
 		assert.Equal(t, e.caller.ID, entry["user_id"])
 		assert.Equal(t, "m2m_token", entry["token_type"])
 		assert.Equal(t, id, entry["token_id"])
+		assert.NotContains(t, entry, "clerk_m2m_error")
 		assert.NotContains(t, fmt.Sprint(entry), token[3:])
+	})
+
+	t.Run("access log says why a request was refused", func(t *testing.T) {
+		expired := clerk.MintM2MJWT(e.caller, backendtest.JWTOptions{TokenOptions: grantedToGateway,
+			Payload: map[string]any{"exp": time.Now().Add(-time.Hour).Unix()}})
+		resp, _ := e.bearer("/machine/refused", expired)
+		require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+		entry := accessLogEntry(t, e.logFile, "/machine/refused")
+		assert.Equal(t, "token_expired", entry["clerk_m2m_error"])
+		assert.Equal(t, "m2m_token", entry["token_type"])
+		assert.NotContains(t, fmt.Sprint(entry), expired[10:30])
 	})
 
 	t.Run("no token or secret in the logs", func(t *testing.T) {

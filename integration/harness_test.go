@@ -467,6 +467,23 @@ func lastRequest(t *testing.T, clerk *backendtest.Server, route string) backendt
 	return backendtest.Request{}
 }
 
+// accessLogEntry waits for the access log entry of the request for uri
+// in the log file (Caddy writes it once the answer is sent), and returns
+// it.
+func accessLogEntry(t *testing.T, logFile, uri string) map[string]any {
+	t.Helper()
+	var entry map[string]any
+	require.Eventually(t, func() bool {
+		for _, line := range strings.Split(readLog(t, logFile), "\n") {
+			if strings.Contains(line, `"uri":"`+uri+`"`) && strings.Contains(line, `"msg":"handled request"`) {
+				return json.Unmarshal([]byte(line), &entry) == nil
+			}
+		}
+		return false
+	}, 10*time.Second, 10*time.Millisecond, "the access log entry of %s", uri)
+	return entry
+}
+
 func readLog(t *testing.T, path string) string {
 	t.Helper()
 	data, err := os.ReadFile(path)
