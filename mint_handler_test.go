@@ -2,11 +2,14 @@ package clerkm2m
 
 import (
 	"encoding/base64"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -241,4 +244,24 @@ func TestPublishableKeys(t *testing.T) {
 		require.Error(t, err, name)
 		assert.Contains(t, err.Error(), "publishable_key: invalid publishable key")
 	}
+}
+
+// TestTheMachineMintedAsIsSaid: clerk_m2m_token says, once, which machine
+// its tokens are minted as: the machine of its key, whose authority the
+// requests it forwards carry.
+func TestTheMachineMintedAsIsSaid(t *testing.T) {
+	testenv.ClearClerk(t)
+	clerk := backendtest.New()
+	defer clerk.Close()
+	caller := clerk.NewMachine("caller")
+	h := &MintHandler{MachineSecretKey: caller.SecretKey, APIURL: clerk.URL}
+	require.NoError(t, provision(t, h))
+	core, logs := logobserver.New(zap.InfoLevel)
+	h.source.logger.Store(zap.New(core))
+	for range 2 {
+		req := asCaddyWould(httptest.NewRequest(http.MethodGet, "/", nil), caddy.NewReplacer())
+		require.NoError(t, h.ServeHTTP(httptest.NewRecorder(), req, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })))
+	}
+	said := logs.FilterMessageSnippet("clerk_m2m_token mints M2M tokens as machine " + caller.ID)
+	assert.Equal(t, 1, said.Len(), "said once: %v", logs.All())
 }

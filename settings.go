@@ -97,6 +97,8 @@ func expandLists(repl *caddy.Replacer, o *verify.Options, h *Handler) error {
 
 // readJWTKey reads jwt_key: PEM text, or bare base64, is taken as it is;
 // anything else is the path of a file holding it, which must be there.
+// Errors name the path only when the value is written as one (it starts
+// with / or .): a value given by mistake may be a secret.
 func readJWTKey(value string) (string, error) {
 	if value == "" || strings.Contains(value, "-----BEGIN") {
 		return value, nil
@@ -106,12 +108,14 @@ func readJWTKey(value string) (string, error) {
 	case err == nil && info.Mode().IsRegular():
 		data, err := os.ReadFile(value)
 		return string(data), err
-	case err == nil:
-		return "", fmt.Errorf("%s is not a regular file: give the PEM text, or the path of a file holding it", value)
-	case isBase64(value):
+	case err != nil && isBase64(value):
 		return value, nil
+	case !strings.HasPrefix(value, "/") && !strings.HasPrefix(value, "."):
+		return "", errors.New("it is neither PEM text nor the path of a file: give the PEM text, or the path of a file holding it")
+	case err != nil:
+		return "", fmt.Errorf("%v: give the PEM text, or the path of a file holding it", err)
 	}
-	return "", fmt.Errorf("%v: give the PEM text, or the path of a file holding it", err)
+	return "", fmt.Errorf("%s is not a regular file: give the PEM text, or the path of a file holding it", value)
 }
 
 // isBase64 reports whether s is standard base64, padded, whatever spaces
