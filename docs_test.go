@@ -677,3 +677,22 @@ func TestCaddyValidateWarnsAboutLayouts(t *testing.T) {
 	assert.Contains(t, logs, "clerk_m2m verifies only the requests its matcher matches")
 	assert.Contains(t, logs, "the server listens beyond loopback")
 }
+
+// TestDemosListenOnLoopbackOnly: the runnable demos, with their defaults,
+// listen on loopback only, every server of them: they run a gateway in
+// front of a fake Clerk whose keys they print.
+func TestDemosListenOnLoopbackOnly(t *testing.T) {
+	clerk := backendtest.New()
+	defer clerk.Close()
+	exampleEnv(t, clerk)
+	t.Setenv("QUICKSTART_ADDR", "localhost:8080") // the quickstart's defaults
+	t.Setenv("QUICKSTART_HOST", "localhost")
+	t.Setenv("QUICKSTART_UPSTREAM", "127.0.0.1:9000")
+	for _, file := range []string{"examples/quickstart/Caddyfile", "examples/two-services/Caddyfile"} {
+		servers := provisionedServers(t, readFile(t, file))
+		require.NotEmpty(t, servers, file)
+		for name, server := range servers {
+			assert.Empty(t, exposedListeners(server.Listen), "%s: server %s listens beyond loopback", file, name)
+		}
+	}
+}
