@@ -174,35 +174,35 @@ func handedOver(address string) bool {
 	if caddy.ListenerUsage("tcp", address) > 1 {
 		return false
 	}
-	_, port, _ := net.SplitHostPort(address)
-	sockets, known := listeningSockets(port)
+	sockets, known := listeningSockets(address)
 	return !known || sockets <= 1
 }
 
-// listeningSockets counts the sockets listening on port, from
-// /proc/net/tcp and /proc/net/tcp6; false where they cannot be read.
-func listeningSockets(port string) (int, bool) {
+// listeningSockets counts the sockets listening on an IPv4 address (the
+// tests' are 127.0.0.1), from /proc/net/tcp; false where it cannot be
+// read. A configuration may listen on the same port of other addresses
+// too ([::1]): those are not this address's.
+func listeningSockets(address string) (int, bool) {
+	host, port, _ := net.SplitHostPort(address)
 	number, err := strconv.Atoi(port)
+	ip := net.ParseIP(host).To4()
+	if err != nil || ip == nil {
+		return 0, false
+	}
+	local := fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], number) // as /proc/net/tcp writes it
+	const listen = "0A"                                                               // TCP_LISTEN
+	data, err := os.ReadFile("/proc/net/tcp")
 	if err != nil {
 		return 0, false
 	}
-	suffix := fmt.Sprintf(":%04X", number)
-	const listen = "0A" // TCP_LISTEN, as /proc/net/tcp writes it
-	count, read := 0, false
-	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		data, err := os.ReadFile(table)
-		if err != nil {
-			continue
-		}
-		read = true
-		for line := range strings.Lines(string(data)) {
-			fields := strings.Fields(line) // sl local_address rem_address st ...
-			if len(fields) > 3 && strings.HasSuffix(fields[1], suffix) && fields[3] == listen {
-				count++
-			}
+	count := 0
+	for line := range strings.Lines(string(data)) {
+		fields := strings.Fields(line) // sl local_address rem_address st ...
+		if len(fields) > 3 && fields[1] == local && fields[3] == listen {
+			count++
 		}
 	}
-	return count, read
+	return count, true
 }
 
 // newClient returns the client of the gateway: it dials the gateway's
