@@ -43,8 +43,8 @@ var directiveDocs = []struct {
 	names                    []string // from the parser
 	handler                  any
 }{
-	{"clerk_m2m", "## Subdirectives", "module.go", "caddyfile.go", "Handler", handlerSubdirectives.names(), Handler{}},
-	{"clerk_m2m_token", "## The calling end", "mint_handler.go", "mint_caddyfile.go", "MintHandler", mintSubdirectives.names(), MintHandler{}},
+	{"clerk_m2m", "## The `clerk_m2m` directive", "module.go", "caddyfile.go", "Handler", handlerSubdirectives.names(), Handler{}},
+	{"clerk_m2m_token", "## The `clerk_m2m_token` directive", "mint_handler.go", "mint_caddyfile.go", "MintHandler", mintSubdirectives.names(), MintHandler{}},
 }
 
 func TestSubdirectivesAreDocumentedAsParsed(t *testing.T) {

@@ -76,7 +76,11 @@ func init() {
 // | `{http.auth.user.actor}` | OAuth tokens from a token exchange (RFC 8693): the acting subject, whose whole chain is in the claims' `act`; impersonated sessions: the impersonator |
 //
 // The access log gets the caller as `user_id`, and the credential's
-// `token_type` and `token_id` (never the credential). The admin endpoint's
+// `token_type` and `token_id` (never the credential); a refused request's
+// entry gets the reason as `clerk_m2m_error`. The handler logs each
+// verdict with its cause at DEBUG, to the logger
+// `http.handlers.clerk_m2m` (a site's `log` is its access log, which
+// shows none of it). The admin endpoint's
 // `/metrics` serves `caddy_clerk_m2m_*` metrics (with or without Caddy's
 // `metrics` global option): verifications by type, format and outcome,
 // requests to Clerk by endpoint and result with their latency, cache hits

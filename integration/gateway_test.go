@@ -15,6 +15,7 @@ import (
 
 	_ "github.com/caddy-clerk/clerk-m2m"
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
+	"github.com/caddy-clerk/clerk-m2m/internal/readme"
 )
 
 var gatewayCaddyfile = globals(debugLog) + `
@@ -200,4 +201,38 @@ func TestDataStaysInTheTestsStorage(t *testing.T) {
 		scopes, _ := os.ReadDir(verdicts)
 		return len(scopes) > 0
 	}, 30*time.Second, 10*time.Millisecond, "the shared verdict in %s", verdicts)
+}
+
+// TestTheREADMEsLoggerShowsRefusals: the global options the README gives
+// to see why requests are refused, as they are (but their output, a file
+// here), log each refusal with its reason; Caddy's default logs do not.
+func TestTheREADMEsLoggerShowsRefusals(t *testing.T) {
+	e := newEnv(t)
+	blocks, err := readme.Read("../README.md")
+	require.NoError(t, err)
+	var snippet string
+	for _, block := range blocks {
+		if block.Lang == "caddyfile" && strings.Contains(block.Text, "include http.handlers.clerk_m2m") {
+			snippet = block.Text
+		}
+	}
+	require.NotEmpty(t, snippet, "the README's logger")
+	options := strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(snippet), "{\n"), "}")
+	options = strings.Replace(options, "include", "output file {{LOG}}\n\t\tinclude", 1)
+	e.load(globals(options) + `
+http://{{GATEWAY}} {
+	clerk_m2m {
+		machine_secret_key {{GATEWAY_KEY}}
+		api_url {{CLERK}}
+	}
+	respond "through"
+}
+`)
+	resp, _ := e.bearer("/", "mt_0123456789abcdef0123456789abcdef")
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	require.Eventually(t, func() bool {
+		logs := readLog(t, e.logFile)
+		return strings.Contains(logs, `"logger":"http.handlers.clerk_m2m"`) && strings.Contains(logs, `"msg":"credential refused"`) &&
+			strings.Contains(logs, `"reason":"token_invalid"`)
+	}, 10*time.Second, 10*time.Millisecond, "the refusal and its reason, in the log the README's options make")
 }

@@ -75,7 +75,13 @@ func (b Block) Caddyfile() (string, bool) {
 		}
 	}
 	if directive.MatchString(first) && first != "localhost" {
-		return "http://127.0.0.1:8080 {\n" + b.Text + "}\n", true
+		var site strings.Builder
+		site.WriteString("http://127.0.0.1:8080 {\n")
+		for _, line := range strings.SplitAfter(strings.TrimSuffix(b.Text, "\n"), "\n") {
+			site.WriteString("\t" + line)
+		}
+		site.WriteString("\n}\n")
+		return site.String(), true
 	}
 	return b.Text, true
 }
