@@ -622,3 +622,22 @@ func lastRequest(t *testing.T, clerk *backendtest.Server, route string) backendt
 	t.Fatalf("no request to %s", route)
 	return backendtest.Request{}
 }
+
+// TestCaddyValidateWarnsAboutLayouts: `caddy validate`, which starts
+// nothing, says what the configuration's start would: a clerk_m2m that
+// cannot gate what it seems to, and a sidecar others can reach.
+func TestCaddyValidateWarnsAboutLayouts(t *testing.T) {
+	dir := t.TempDir()
+	config := filepath.Join(dir, "Caddyfile")
+	require.NoError(t, os.WriteFile(config, []byte("{\n\tadmin off\n}\n\n"+
+		"http://127.0.0.1:8080 {\n\tclerk_m2m /api/*\n\treverse_proxy 127.0.0.1:9000\n}\n\n"+
+		"http://127.0.0.1:8081 {\n\tclerk_m2m_token\n\treverse_proxy 127.0.0.1:9001\n}\n"), 0o600))
+	cmd := exec.CommandContext(t.Context(), caddyproc.Binary(t), "validate", "--config", config, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_CONFIG_HOME="+dir, "XDG_DATA_HOME="+dir,
+		"CLERK_SECRET_KEY=sk_test_validate", "CLERK_MACHINE_SECRET_KEY=ak_validate")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "warnings, not errors: %s", out)
+	assert.Contains(t, string(out), "clerk_m2m verifies only the requests its matcher matches")
+	assert.Contains(t, string(out), "clerk_m2m_token attaches the machine's M2M token")
+	assert.Contains(t, string(out), "Valid configuration")
+}
