@@ -83,26 +83,24 @@ func (b block[H]) names() []string {
 // textArg is a subdirective of one argument, which may not be empty: a
 // value left out takes the default, and "" would look like none.
 func textArg[H any](name string, field func(*H) *string) subdirective[H] {
-	return subdirective[H]{name, func(d *caddyfile.Dispenser, h *H) error {
-		if err := singleArg(d, field(h)); err != nil {
-			return err
-		}
-		if *field(h) == "" {
-			return d.Errf("%s is empty: leave %s out for its default", name, name)
-		}
-		return nil
-	}}
+	return nonEmptyArg(name, field, "")
 }
 
 // keyArg is a subdirective of one key, which off turns off: no key, where
 // leaving it out takes the one of the environment variable.
 func keyArg[H any](name string, field func(*H) *string) subdirective[H] {
+	return nonEmptyArg(name, field, ", or write "+name+" "+keyOff+" for no key")
+}
+
+// nonEmptyArg is a subdirective of one argument that may not be empty;
+// orElse says what to write instead, besides leaving it out.
+func nonEmptyArg[H any](name string, field func(*H) *string, orElse string) subdirective[H] {
 	return subdirective[H]{name, func(d *caddyfile.Dispenser, h *H) error {
 		if err := singleArg(d, field(h)); err != nil {
 			return err
 		}
 		if *field(h) == "" {
-			return d.Errf("%s is empty: leave %s out for its default, or write %s %s for no key", name, name, name, keyOff)
+			return d.Errf("%s is empty: leave %s out for its default%s", name, name, orElse)
 		}
 		return nil
 	}}

@@ -17,6 +17,19 @@ import (
 // TestCheck runs the quickstart's self-check, the same as
 // `go run ./examples/quickstart -check`.
 func TestCheck(t *testing.T) {
+	d := startQuickstart(t)
+	var out bytes.Buffer
+	ok := d.check(&out)
+	t.Log("\n" + out.String())
+	if !ok {
+		t.Fatal("the quickstart's self-check failed")
+	}
+}
+
+// startQuickstart starts the quickstart on a free loopback port, stopped
+// when the test ends; in a short run, the test is skipped.
+func startQuickstart(t *testing.T) *quickstart {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("starts Caddy")
 	}
@@ -24,13 +37,8 @@ func TestCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.stop()
-	var out bytes.Buffer
-	ok := d.check(&out)
-	t.Log("\n" + out.String())
-	if !ok {
-		t.Fatal("the quickstart's self-check failed")
-	}
+	t.Cleanup(d.stop)
+	return d
 }
 
 var (
@@ -44,14 +52,7 @@ var (
 // quickstart's own gateway, which keeps answering), lets the hint's curl
 // line through to the demo service as the quickstart's caller.
 func TestTheHintWorksAsPrinted(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts Caddy")
-	}
-	d, err := start(demo.FreeAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.stop()
+	d := startQuickstart(t)
 	ports, err := freeport.Ports(1)
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/caddy-clerk/clerk-m2m/internal/readme"
 )
 
 // runbooks is where the alerts' runbooks are: the module's README, by its
@@ -17,7 +19,6 @@ const (
 var (
 	alertRule  = regexp.MustCompile(`(?m)^\s*- alert: (\w+)$`)
 	runbookURL = regexp.MustCompile(`(?m)^\s*runbook_url: (\S+)$`)
-	heading    = regexp.MustCompile(`(?m)^#+ (.+)$`)
 )
 
 // TestEveryAlertHasARunbook: every alert of the rules has a runbook_url,
@@ -27,13 +28,13 @@ func TestEveryAlertHasARunbook(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	readme, err := os.ReadFile(readmeFile)
+	readmeText, err := os.ReadFile(readmeFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	anchors := map[string]bool{}
-	for _, h := range heading.FindAllStringSubmatch(string(readme), -1) {
-		anchors[anchorOf(h[1])] = true
+	for _, anchor := range readme.Anchors(string(readmeText)) {
+		anchors[anchor] = true
 	}
 	alerts := alertRule.FindAllStringSubmatchIndex(string(rules), -1)
 	if len(alerts) == 0 {
@@ -60,19 +61,4 @@ func TestEveryAlertHasARunbook(t *testing.T) {
 			t.Errorf("%s: the README has no section #%s", name, anchor)
 		}
 	}
-}
-
-// anchorOf is the anchor GitHub gives a heading: in lower case, without
-// its punctuation but hyphens and underscores, spaces as hyphens.
-func anchorOf(heading string) string {
-	var b strings.Builder
-	for _, r := range strings.ToLower(heading) {
-		switch {
-		case r == ' ':
-			b.WriteRune('-')
-		case r == '-' || r == '_' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r > 0x7f:
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
 }

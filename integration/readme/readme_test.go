@@ -461,41 +461,13 @@ func TestLinksLead(t *testing.T) {
 	}
 }
 
-// anchors are the anchors GitHub gives the headings of a Markdown file:
-// in lower case, without punctuation but hyphens and underscores, spaces
-// as hyphens.
+// anchors are the anchors of the headings of a Markdown file of the
+// repository.
 func anchors(t *testing.T, path string) []string {
 	t.Helper()
 	text, err := os.ReadFile(filepath.Join(repo, path))
 	require.NoError(t, err)
-	var found []string
-	for _, block := range splitOutsideFences(string(text)) {
-		for _, m := range regexp.MustCompile(`(?m)^#+ (.+)$`).FindAllStringSubmatch(block, -1) {
-			var b strings.Builder
-			for _, r := range strings.ToLower(m[1]) {
-				switch {
-				case r == ' ':
-					b.WriteRune('-')
-				case r == '-' || r == '_' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r > 0x7f:
-					b.WriteRune(r)
-				}
-			}
-			found = append(found, b.String())
-		}
-	}
-	return found
-}
-
-// splitOutsideFences returns the parts of a Markdown text outside its
-// fenced blocks.
-func splitOutsideFences(text string) []string {
-	var parts []string
-	for i, part := range strings.Split(text, "```") {
-		if i%2 == 0 {
-			parts = append(parts, part)
-		}
-	}
-	return parts
+	return readme.Anchors(string(text))
 }
 
 // TestTablesAreShort: no cell of the README's tables holds more than two

@@ -90,3 +90,35 @@ func (b Block) Caddyfile() (string, bool) {
 // would name an address (which has a dot, a colon or a slash, or is
 // localhost): lower case letters, digits and underscores.
 var directive = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+
+// Anchors are the anchors GitHub gives the headings of a Markdown text
+// (outside its fenced blocks), as links name them.
+func Anchors(markdown string) []string {
+	var anchors []string
+	for i, part := range strings.Split(markdown, "```") {
+		if i%2 == 1 { // a fenced block
+			continue
+		}
+		for _, m := range heading.FindAllStringSubmatch(part, -1) {
+			anchors = append(anchors, Anchor(m[1]))
+		}
+	}
+	return anchors
+}
+
+var heading = regexp.MustCompile(`(?m)^#+ (.+)$`)
+
+// Anchor is the anchor GitHub gives a heading: in lower case, without its
+// punctuation but hyphens and underscores, spaces as hyphens.
+func Anchor(heading string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(heading) {
+		switch {
+		case r == ' ':
+			b.WriteRune('-')
+		case r == '-' || r == '_' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r > 0x7f:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
