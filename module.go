@@ -88,19 +88,20 @@ func init() {
 type Handler struct {
 	// The instance secret key (`sk_live_…` or `sk_test_…`). It verifies opaque
 	// M2M tokens (when no machine secret key is set) and fetches the signing
-	// keys that verify M2M JWTs. Default: `{env.CLERK_SECRET_KEY}`.
+	// keys that verify M2M JWTs. `off` is none, whatever CLERK_SECRET_KEY
+	// holds. Default: `{env.CLERK_SECRET_KEY}`.
 	SecretKey string `json:"secret_key,omitempty"`
 
 	// The secret key of the machine this gateway stands for (`ak_…`). When
 	// set, it verifies opaque M2M tokens, and Clerk then accepts only tokens
 	// granted access to this machine. It cannot fetch signing keys, so M2M
-	// JWTs also need `secret_key` or `jwt_key`.
+	// JWTs also need `secret_key` or `jwt_key`. `off` is none.
 	// Default: `{env.CLERK_MACHINE_SECRET_KEY}`.
 	MachineSecretKey string `json:"machine_secret_key,omitempty"`
 
 	// The instance's JWT public key in PEM form ("JWKS Public Key" in Clerk's
 	// dashboard), or the path of a file holding it. When set, JWTs are verified
-	// with it alone and the signing keys are never fetched.
+	// with it alone and the signing keys are never fetched. `off` is none.
 	// Default: `{env.CLERK_JWT_KEY}`.
 	JWTKey string `json:"jwt_key,omitempty"`
 
@@ -115,7 +116,7 @@ type Handler struct {
 	// secret at all. It also names the app whose browser sessions are read
 	// from cookies (`__session`, or the name Clerk's frontend suffixes for
 	// the app): without it, sessions come from the Authorization header
-	// only. Default: `{env.CLERK_PUBLISHABLE_KEY}`.
+	// only. `off` is none. Default: `{env.CLERK_PUBLISHABLE_KEY}`.
 	PublishableKey string `json:"publishable_key,omitempty"`
 
 	// The credential types to accept, by the names the README's
