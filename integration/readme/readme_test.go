@@ -314,6 +314,9 @@ func (s *sandbox) serve(t *testing.T, line, caddyfileText string) {
 		p, err := testproc.Start("quickstart", cmd, func() bool { return unauthorized("http://" + gateway + "/invoices") }, 2*time.Minute)
 		require.NoError(t, err)
 		defer p.Stop()
+		// It prints what to try once its gateway answers.
+		require.Eventually(t, func() bool { return strings.Contains(p.Output(), "Press Ctrl+C to stop.") }, time.Minute,
+			10*time.Millisecond, "what to try, printed: %s", p.Output())
 		assert.Contains(t, p.Output(), "curl -i http://"+gateway+"/invoices -H 'Authorization: Bearer ")
 	case "caddy run --config Caddyfile":
 		site := strings.Fields(caddyfileText)[0]
