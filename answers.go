@@ -17,10 +17,13 @@ import (
 )
 
 // The placeholders that hold the reason of a refusal, for handle_errors
-// routes: of clerk_m2m, and of clerk_m2m_token.
+// routes, and the access log's fields that do: of clerk_m2m, and of
+// clerk_m2m_token.
 const (
 	verifyErrorPlaceholder = "http.auth.clerk_m2m.error"
 	mintErrorPlaceholder   = "http.auth.clerk_m2m_token.error"
+	verifyErrorLogField    = "clerk_m2m_error"
+	mintErrorLogField      = "clerk_m2m_token_error"
 )
 
 // defaultRetryAfter is advertised on a 503 when Clerk did not say how long
@@ -114,6 +117,7 @@ func (h *MintHandler) refuse(w http.ResponseWriter, r *http.Request, err error) 
 	if verr.Reason != verify.ReasonMisconfigured {
 		verr.Reason = verify.ReasonUnavailable // no refusal of Clerk's is the request's fault
 	}
+	addAccessLogFields(r, refusalLogFields{mintErrorLogField, verr})
 	return answer(w, repl, mintErrorPlaceholder, verr, h.alerts, "mint M2M tokens")
 }
 

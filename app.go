@@ -2,6 +2,7 @@ package clerkm2m
 
 import (
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 )
@@ -16,16 +17,19 @@ func init() {
 // never while a configuration is only being validated. It needs no
 // configuration: the handlers load it themselves.
 //
-// When the configuration starts, it also warns about every server that
-// listens beyond loopback and carries a clerk_m2m_token handler, or
-// proxies to a server that does (see exposedSidecars), and, when
-// a clerk_m2m handler has shared_cache, removes the expired shared
-// verdicts from the storage every minute or so.
+// When the configuration starts, and when `caddy validate` is done with
+// it, it also warns about every server that listens beyond loopback and
+// carries a clerk_m2m_token handler, or proxies to a server that does (see
+// exposedSidecars), and about every clerk_m2m that cannot gate what it
+// seems to (see unsafeGates). When a clerk_m2m handler has shared_cache,
+// it removes the expired shared verdicts from the storage every minute or
+// so.
 type App struct {
 	// Registered while the configuration is provisioned and read when it
 	// starts; Caddy does both in one goroutine, one after the other.
 	registered []registered
 	sweeper    *verdictSweeper // of the shared verdicts, when a handler has shared_cache
+	started    bool
 
 	ctx    caddy.Context
 	logger *zap.Logger
@@ -81,8 +85,34 @@ func (a *App) Start() error {
 	if a.sweeper != nil {
 		a.sweeper.start()
 	}
-	a.warnAboutExposedSidecars()
+	a.started = true
+	a.warnAboutLayouts()
 	return nil
+}
+
+// Cleanup warns about the layouts of a configuration that was provisioned
+// in full and never started: one `caddy validate` (or `caddy adapt
+// --validate`) loaded, which calls only Provision, Validate and Cleanup.
+// That is the first moment every server is provisioned, as the walks
+// need: this App is provisioned while the http app is, by its handlers.
+func (a *App) Cleanup() error {
+	if !a.started {
+		a.warnAboutLayouts()
+	}
+	return nil
+}
+
+// warnAboutLayouts warns about the servers' layouts that expose a
+// machine's authority, or let requests past a clerk_m2m unverified. A
+// configuration whose http app failed to load has none to look at.
+func (a *App) warnAboutLayouts() {
+	httpApp, err := a.ctx.AppIfConfigured("http")
+	if err != nil {
+		return
+	}
+	servers := httpApp.(*caddyhttp.App).Servers
+	a.warnAboutExposedSidecars(servers)
+	a.warnAboutUnsafeGates(servers)
 }
 
 // Stop stops the sweeps of shared verdicts. An instance stops when the
@@ -97,6 +127,7 @@ func (a *App) Stop() error {
 
 // Interface guards
 var (
-	_ caddy.App         = (*App)(nil)
-	_ caddy.Provisioner = (*App)(nil)
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
 )

@@ -48,7 +48,8 @@ func init() {
 //
 // Every subdirective is optional; without a block, the keys come from the
 // CLERK_SECRET_KEY, CLERK_MACHINE_SECRET_KEY, CLERK_JWT_KEY,
-// CLERK_PUBLISHABLE_KEY and CLERK_API_URL environment variables. Keys, URLs
+// CLERK_PUBLISHABLE_KEY and CLERK_API_URL environment variables. A key
+// written as off is none: its variable is not read. Keys, URLs
 // and lists may be placeholders such as {env.NAME} or {file.path}, expanded
 // when the configuration loads. A size is a number of bytes, or one with a
 // unit: 64MiB, 500KB. The block of protected_resource may be left out, and
@@ -59,11 +60,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // handlerSubdirectives are clerk_m2m's, in the order its syntax lists them.
 var handlerSubdirectives = block[Handler]{
-	textArg("secret_key", func(h *Handler) *string { return &h.SecretKey }),
-	textArg("machine_secret_key", func(h *Handler) *string { return &h.MachineSecretKey }),
-	textArg("jwt_key", func(h *Handler) *string { return &h.JWTKey }),
+	keyArg("secret_key", func(h *Handler) *string { return &h.SecretKey }),
+	keyArg("machine_secret_key", func(h *Handler) *string { return &h.MachineSecretKey }),
+	keyArg("jwt_key", func(h *Handler) *string { return &h.JWTKey }),
 	textArg("api_url", func(h *Handler) *string { return &h.APIURL }),
-	textArg("publishable_key", func(h *Handler) *string { return &h.PublishableKey }),
+	keyArg("publishable_key", func(h *Handler) *string { return &h.PublishableKey }),
 	listArg("accept", func(h *Handler) *[]string { return &h.Accept }),
 	listArg("require_scopes", func(h *Handler) *[]string { return &h.RequireScopes }),
 	listArg("allowed_subjects", func(h *Handler) *[]string { return &h.AllowedSubjects }),
@@ -75,10 +76,10 @@ var handlerSubdirectives = block[Handler]{
 	flagArg("optional", func(h *Handler) *bool { return &h.Optional }),
 	flagArg("strip_authorization", func(h *Handler) *bool { return &h.StripAuthorization }),
 	flagArg("disable_metrics", func(h *Handler) *bool { return &h.DisableMetrics }),
-	durationArg("timeout", func(h *Handler) *caddy.Duration { return &h.Timeout }),
+	optionalDurationArg("timeout", func(h *Handler) **caddy.Duration { return &h.Timeout }),
 	optionalDurationArg("clock_skew", func(h *Handler) **caddy.Duration { return &h.ClockSkew }),
 	optionalDurationArg("cache_ttl", func(h *Handler) **caddy.Duration { return &h.CacheTTL }),
-	durationArg("jwks_max_stale", func(h *Handler) *caddy.Duration { return &h.JWKSMaxStale }),
+	optionalDurationArg("jwks_max_stale", func(h *Handler) **caddy.Duration { return &h.JWKSMaxStale }),
 	countArg("max_clerk_calls", func(h *Handler) *int { return &h.MaxClerkCalls }),
 	countArg("max_clerk_rate", func(h *Handler) *int { return &h.MaxClerkRate }),
 	sizeArg("cache_max_bytes", func(h *Handler) *int64 { return &h.CacheMaxBytes }),

@@ -80,9 +80,30 @@ func (b block[H]) names() []string {
 	return names
 }
 
-// textArg is a subdirective of one argument.
+// textArg is a subdirective of one argument, which may not be empty: a
+// value left out takes the default, and "" would look like none.
 func textArg[H any](name string, field func(*H) *string) subdirective[H] {
-	return subdirective[H]{name, func(d *caddyfile.Dispenser, h *H) error { return singleArg(d, field(h)) }}
+	return nonEmptyArg(name, field, "")
+}
+
+// keyArg is a subdirective of one key, which off turns off: no key, where
+// leaving it out takes the one of the environment variable.
+func keyArg[H any](name string, field func(*H) *string) subdirective[H] {
+	return nonEmptyArg(name, field, ", or write "+name+" "+keyOff+" for no key")
+}
+
+// nonEmptyArg is a subdirective of one argument that may not be empty;
+// orElse says what to write instead, besides leaving it out.
+func nonEmptyArg[H any](name string, field func(*H) *string, orElse string) subdirective[H] {
+	return subdirective[H]{name, func(d *caddyfile.Dispenser, h *H) error {
+		if err := singleArg(d, field(h)); err != nil {
+			return err
+		}
+		if *field(h) == "" {
+			return d.Errf("%s is empty: leave %s out for its default%s", name, name, orElse)
+		}
+		return nil
+	}}
 }
 
 // listArg is a subdirective of one or more arguments.
@@ -90,7 +111,7 @@ func listArg[H any](name string, field func(*H) *[]string) subdirective[H] {
 	return subdirective[H]{name, func(d *caddyfile.Dispenser, h *H) error {
 		*field(h) = d.RemainingArgs()
 		if len(*field(h)) == 0 {
-			return d.ArgErr()
+			return d.Errf("%s needs at least one value%s", name, unsetVariableHint)
 		}
 		return nil
 	}}
@@ -100,7 +121,7 @@ func listArg[H any](name string, field func(*H) *[]string) subdirective[H] {
 func flagArg[H any](name string, field func(*H) *bool) subdirective[H] {
 	return subdirective[H]{name, func(d *caddyfile.Dispenser, h *H) error {
 		if d.NextArg() {
-			return d.ArgErr()
+			return d.Errf("%s takes no value: write %s alone to turn it on (it is off when left out)", name, name)
 		}
 		*field(h) = true
 		return nil
@@ -135,14 +156,22 @@ func blockArg[H, B any](name string, field func(*H) **B, arg func(*B) *string, b
 	}}
 }
 
-// singleArg reads the one argument of a subdirective.
+// unsetVariableHint is why a subdirective may have been left without a
+// value: the Caddyfile's {$VARIABLE} is replaced when it is adapted, by
+// nothing when the variable is not set.
+const unsetVariableHint = " (a {$VARIABLE} that is not set leaves none: set it, or write {env.VARIABLE}, " +
+	"read when the configuration loads)"
+
+// singleArg reads the one argument of a subdirective. The errors never
+// repeat a value, which may be a key.
 func singleArg(d *caddyfile.Dispenser, dest *string) error {
+	name := d.Val()
 	if !d.NextArg() {
-		return d.ArgErr()
+		return d.Errf("%s needs a value%s", name, unsetVariableHint)
 	}
 	*dest = d.Val()
 	if d.NextArg() {
-		return d.ArgErr()
+		return d.Errf("%s takes one value, not more (a value with spaces goes in quotes)", name)
 	}
 	return nil
 }

@@ -84,12 +84,12 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		h.ProtectedResource)
 	assert.True(t, h.Optional)
 	assert.True(t, h.StripAuthorization)
-	assert.Equal(t, caddy.Duration(2e9), h.Timeout)
+	assert.Equal(t, new(caddy.Duration(2e9)), h.Timeout)
 	require.NotNil(t, h.ClockSkew)
 	assert.Zero(t, *h.ClockSkew, "an explicit 0 is kept, not replaced by the default")
 	require.NotNil(t, h.CacheTTL)
 	assert.Equal(t, caddy.Duration(60e9), *h.CacheTTL)
-	assert.Equal(t, caddy.Duration(24*time.Hour), h.JWKSMaxStale)
+	assert.Equal(t, new(caddy.Duration(24*time.Hour)), h.JWKSMaxStale)
 	assert.Equal(t, 16, h.MaxClerkCalls)
 	assert.Equal(t, 5, h.MaxClerkRate)
 	assert.Equal(t, int64(8<<20), h.CacheMaxBytes)
@@ -106,26 +106,29 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 
 func TestUnmarshalCaddyfileErrors(t *testing.T) {
 	for name, tc := range map[string]struct{ input, want string }{
-		"unknown subdirective":   {"clerk_m2m {\n secret sk_test_abc\n}", `unknown subdirective "secret"`},
-		"argument on the line":   {"clerk_m2m sk_test_abc", "takes no arguments"},
-		"missing argument":       {"clerk_m2m {\n secret_key\n}", "wrong argument count"},
-		"extra argument":         {"clerk_m2m {\n api_url https://a https://b\n}", "wrong argument count"},
-		"accept without a type":  {"clerk_m2m {\n accept\n}", "wrong argument count"},
-		"scopes without a scope": {"clerk_m2m {\n require_scopes\n}", "wrong argument count"},
-		"audience without one":   {"clerk_m2m {\n audience\n}", "wrong argument count"},
-		"optional with a value":  {"clerk_m2m {\n optional yes\n}", "wrong argument count"},
+		"unknown subdirective": {"clerk_m2m {\n secret sk_test_abc\n}", `unknown subdirective "secret"`},
+		"argument on the line": {"clerk_m2m sk_test_abc", "takes no arguments"},
+		"missing argument": {"clerk_m2m {\n secret_key\n}",
+			"secret_key needs a value (a {$VARIABLE} that is not set leaves none: set it, or write {env.VARIABLE}"},
+		"an empty key":           {"clerk_m2m {\n secret_key \"\"\n}", "secret_key is empty: leave secret_key out for its default, or write secret_key off for no key"},
+		"an empty URL":           {"clerk_m2m {\n api_url \"\"\n}", "api_url is empty: leave api_url out for its default"},
+		"extra argument":         {"clerk_m2m {\n api_url https://a https://b\n}", "api_url takes one value, not more"},
+		"accept without a type":  {"clerk_m2m {\n accept\n}", "accept needs at least one value"},
+		"scopes without a scope": {"clerk_m2m {\n require_scopes\n}", "require_scopes needs at least one value"},
+		"audience without one":   {"clerk_m2m {\n audience\n}", "audience needs at least one value"},
+		"optional with a value":  {"clerk_m2m {\n optional true\n}", "optional takes no value: write optional alone to turn it on"},
 		"optional twice":         {"clerk_m2m {\n optional\n optional\n}", "optional given twice"},
 		"given twice":            {"clerk_m2m {\n secret_key sk_a\n secret_key sk_b\n}", "secret_key given twice"},
 		"bad duration":           {"clerk_m2m {\n timeout soon\n}", "timeout:"},
-		"duration with two args": {"clerk_m2m {\n cache_ttl 1s 2s\n}", "wrong argument count"},
+		"duration with two args": {"clerk_m2m {\n cache_ttl 1s 2s\n}", "cache_ttl takes one value, not more"},
 		"no calls at all":        {"clerk_m2m {\n max_clerk_calls 0\n}", `max_clerk_calls: "0" is not a whole number above 0`},
 		"calls not a number":     {"clerk_m2m {\n max_clerk_calls many\n}", `max_clerk_calls: "many" is not a whole number above 0`},
 		"no rate at all":         {"clerk_m2m {\n max_clerk_rate 0\n}", `max_clerk_rate: "0" is not a whole number above 0`},
 		"size not a size":        {"clerk_m2m {\n cache_max_bytes big\n}", `cache_max_bytes: "big" is not a size above 0`},
 		"no size at all":         {"clerk_m2m {\n cache_max_bytes 0\n}", `cache_max_bytes: "0" is not a size above 0`},
 		"size past int64":        {"clerk_m2m {\n cache_max_bytes 9EiB\n}", `cache_max_bytes: "9EiB" is not a size above 0`},
-		"a resource without URI": {"clerk_m2m {\n protected_resource {\n resource_name x\n }\n}", "wrong argument count"},
-		"a resource of two URIs": {"clerk_m2m {\n protected_resource https://a https://b\n}", "wrong argument count"},
+		"a resource without URI": {"clerk_m2m {\n protected_resource {\n resource_name x\n }\n}", "protected_resource needs a value"},
+		"a resource of two URIs": {"clerk_m2m {\n protected_resource https://a https://b\n}", "protected_resource takes one value, not more"},
 		"unknown in the resource": {"clerk_m2m {\n protected_resource https://a {\n issuer x\n }\n}",
 			`unknown subdirective "issuer" in protected_resource (known: authorization_servers, scopes_supported, resource_name, resource_documentation)`},
 		"twice in the resource": {"clerk_m2m {\n protected_resource https://a {\n resource_name x\n resource_name y\n }\n}",

@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/caddy-clerk/clerk-m2m/backend"
 	"github.com/caddy-clerk/clerk-m2m/verify"
 )
 
@@ -83,7 +84,7 @@ const maxInput = 64 << 10
 
 func inspectCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "inspect [--accept <type>…] [--require_scopes <scope>…] [--cookie [--client_uat <seconds>] [--suffixed]] [--json] < token",
+		Use:   "inspect [--accept <type>…] [--require-scopes <scope>…] [--cookie [--client-uat <seconds>] [--suffixed]] [--json] < token",
 		Short: "Says why clerk_m2m accepts or refuses a credential, and what it hands on",
 		Long: `
 Reads one credential (an M2M token, API key, OAuth token or session token)
@@ -104,30 +105,33 @@ making the same calls to Clerk with its cache off.
 The credential is never printed, only its id or the first 8 hex digits of
 its SHA-256; keys are never printed.
 
-  printf '%s' "$TOKEN" | caddy clerk-m2m inspect --require_scopes mch_123
+  printf '%s' "$TOKEN" | caddy clerk-m2m inspect --require-scopes mch_123
 
-Exit status: 0 accepted; 1 refused; 2 no verdict: a usage error, no key to
-verify with (what the credential says is printed all the same), a
-configuration the handler refuses, or Clerk trouble (clerk_unavailable,
-clerk_rate_limited, misconfigured).
+Exit status: 0 accepted; 1 no verdict could be had: a usage error, no key
+to verify with (what the credential says is printed all the same), or a
+configuration the handler refuses; 4 refused for what the credential is
+(401, 403); 5 no verdict because of Clerk or the gateway's keys
+(clerk_unavailable, clerk_rate_limited, misconfigured: 503, 500).
 `,
 		DisableFlagsInUseLine: true,
 		Args:                  cobra.ArbitraryArgs, // refused by readCredential, which does not echo them
 		RunE:                  func(cmd *cobra.Command, args []string) error { return exitWith(cmd, runInspect(cmd, args)) },
 	}
+	flags := cmd.Flags()
+	flags.SetNormalizeFunc(flagSpelling)
 	for _, s := range inspectSettings {
 		if s.kind == listSetting {
-			cmd.Flags().StringSlice(s.name, nil, s.usage)
+			flags.StringSlice(flagName(s.name), nil, s.usage)
 		} else {
-			cmd.Flags().String(s.name, "", s.usage)
+			flags.String(flagName(s.name), "", s.usage)
 		}
 	}
-	cmd.Flags().Bool("cookie", false, "send the credential in the __session cookie, as a browser does, instead of the Authorization header")
-	cmd.Flags().String("client_uat", "", "with --cookie: the __client_uat cookie of the browser, in Unix seconds (none when not given)")
-	cmd.Flags().Bool("suffixed", false, "with --cookie: the cookies named for the app of publishable_key (__session_<suffix>), "+
+	flags.Bool("cookie", false, "send the credential in the __session cookie, as a browser does, instead of the Authorization header")
+	flags.String("client-uat", "", "with --cookie: the __client_uat cookie of the browser, in Unix seconds (none when not given)")
+	flags.Bool("suffixed", false, "with --cookie: the cookies named for the app of publishable_key (__session_<suffix>), "+
 		"as Clerk's frontend names them beside another app's on one domain")
-	cmd.Flags().Bool("json", false, "print one JSON object")
-	cmd.Flags().Bool("token_from_arg", false, "take the credential from the one argument (kept in shell history and shown by ps)")
+	flags.Bool("json", false, "print one JSON object")
+	flags.Bool("token-from-arg", false, "take the credential from the one argument (kept in shell history and shown by ps)")
 	return cmd
 }
 
@@ -158,11 +162,11 @@ func runInspect(cmd *cobra.Command, args []string) int {
 	var carrier credentialCarrier
 	carrier.cookie, _ = flags.GetBool("cookie")
 	carrier.suffixed, _ = flags.GetBool("suffixed")
-	if flags.Changed("client_uat") {
+	if flags.Changed("client-uat") {
 		if !carrier.cookie {
-			return usageError(cmd, "--client_uat goes with --cookie")
+			return usageError(cmd, "--client-uat goes with --cookie")
 		}
-		uat, _ := flags.GetString("client_uat")
+		uat, _ := flags.GetString("client-uat")
 		carrier.clientUAT = &uat
 	}
 	if carrier.suffixed && !carrier.cookie {
@@ -178,20 +182,20 @@ func runInspect(cmd *cobra.Command, args []string) int {
 }
 
 // readCredential reads the one credential: from standard input (without
-// echo from a terminal), or from the argument with --token_from_arg.
+// echo from a terminal), or from the argument with --token-from-arg.
 // Errors never quote what was read.
 func readCredential(cmd *cobra.Command, args []string) (string, error) {
-	fromArg, _ := cmd.Flags().GetBool("token_from_arg")
+	fromArg, _ := cmd.Flags().GetBool("token-from-arg")
 	switch {
 	case fromArg && len(args) == 1:
 		printf(cmd.ErrOrStderr(), "%s: warning: a credential on the command line is kept in shell history and shown by ps; "+
 			"pipe it to standard input instead\n", cmd.CommandPath())
 		return oneCredential([]byte(args[0]))
 	case fromArg:
-		return "", errors.New("--token_from_arg takes the credential as the one argument")
+		return "", errors.New("--token-from-arg takes the credential as the one argument")
 	case len(args) > 0:
 		return "", errors.New("the credential is read from standard input, not from the command line, where shell history " +
-			`and ps keep it: printf '%s' "$TOKEN" | caddy clerk-m2m inspect (--token_from_arg allows an argument)`)
+			`and ps keep it: printf '%s' "$TOKEN" | caddy clerk-m2m inspect (--token-from-arg allows an argument)`)
 	}
 	in := cmd.InOrStdin()
 	if file, ok := in.(*os.File); ok && term.IsTerminal(int(file.Fd())) {
@@ -329,7 +333,7 @@ func (r *inspectReport) describe(credential string, now time.Time) {
 func (r *inspectReport) judge(credential string, config json.RawMessage, carrier credentialCarrier) {
 	h, release, err := provisionForInspection(config)
 	if err != nil {
-		r.Verdict, r.NotVerifiedBecause, r.ExitStatus = verdictNotVerified, err.Error(), exitTrouble
+		r.Verdict, r.NotVerifiedBecause, r.ExitStatus = verdictNotVerified, err.Error(), exitFailed
 		return
 	}
 	defer release()
@@ -349,7 +353,7 @@ func (r *inspectReport) judge(credential string, config json.RawMessage, carrier
 	}
 	sent, err := carrier.request(credential, setup)
 	if err != nil {
-		r.Verdict, r.NotVerifiedBecause, r.ExitStatus = verdictNotVerified, err.Error(), exitTrouble
+		r.Verdict, r.NotVerifiedBecause, r.ExitStatus = verdictNotVerified, err.Error(), exitFailed
 		return
 	}
 
@@ -369,6 +373,23 @@ func (r *inspectReport) judge(credential string, config json.RawMessage, carrier
 		return
 	}
 	r.readRefusal(err, repl, answer.Header())
+}
+
+// unknownToTheMachine is the hint of an opaque M2M token Clerk does not
+// know when asked with a machine's key: it knows only the tokens granted
+// to that machine, and a token of the machine itself is none of them.
+const unknownToTheMachine = "with machine_secret_key, Clerk knows only the M2M tokens granted to that machine (its id " +
+	"among their scopes), not the machine's own: a token minted with the same key, as caddy clerk-m2m mint does with " +
+	"this host's CLERK_MACHINE_SECRET_KEY, is refused. Mint as the calling machine (--machine-secret-key), and grant " +
+	"it this machine in Clerk's dashboard"
+
+// refusalHint says what a refusal may mean that its reason does not.
+func (r *inspectReport) refusalHint(verr *verify.Error) string {
+	if verr.TokenType == verify.M2MToken && backend.KindOf(verr.Err) == backend.KindNotFound &&
+		r.CheckedWith.OpaqueTokensVerifiedWith == "machine_secret_key" {
+		return unknownToTheMachine
+	}
+	return ""
 }
 
 // provisionForInspection loads a clerk_m2m handler from config as Caddy
@@ -439,7 +460,7 @@ func (r *inspectReport) readRefusal(err error, repl *caddy.Replacer, header http
 	var handlerErr caddyhttp.HandlerError
 	if !errors.As(err, &handlerErr) {
 		// Not an answer of the handler's: no verdict to give.
-		r.Verdict, r.NotVerifiedBecause, r.ExitStatus = verdictNotVerified, fmt.Sprint(err), exitTrouble
+		r.Verdict, r.NotVerifiedBecause, r.ExitStatus = verdictNotVerified, fmt.Sprint(err), exitFailed
 		return
 	}
 	r.Verdict, r.ExitStatus, r.Status = verdictRefused, exitRefused, handlerErr.StatusCode
@@ -447,7 +468,7 @@ func (r *inspectReport) readRefusal(err error, repl *caddy.Replacer, header http
 	r.Reason = verify.Reason(reason)
 	var verr *verify.Error
 	if errors.As(err, &verr) {
-		r.Description = verr.Description
+		r.Description, r.Hint = verr.Description, r.refusalHint(verr)
 		if verr.Err != nil {
 			r.Cause = verr.Err.Error()
 		}

@@ -45,6 +45,8 @@ type inspectReport struct {
 	Status          int           `json:"status,omitempty"`
 	WWWAuthenticate string        `json:"www_authenticate,omitempty"`
 	RetryAfter      string        `json:"retry_after,omitempty"`
+	// Hint says what the refusal may mean that its reason does not.
+	Hint string `json:"hint,omitempty"`
 	// An acceptance: every {http.auth.user.*} placeholder, by its name
 	// without braces; placeholderOrder is the order they are printed in.
 	Placeholders     map[string]string `json:"placeholders,omitempty"`
@@ -238,6 +240,9 @@ func (r *inspectReport) writeText(w io.Writer) {
 		}
 		if r.RetryAfter != "" {
 			line("", "Retry-After: %s", shown(r.RetryAfter))
+		}
+		if r.Hint != "" {
+			line("hint", "%s", r.Hint)
 		}
 	}
 }

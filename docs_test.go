@@ -18,6 +18,7 @@ import (
 
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
 	"github.com/caddy-clerk/clerk-m2m/internal/examples"
+	"github.com/caddy-clerk/clerk-m2m/internal/readme"
 	"github.com/caddy-clerk/clerk-m2m/internal/testenv"
 	"github.com/caddy-clerk/clerk-m2m/verify"
 	"github.com/caddyserver/caddy/v2"
@@ -42,8 +43,8 @@ var directiveDocs = []struct {
 	names                    []string // from the parser
 	handler                  any
 }{
-	{"clerk_m2m", "## Subdirectives", "module.go", "caddyfile.go", "Handler", handlerSubdirectives.names(), Handler{}},
-	{"clerk_m2m_token", "## The calling end", "mint_handler.go", "mint_caddyfile.go", "MintHandler", mintSubdirectives.names(), MintHandler{}},
+	{"clerk_m2m", "## The `clerk_m2m` directive", "module.go", "caddyfile.go", "Handler", handlerSubdirectives.names(), Handler{}},
+	{"clerk_m2m_token", "## The `clerk_m2m_token` directive", "mint_handler.go", "mint_caddyfile.go", "MintHandler", mintSubdirectives.names(), MintHandler{}},
 }
 
 func TestSubdirectivesAreDocumentedAsParsed(t *testing.T) {
@@ -95,8 +96,8 @@ func TestDocumentedDefaultsAreApplied(t *testing.T) {
 			"max_clerk_calls": setup.MaxClerkCalls, "max_clerk_rate": setup.MaxClerkRate, "cache_max_bytes": setup.CacheMaxBytes,
 		},
 		"MintHandler": {
-			"api_url": minter.apiURL, "format": minter.Format, "ttl": minter.TTL, "renew_at": minter.RenewAt,
-			"header": minter.Header, "timeout": minter.Timeout,
+			"api_url": minter.apiURL, "format": minter.Format, "ttl": *minter.TTL, "renew_at": minter.RenewAt,
+			"header": minter.Header, "timeout": *minter.Timeout,
 		},
 	}
 	var envNames []string
@@ -380,12 +381,13 @@ func TestExposedListeners(t *testing.T) {
 		exposedListeners([]string{":8081", "tcp/0.0.0.0:8081", "tcp/[::]:8081", "10.0.0.5:8081", "example.com:80", "fd/3", "tcp/127.0.0.1:bad"}))
 }
 
-// TestSidecarsListenOnLoopbackOnly provisions every example and every
-// Caddyfile of the README that has clerk_m2m_token, and checks that no
-// server hands the machine's authority to anyone who can reach it: none
-// that listens beyond loopback has the handler, or proxies to a server
-// that has it (see exposedSidecars).
-func TestSidecarsListenOnLoopbackOnly(t *testing.T) {
+// TestExampleLayoutsAreSafe provisions every example and every Caddyfile
+// of the README, and checks that no server hands a machine's authority to
+// anyone who can reach it (none that listens beyond loopback has a
+// clerk_m2m_token, or proxies to a server that has one: see
+// exposedSidecars), and that every clerk_m2m gates what it seems to (see
+// unsafeGates) but in the README's counter-example, marked UNSAFE.
+func TestExampleLayoutsAreSafe(t *testing.T) {
 	clerk := backendtest.New()
 	defer clerk.Close()
 	exampleEnv(t, clerk)
@@ -397,16 +399,15 @@ func TestSidecarsListenOnLoopbackOnly(t *testing.T) {
 	for _, file := range append(files, nested...) {
 		sources[file] = readFile(t, file)
 	}
-	for i, block := range regexp.MustCompile("(?s)```caddyfile\n(.*?)```").FindAllStringSubmatch(readFile(t, "README.md"), -1) {
-		if !strings.Contains(block[1], "[<matcher>]") { // a directive's syntax, not a configuration
-			sources[fmt.Sprintf("README.md, Caddyfile block %d", i+1)] = block[1]
+	blocks, err := readme.Read("README.md")
+	require.NoError(t, err)
+	for _, block := range blocks {
+		if caddyfile, ok := block.Caddyfile(); ok {
+			sources[fmt.Sprintf("README.md, line %d", block.Line)] = caddyfile
 		}
 	}
-	sidecars := 0
+	sidecars, unsafe := 0, 0
 	for name, source := range sources {
-		if !strings.Contains(source, "clerk_m2m_token") {
-			continue
-		}
 		t.Run(name, func(t *testing.T) {
 			servers := provisionedServers(t, source)
 			for _, server := range servers {
@@ -415,9 +416,16 @@ func TestSidecarsListenOnLoopbackOnly(t *testing.T) {
 				}
 			}
 			assert.Empty(t, exposedSidecars(servers), "servers beyond loopback that hand out a machine's authority")
+			if strings.Contains(source, "# UNSAFE") { // the README's counter-example
+				assert.NotEmpty(t, unsafeGates(servers), "the warning the counter-example draws")
+				unsafe++
+				return
+			}
+			assert.Empty(t, unsafeGates(servers), "clerk_m2m handlers that cannot gate what they seem to")
 		})
 	}
 	assert.GreaterOrEqual(t, sidecars, 2, "the two-services example and the README's sidecar were checked")
+	assert.Equal(t, 1, unsafe, "the README's counter-example was checked")
 }
 
 // TestExposedSidecars walks adapted Caddyfiles as the App does when they
@@ -563,4 +571,102 @@ func provisionedServers(t *testing.T, caddyfileText string) map[string]*caddyhtt
 	app, err := newContext(t).LoadModuleByID("http", config.Apps["http"])
 	require.NoError(t, err)
 	return app.(*caddyhttp.App).Servers
+}
+
+// TestUnsafeGates walks adapted Caddyfiles as the App does: a clerk_m2m
+// under a matcher, in a route that answers nothing, before a route that
+// forwards and is not under that matcher (the README's UNSAFE layout) is
+// found; so is a clerk_m2m after a handler that answers every request
+// (in a route block, as written); the layouts that gate what they seem
+// to are not.
+func TestUnsafeGates(t *testing.T) {
+	testenv.ClearClerk(t)
+	t.Setenv("CLERK_SECRET_KEY", "sk_test_layouts")
+	for name, tc := range map[string]struct {
+		caddyfile string
+		want      []string // "<layout>: <answered by> in <sites>"
+	}{
+		"a matcher on clerk_m2m beside a site-wide reverse_proxy": {
+			caddyfile: "api.example.com {\n\tclerk_m2m /api/*\n\treverse_proxy localhost:9000\n}\n",
+			want:      []string{"beside: reverse_proxy in [api.example.com]"},
+		},
+		"beside a reverse_proxy in a handle": {
+			caddyfile: ":8080 {\n\tclerk_m2m /api/*\n\thandle {\n\t\treverse_proxy localhost:9000\n\t}\n}\n",
+			want:      []string{"beside: reverse_proxy in []"},
+		},
+		"clerk_m2m after the handler that answers": {
+			caddyfile: ":8080 {\n\troute {\n\t\treverse_proxy localhost:9000\n\t\tclerk_m2m\n\t}\n}\n",
+			want:      []string{"after: reverse_proxy in []"},
+		},
+		"clerk_m2m after respond, in routes of its own": {
+			caddyfile: ":8080 {\n\troute {\n\t\trespond ok\n\t\thandle /api/* {\n\t\t\tclerk_m2m\n\t\t\treverse_proxy localhost:9000\n\t\t}\n\t}\n}\n",
+			want:      []string{"after: respond in []"},
+		},
+		"the upstream inside the gated block": {
+			caddyfile: "api.example.com {\n\thandle /api/* {\n\t\tclerk_m2m\n\t\treverse_proxy localhost:9000\n\t}\n\thandle {\n\t\trespond 404\n\t}\n}\n",
+		},
+		"a gated block, and a public upstream beside it": {
+			caddyfile: "api.example.com {\n\thandle /api/* {\n\t\tclerk_m2m\n\t\treverse_proxy localhost:9000\n\t}\n\thandle {\n\t\treverse_proxy localhost:9001\n\t}\n}\n",
+		},
+		"the same matcher on both": {
+			caddyfile: ":8080 {\n\tclerk_m2m /api/*\n\treverse_proxy /api/* localhost:9000\n}\n",
+		},
+		"clerk_m2m for the whole site": {
+			caddyfile: ":8080 {\n\tclerk_m2m\n\treverse_proxy localhost:9000\n}\n",
+		},
+		"a public answer before the gate": {
+			caddyfile: ":8080 {\n\troute {\n\t\trespond /health ok\n\t\tclerk_m2m\n\t\treverse_proxy localhost:9000\n\t}\n}\n",
+		},
+		"a matcher on clerk_m2m, and only a refusal beside": {
+			caddyfile: ":8080 {\n\tclerk_m2m /api/*\n\trespond 404\n}\n",
+		},
+		"sites of their own": {
+			caddyfile: "a.example.com {\n\tclerk_m2m\n\trespond ok\n}\n\nb.example.com {\n\treverse_proxy localhost:9000\n}\n",
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var got []string
+			for _, gate := range unsafeGates(provisionedServers(t, tc.caddyfile)) {
+				layout := map[string]string{gateBeside: "beside", gateAfterAnswer: "after"}[gate.layout]
+				got = append(got, fmt.Sprintf("%s: %s in %v", layout, gate.answeredBy, gate.sites))
+			}
+			assert.Equal(t, tc.want, got)
+		})
+	}
+}
+
+// TestCaddyValidateWarnsAboutLayouts: what `caddy validate` runs (adapt,
+// provision, validate, clean up; nothing starts) logs both warnings about
+// layouts, which the App otherwise logs when a configuration starts.
+func TestCaddyValidateWarnsAboutLayouts(t *testing.T) {
+	testenv.ClearClerk(t)
+	t.Setenv("CLERK_SECRET_KEY", "sk_test_layouts")
+	t.Setenv("CLERK_MACHINE_SECRET_KEY", "ak_layouts")
+	logFile := filepath.Join(t.TempDir(), "caddy.log")
+	err := caddyValidate("{\n\tadmin off\n\tlog {\n\t\toutput file " + logFile + "\n\t\tlevel WARN\n\t}\n}\n\n" +
+		"api.example.com {\n\tclerk_m2m /api/*\n\treverse_proxy localhost:9000\n}\n\n" +
+		":8081 {\n\tclerk_m2m_token\n\treverse_proxy upstream.internal:80\n}\n")
+	require.NoError(t, err, "warnings, not errors")
+	logs := readFile(t, logFile)
+	assert.Contains(t, logs, "clerk_m2m verifies only the requests its matcher matches")
+	assert.Contains(t, logs, "the server listens beyond loopback")
+}
+
+// TestDemosListenOnLoopbackOnly: the runnable demos, with their defaults,
+// listen on loopback only, every server of them: they run a gateway in
+// front of a fake Clerk whose keys they print.
+func TestDemosListenOnLoopbackOnly(t *testing.T) {
+	clerk := backendtest.New()
+	defer clerk.Close()
+	exampleEnv(t, clerk)
+	t.Setenv("QUICKSTART_ADDR", "localhost:8080") // the quickstart's defaults
+	t.Setenv("QUICKSTART_HOST", "localhost")
+	t.Setenv("QUICKSTART_UPSTREAM", "127.0.0.1:9000")
+	for _, file := range []string{"examples/quickstart/Caddyfile", "examples/two-services/Caddyfile"} {
+		servers := provisionedServers(t, readFile(t, file))
+		require.NotEmpty(t, servers, file)
+		for name, server := range servers {
+			assert.Empty(t, exposedListeners(server.Listen), "%s: server %s listens beyond loopback", file, name)
+		}
+	}
 }

@@ -18,12 +18,8 @@ import (
 // forwards, itself or through a server it proxies to: whoever reaches it
 // calls the upstream with the machine's authority (a Host matcher is no
 // gate, a client sets the Host header it likes).
-func (a *App) warnAboutExposedSidecars() {
-	httpApp, err := a.ctx.AppIfConfigured("http")
-	if err != nil {
-		return
-	}
-	for _, s := range exposedSidecars(httpApp.(*caddyhttp.App).Servers) {
+func (a *App) warnAboutExposedSidecars(servers map[string]*caddyhttp.Server) {
+	for _, s := range exposedSidecars(servers) {
 		if s.mintsOn == s.server {
 			a.logger.Warn("clerk_m2m_token attaches the machine's M2M token to the requests this server forwards, and the "+
 				"server listens beyond loopback: anyone who can reach it calls the upstream with the machine's authority. "+
@@ -117,37 +113,53 @@ type serverWalk struct {
 // error routes and its named routes, at any depth.
 func walkServer(server *caddyhttp.Server) serverWalk {
 	var w serverWalk
-	visit := func(handler caddyhttp.MiddlewareHandler) {
-		switch h := handler.(type) {
-		case *MintHandler:
-			w.mints = true
-		case *reverseproxy.Handler:
-			for _, upstream := range h.Upstreams {
-				w.dials = append(w.dials, upstream.Dial)
+	eachRouteList(server, func(routes caddyhttp.RouteList) {
+		for _, route := range routes {
+			for _, handler := range route.Handlers {
+				switch h := handler.(type) {
+				case *MintHandler:
+					w.mints = true
+				case *reverseproxy.Handler:
+					for _, upstream := range h.Upstreams {
+						w.dials = append(w.dials, upstream.Dial)
+					}
+				}
 			}
 		}
+	})
+	return w
+}
+
+// eachRouteList calls visit with every list of routes of the server (see
+// serverRouteLists), and the routes their handlers run in turn, at any
+// depth.
+func eachRouteList(server *caddyhttp.Server, visit func(caddyhttp.RouteList)) {
+	for _, routes := range serverRouteLists(server) {
+		eachNestedList(routes, visit)
 	}
+}
+
+// serverRouteLists are the server's own lists of routes: its routes, its
+// error routes, and each of its named routes.
+func serverRouteLists(server *caddyhttp.Server) []caddyhttp.RouteList {
 	lists := []caddyhttp.RouteList{server.Routes}
 	if server.Errors != nil {
 		lists = append(lists, server.Errors.Routes)
 	}
-	for _, route := range server.NamedRoutes {
-		lists = append(lists, caddyhttp.RouteList{*route})
+	for _, name := range slices.Sorted(maps.Keys(server.NamedRoutes)) {
+		lists = append(lists, caddyhttp.RouteList{*server.NamedRoutes[name]})
 	}
-	for _, routes := range lists {
-		eachHandler(routes, visit)
-	}
-	return w
+	return lists
 }
 
-// eachHandler calls visit with every handler of routes and of the routes
-// they run in turn.
-func eachHandler(routes caddyhttp.RouteList, visit func(caddyhttp.MiddlewareHandler)) {
+// eachNestedList calls visit with routes and every list of routes their
+// handlers run.
+func eachNestedList(routes caddyhttp.RouteList, visit func(caddyhttp.RouteList)) {
+	visit(routes)
 	for _, route := range routes {
 		for _, handler := range route.Handlers {
-			visit(handler)
 			for _, nested := range nestedRoutes(handler) {
-				eachHandler(nested, visit)
+				eachNestedList(nested, visit)
 			}
 		}
 	}

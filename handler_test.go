@@ -21,6 +21,7 @@ import (
 	"github.com/caddy-clerk/clerk-m2m/verify"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
@@ -127,7 +128,7 @@ func TestConfigurationErrors(t *testing.T) {
 		"key from an unset variable": {Handler{MachineSecretKey: "{env.CLERK_M2M_TEST_UNSET}"}, "machine_secret_key is set to"},
 		"unknown placeholder":        {Handler{SecretKey: "{vault.clerk}"}, "secret_key:"},
 		"verify's refusal":           {Handler{MachineSecretKey: "ak_x", Accept: []string{"api_key"}}, "accepting api_key needs secret_key"},
-		"the pool's refusal":         {Handler{SecretKey: "sk_test_x", MaxClerkCalls: -1}, "max_clerk_calls must be positive"},
+		"the pool's refusal":         {Handler{SecretKey: "sk_test_x", MaxClerkCalls: -1}, "max_clerk_calls must not be negative"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			h := tc.handler
@@ -136,6 +137,58 @@ func TestConfigurationErrors(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.want)
 		})
 	}
+}
+
+// TestZeroMeansNoneOrIsRefused: a duration written as 0 means none where
+// none makes sense, and is refused where it could not work; it never
+// quietly becomes the default. Values that weaken a check past reason are
+// refused (verify's tests hold each ceiling).
+func TestZeroMeansNoneOrIsRefused(t *testing.T) {
+	testenv.ClearClerk(t)
+	h, err := parse(t, "clerk_m2m {\n secret_key sk_test_x\n clock_skew 0\n cache_ttl 0\n jwks_max_stale 0\n}")
+	require.NoError(t, err)
+	require.NoError(t, provision(t, h))
+	setup := h.verifier.Setup()
+	assert.Zero(t, setup.ClockSkew, "clock_skew 0: no leeway")
+	assert.Zero(t, setup.CacheTTL, "cache_ttl 0: no cache")
+	assert.Zero(t, setup.KeysMaxStale, "jwks_max_stale 0: never past their renewal")
+
+	for block, want := range map[string]string{
+		"clerk_m2m {\n secret_key sk_test_x\n timeout 0\n}":              "timeout 0 would give Clerk no time to answer",
+		"clerk_m2m {\n secret_key sk_test_x\n clock_skew 24h\n}":         "clock_skew 24h0m0s is over its most, 5m0s",
+		"clerk_m2m {\n secret_key sk_test_x\n cache_ttl 10000h\n}":       "cache_ttl 10000h0m0s is over its most, 1h0m0s",
+		"clerk_m2m {\n secret_key sk_test_x\n max_clerk_calls 100000\n}": "max_clerk_calls 100000 is over its most, 1000",
+		"clerk_m2m_token {\n machine_secret_key ak_x\n ttl 0\n}":         "ttl must be at least 30s, not 0s",
+		"clerk_m2m_token {\n machine_secret_key ak_x\n ttl 87600h\n}":    "ttl must be at most 24h0m0s",
+		"clerk_m2m_token {\n machine_secret_key ak_x\n timeout 0\n}":     "timeout 0 would give Clerk no time to mint",
+	} {
+		err := caddyValidate(":8080 {\n " + block + "\n respond ok\n}")
+		assert.ErrorContains(t, err, want, block)
+	}
+	minter := &MintHandler{}
+	require.NoError(t, minter.UnmarshalCaddyfile(caddyfile.NewTestDispenser("clerk_m2m_token {\n machine_secret_key ak_x\n min_remaining_ttl 0\n}")))
+	require.NoError(t, provision(t, minter))
+	assert.Zero(t, minter.tokenOptions().MinRemainingTTLSeconds, "min_remaining_ttl 0: none")
+}
+
+// TestKeysCanBeTurnedOff: a key written as off is none, whatever its
+// environment variable holds, so that a handler can do without a key the
+// host's CLERK_* variables give: a jwt_key-only handler never asks Clerk.
+func TestKeysCanBeTurnedOff(t *testing.T) {
+	testenv.ClearClerk(t)
+	t.Setenv("CLERK_SECRET_KEY", "sk_test_from_env")
+	t.Setenv("CLERK_MACHINE_SECRET_KEY", "ak_from_env")
+	t.Setenv("CLERK_PUBLISHABLE_KEY", "pk_test_Y2xlcmsuZXhhbXBsZS5jb20k")
+	h, err := parse(t, "clerk_m2m {\n jwt_key \""+strings.ReplaceAll(testPEM, "\n", "\\n")+"\"\n secret_key off\n machine_secret_key off\n publishable_key off\n}")
+	require.NoError(t, err)
+	require.NoError(t, provision(t, h))
+	setup := h.verifier.Setup()
+	assert.Equal(t, "none", setup.OpaqueWith, "no key verifies opaque tokens: they are refused without a call to Clerk")
+	assert.Equal(t, "jwt_key", setup.JWTsWith)
+	assert.Empty(t, setup.SessionCookies, "no publishable key")
+
+	_, err = through(t, h, "Bearer mt_0123456789abcdef0123456789abcdef")
+	assert.ErrorContains(t, err, string(verify.ReasonTypeNotAccepted))
 }
 
 // TestCaddyValidateRefusesBadConfigs runs what `caddy validate` runs (adapt,
@@ -148,6 +201,14 @@ func TestCaddyValidateRefusesBadConfigs(t *testing.T) {
 		"no key":               {"accept m2m_token", "accepting m2m_token needs"},
 		"swapped keys":         {"secret_key ak_1\n machine_secret_key sk_test_1", "set it as machine_secret_key"},
 		"unknown type":         {"secret_key sk_test_x\n accept m2m", `unknown token type "m2m"`},
+		"a key from an unset variable": {"secret_key {$CLERK_M2M_TEST_UNSET}",
+			"secret_key needs a value (a {$VARIABLE} that is not set leaves none: set it, or write {env.VARIABLE}"},
+		"optional true": {"secret_key sk_test_x\n optional true", "optional takes no value: write optional alone to turn it on"},
+		"a publishable key as the secret key": {"secret_key pk_test_Y2xlcmsuZXhhbXBsZS5jb20k",
+			"a key starting with pk_ is a publishable key, which is not secret: set it as publishable_key"},
+		"a JWT key file that is not there": {"jwt_key /etc/clerk/missing-jwt-key.pem",
+			"jwt_key: stat /etc/clerk/missing-jwt-key.pem: no such file or directory: give the PEM text, or the path of a file holding it"},
+		"a JWT key that is a folder": {"jwt_key /etc", "jwt_key: /etc is not a regular file"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			err := caddyValidate(":8080 {\n clerk_m2m {\n " + tc.block + "\n }\n respond ok\n}")
@@ -410,7 +471,7 @@ func TestAClientThatLeftIsNoClerkOutage(t *testing.T) {
 func TestAccessLogFieldsWithoutAServer(t *testing.T) {
 	req := asCaddyWould(httptest.NewRequest(http.MethodGet, "/", nil), caddy.NewReplacer())
 	req = req.WithContext(context.WithValue(req.Context(), caddyhttp.ServerCtxKey, (*caddyhttp.Server)(nil)))
-	assert.NotPanics(t, func() { addAccessLogFields(req, &verify.Identity{Subject: "mch_x"}) })
+	assert.NotPanics(t, func() { addAccessLogFields(req, accessLogFields{&verify.Identity{Subject: "mch_x"}}) })
 }
 
 const (

@@ -24,22 +24,24 @@ type instance struct {
 	stop    context.CancelFunc // ends Run; nil until started
 	done    chan struct{}      // closed when Run has returned
 
+	created time.Time // what the keys' age counts from while none have come
+
 	mu      sync.Mutex
-	fetched map[string]time.Time // by the URL the keys come from: when they last came
+	fetched map[string]time.Time // by the URL the keys come from: when they last came, or created
 }
 
 // instanceSettings are what makes two handlers' instances the same one.
 // The bounds are among them: handlers that set different bounds do not
 // share them, nor anything else.
 type instanceSettings struct {
-	APIURL         string        `json:"api_url"`
-	SecretKey      string        `json:"secret_key,omitempty"`      // fetches the keys from the Backend API; "" with jwt_key
-	PublishableKey string        `json:"publishable_key,omitempty"` // fetches them when there is no secret key; "" with jwt_key
-	Timeout        time.Duration `json:"timeout"`
-	MaxStale       time.Duration `json:"max_stale"`
-	MaxClerkCalls  int           `json:"max_clerk_calls"`
-	MaxClerkRate   int           `json:"max_clerk_rate"`
-	CacheMaxBytes  int64         `json:"cache_max_bytes"`
+	APIURL         string         `json:"api_url"`
+	SecretKey      string         `json:"secret_key,omitempty"`      // fetches the keys from the Backend API; "" with jwt_key
+	PublishableKey string         `json:"publishable_key,omitempty"` // fetches them when there is no secret key; "" with jwt_key
+	Timeout        *time.Duration `json:"timeout"`                   // nil: the default
+	MaxStale       *time.Duration `json:"max_stale"`                 // nil: the default
+	MaxClerkCalls  int            `json:"max_clerk_calls"`
+	MaxClerkRate   int            `json:"max_clerk_rate"`
+	CacheMaxBytes  int64          `json:"cache_max_bytes"`
 }
 
 // loadInstance returns the shared instance for s, making it on first use.
@@ -51,14 +53,14 @@ func loadInstance(s instanceSettings, counted bool, logger *zap.Logger) (*instan
 }
 
 func newInstance(s instanceSettings, logger *zap.Logger) (*instance, error) {
-	inst := &instance{logger: logger, fetched: map[string]time.Time{}}
+	inst := &instance{logger: logger, created: time.Now(), fetched: map[string]time.Time{}}
 	var err error
 	inst.pool, err = verify.NewPool(verify.PoolOptions{
-		Timeout:        unlessZero(s.Timeout),
+		Timeout:        s.Timeout,
 		MaxClerkCalls:  s.MaxClerkCalls,
 		MaxClerkRate:   s.MaxClerkRate,
 		CacheMaxBytes:  s.CacheMaxBytes,
-		KeysMaxStale:   unlessZero(s.MaxStale),
+		KeysMaxStale:   s.MaxStale,
 		UserAgent:      userAgent(),
 		OnClerkRequest: func(attempt backend.Attempt) { inst.observer().clerkRequest(attempt) },
 		OnKeysFetch:    inst.keysFetched,
@@ -67,13 +69,24 @@ func newInstance(s instanceSettings, logger *zap.Logger) (*instance, error) {
 }
 
 // keysFetched counts a fetch of the signing keys, notes when keys last
-// came, and logs a failure.
+// came, and logs a failure. A URL whose first fetch failed is noted too,
+// as if keys had come when the instance was made: the age of the keys in
+// use is then how long the gateway has been without them, and an alert on
+// it fires for a gateway that never got any (a key Clerk rejects, say).
 func (i *instance) keysFetched(url string, err error) {
 	i.observer().jwksFetch(err)
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	if err == nil {
 		i.fetched[url] = time.Now()
+		return
+	}
+	if _, noted := i.fetched[url]; !noted {
+		i.fetched[url] = i.created
+	}
+	if backend.KindOf(err) == backend.KindKeyRejected {
+		i.logger.Error("Clerk rejected the secret key that fetches its signing keys: JWTs are refused with 500 misconfigured "+
+			"once the last good keys, if any, are too old; check secret_key", zap.String("url", url), zap.Error(err))
 		return
 	}
 	i.logger.Warn("fetching Clerk's signing keys failed; keeping the last good keys, if any",

@@ -1,8 +1,10 @@
 package clerkm2m
 
 import (
+	"net/http"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
@@ -87,6 +89,45 @@ func TestDisableMetricsCoversTheSigningKeys(t *testing.T) {
 	assert.Equal(t, fetches, testutil.ToFloat64(metrics.jwksFetches.WithLabelValues("success")), "the key fetch is not counted")
 	assert.Equal(t, calls, testutil.ToFloat64(metrics.clerkRequests.WithLabelValues("/v1/jwks", "ok")), "nor its call to Clerk")
 	assert.NotContains(t, keySetAgesReported(t), clerk.URL, "nor the age of its keys")
+}
+
+// TestARejectedSecretKeyIsOneAnswerAndAnAgeFromTheStart: a gateway whose
+// secret key Clerk rejects answers a JWT as it answers an opaque token,
+// 500 misconfigured, and the age of its signing keys is reported from the
+// first failed fetch on, counted from when the instance was made: the
+// alerts on it fire for a gateway that never got keys.
+func TestARejectedSecretKeyIsOneAnswerAndAnAgeFromTheStart(t *testing.T) {
+	testenv.ClearClerk(t)
+	clerk := backendtest.New()
+	defer clerk.Close()
+	caller := clerk.NewMachine("caller")
+	opaque, _ := clerk.CreateM2MToken(caller, backendtest.TokenOptions{})
+	h := &Handler{SecretKey: "sk_test_revoked", APIURL: clerk.URL, Accept: []string{"m2m_token"}}
+	require.NoError(t, provision(t, h))
+	assert.NotContains(t, keySetAgesReported(t), clerk.URL, "nothing fetched yet")
+	for _, token := range []string{clerk.MintM2MJWT(caller, backendtest.JWTOptions{}), opaque} {
+		_, err := through(t, h, "Bearer "+token)
+		var handlerErr caddyhttp.HandlerError
+		require.ErrorAs(t, err, &handlerErr)
+		assert.Equal(t, http.StatusInternalServerError, handlerErr.StatusCode, "%v", err)
+		assert.ErrorContains(t, err, "misconfigured")
+	}
+	assert.Contains(t, keySetAgesReported(t), clerk.URL, "the keys' age, from the first failed fetch on")
+	inst, ok := instanceOf(h)
+	require.True(t, ok)
+	assert.Equal(t, inst.created, inst.fetched[clerk.URL], "counted from when the instance was made")
+}
+
+// instanceOf is the shared instance a handler holds.
+func instanceOf(h *Handler) (*instance, bool) {
+	var found *instance
+	pool.Range(func(key, value any) bool {
+		if key == h.instance.key {
+			found, _ = value.(*instance)
+		}
+		return true
+	})
+	return found, found != nil
 }
 
 // keySetAgesReported lists the APIs jwks_age_seconds reports on now.

@@ -45,11 +45,11 @@ var mintSubdirectives = block[MintHandler]{
 	textArg("machine_secret_key", func(h *MintHandler) *string { return &h.MachineSecretKey }),
 	textArg("api_url", func(h *MintHandler) *string { return &h.APIURL }),
 	textArg("format", func(h *MintHandler) *string { return &h.Format }),
-	durationArg("ttl", func(h *MintHandler) *caddy.Duration { return &h.TTL }),
+	optionalDurationArg("ttl", func(h *MintHandler) **caddy.Duration { return &h.TTL }),
 	durationArg("min_remaining_ttl", func(h *MintHandler) *caddy.Duration { return &h.MinRemainingTTL }),
 	{"renew_at", func(d *caddyfile.Dispenser, h *MintHandler) error { return shareArg(d, &h.RenewAt) }},
 	textArg("header", func(h *MintHandler) *string { return &h.Header }),
-	durationArg("timeout", func(h *MintHandler) *caddy.Duration { return &h.Timeout }),
+	optionalDurationArg("timeout", func(h *MintHandler) **caddy.Duration { return &h.Timeout }),
 	{"claims", func(d *caddyfile.Dispenser, h *MintHandler) error { return claimsBlock(d, &h.Claims) }},
 	flagArg("disable_metrics", func(h *MintHandler) *bool { return &h.DisableMetrics }),
 }

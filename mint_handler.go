@@ -25,6 +25,9 @@ const (
 	defaultTokenFormat = "opaque"
 	defaultTokenTTL    = time.Hour
 	defaultTokenHeader = "Authorization"
+
+	// maxMintTimeout bounds timeout, as clerk_m2m's is bounded.
+	maxMintTimeout = time.Hour
 )
 
 // MintHandler gives the requests it handles an M2M token of the machine
@@ -61,8 +64,10 @@ type MintHandler struct {
 
 	// The tokens' lifetime (Clerk's `seconds_until_expiration`): at least
 	// `30s`, three times the 10 seconds before expiry in which a token is no
-	// longer handed out. Default: `1h`.
-	TTL caddy.Duration `json:"ttl,omitempty"`
+	// longer handed out (so 0 is refused), and at most `24h`: a token that
+	// leaks works until it expires, and the handler renews its tokens
+	// itself. Default: `1h`.
+	TTL *caddy.Duration `json:"ttl,omitempty"`
 
 	// Let Clerk hand back a token of this machine that is still live for
 	// at least this long instead of minting a new one (Clerk's
@@ -73,8 +78,8 @@ type MintHandler struct {
 	// now; one that outlives it (one that never expires, one minted with a
 	// longer `ttl`) is not, and a new token is minted at once, which costs
 	// one more billed mint each time (logged at WARN). Opaque tokens only
-	// (Clerk stores no JWT); less than `ttl`. Without it, every mint is a
-	// new token. Default: none.
+	// (Clerk stores no JWT); less than `ttl`. Without it, or with 0,
+	// every mint is a new token. Default: none.
 	MinRemainingTTL caddy.Duration `json:"min_remaining_ttl,omitempty"`
 
 	// Custom claims the tokens carry. Values may be placeholders, expanded
@@ -94,8 +99,9 @@ type MintHandler struct {
 	// Default: `Authorization`.
 	Header string `json:"header,omitempty"`
 
-	// The budget of one call to Clerk. Default: `5s`.
-	Timeout caddy.Duration `json:"timeout,omitempty"`
+	// The budget of one call to Clerk. 0 would give Clerk no time, and is
+	// refused; so is more than `1h`. Default: `5s`.
+	Timeout *caddy.Duration `json:"timeout,omitempty"`
 
 	// Leave this handler out of the `caddy_clerk_m2m_*` metrics. It still
 	// shares the token of the other handlers with the same settings, whose
@@ -158,8 +164,8 @@ func (h *MintHandler) applyDefaults() {
 	if h.Format == "" {
 		h.Format = defaultTokenFormat
 	}
-	if h.TTL == 0 {
-		h.TTL = caddy.Duration(defaultTokenTTL)
+	if h.TTL == nil {
+		h.TTL = new(caddy.Duration(defaultTokenTTL))
 	}
 	if h.RenewAt == 0 {
 		h.RenewAt = mint.DefaultRenewAt
@@ -167,15 +173,16 @@ func (h *MintHandler) applyDefaults() {
 	if h.Header == "" {
 		h.Header = defaultTokenHeader
 	}
-	if h.Timeout == 0 {
-		h.Timeout = caddy.Duration(mint.DefaultTimeout)
+	if h.Timeout == nil {
+		h.Timeout = new(caddy.Duration(mint.DefaultTimeout))
 	}
 }
 
 func (h *MintHandler) expand() error {
 	repl := caddy.NewReplacer()
 	if err := expandFields(repl,
-		machineSecretKeyField(h.MachineSecretKey, &h.machineSecretKey),
+		// No off: a token is minted with this key or not at all.
+		field{name: "machine_secret_key", configured: h.MachineSecretKey, whenUnset: "{env.CLERK_MACHINE_SECRET_KEY}", dest: &h.machineSecretKey},
 		apiURLField(h.APIURL, &h.apiURL),
 	); err != nil {
 		return err
@@ -203,7 +210,7 @@ func (h *MintHandler) loadSource() error {
 		MachineSecretKey: h.machineSecretKey,
 		Token:            h.tokenOptions(),
 		RenewAt:          h.RenewAt,
-		Timeout:          time.Duration(h.Timeout),
+		Timeout:          time.Duration(*h.Timeout),
 	}, !h.DisableMetrics, h.logger)
 	return err
 }
@@ -213,7 +220,7 @@ func (h *MintHandler) loadSource() error {
 func (h *MintHandler) tokenOptions() backend.CreateM2MTokenOptions {
 	token := backend.CreateM2MTokenOptions{
 		Format:                 h.Format,
-		SecondsUntilExpiration: int64(time.Duration(h.TTL) / time.Second),
+		SecondsUntilExpiration: int64(time.Duration(*h.TTL) / time.Second),
 		MinRemainingTTLSeconds: int64(time.Duration(h.MinRemainingTTL) / time.Second),
 	}
 	if len(h.claims) > 0 {
@@ -231,20 +238,28 @@ func (h *MintHandler) Validate() error {
 		return fmt.Errorf("%v: Clerk mints M2M tokens only for a machine", backend.CheckMachineSecretKey(h.machineSecretKey))
 	case h.Format != "opaque" && h.Format != "jwt":
 		return fmt.Errorf("format must be opaque or jwt, not %q", h.Format)
-	case time.Duration(h.TTL) < mint.MinLifetime:
+	case time.Duration(*h.TTL) < mint.MinLifetime:
 		return fmt.Errorf("ttl must be at least %v, not %v: a token is no longer handed out in the last %v of its life, "+
-			"and a shorter one would spend most of it there", mint.MinLifetime, time.Duration(h.TTL), mint.DefaultMargin)
-	case h.MinRemainingTTL != 0 && (time.Duration(h.MinRemainingTTL) < time.Second || h.MinRemainingTTL >= h.TTL):
+			"and a shorter one would spend most of it there", mint.MinLifetime, time.Duration(*h.TTL), mint.DefaultMargin)
+	case time.Duration(*h.TTL) > mint.MaxLifetime:
+		return fmt.Errorf("ttl must be at most %v, not %v: a token that leaks works until it expires, and tokens are "+
+			"renewed before they do", mint.MaxLifetime, time.Duration(*h.TTL))
+	case h.MinRemainingTTL != 0 && (time.Duration(h.MinRemainingTTL) < time.Second || h.MinRemainingTTL >= *h.TTL):
 		return fmt.Errorf("min_remaining_ttl must be at least 1s and less than ttl (%v), not %v",
-			time.Duration(h.TTL), time.Duration(h.MinRemainingTTL))
+			time.Duration(*h.TTL), time.Duration(h.MinRemainingTTL))
 	case h.MinRemainingTTL != 0 && h.Format == "jwt":
 		return errors.New("min_remaining_ttl applies to opaque tokens: Clerk stores no JWT to hand back; remove it, or use format opaque")
 	case !isShare(h.RenewAt):
 		return fmt.Errorf("renew_at must be a share of the lifetime, above 0 and at most 1 (or 100%%), not %v", h.RenewAt)
 	case !httpguts.ValidHeaderFieldName(h.Header):
 		return fmt.Errorf("header %q is not a valid header name", h.Header)
-	case h.Timeout <= 0:
-		return errors.New("timeout must be positive")
+	case *h.Timeout < 0:
+		return errors.New("timeout must not be negative")
+	case *h.Timeout == 0:
+		return fmt.Errorf("timeout 0 would give Clerk no time to mint: set a duration, or leave timeout out for %v", mint.DefaultTimeout)
+	case time.Duration(*h.Timeout) > maxMintTimeout:
+		return fmt.Errorf("timeout must be at most %v, not %v: a request would wait that long for a token",
+			maxMintTimeout, time.Duration(*h.Timeout))
 	}
 	return nil
 }

@@ -2,11 +2,14 @@ package clerkm2m
 
 import (
 	"encoding/base64"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -35,7 +38,7 @@ func TestTokenCaddyfile(t *testing.T) {
 		disable_metrics
 	}`)))
 	assert.Equal(t, &MintHandler{MachineSecretKey: "{env.A_KEY}", APIURL: "https://clerk.example.com", Format: "jwt",
-		TTL: caddy.Duration(15 * time.Minute), MinRemainingTTL: caddy.Duration(5 * time.Minute), RenewAt: 0.8, Header: "X-Service-Token", Timeout: caddy.Duration(2 * time.Second),
+		TTL: new(caddy.Duration(15 * time.Minute)), MinRemainingTTL: caddy.Duration(5 * time.Minute), RenewAt: 0.8, Header: "X-Service-Token", Timeout: new(caddy.Duration(2 * time.Second)),
 		Claims: map[string]string{"team": "billing", "region": "{env.REGION}"}, DisableMetrics: true}, h)
 
 	h = new(MintHandler)
@@ -51,7 +54,7 @@ func TestTokenCaddyfile(t *testing.T) {
 		"NaN share":       {"clerk_m2m_token {\n renew_at NaN\n}", "not a share of the lifetime above 0"},
 		"empty claims":    {"clerk_m2m_token {\n claims {\n }\n}", "names no claim"},
 		"claim twice":     {"clerk_m2m_token {\n claims {\n a 1\n a 2\n }\n}", "claim a given twice"},
-		"claim no value":  {"clerk_m2m_token {\n claims {\n a\n }\n}", "wrong argument count"},
+		"claim no value":  {"clerk_m2m_token {\n claims {\n a\n }\n}", "a needs a value"},
 		"given twice":     {"clerk_m2m_token {\n format jwt\n format opaque\n}", "format given twice"},
 		"claims argument": {"clerk_m2m_token {\n claims x {\n a 1\n }\n}", "wrong argument count"},
 	} {
@@ -69,7 +72,7 @@ func TestTokenValidation(t *testing.T) {
 	h := &MintHandler{MachineSecretKey: "ak_x", Claims: map[string]string{"region": "{env.CLERK_M2M_TEST_REGION}"}}
 	require.NoError(t, provision(t, h))
 	assert.Equal(t, "opaque", h.Format)
-	assert.Equal(t, caddy.Duration(time.Hour), h.TTL)
+	assert.Equal(t, caddy.Duration(time.Hour), *h.TTL)
 	assert.Equal(t, 0.5, h.RenewAt)
 	assert.Equal(t, "Authorization", h.Header)
 	assert.Equal(t, map[string]any{"region": "eu"}, h.claims)
@@ -82,7 +85,12 @@ func TestTokenValidation(t *testing.T) {
 		"instance key": {MintHandler{MachineSecretKey: "sk_live_x"}, "Clerk mints M2M tokens only for a machine"},
 		"not a key":    {MintHandler{MachineSecretKey: "hunter2"}, "starting with ak_"},
 		"format":       {MintHandler{MachineSecretKey: "ak_x", Format: "paseto"}, "format must be opaque or jwt"},
-		"ttl":          {MintHandler{MachineSecretKey: "ak_x", TTL: caddy.Duration(29 * time.Second)}, "ttl must be at least 30s, not 29s"},
+		"ttl":          {MintHandler{MachineSecretKey: "ak_x", TTL: new(caddy.Duration(29 * time.Second))}, "ttl must be at least 30s, not 29s"},
+		"ttl 0":        {MintHandler{MachineSecretKey: "ak_x", TTL: new(caddy.Duration(0))}, "ttl must be at least 30s, not 0s"},
+		"ttl of ten years": {MintHandler{MachineSecretKey: "ak_x", TTL: new(caddy.Duration(87600 * time.Hour))},
+			"ttl must be at most 24h0m0s, not 87600h0m0s: a token that leaks works until it expires"},
+		"timeout 0": {MintHandler{MachineSecretKey: "ak_x", Timeout: new(caddy.Duration(0))},
+			"timeout 0 would give Clerk no time to mint: set a duration, or leave timeout out for 5s"},
 		"min_remaining_ttl below a second": {MintHandler{MachineSecretKey: "ak_x", MinRemainingTTL: caddy.Duration(time.Millisecond)},
 			"min_remaining_ttl must be at least 1s and less than ttl"},
 		"min_remaining_ttl as long as ttl": {MintHandler{MachineSecretKey: "ak_x", MinRemainingTTL: caddy.Duration(time.Hour)},
@@ -113,7 +121,7 @@ func TestMinRemainingTTLSharesALiveToken(t *testing.T) {
 	key := clerk.NewMachine("a").SecretKey
 	token := func(timeout time.Duration, minRemaining time.Duration) string {
 		// Another timeout makes another token source, as another sidecar has.
-		h := &MintHandler{MachineSecretKey: key, APIURL: clerk.URL, Timeout: caddy.Duration(timeout),
+		h := &MintHandler{MachineSecretKey: key, APIURL: clerk.URL, Timeout: new(caddy.Duration(timeout)),
 			MinRemainingTTL: caddy.Duration(minRemaining)}
 		require.NoError(t, provision(t, h))
 		token, err := h.source.Token(t.Context())
@@ -150,7 +158,7 @@ func TestMinRemainingTTLDeclinesATokenThatOutlivesTTL(t *testing.T) {
 			machine := clerk.NewMachine(name)
 			foreign, _ := clerk.CreateM2MToken(machine, elsewhere)
 			clerk.ResetCalls()
-			h := &MintHandler{MachineSecretKey: machine.SecretKey, APIURL: clerk.URL, TTL: caddy.Duration(2 * time.Minute),
+			h := &MintHandler{MachineSecretKey: machine.SecretKey, APIURL: clerk.URL, TTL: new(caddy.Duration(2 * time.Minute)),
 				MinRemainingTTL: caddy.Duration(time.Minute)}
 			require.NoError(t, provision(t, h))
 			core, warnings := logobserver.New(zap.WarnLevel)
@@ -236,4 +244,24 @@ func TestPublishableKeys(t *testing.T) {
 		require.Error(t, err, name)
 		assert.Contains(t, err.Error(), "publishable_key: invalid publishable key")
 	}
+}
+
+// TestTheMachineMintedAsIsSaid: clerk_m2m_token says, once, which machine
+// its tokens are minted as: the machine of its key, whose authority the
+// requests it forwards carry.
+func TestTheMachineMintedAsIsSaid(t *testing.T) {
+	testenv.ClearClerk(t)
+	clerk := backendtest.New()
+	defer clerk.Close()
+	caller := clerk.NewMachine("caller")
+	h := &MintHandler{MachineSecretKey: caller.SecretKey, APIURL: clerk.URL}
+	require.NoError(t, provision(t, h))
+	core, logs := logobserver.New(zap.InfoLevel)
+	h.source.logger.Store(zap.New(core))
+	for range 2 {
+		req := asCaddyWould(httptest.NewRequest(http.MethodGet, "/", nil), caddy.NewReplacer())
+		require.NoError(t, h.ServeHTTP(httptest.NewRecorder(), req, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })))
+	}
+	said := logs.FilterMessageSnippet("clerk_m2m_token mints M2M tokens as machine " + caller.ID)
+	assert.Equal(t, 1, said.Len(), "said once: %v", logs.All())
 }

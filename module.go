@@ -76,7 +76,11 @@ func init() {
 // | `{http.auth.user.actor}` | OAuth tokens from a token exchange (RFC 8693): the acting subject, whose whole chain is in the claims' `act`; impersonated sessions: the impersonator |
 //
 // The access log gets the caller as `user_id`, and the credential's
-// `token_type` and `token_id` (never the credential). The admin endpoint's
+// `token_type` and `token_id` (never the credential); a refused request's
+// entry gets the reason as `clerk_m2m_error`. The handler logs each
+// verdict with its cause at DEBUG, to the logger
+// `http.handlers.clerk_m2m` (a site's `log` is its access log, which
+// shows none of it). The admin endpoint's
 // `/metrics` serves `caddy_clerk_m2m_*` metrics (with or without Caddy's
 // `metrics` global option): verifications by type, format and outcome,
 // requests to Clerk by endpoint and result with their latency, cache hits
@@ -84,19 +88,20 @@ func init() {
 type Handler struct {
 	// The instance secret key (`sk_live_…` or `sk_test_…`). It verifies opaque
 	// M2M tokens (when no machine secret key is set) and fetches the signing
-	// keys that verify M2M JWTs. Default: `{env.CLERK_SECRET_KEY}`.
+	// keys that verify M2M JWTs. `off` is none, whatever CLERK_SECRET_KEY
+	// holds. Default: `{env.CLERK_SECRET_KEY}`.
 	SecretKey string `json:"secret_key,omitempty"`
 
 	// The secret key of the machine this gateway stands for (`ak_…`). When
 	// set, it verifies opaque M2M tokens, and Clerk then accepts only tokens
 	// granted access to this machine. It cannot fetch signing keys, so M2M
-	// JWTs also need `secret_key` or `jwt_key`.
+	// JWTs also need `secret_key` or `jwt_key`. `off` is none.
 	// Default: `{env.CLERK_MACHINE_SECRET_KEY}`.
 	MachineSecretKey string `json:"machine_secret_key,omitempty"`
 
 	// The instance's JWT public key in PEM form ("JWKS Public Key" in Clerk's
 	// dashboard), or the path of a file holding it. When set, JWTs are verified
-	// with it alone and the signing keys are never fetched.
+	// with it alone and the signing keys are never fetched. `off` is none.
 	// Default: `{env.CLERK_JWT_KEY}`.
 	JWTKey string `json:"jwt_key,omitempty"`
 
@@ -111,7 +116,7 @@ type Handler struct {
 	// secret at all. It also names the app whose browser sessions are read
 	// from cookies (`__session`, or the name Clerk's frontend suffixes for
 	// the app): without it, sessions come from the Authorization header
-	// only. Default: `{env.CLERK_PUBLISHABLE_KEY}`.
+	// only. `off` is none. Default: `{env.CLERK_PUBLISHABLE_KEY}`.
 	PublishableKey string `json:"publishable_key,omitempty"`
 
 	// The credential types to accept, by the names the README's
@@ -180,12 +185,14 @@ type Handler struct {
 	// the resource's URI. See ProtectedResource. Default: none.
 	ProtectedResource *ProtectedResource `json:"protected_resource,omitempty"`
 
-	// The whole budget of one call to Clerk, retries included.
+	// The whole budget of one call to Clerk, retries included. 0 would
+	// give Clerk no time, and is refused; so is more than `1h`.
 	// Default: `5s`.
-	Timeout caddy.Duration `json:"timeout,omitempty"`
+	Timeout *caddy.Duration `json:"timeout,omitempty"`
 
 	// Leeway when checking a token's expiry and start times; 0 means none.
-	// Default: `5s`.
+	// More than `5m` is refused: tokens that expired that long ago would
+	// pass. Default: `5s`.
 	ClockSkew *caddy.Duration `json:"clock_skew,omitempty"`
 
 	// How long the verification of an opaque token may be reused before
@@ -193,14 +200,17 @@ type Handler struct {
 	// refusal of one is remembered for a second, then twice as long each
 	// time Clerk refuses it again, up to an hour (a token Clerk does not
 	// know, or knows revoked or expired, never becomes valid; the second
-	// spares a token minted a moment ago). 0 turns both off. Default:
-	// `30s`.
+	// spares a token minted a moment ago). 0 turns both off. A revoked
+	// credential passes for up to this long: more than `5m` is warned
+	// about when the configuration loads, more than `1h` refused.
+	// Default: `30s`.
 	CacheTTL *caddy.Duration `json:"cache_ttl,omitempty"`
 
 	// How long Clerk's signing keys keep being used when they cannot be
 	// refreshed (they are renewed every 4 minutes). After that, JWTs are
-	// refused with 503 until Clerk answers again. Default: `1h`.
-	JWKSMaxStale caddy.Duration `json:"jwks_max_stale,omitempty"`
+	// refused with 503 until Clerk answers again. 0 means never past
+	// their renewal; more than `24h` is refused. Default: `1h`.
+	JWKSMaxStale *caddy.Duration `json:"jwks_max_stale,omitempty"`
 
 	// The most calls to Clerk in flight at once, for all the handlers that
 	// share this one's Clerk instance (the same `api_url`, keys,

@@ -52,6 +52,9 @@ func (h *Handler) Validate() error {
 		c.Write(zap.Any("accept", setup.Accept), zap.String("api_url", setup.APIURL),
 			zap.String("opaque_tokens_verified_with", setup.OpaqueWith), zap.String("jwts_verified_with", setup.JWTsWith))
 	}
+	for _, caution := range setup.Cautions() {
+		h.logger.Warn(caution)
+	}
 	if slices.Contains(setup.Accept, verify.SessionToken) && len(setup.SessionCookies) == 0 {
 		// A browser's session cookies then get token_missing: said once
 		// here, for a configuration that relied on them before.

@@ -35,11 +35,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			return caddyhttp.Error(statusClientClosedRequest, err)
 		}
 		h.observer.verification(verr.TokenType, verr.Format, string(verr.Reason))
+		addAccessLogFields(r, refusalLogFields{verifyErrorLogField, verr})
 		return h.refuse(w, repl, verr)
 	}
 	h.observer.verification(identity.TokenType, identity.Format, outcomeVerified)
 	publishIdentity(r.Context(), repl, identity)
-	addAccessLogFields(r, identity)
+	addAccessLogFields(r, accessLogFields{identity})
 	if h.StripAuthorization {
 		verify.StripCredentials(r.Header)
 	}

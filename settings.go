@@ -1,6 +1,7 @@
 package clerkm2m
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
@@ -31,11 +32,11 @@ func (h *Handler) expand() (settings, error) {
 	var s settings
 	o := &s.verify
 	if err := expandFields(repl,
-		field{name: "secret_key", configured: h.SecretKey, whenUnset: "{env.CLERK_SECRET_KEY}", dest: &o.SecretKey},
-		machineSecretKeyField(h.MachineSecretKey, &o.MachineSecretKey),
-		field{name: "jwt_key", configured: h.JWTKey, whenUnset: "{env.CLERK_JWT_KEY}", dest: &o.JWTKey},
+		keyField("secret_key", h.SecretKey, "{env.CLERK_SECRET_KEY}", &o.SecretKey),
+		keyField("machine_secret_key", h.MachineSecretKey, "{env.CLERK_MACHINE_SECRET_KEY}", &o.MachineSecretKey),
+		keyField("jwt_key", h.JWTKey, "{env.CLERK_JWT_KEY}", &o.JWTKey),
 		apiURLField(h.APIURL, &o.APIURL),
-		field{name: "publishable_key", configured: h.PublishableKey, whenUnset: "{env.CLERK_PUBLISHABLE_KEY}", dest: &o.PublishableKey},
+		keyField("publishable_key", h.PublishableKey, "{env.CLERK_PUBLISHABLE_KEY}", &o.PublishableKey),
 	); err != nil {
 		return s, err
 	}
@@ -52,7 +53,7 @@ func (h *Handler) expand() (settings, error) {
 		}
 	}
 	o.ClockSkew, o.CacheTTL = optionalDuration(h.ClockSkew), optionalDuration(h.CacheTTL)
-	s.instance = instanceSettings{APIURL: o.APIURL, Timeout: time.Duration(h.Timeout), MaxStale: time.Duration(h.JWKSMaxStale),
+	s.instance = instanceSettings{APIURL: o.APIURL, Timeout: optionalDuration(h.Timeout), MaxStale: optionalDuration(h.JWKSMaxStale),
 		MaxClerkCalls: h.MaxClerkCalls, MaxClerkRate: h.MaxClerkRate, CacheMaxBytes: h.CacheMaxBytes}
 	if o.JWTKey == "" { // with jwt_key, no key set is ever fetched
 		s.instance.SecretKey, s.instance.PublishableKey = o.SecretKey, o.PublishableKey
@@ -95,16 +96,33 @@ func expandLists(repl *caddy.Replacer, o *verify.Options, h *Handler) error {
 }
 
 // readJWTKey reads jwt_key: PEM text, or bare base64, is taken as it is;
-// anything else is the path of a file holding it.
+// anything else is the path of a file holding it, which must be there.
+// Errors name the path only when the value is written as one (it starts
+// with / or .): a value given by mistake may be a secret.
 func readJWTKey(value string) (string, error) {
 	if value == "" || strings.Contains(value, "-----BEGIN") {
 		return value, nil
 	}
-	if info, err := os.Stat(value); err == nil && info.Mode().IsRegular() {
+	info, err := os.Stat(value)
+	switch {
+	case err == nil && info.Mode().IsRegular():
 		data, err := os.ReadFile(value)
 		return string(data), err
+	case err != nil && isBase64(value):
+		return value, nil
+	case !strings.HasPrefix(value, "/") && !strings.HasPrefix(value, "."):
+		return "", errors.New("it is neither PEM text nor the path of a file: give the PEM text, or the path of a file holding it")
+	case err != nil:
+		return "", fmt.Errorf("%v: give the PEM text, or the path of a file holding it", err)
 	}
-	return value, nil
+	return "", fmt.Errorf("%s is not a regular file: give the PEM text, or the path of a file holding it", value)
+}
+
+// isBase64 reports whether s is standard base64, padded, whatever spaces
+// and line breaks it holds: a key's body without its PEM lines.
+func isBase64(s string) bool {
+	_, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(s), ""))
+	return err == nil
 }
 
 // optionalDuration is a duration of the configuration as verify reads
@@ -116,35 +134,33 @@ func optionalDuration(d *caddy.Duration) *time.Duration {
 	return new(time.Duration(*d))
 }
 
-// unlessZero is a duration that is not set when 0, as verify reads an
-// optional one: nil, the default.
-func unlessZero(d time.Duration) *time.Duration {
-	if d == 0 {
-		return nil
-	}
-	return &d
-}
+// keyOff is the value of a key that turns it off: no key, where leaving
+// the key out takes the one of its environment variable.
+const keyOff = "off"
 
 // field is a configured value that may hold placeholders: its name in the
 // configuration, the value configured, what stands for it when it is not
 // configured (an environment placeholder), where the expanded value goes,
-// and what an expansion to nothing of that default means (usually
-// nothing).
+// what an expansion to nothing of that default means (usually nothing),
+// and whether keyOff turns it off.
 type field struct {
 	name       string
 	configured string
 	whenUnset  string
 	dest       *string
 	whenEmpty  string
+	offable    bool
 }
 
-// apiURLField and machineSecretKeyField are the fields both handlers have.
+// keyField is a key of clerk_m2m: its variable's when not set, none when
+// off.
+func keyField(name, configured, whenUnset string, dest *string) field {
+	return field{name: name, configured: configured, whenUnset: whenUnset, dest: dest, offable: true}
+}
+
+// apiURLField is the field both handlers have.
 func apiURLField(configured string, dest *string) field {
 	return field{name: "api_url", configured: configured, whenUnset: "{env.CLERK_API_URL}", dest: dest, whenEmpty: backend.DefaultURL}
-}
-
-func machineSecretKeyField(configured string, dest *string) field {
-	return field{name: "machine_secret_key", configured: configured, whenUnset: "{env.CLERK_MACHINE_SECRET_KEY}", dest: dest}
 }
 
 // expandFields resolves placeholders in each configured value, or in its
@@ -153,6 +169,10 @@ func machineSecretKeyField(configured string, dest *string) field {
 // is an error: it must not quietly mean "no key".
 func expandFields(repl *caddy.Replacer, fields ...field) error {
 	for _, f := range fields {
+		if f.offable && f.configured == keyOff {
+			*f.dest = ""
+			continue
+		}
 		value, explicit := f.configured, f.configured != ""
 		if !explicit {
 			value = f.whenUnset

@@ -1,6 +1,7 @@
 package clerkm2m
 
 import (
+	"context"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -18,8 +19,9 @@ type tokenSource struct {
 	*mint.Source
 	httpClient *http.Client
 	logger     atomic.Pointer[zap.Logger]
-	shortLived *alert // about tokens born near expiry
-	declined   *alert // about live tokens Clerk handed back that outlive ttl
+	shortLived *alert                 // about tokens born near expiry
+	declined   *alert                 // about live tokens Clerk handed back that outlive ttl
+	machine    atomic.Pointer[string] // the tokens were last minted as
 }
 
 // tokenSourceSettings are what makes two handlers' token sources the same
@@ -44,7 +46,7 @@ func loadTokenSource(s tokenSourceSettings, counted bool, logger *zap.Logger) (*
 		if err != nil {
 			return nil, err
 		}
-		src.Source = mint.NewSource(client, mint.Options{
+		src.Source = mint.NewSource(announcingMinter{client, src.mintedAs}, mint.Options{
 			Token:        s.Token,
 			RenewAt:      s.RenewAt,
 			Timeout:      s.Timeout,
@@ -54,6 +56,31 @@ func loadTokenSource(s tokenSourceSettings, counted bool, logger *zap.Logger) (*
 		})
 		return src, nil
 	})
+}
+
+// announcingMinter mints with a client of Clerk's API, and tells
+// mintedAs the machine each token was minted as.
+type announcingMinter struct {
+	*backend.Client
+	mintedAs func(machine string)
+}
+
+func (m announcingMinter) CreateM2MToken(ctx context.Context, opts backend.CreateM2MTokenOptions) (*backend.CreatedM2MToken, error) {
+	created, err := m.Client.CreateM2MToken(ctx, opts)
+	if err == nil && created != nil {
+		m.mintedAs(created.Subject)
+	}
+	return created, err
+}
+
+// mintedAs says at INFO which machine the tokens are minted as, the first
+// time and when it changes (the key was replaced): the machine of the key
+// the handler was given, which calls with the tokens' authority.
+func (s *tokenSource) mintedAs(machine string) {
+	if last := s.machine.Swap(&machine); last == nil || *last != machine {
+		s.logger.Load().Info("clerk_m2m_token mints M2M tokens as machine "+machine+", the machine of its machine_secret_key: "+
+			"the requests it forwards call as that machine", zap.String("machine", machine))
+	}
 }
 
 // start has the source log where the configuration that starts says: the

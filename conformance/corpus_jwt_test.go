@@ -113,7 +113,7 @@ func (c *corpus) unsigned() string {
 
 // timing: exp, nbf and iat at and across the skew's edges, and odd values.
 func (c *corpus) timing() {
-	for _, p := range []*profile{pemSkew0, pemAny, pemSkewHour} {
+	for _, p := range []*profile{pemSkew0, pemAny, pemSkewMost} {
 		skew := int64(5)
 		if p.skew != nil {
 			skew = int64(p.skew.Seconds())
@@ -130,10 +130,10 @@ func (c *corpus) timing() {
 		c.bearer("time/nbf-past-edge", c.m2m(set("nbf", c.now+skew+timeMargin)), p)
 		c.bearer("time/iat-at-edge", c.m2m(set("iat", c.now+skew)), p)
 		c.bearer("time/iat-past-edge", c.m2m(set("iat", c.now+skew+timeMargin)), p)
-		c.bearer("time/exp-within-an-hour-of-skew", c.m2m(set("exp", c.now-1800)), p)
-		c.bearer("time/nbf-within-an-hour-of-skew", c.m2m(set("nbf", c.now+1800)), p)
-		c.bearer("time/session-exp-within-an-hour-of-skew", c.session(set("exp", c.now-1800)), p)
-		c.bearer("time/oauth-nbf-within-an-hour-of-skew", c.oauth(set("nbf", c.now+1800)), p)
+		c.bearer("time/exp-within-the-most-skew", c.m2m(set("exp", c.now-150)), p)
+		c.bearer("time/nbf-within-the-most-skew", c.m2m(set("nbf", c.now+150)), p)
+		c.bearer("time/session-exp-within-the-most-skew", c.session(set("exp", c.now-150)), p)
+		c.bearer("time/oauth-nbf-within-the-most-skew", c.oauth(set("nbf", c.now+150)), p)
 	}
 	for name, exp := range map[string]any{
 		"missing": drop, "string": fmt.Sprint(c.now + timeMargin), "null": nil, "true": true, "zero": 0, "negative": -1,

@@ -170,9 +170,17 @@ func checkCitation(file, line string) error {
 
 func normalizeSpace(s string) string { return strings.Join(strings.Fields(s), " ") }
 
-// readme is the README, its whitespace normalized, for quotes to be found
-// in whatever way its lines are wrapped.
+// readme is the README, and the rules of docs/verification.md it links
+// to, their whitespace normalized, for quotes to be found in whatever way
+// their lines are wrapped.
 func readme() (string, error) {
-	data, err := os.ReadFile(filepath.Join("..", "README.md"))
-	return normalizeSpace(string(data)), err
+	var text []string
+	for _, file := range []string{"README.md", filepath.Join("docs", "verification.md")} {
+		data, err := os.ReadFile(filepath.Join("..", file))
+		if err != nil {
+			return "", err
+		}
+		text = append(text, string(data))
+	}
+	return normalizeSpace(strings.Join(text, "\n")), nil
 }

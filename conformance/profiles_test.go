@@ -80,7 +80,7 @@ var (
 	pemMachineArray = define(profile{name: "pem-array-m2m-oauth", keys: networkless, accept: []string{"m2m_token", "oauth_token"}})
 	pemMixedArray   = define(profile{name: "pem-array-session-m2m", keys: networkless, accept: []string{"session_token", "m2m_token"}})
 	pemSkew0        = define(profile{name: "pem-any-skew0", keys: networkless, accept: []string{"any"}, skew: skewOf(0)})
-	pemSkewHour     = define(profile{name: "pem-any-skew1h", keys: networkless, accept: []string{"any"}, skew: skewOf(time.Hour)})
+	pemSkewMost     = define(profile{name: "pem-any-skew5m", keys: networkless, accept: []string{"any"}, skew: skewOf(5 * time.Minute)}) // the most clock_skew takes
 	pemParties      = define(profile{name: "pem-session-azp", keys: networkless, accept: []string{"session_token"}, parties: []string{appOrigin}})
 	pemAnyParties   = define(profile{name: "pem-any-azp", keys: networkless, accept: []string{"any"}, parties: []string{appOrigin}})
 	pemAnyIssuer    = define(profile{name: "pem-any-iss", keys: networkless, accept: []string{"any"}, issuer: []string{backendtest.Issuer, otherIssuer}})

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -16,6 +15,7 @@ import (
 
 	_ "github.com/caddy-clerk/clerk-m2m"
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
+	"github.com/caddy-clerk/clerk-m2m/internal/readme"
 )
 
 var gatewayCaddyfile = globals(debugLog) + `
@@ -164,19 +164,23 @@ func TestEndToEnd(t *testing.T) {
 		token, id := clerk.CreateM2MToken(e.caller, grantedToGateway)
 		resp, _ := e.bearer("/machine/logged", token)
 		require.Equal(t, http.StatusOK, resp.StatusCode)
-		var entry map[string]any
-		require.Eventually(t, func() bool {
-			for _, line := range strings.Split(readLog(t, e.logFile), "\n") {
-				if strings.Contains(line, `"uri":"/machine/logged"`) && strings.Contains(line, `"msg":"handled request"`) {
-					return json.Unmarshal([]byte(line), &entry) == nil
-				}
-			}
-			return false
-		}, 5*time.Second, 50*time.Millisecond)
+		entry := accessLogEntry(t, e.logFile, "/machine/logged")
 		assert.Equal(t, e.caller.ID, entry["user_id"])
 		assert.Equal(t, "m2m_token", entry["token_type"])
 		assert.Equal(t, id, entry["token_id"])
+		assert.NotContains(t, entry, "clerk_m2m_error")
 		assert.NotContains(t, fmt.Sprint(entry), token[3:])
+	})
+
+	t.Run("access log says why a request was refused", func(t *testing.T) {
+		expired := clerk.MintM2MJWT(e.caller, backendtest.JWTOptions{TokenOptions: grantedToGateway,
+			Payload: map[string]any{"exp": time.Now().Add(-time.Hour).Unix()}})
+		resp, _ := e.bearer("/machine/refused", expired)
+		require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+		entry := accessLogEntry(t, e.logFile, "/machine/refused")
+		assert.Equal(t, "token_expired", entry["clerk_m2m_error"])
+		assert.Equal(t, "m2m_token", entry["token_type"])
+		assert.NotContains(t, fmt.Sprint(entry), expired[10:30])
 	})
 
 	t.Run("no token or secret in the logs", func(t *testing.T) {
@@ -197,4 +201,38 @@ func TestDataStaysInTheTestsStorage(t *testing.T) {
 		scopes, _ := os.ReadDir(verdicts)
 		return len(scopes) > 0
 	}, 30*time.Second, 10*time.Millisecond, "the shared verdict in %s", verdicts)
+}
+
+// TestTheREADMEsLoggerShowsRefusals: the global options the README gives
+// to see why requests are refused, as they are (but their output, a file
+// here), log each refusal with its reason; Caddy's default logs do not.
+func TestTheREADMEsLoggerShowsRefusals(t *testing.T) {
+	e := newEnv(t)
+	blocks, err := readme.Read("../README.md")
+	require.NoError(t, err)
+	var snippet string
+	for _, block := range blocks {
+		if block.Lang == "caddyfile" && strings.Contains(block.Text, "include http.handlers.clerk_m2m") {
+			snippet = block.Text
+		}
+	}
+	require.NotEmpty(t, snippet, "the README's logger")
+	options := strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(snippet), "{\n"), "}")
+	options = strings.Replace(options, "include", "output file {{LOG}}\n\t\tinclude", 1)
+	e.load(globals(options) + `
+http://{{GATEWAY}} {
+	clerk_m2m {
+		machine_secret_key {{GATEWAY_KEY}}
+		api_url {{CLERK}}
+	}
+	respond "through"
+}
+`)
+	resp, _ := e.bearer("/", "mt_0123456789abcdef0123456789abcdef")
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	require.Eventually(t, func() bool {
+		logs := readLog(t, e.logFile)
+		return strings.Contains(logs, `"logger":"http.handlers.clerk_m2m"`) && strings.Contains(logs, `"msg":"credential refused"`) &&
+			strings.Contains(logs, `"reason":"token_invalid"`)
+	}, 10*time.Second, 10*time.Millisecond, "the refusal and its reason, in the log the README's options make")
 }

@@ -174,35 +174,35 @@ func handedOver(address string) bool {
 	if caddy.ListenerUsage("tcp", address) > 1 {
 		return false
 	}
-	_, port, _ := net.SplitHostPort(address)
-	sockets, known := listeningSockets(port)
+	sockets, known := listeningSockets(address)
 	return !known || sockets <= 1
 }
 
-// listeningSockets counts the sockets listening on port, from
-// /proc/net/tcp and /proc/net/tcp6; false where they cannot be read.
-func listeningSockets(port string) (int, bool) {
+// listeningSockets counts the sockets listening on an IPv4 address (the
+// tests' are 127.0.0.1), from /proc/net/tcp; false where it cannot be
+// read. A configuration may listen on the same port of other addresses
+// too ([::1]): those are not this address's.
+func listeningSockets(address string) (int, bool) {
+	host, port, _ := net.SplitHostPort(address)
 	number, err := strconv.Atoi(port)
+	ip := net.ParseIP(host).To4()
+	if err != nil || ip == nil {
+		return 0, false
+	}
+	local := fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], number) // as /proc/net/tcp writes it
+	const listen = "0A"                                                               // TCP_LISTEN
+	data, err := os.ReadFile("/proc/net/tcp")
 	if err != nil {
 		return 0, false
 	}
-	suffix := fmt.Sprintf(":%04X", number)
-	const listen = "0A" // TCP_LISTEN, as /proc/net/tcp writes it
-	count, read := 0, false
-	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		data, err := os.ReadFile(table)
-		if err != nil {
-			continue
-		}
-		read = true
-		for line := range strings.Lines(string(data)) {
-			fields := strings.Fields(line) // sl local_address rem_address st ...
-			if len(fields) > 3 && strings.HasSuffix(fields[1], suffix) && fields[3] == listen {
-				count++
-			}
+	count := 0
+	for line := range strings.Lines(string(data)) {
+		fields := strings.Fields(line) // sl local_address rem_address st ...
+		if len(fields) > 3 && fields[1] == local && fields[3] == listen {
+			count++
 		}
 	}
-	return count, read
+	return count, true
 }
 
 // newClient returns the client of the gateway: it dials the gateway's
@@ -465,6 +465,23 @@ func lastRequest(t *testing.T, clerk *backendtest.Server, route string) backendt
 	}
 	t.Fatalf("no request to %s", route)
 	return backendtest.Request{}
+}
+
+// accessLogEntry waits for the access log entry of the request for uri
+// in the log file (Caddy writes it once the answer is sent), and returns
+// it.
+func accessLogEntry(t *testing.T, logFile, uri string) map[string]any {
+	t.Helper()
+	var entry map[string]any
+	require.Eventually(t, func() bool {
+		for _, line := range strings.Split(readLog(t, logFile), "\n") {
+			if strings.Contains(line, `"uri":"`+uri+`"`) && strings.Contains(line, `"msg":"handled request"`) {
+				return json.Unmarshal([]byte(line), &entry) == nil
+			}
+		}
+		return false
+	}, 10*time.Second, 10*time.Millisecond, "the access log entry of %s", uri)
+	return entry
 }
 
 func readLog(t *testing.T, path string) string {

@@ -153,6 +153,9 @@ http://{{GATEWAY}} {
 		header X-Clerk-Error {http.auth.clerk_m2m_token.error}
 		respond "refused" {http.error.status_code}
 	}
+	log {
+		output file {{LOG}}
+	}
 }
 `)
 
@@ -166,6 +169,8 @@ http://{{GATEWAY}} {
 	resp, _ = e.request("/wrong-key/x")
 	assert.Equal(t, http.StatusInternalServerError, resp.StatusCode, "Clerk rejects the machine key")
 	assert.Equal(t, "misconfigured", resp.Header.Get("X-Clerk-Error"))
+	assert.Equal(t, "misconfigured", accessLogEntry(t, e.logFile, "/wrong-key/x")["clerk_m2m_token_error"],
+		"the access log says why")
 }
 
 // TestMintedTokenInTheLogs: with the token in Authorization, Caddy's DEBUG

@@ -36,6 +36,11 @@ const (
 	// rather than spending it in the margin, where every call would want
 	// a new one.
 	MinLifetime = 3 * DefaultMargin
+	// MaxLifetime is the longest lifetime worth asking for: a token that
+	// leaks works until it expires (or is revoked in Clerk's dashboard),
+	// and a Source renews its tokens itself, so a longer one buys nothing
+	// but risk.
+	MaxLifetime = 24 * time.Hour
 	// DefaultMintInterval is the least time between two mints.
 	DefaultMintInterval = 5 * time.Second
 )

@@ -216,9 +216,10 @@ func (r *remoteKeys) lookup(kid string, now time.Time) (*signingKey, time.Durati
 }
 
 // missing explains why no key could be returned: the set is fine and has no
-// such kid (the token is invalid), or there is no usable set (Clerk is
-// unavailable). The kids that do exist are never revealed: they are instance
-// ids.
+// such kid (the token is invalid), Clerk rejected the key that fetches it
+// (the configuration is wrong, as for an opaque credential Clerk would be
+// asked about with it), or there is no usable set (Clerk is unavailable).
+// The kids that do exist are never revealed: they are instance ids.
 func (r *remoteKeys) missing(now time.Time) *Error {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -228,6 +229,9 @@ func (r *remoteKeys) missing(now time.Time) *Error {
 	cause := r.lastErr
 	if cause == nil {
 		cause = errors.New("no key set fetched yet")
+	}
+	if backend.KindOf(cause) == backend.KindKeyRejected {
+		return clerkFailure("", cause)
 	}
 	return &Error{
 		Reason:      ReasonUnavailable,

@@ -212,6 +212,14 @@ func TestRemoteKeysKeepTheLastGoodSetForMaxStale(t *testing.T) {
 		key, err := r.key(context.Background(), "ins_a")
 		return err == nil && key.public.N.Cmp(b.N) == 0
 	})
+	// The refresh behind may not quite have ended (its keys are in use a
+	// moment before): a refresh joins it, or makes one, and returns once
+	// no fetch is under way, so that the next refresh behind is a fetch of
+	// its own.
+	require.NoError(t, r.refresh(context.Background(), false))
+	for len(fetched) > 0 {
+		assert.NoError(t, <-fetched)
+	}
 
 	f.set(nil, &backend.Error{Status: 503})
 	c.Advance(30 * time.Minute)
@@ -228,6 +236,34 @@ func TestRemoteKeysKeepTheLastGoodSetForMaxStale(t *testing.T) {
 	c.Advance(5 * time.Second)
 	_, err = r.key(context.Background(), "ins_a")
 	assert.NoError(t, err, "recovers once Clerk answers again")
+}
+
+// TestARejectedKeyIsMisconfiguredForJWTsToo: when Clerk rejects the key
+// that fetches the signing keys, a JWT is refused as an opaque credential
+// asked about with that key is, misconfigured: the gateway's key is wrong,
+// not Clerk unavailable; within the stale window the last good keys still
+// serve.
+func TestARejectedKeyIsMisconfiguredForJWTsToo(t *testing.T) {
+	a, _ := signingKeys(t)
+	rejected := &backend.Error{Status: 401, Code: "authentication_invalid", TraceID: "trace_1"}
+	r, f, c := newRemote(t)
+	f.set(nil, rejected)
+	_, err := r.key(context.Background(), "ins_a")
+	verr := requireReason(t, err, ReasonMisconfigured)
+	assert.ErrorContains(t, verr, "trace_1", "the cause, for the log")
+
+	f.set([]json.RawMessage{jwkJSON(&a.PublicKey, "ins_a", "RS256")}, nil)
+	c.Advance(5 * time.Second)
+	_, err = r.key(context.Background(), "ins_a")
+	require.NoError(t, err)
+	f.set(nil, rejected)
+	c.Advance(10 * time.Minute)
+	_, err = r.key(context.Background(), "ins_a")
+	require.NoError(t, err, "within the stale window the last good key is used")
+	waitFor(t, func() bool { return f.fetches.Load() == 3 }) // the refresh behind it, which fails
+	c.Advance(time.Hour)
+	_, err = r.key(context.Background(), "ins_a")
+	requireReason(t, err, ReasonMisconfigured)
 }
 
 // TestRemoteKeysSkipUnusableKeys: one odd key does not make the others

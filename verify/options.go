@@ -21,9 +21,18 @@ const (
 	defaultCacheTTL  = 30 * time.Second
 )
 
+// What the durations of Options may be.
+var (
+	clockSkewRule = durationRule{name: "clock_skew", def: defaultClockSkew, most: 5 * time.Minute,
+		whyMost: "tokens that expired that long ago, or are not valid for that long yet, would pass; sync the clocks instead"}
+	cacheTTLRule = durationRule{name: "cache_ttl", def: defaultCacheTTL, most: time.Hour,
+		whyMost: "an opaque credential revoked in Clerk keeps passing for up to cache_ttl"}
+)
+
 // Options configure a Verifier. New refuses options that cannot work
 // together, naming them as the clerk_m2m handler names them (secret_key
-// for SecretKey, and so on). Zero values take the defaults; a duration
+// for SecretKey, and so on), and values that defeat their purpose or
+// weaken the checks past reason. Zero values take the defaults; a duration
 // set to 0 means none.
 type Options struct {
 	// Accept lists the token types to accept (see ParseTokenTypes); a
@@ -71,7 +80,8 @@ type Options struct {
 	RequireScopes   []string
 	AllowedSubjects []string
 
-	// ClockSkew is the leeway on exp, nbf and iat. Default 5s.
+	// ClockSkew is the leeway on exp, nbf and iat; 0 means none, and more
+	// than 5 minutes is refused. Default 5s.
 	ClockSkew *time.Duration
 
 	// CacheTTL is how long a verified opaque token is remembered (never
@@ -84,7 +94,8 @@ type Options struct {
 	// until they expire, as long as the key that verified them is current;
 	// refused ones are not (a refusal costs at most the signature check
 	// that remembering it would spare, and only spares the client that
-	// sends the same bad JWT again). Default 30s.
+	// sends the same bad JWT again). More than an hour is refused.
+	// Default 30s.
 	CacheTTL *time.Duration
 
 	// Pool is what this Verifier shares with the others of the same Clerk
@@ -152,10 +163,10 @@ func New(opts Options) (*Verifier, error) {
 		now:               opts.now,
 	}
 	var err error
-	if v.clockSkew, err = durationOption("clock_skew", opts.ClockSkew, defaultClockSkew, true); err != nil {
+	if v.clockSkew, err = clockSkewRule.read(opts.ClockSkew); err != nil {
 		return nil, err
 	}
-	if v.cacheTTL, err = durationOption("cache_ttl", opts.CacheTTL, defaultCacheTTL, true); err != nil {
+	if v.cacheTTL, err = cacheTTLRule.read(opts.CacheTTL); err != nil {
 		return nil, err
 	}
 	if v.pool == nil {
@@ -369,4 +380,32 @@ func writeSet(h hash.Hash, name string, values []string) {
 	for _, value := range slices.Sorted(slices.Values(values)) {
 		writePart(h, value)
 	}
+}
+
+// Thresholds past which a setting loads, but is said to cost something.
+const (
+	// cautiousCacheTTL: a revoked opaque credential passes for up to
+	// cache_ttl; past this, longer than anyone is likely to mean.
+	cautiousCacheTTL = 5 * time.Minute
+
+	// clerkProductionRate is the most calls a second Clerk takes from a
+	// production instance (1,000 per 10 seconds), for all its backends.
+	clerkProductionRate = 100
+)
+
+// Cautions are what the settings cost that a reader might not mean, one
+// sentence each: settings that load, but weaken a check or spend what
+// Clerk does not give. None for the defaults.
+func (s Setup) Cautions() []string {
+	var cautions []string
+	if s.CacheTTL > cautiousCacheTTL {
+		cautions = append(cautions, fmt.Sprintf("cache_ttl is %v: an opaque credential revoked in Clerk keeps passing "+
+			"for up to that long", s.CacheTTL))
+	}
+	if s.MaxClerkRate > clerkProductionRate {
+		cautions = append(cautions, fmt.Sprintf("max_clerk_rate is %d a second, more than the %d Clerk takes from a "+
+			"production instance for all its backends: Clerk's own 429 will be the bound, and refuse them all", s.MaxClerkRate,
+			clerkProductionRate))
+	}
+	return cautions
 }

@@ -40,8 +40,12 @@ func TestNewRefusesOptionsThatCannotWork(t *testing.T) {
 			[]string{"shared_cache", "need secret_key or machine_secret_key"}},
 		"a store with cache_ttl 0": {Options{MachineSecretKey: testMachineKey, Store: newMemStore(), CacheTTL: new(time.Duration(0))},
 			[]string{"shared_cache", "cache_ttl is 0"}},
-		"a negative clock_skew":        {Options{JWTKey: jwtKey, ClockSkew: &negative}, []string{"clock_skew must be positive"}},
-		"a negative cache_ttl":         {Options{JWTKey: jwtKey, CacheTTL: &negative}, []string{"cache_ttl must be positive"}},
+		"a negative clock_skew": {Options{JWTKey: jwtKey, ClockSkew: &negative}, []string{"clock_skew must not be negative"}},
+		"a negative cache_ttl":  {Options{JWTKey: jwtKey, CacheTTL: &negative}, []string{"cache_ttl must not be negative"}},
+		"a clock_skew of a day": {Options{JWTKey: jwtKey, ClockSkew: new(24 * time.Hour)},
+			[]string{"clock_skew 24h0m0s is over its most, 5m0s", "tokens that expired that long ago"}},
+		"a cache_ttl of 416 days": {Options{JWTKey: jwtKey, CacheTTL: new(10000 * time.Hour)},
+			[]string{"cache_ttl 10000h0m0s is over its most, 1h0m0s", "revoked in Clerk keeps passing"}},
 		"pk_ as secret_key":            {Options{SecretKey: "pk_test_Zm9v"}, []string{"secret_key must be", "set it as publishable_key"}},
 		"ak_ as secret_key":            {Options{SecretKey: "ak_Zm9v"}, []string{"secret_key must be", "set it as machine_secret_key"}},
 		"sk_ as machine_secret_key":    {Options{MachineSecretKey: "sk_test_Zm9v"}, []string{"machine_secret_key must be", "set it as secret_key"}},
@@ -62,17 +66,23 @@ func TestNewRefusesOptionsThatCannotWork(t *testing.T) {
 		opts PoolOptions
 		want string
 	}{
-		"a timeout of 0":          {PoolOptions{Timeout: new(time.Duration(0))}, "timeout must be positive"},
-		"a negative timeout":      {PoolOptions{Timeout: &negative}, "timeout must be positive"},
-		"a negative max stale":    {PoolOptions{KeysMaxStale: &negative}, "jwks_max_stale must be positive"},
-		"negative calls":          {PoolOptions{MaxClerkCalls: -1}, "max_clerk_calls must be positive"},
-		"negative bytes of cache": {PoolOptions{CacheMaxBytes: -1}, "cache_max_bytes must be positive"},
+		"a timeout of 0": {PoolOptions{Timeout: new(time.Duration(0))},
+			"timeout 0 would give Clerk no time to answer: set a duration, or leave timeout out for 5s"},
+		"a timeout of a day":      {PoolOptions{Timeout: new(24 * time.Hour)}, "timeout 24h0m0s is over its most, 1h0m0s"},
+		"a negative timeout":      {PoolOptions{Timeout: &negative}, "timeout must not be negative"},
+		"a negative max stale":    {PoolOptions{KeysMaxStale: &negative}, "jwks_max_stale must not be negative"},
+		"a max stale of a week":   {PoolOptions{KeysMaxStale: new(7 * 24 * time.Hour)}, "jwks_max_stale 168h0m0s is over its most, 24h0m0s"},
+		"negative calls":          {PoolOptions{MaxClerkCalls: -1}, "max_clerk_calls must not be negative"},
+		"calls past Clerk's":      {PoolOptions{MaxClerkCalls: 100000}, "max_clerk_calls 100000 is over its most, 1000"},
+		"negative bytes of cache": {PoolOptions{CacheMaxBytes: -1}, "cache_max_bytes must not be negative"},
 	} {
 		_, err := NewPool(tc.opts)
 		assert.ErrorContains(t, err, tc.want, name)
 	}
-	_, err := NewPool(PoolOptions{KeysMaxStale: new(time.Duration(0))})
-	assert.NoError(t, err, "0: never past their refresh")
+	_, err := NewPool(PoolOptions{KeysMaxStale: new(time.Duration(0)), Timeout: new(time.Hour), MaxClerkCalls: 1000, MaxClerkRate: 100000})
+	assert.NoError(t, err, "0: never past their refresh; the ceiling itself; a rate past Clerk's is a caution (Setup.Cautions)")
+	_, err = New(Options{JWTKey: jwtKey, ClockSkew: new(5 * time.Minute), CacheTTL: new(time.Hour)})
+	assert.NoError(t, err, "the ceilings themselves")
 }
 
 // TestSessionsNeedNameEveryKeyThatServes: what New says to set for session
@@ -110,4 +120,15 @@ func TestSetup(t *testing.T) {
 	assert.Equal(t, Setup{Accept: []TokenType{M2MToken}, OpaqueWith: "machine_secret_key", JWTsWith: "none", APIURL: backend.DefaultURL,
 		ClockSkew: 5 * time.Second, CacheTTL: 30 * time.Second, Timeout: 5 * time.Second, KeysMaxStale: time.Hour,
 		MaxClerkCalls: 64, MaxClerkRate: 20, CacheMaxBytes: 64 << 20}, setup, "the defaults")
+}
+
+// TestCautions: settings that load but cost what a reader might not mean
+// are said, once each; the defaults cost nothing.
+func TestCautions(t *testing.T) {
+	assert.Empty(t, Setup{CacheTTL: defaultCacheTTL, MaxClerkRate: defaultMaxClerkRate}.Cautions())
+	assert.Empty(t, Setup{CacheTTL: cautiousCacheTTL, MaxClerkRate: clerkProductionRate}.Cautions())
+	cautions := Setup{CacheTTL: 10 * time.Minute, MaxClerkRate: 1000}.Cautions()
+	require.Len(t, cautions, 2)
+	assert.Contains(t, cautions[0], "cache_ttl is 10m0s: an opaque credential revoked in Clerk keeps passing")
+	assert.Contains(t, cautions[1], "max_clerk_rate is 1000 a second, more than the 100 Clerk takes")
 }

@@ -3,6 +3,7 @@ package verify
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 	"time"
@@ -41,12 +42,25 @@ const (
 	sweepInterval = time.Minute
 )
 
+// What the durations and bounds of PoolOptions may be.
+var (
+	timeoutRule = durationRule{name: "timeout", def: defaultTimeout, most: time.Hour,
+		whyMost: "a request would wait that long for Clerk, holding a connection and a call of max_clerk_calls",
+		why0:    "would give Clerk no time to answer"}
+	keysMaxStaleRule = durationRule{name: "jwks_max_stale", def: defaultKeysMaxStale, most: 24 * time.Hour,
+		whyMost: "keys Clerk may have rotated out, a compromised one say, would verify JWTs that long while Clerk cannot be reached"}
+	maxClerkCallsRule = countRule[int]{name: "max_clerk_calls", def: defaultMaxClerkCalls, most: 1000,
+		whyMost: "more calls than Clerk takes in 10 seconds from a production instance bound no connection that matters"}
+	maxClerkRateRule  = countRule[int]{name: "max_clerk_rate", def: defaultMaxClerkRate}
+	cacheMaxBytesRule = countRule[int64]{name: "cache_max_bytes", def: defaultCacheMaxBytes}
+)
+
 // PoolOptions tune a Pool. Zero values take the defaults; a duration that
 // is set to 0 means none where none makes sense, and is refused elsewhere.
 type PoolOptions struct {
 	// Timeout is the budget of one call to Clerk, retries included: a
 	// verification of an opaque credential, or a fetch of the signing
-	// keys. Default 5s.
+	// keys. 0 is refused, and so is more than an hour. Default 5s.
 	Timeout *time.Duration
 
 	// MaxClerkCalls bounds the calls to Clerk in flight at once, for all
@@ -61,7 +75,8 @@ type PoolOptions struct {
 	// next needs. A credential that needs a call beyond either bound, or
 	// the client's share of it, is refused at once with ReasonCallsLimited;
 	// credentials answered from the cache, and JWTs, need none. Defaults
-	// 64, and 20 a second. After Clerk answers 429, no call is made
+	// 64, and 20 a second; more than 1,000 calls in flight is refused (see
+	// Setup.Cautions for a rate past Clerk's). After Clerk answers 429, no call is made
 	// (fetches of the signing keys included) until its Retry-After has
 	// passed, or 10s when it gives none: meanwhile a credential that needs
 	// one is refused with ReasonRateLimited, and RetryAfter the time left.
@@ -76,7 +91,8 @@ type PoolOptions struct {
 	// KeysMaxStale is how long Clerk's signing keys keep being used when
 	// they cannot be refreshed (they are renewed every 4 minutes); after
 	// that, JWTs are refused with ReasonUnavailable until Clerk answers
-	// again. Default 1h; 0: never past their refresh.
+	// again. 0: never past their refresh; more than 24 hours is refused.
+	// Default 1h.
 	KeysMaxStale *time.Duration
 
 	// UserAgent is sent with every call to Clerk.
@@ -119,18 +135,18 @@ type Pool struct {
 // network call: signing keys are fetched when first needed, and kept fresh
 // while Run runs.
 func NewPool(opts PoolOptions) (*Pool, error) {
-	timeout, err := durationOption("timeout", opts.Timeout, defaultTimeout, false)
+	timeout, err := timeoutRule.read(opts.Timeout)
 	if err != nil {
 		return nil, err
 	}
-	keysStale, err := durationOption("jwks_max_stale", opts.KeysMaxStale, defaultKeysMaxStale, true)
+	keysStale, err := keysMaxStaleRule.read(opts.KeysMaxStale)
 	if err != nil {
 		return nil, err
 	}
 	if err := errors.Join(
-		countOption("max_clerk_calls", &opts.MaxClerkCalls, defaultMaxClerkCalls),
-		countOption("max_clerk_rate", &opts.MaxClerkRate, defaultMaxClerkRate),
-		countOption("cache_max_bytes", &opts.CacheMaxBytes, defaultCacheMaxBytes),
+		maxClerkCallsRule.read(&opts.MaxClerkCalls),
+		maxClerkRateRule.read(&opts.MaxClerkRate),
+		cacheMaxBytesRule.read(&opts.CacheMaxBytes),
 	); err != nil {
 		return nil, err
 	}
@@ -211,27 +227,51 @@ func (p *Pool) remoteKeys(url string, client *backend.Client, fetcher jwksFetche
 	return source
 }
 
-// countOption checks a bound named name: def when it is not set (0), the
-// value otherwise; a negative value is refused.
-func countOption[N int | int64](name string, n *N, def N) error {
+// countRule is what a bound of the options may be: its name, its default
+// (when not set, 0), and its ceiling (none when 0) with why there is one.
+type countRule[N int | int64] struct {
+	name      string
+	def, most N
+	whyMost   string
+}
+
+// read checks the bound n: the default when it is not set, the value
+// otherwise; a negative value, or one over the ceiling, is refused.
+func (r countRule[N]) read(n *N) error {
 	switch {
 	case *n < 0:
-		return errors.New(name + " must be positive")
+		return fmt.Errorf("%s must not be negative", r.name)
+	case r.most > 0 && *n > r.most:
+		return fmt.Errorf("%s %d is over its most, %d: %s", r.name, *n, r.most, r.whyMost)
 	case *n == 0:
-		*n = def
+		*n = r.def
 	}
 	return nil
 }
 
-// durationOption reads an optional duration named name: def when it is
-// not set, the value otherwise; 0 is refused unless zeroIsNone, and a
-// negative value always.
-func durationOption(name string, d *time.Duration, def time.Duration, zeroIsNone bool) (time.Duration, error) {
+// durationRule is what an optional duration of the options may be: its
+// name, its default (when not set, nil), its ceiling with why there is
+// one, and what 0 means: none, or nothing that could work (why0 says so,
+// and 0 is refused).
+type durationRule struct {
+	name          string
+	def, most     time.Duration
+	whyMost, why0 string
+}
+
+// read checks the duration d: the default when it is not set, the value
+// otherwise; a negative value, one over the ceiling, and 0 where it means
+// nothing that could work are refused.
+func (r durationRule) read(d *time.Duration) (time.Duration, error) {
 	switch {
 	case d == nil:
-		return def, nil
-	case *d < 0 || *d == 0 && !zeroIsNone:
-		return 0, errors.New(name + " must be positive")
+		return r.def, nil
+	case *d < 0:
+		return 0, fmt.Errorf("%s must not be negative", r.name)
+	case *d > r.most:
+		return 0, fmt.Errorf("%s %v is over its most, %v: %s", r.name, *d, r.most, r.whyMost)
+	case *d == 0 && r.why0 != "":
+		return 0, fmt.Errorf("%s 0 %s: set a duration, or leave %s out for %v", r.name, r.why0, r.name, r.def)
 	}
 	return *d, nil
 }

@@ -30,6 +30,7 @@ var caddyfile []byte
 
 func main() {
 	addr := flag.String("addr", "localhost:8080", "where the gateway listens")
+	tryPort := flag.Int("try-port", 8090, "the port the hint to try your own Caddyfile gives it, beside the gateway's")
 	check := flag.Bool("check", false, "try every case against the gateway, print the outcomes and exit (0 if all as expected)")
 	flag.Parse()
 
@@ -49,7 +50,7 @@ func main() {
 		}
 		return
 	}
-	demo.explain(os.Stdout)
+	demo.explain(os.Stdout, *tryPort)
 	interrupted := make(chan os.Signal, 1)
 	signal.Notify(interrupted, os.Interrupt)
 	<-interrupted
@@ -112,7 +113,12 @@ func (d *quickstart) jwt(opts backendtest.JWTOptions) string {
 	return d.clerk.MintM2MJWT(d.caller, opts)
 }
 
-func (d *quickstart) explain(out io.Writer) {
+// explain prints what runs, tokens and curl lines to try, and how to try
+// examples/Caddyfile against the fake Clerk, on tryPort: the exports it
+// needs (keys, and what it reads as it is adapted: its port, upstream and
+// machine id) and the command.
+func (d *quickstart) explain(out io.Writer, tryPort int) {
+	opaque := d.opaqueToken()
 	fmt.Fprintf(out, `caddy-clerk-m2m quickstart
 
   gateway (Caddy + clerk_m2m)  %s
@@ -133,15 +139,21 @@ No token, or a forged one, is refused:
   curl -i %s/invoices
   curl -i %s/invoices -H 'Authorization: Bearer mt_0123456789abcdef0123456789abcdef'
 
-To try your own Caddyfile against this fake Clerk, in another terminal:
+To try examples/Caddyfile against this fake Clerk and demo service, on
+port %d (the gateway above keeps its own), in another terminal:
 
-  export CLERK_API_URL=%s CLERK_SECRET_KEY=%s CLERK_MACHINE_SECRET_KEY=%s
+  export CLERK_API_URL=%s CLERK_SECRET_KEY=%s CLERK_MACHINE_SECRET_KEY=%s PORT=%d UPSTREAM=%s MACHINE_ID=%s
   go run ./cmd/caddy run --config examples/Caddyfile
+
+then the tokens above work there too:
+
+  curl -i http://localhost:%d/invoices -H 'Authorization: Bearer %s'
 
 The tokens are valid for an hour. Press Ctrl+C to stop.
 `, d.gateway, d.upstream.URL, d.clerk.URL, d.caller.ID, d.service.ID,
-		d.gateway, d.opaqueToken(), d.gateway, d.jwt(backendtest.JWTOptions{}), d.gateway, d.gateway,
-		d.clerk.URL, d.clerk.SecretKey(), d.service.SecretKey)
+		d.gateway, opaque, d.gateway, d.jwt(backendtest.JWTOptions{}), d.gateway, d.gateway,
+		tryPort, d.clerk.URL, d.clerk.SecretKey(), d.service.SecretKey, tryPort, strings.TrimPrefix(d.upstream.URL, "http://"),
+		d.service.ID, tryPort, opaque)
 }
 
 // checkCase is one request of the self-check and the status it must get.

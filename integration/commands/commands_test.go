@@ -132,6 +132,7 @@ type report struct {
 	Status          int               `json:"status"`
 	WWWAuthenticate string            `json:"www_authenticate"`
 	RetryAfter      string            `json:"retry_after"`
+	Hint            string            `json:"hint"`
 	Placeholders    map[string]string `json:"placeholders"`
 	ExitStatus      int               `json:"exit_status"`
 }
@@ -170,35 +171,37 @@ func TestInspectRefusesForEachReason(t *testing.T) {
 		exit       int
 		challenge  string // in WWW-Authenticate
 		retryAfter string
-		noClerk    bool // decided without a call to Clerk
+		noClerk    bool   // decided without a call to Clerk
+		hint       string // in the hint
 	}{
 		{name: "token_missing: the cookie, on a route without sessions", credential: session, args: []string{"--cookie"},
-			reason: "token_missing", status: 401, exit: 1, challenge: `Bearer realm="clerk"`, noClerk: true},
+			reason: "token_missing", status: 401, exit: 4, challenge: `Bearer realm="clerk"`, noClerk: true},
 		{name: "token_invalid: unknown to Clerk", credential: f.secret("mt_0123456789abcdef0123456789abcdef"),
-			reason: "token_invalid", status: 401, exit: 1, challenge: `error="invalid_token"`},
+			reason: "token_invalid", status: 401, exit: 4, challenge: `error="invalid_token"`,
+			hint: "with machine_secret_key, Clerk knows only the M2M tokens granted to that machine"},
 		{name: "token_invalid: not a Clerk credential", credential: f.secret("x9Kq2vT7pLm4wZ8rB3nY"),
-			reason: "token_invalid", status: 401, exit: 1, challenge: `error="invalid_token"`, noClerk: true},
+			reason: "token_invalid", status: 401, exit: 4, challenge: `error="invalid_token"`, noClerk: true},
 		{name: "token_expired", credential: f.secret(f.clerk.MintM2MJWT(f.caller, backendtest.JWTOptions{
 			TokenOptions: backendtest.TokenOptions{Scopes: []string{f.gateway.ID}, TTL: -3 * time.Minute}})), args: scoped,
-			reason: "token_expired", status: 401, exit: 1, challenge: `error_description="the token has expired"`},
+			reason: "token_expired", status: 401, exit: 4, challenge: `error_description="the token has expired"`},
 		{name: "token_type_not_accepted: a session token on an M2M route", credential: session, args: scoped,
-			reason: "token_type_not_accepted", status: 401, exit: 1, challenge: `error="invalid_token"`, noClerk: true},
+			reason: "token_type_not_accepted", status: 401, exit: 4, challenge: `error="invalid_token"`, noClerk: true},
 		{name: "insufficient_scope", credential: f.secret(f.clerk.MintM2MJWT(f.caller, backendtest.JWTOptions{
 			TokenOptions: backendtest.TokenOptions{Scopes: []string{other.ID}}})), args: scoped,
-			reason: "insufficient_scope", status: 403, exit: 1, challenge: `error="insufficient_scope"`},
+			reason: "insufficient_scope", status: 403, exit: 4, challenge: `error="insufficient_scope"`},
 		{name: "session_outdated: no __client_uat", credential: session, args: append([]string{"--cookie"}, sessions...),
-			reason: "session_outdated", status: 401, exit: 1, challenge: `error="invalid_token"`},
+			reason: "session_outdated", status: 401, exit: 4, challenge: `error="invalid_token"`},
 		{name: "session_outdated: signed out since", credential: session,
 			args:   append([]string{"--cookie", "--client_uat", "0"}, sessions...),
-			reason: "session_outdated", status: 401, exit: 1, challenge: `error="invalid_token"`},
+			reason: "session_outdated", status: 401, exit: 4, challenge: `error="invalid_token"`},
 		{name: "clerk_unavailable", credential: opaque, fault: &backendtest.Fault{Path: "/m2m_tokens/verify", Status: 503},
-			reason: "clerk_unavailable", status: 503, exit: 2, retryAfter: "5"},
+			reason: "clerk_unavailable", status: 503, exit: 5, retryAfter: "5"},
 		{name: "clerk_rate_limited", credential: opaque,
 			fault:  &backendtest.Fault{Path: "/m2m_tokens/verify", Status: 429, RetryAfter: "7"},
-			reason: "clerk_rate_limited", status: 503, exit: 2, retryAfter: "7"},
+			reason: "clerk_rate_limited", status: 503, exit: 5, retryAfter: "7"},
 		{name: "misconfigured: a machine secret key Clerk does not know", credential: opaque,
 			env:    []string{"CLERK_API_URL=" + f.clerk.URL, "CLERK_MACHINE_SECRET_KEY=" + f.secret("ak_00000000000000000000000000000000")},
-			reason: "misconfigured", status: 500, exit: 2},
+			reason: "misconfigured", status: 500, exit: 5},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f.t = t
@@ -221,6 +224,11 @@ func TestInspectRefusesForEachReason(t *testing.T) {
 				assert.Contains(t, rep.WWWAuthenticate, tc.challenge)
 			}
 			assert.Equal(t, tc.retryAfter, rep.RetryAfter)
+			if tc.hint == "" {
+				assert.Empty(t, rep.Hint)
+			} else {
+				assert.Contains(t, rep.Hint, tc.hint)
+			}
 			assert.Empty(t, rep.Placeholders, "no identity for a refused credential")
 			if tc.noClerk {
 				assert.Empty(t, f.clerk.Requests(), "decided without calling Clerk")
@@ -326,7 +334,7 @@ func TestInspectWithoutKeysDescribesOnly(t *testing.T) {
 	f := newFixture(t)
 	expired := f.secret(f.clerk.MintM2MJWT(f.caller, backendtest.JWTOptions{TokenOptions: backendtest.TokenOptions{TTL: -3 * time.Minute}}))
 	rep, r := f.inspect(expired, []string{"CLERK_API_URL=" + f.clerk.URL})
-	assert.Equal(t, 2, r.status)
+	assert.Equal(t, 1, r.status)
 	assert.Equal(t, "not_verified", rep.Verdict)
 	assert.Contains(t, rep.NotVerifiedBecause, "accepting m2m_token needs machine_secret_key (or CLERK_MACHINE_SECRET_KEY)")
 	assert.Equal(t, "m2m_token", rep.TokenType)
@@ -335,7 +343,7 @@ func TestInspectWithoutKeysDescribesOnly(t *testing.T) {
 	assert.Empty(t, f.clerk.Requests())
 
 	text := f.run(expired, nil, "inspect")
-	assert.Equal(t, 2, text.status)
+	assert.Equal(t, 1, text.status)
 	assert.Contains(t, text.stdout, "expired 3 minutes ago")
 	assert.Contains(t, text.stdout, "verdict      not verified: ")
 }
@@ -349,7 +357,7 @@ func TestInspectFlagsAreTheSubdirectives(t *testing.T) {
 	env := []string{"CLERK_API_URL=" + f.clerk.URL}
 	rep, r := f.inspect(apiKey, env, "--accept", "api_key,m2m_token", "--secret-key", "{env.MY_CLERK_KEY}",
 		"--allowed_subjects", "user_2GIpXOEpVyJw51rkZn9Kmnc6Sxr", "--timeout", "2s", "--clock_skew", "0")
-	require.Equal(t, 2, r.status, "MY_CLERK_KEY is not set: the configuration is refused")
+	require.Equal(t, 1, r.status, "MY_CLERK_KEY is not set: the configuration is refused")
 	assert.Contains(t, rep.NotVerifiedBecause, "secret_key is set to \"{env.MY_CLERK_KEY}\", which is empty")
 
 	rep, r = f.inspect(apiKey, append(env, "MY_CLERK_KEY="+f.clerk.SecretKey()), "--accept", "api_key,m2m_token",
@@ -361,12 +369,12 @@ func TestInspectFlagsAreTheSubdirectives(t *testing.T) {
 
 	rep, r = f.inspect(apiKey, env, "--accept", "api_key", "--secret_key", f.clerk.SecretKey(),
 		"--allowed_subjects", "user_somebody_else")
-	assert.Equal(t, 1, r.status)
+	assert.Equal(t, 4, r.status)
 	assert.Equal(t, "insufficient_scope", rep.Reason)
-	assert.Contains(t, r.stderr, "warning: --secret_key on the command line is kept in shell history")
+	assert.Contains(t, r.stderr, "warning: --secret-key on the command line is kept in shell history")
 
 	r = f.run(apiKey, env, "inspect", "--accept", "api_key", "--timeout", "soon")
-	assert.Equal(t, 2, r.status)
+	assert.Equal(t, 1, r.status)
 	assert.Contains(t, r.stderr, `--timeout: time: invalid duration "soon"`)
 }
 
@@ -383,16 +391,16 @@ func TestInspectReadsOneCredentialFromStandardInput(t *testing.T) {
 		{"two credentials", opaque + "\n" + opaque + "\n", "more than one word", nil},
 		{"with its scheme", "Bearer " + opaque, `without "Bearer"`, nil},
 		{"on the command line", "", "read from standard input, not from the command line", []string{opaque}},
-		{"--token_from_arg without it", "", "takes the credential as the one argument", []string{"--token_from_arg"}},
+		{"--token-from-arg without it", "", "takes the credential as the one argument", []string{"--token-from-arg"}},
 		{"a flag it does not have", opaque, "unknown flag: --token", []string{"--token=" + opaque}},
-		{"--client_uat without --cookie", opaque, "--client_uat goes with --cookie", []string{"--client_uat", "1"}},
+		{"--client-uat without --cookie", opaque, "--client-uat goes with --cookie", []string{"--client_uat", "1"}},
 		{"--suffixed without --cookie", opaque, "--suffixed goes with --cookie", []string{"--suffixed"}},
 		{"too long", strings.Repeat("a", 65<<10), "more than 64 KiB", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f.t = t
 			r := f.run(tc.stdin, f.gatewayEnv(), append([]string{"inspect"}, tc.args...)...)
-			assert.Equal(t, 2, r.status)
+			assert.Equal(t, 1, r.status, "a usage error: Caddy's status for a command that failed")
 			assert.Empty(t, r.stdout)
 			assert.Contains(t, r.stderr, tc.complaint)
 		})
@@ -424,7 +432,7 @@ func TestMintPrintsTheTokenAlone(t *testing.T) {
 			require.NotContains(t, token, "\n", "standard output holds the token alone")
 			f.secret(token)
 			assert.NotContains(t, r.stderr, token)
-			assert.Contains(t, r.stderr, "of machine "+f.caller.ID)
+			assert.Contains(t, r.stderr, "as machine "+f.caller.ID+" (the machine of CLERK_MACHINE_SECRET_KEY)")
 			assert.Contains(t, r.stderr, "valid for 9 more minutes")
 
 			sent := lastRequest(t, f.clerk, "/m2m_tokens")
@@ -451,6 +459,17 @@ func TestMintThenInspect(t *testing.T) {
 	inspected := f.run(minted.stdout, f.gatewayEnv(), "inspect", "--require_scopes", f.gateway.ID)
 	assert.Equal(t, 0, inspected.status, inspected.stdout)
 	assert.Contains(t, inspected.stdout, "verdict      accepted")
+
+	// On the gateway's host, CLERK_MACHINE_SECRET_KEY is the gateway's:
+	// mint says it minted as the gateway, and inspect why Clerk does not
+	// know that token.
+	minted = f.run("", f.gatewayEnv(), "mint")
+	require.Equal(t, 0, minted.status, minted.stderr)
+	f.secret(strings.TrimSpace(minted.stdout))
+	assert.Contains(t, minted.stderr, "as machine "+f.gateway.ID+" (the machine of CLERK_MACHINE_SECRET_KEY)")
+	inspected = f.run(minted.stdout, f.gatewayEnv(), "inspect")
+	assert.Equal(t, 4, inspected.status, inspected.stdout)
+	assert.Contains(t, inspected.stdout, "hint         with machine_secret_key, Clerk knows only the M2M tokens granted to that machine")
 }
 
 func TestMintExitStatus(t *testing.T) {
@@ -464,25 +483,28 @@ func TestMintExitStatus(t *testing.T) {
 		status    int
 		complaint string
 	}{
-		{name: "no key", env: api, status: 2, complaint: "needs the machine's secret key: set machine_secret_key (or CLERK_MACHINE_SECRET_KEY)"},
+		{name: "no key", env: api, status: 1, complaint: "needs the machine's secret key: set machine_secret_key (or CLERK_MACHINE_SECRET_KEY)"},
 		{name: "the instance secret key", env: append([]string{"CLERK_MACHINE_SECRET_KEY=" + f.clerk.SecretKey()}, api...),
-			status: 2, complaint: "Clerk mints M2M tokens only for a machine"},
+			status: 1, complaint: "Clerk mints M2M tokens only for a machine"},
 		{name: "a key Clerk rejects", env: append([]string{"CLERK_MACHINE_SECRET_KEY=" + f.secret("ak_00000000000000000000000000000000")}, api...),
-			status: 1, complaint: "misconfigured: Clerk rejected the machine secret key"},
-		{name: "claims that are not an object", env: callerKey, args: []string{"--claims", `["job"]`}, status: 2,
+			status: 5, complaint: "misconfigured: Clerk rejected the machine secret key"},
+		{name: "claims that are not an object", env: callerKey, args: []string{"--claims", `["job"]`}, status: 1,
 			complaint: "--claims must be one JSON object"},
-		{name: "a format Clerk has not", env: callerKey, args: []string{"--format", "paseto"}, status: 2,
+		{name: "a format Clerk has not", env: callerKey, args: []string{"--format", "paseto"}, status: 1,
 			complaint: `format must be opaque or jwt, not "paseto"`},
 		{name: "min_remaining_ttl with a JWT", env: callerKey, args: []string{"--format", "jwt", "--min_remaining_ttl", "5m"},
-			status: 2, complaint: "min_remaining_ttl applies to opaque tokens"},
-		{name: "an argument", env: callerKey, args: []string{f.caller.SecretKey}, status: 2, complaint: "mint takes no arguments"},
-		{name: "Clerk failing", env: callerKey, fault: &backendtest.Fault{Path: "/m2m_tokens", Status: 503}, status: 2,
+			status: 1, complaint: "min_remaining_ttl applies to opaque tokens"},
+		{name: "a ttl of ten years", env: callerKey, args: []string{"--ttl", "87600h"}, status: 1,
+			complaint: "ttl must be at most 24h0m0s"},
+		{name: "a ttl of 0", env: callerKey, args: []string{"--ttl", "0"}, status: 1, complaint: "ttl must be at least 30s, not 0s"},
+		{name: "an argument", env: callerKey, args: []string{f.caller.SecretKey}, status: 1, complaint: "mint takes no arguments"},
+		{name: "Clerk failing", env: callerKey, fault: &backendtest.Fault{Path: "/m2m_tokens", Status: 503}, status: 5,
 			complaint: "clerk_unavailable: Clerk could not mint"},
 		{name: "Clerk rate-limiting", env: callerKey, fault: &backendtest.Fault{Path: "/m2m_tokens", Status: 429, RetryAfter: "9"},
-			status: 2, complaint: "clerk_rate_limited: Clerk is rate-limiting; try again in 9s"},
+			status: 5, complaint: "clerk_rate_limited: Clerk is rate-limiting; try again in 9s"},
 		{name: "Clerk answering with no token", env: callerKey, fault: &backendtest.Fault{Path: "/m2m_tokens",
 			Body: `{"object":"machine_to_machine_token","subject":"mch_1","token":"\u001b[2Jnot a token"}`},
-			status: 2, complaint: "clerk_unavailable: Clerk answered with something that is no M2M token"},
+			status: 5, complaint: "clerk_unavailable: Clerk answered with something that is no M2M token"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f.t = t
@@ -503,8 +525,31 @@ func TestMintExitStatus(t *testing.T) {
 		r := f.run("", api, "mint", "--machine-secret-key", f.caller.SecretKey)
 		assert.Equal(t, 0, r.status, r.stderr)
 		f.secret(strings.TrimSpace(r.stdout))
-		assert.Contains(t, r.stderr, "warning: --machine_secret_key on the command line is kept in shell history")
+		assert.Contains(t, r.stderr, "warning: --machine-secret-key on the command line is kept in shell history")
+		assert.Contains(t, r.stderr, "as machine "+f.caller.ID+" (the machine of --machine-secret-key)", "says which machine it minted as")
 	})
+}
+
+// TestCommandsAreCaddys: the commands behave as Caddy's: an unknown
+// subcommand is an error (status 1) that suggests the one meant, their
+// help points at their own documentation, not Caddy's, which does not
+// document them, and their flags are spelled with dashes, the
+// subdirectives' underscores taken too.
+func TestCommandsAreCaddys(t *testing.T) {
+	f := newFixture(t)
+	r := f.run("", nil, "inpsect")
+	assert.Equal(t, 1, r.status)
+	assert.Contains(t, r.stderr, `unknown command "inpsect": did you mean inspect?`)
+	r = f.run("", nil)
+	assert.Equal(t, 0, r.status, "without a subcommand: the help")
+	assert.Contains(t, r.stdout, "caddy clerk-m2m inspect")
+	for _, command := range [][]string{{"--help"}, {"inspect", "--help"}, {"mint", "--help"}} {
+		r := f.run("", nil, command...)
+		assert.Equal(t, 0, r.status)
+		assert.Contains(t, r.stdout, "https://github.com/caddy-clerk/clerk-m2m#commands", command)
+		assert.NotContains(t, r.stdout, "caddyserver.com/docs/command-line", command)
+		assert.NotRegexp(t, `--[a-z]+_[a-z]`, r.stdout, "flags spelled with dashes")
+	}
 }
 
 // TestMintDeclinesATokenThatOutlivesTTL: with --min_remaining_ttl, a live
@@ -537,7 +582,7 @@ func TestCommandsPrintNoSecretAFlagHolds(t *testing.T) {
 	require.NoError(t, os.WriteFile(keyFile, []byte(f.caller.SecretKey), 0o600))
 	credential := f.secret(f.clerk.MintM2MJWT(f.caller, backendtest.JWTOptions{
 		TokenOptions: backendtest.TokenOptions{Scopes: []string{f.gateway.ID}}}))
-	takesAValue := regexp.MustCompile(`(?m)^\s+(?:-\w, )?--(\w+) (?:string|strings)\b`)
+	takesAValue := regexp.MustCompile(`(?m)^\s+(?:-\w, )?--([\w-]+) (?:string|strings)\b`)
 	for _, command := range []string{"inspect", "mint"} {
 		f.t = t
 		help := f.run("", nil, command, "--help")
@@ -555,12 +600,12 @@ func TestCommandsPrintNoSecretAFlagHolds(t *testing.T) {
 
 	f.t = t
 	r := f.run(credential, f.gatewayEnv(), "inspect", "--require_scopes", "{env.CLERK_SECRET_KEY}")
-	assert.Equal(t, 2, r.status)
-	assert.Contains(t, r.stderr, "--require_scopes: placeholders ({env.NAME}, {file.path}) are expanded only in the keys' flags")
+	assert.Equal(t, 1, r.status)
+	assert.Contains(t, r.stderr, "--require-scopes: placeholders ({env.NAME}, {file.path}) are expanded only in the keys' flags")
 	password := f.secret("pw0rdSECRETpw0rd")
 	for _, command := range []string{"inspect", "mint"} {
 		r := f.run(credential, f.gatewayEnv(), command, "--api_url", "https://clerkuser:"+password+"@api.clerk.com")
-		assert.Equal(t, 2, r.status)
+		assert.Equal(t, 1, r.status)
 		assert.Contains(t, r.stdout+r.stderr, "api_url: invalid Backend API URL", command)
 	}
 }
@@ -576,4 +621,23 @@ func lastRequest(t *testing.T, clerk *backendtest.Server, route string) backendt
 	}
 	t.Fatalf("no request to %s", route)
 	return backendtest.Request{}
+}
+
+// TestCaddyValidateWarnsAboutLayouts: `caddy validate`, which starts
+// nothing, says what the configuration's start would: a clerk_m2m that
+// cannot gate what it seems to, and a sidecar others can reach.
+func TestCaddyValidateWarnsAboutLayouts(t *testing.T) {
+	dir := t.TempDir()
+	config := filepath.Join(dir, "Caddyfile")
+	require.NoError(t, os.WriteFile(config, []byte("{\n\tadmin off\n}\n\n"+
+		"http://127.0.0.1:8080 {\n\tclerk_m2m /api/*\n\treverse_proxy 127.0.0.1:9000\n}\n\n"+
+		"http://127.0.0.1:8081 {\n\tclerk_m2m_token\n\treverse_proxy 127.0.0.1:9001\n}\n"), 0o600))
+	cmd := exec.CommandContext(t.Context(), caddyproc.Binary(t), "validate", "--config", config, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_CONFIG_HOME="+dir, "XDG_DATA_HOME="+dir,
+		"CLERK_SECRET_KEY=sk_test_validate", "CLERK_MACHINE_SECRET_KEY=ak_validate")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "warnings, not errors: %s", out)
+	assert.Contains(t, string(out), "clerk_m2m verifies only the requests its matcher matches")
+	assert.Contains(t, string(out), "clerk_m2m_token attaches the machine's M2M token")
+	assert.Contains(t, string(out), "Valid configuration")
 }

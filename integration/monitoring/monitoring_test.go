@@ -1,7 +1,9 @@
 // Package monitoring_test checks the Prometheus rules and the Grafana
-// dashboard of examples/monitoring: the rules with promtool's unit tests,
-// the dashboard for what an import needs, and every expression of both
-// against a real Prometheus scraping a real Caddy under load.
+// dashboard of examples/monitoring (kept apart from them, so that the
+// folder users copy holds only what they copy): the rules with promtool's
+// unit tests and their runbooks in the README, the dashboard for what an
+// import needs, and every expression of both against a real Prometheus
+// scraping a real Caddy under load.
 package monitoring_test
 
 import (
@@ -13,9 +15,9 @@ import (
 )
 
 const (
-	rulesFile     = "clerk-m2m.rules.yml"
-	rulesTestFile = "clerk-m2m.rules.test.yml"
-	dashboardFile = "clerk-m2m.dashboard.json"
+	rulesFile     = "../../examples/monitoring/clerk-m2m.rules.yml"
+	rulesTestFile = "../../examples/monitoring/clerk-m2m.rules.test.yml"
+	dashboardFile = "../../examples/monitoring/clerk-m2m.dashboard.json"
 
 	// scrapeJob is the job name Prometheus gives the Caddy it scrapes.
 	scrapeJob = "caddy"

@@ -20,6 +20,11 @@ const datasourceRef = "${datasource}"
 var grafanaVariables = []string{"__rate_interval", "__interval", "__range"}
 
 type dashboard struct {
+	Inputs []struct {
+		Name     string `json:"name"`
+		Type     string `json:"type"`
+		PluginID string `json:"pluginId"`
+	} `json:"__inputs"`
 	ID         *int    `json:"id"`
 	UID        string  `json:"uid"`
 	Title      string  `json:"title"`
@@ -49,6 +54,9 @@ type datasource struct {
 }
 
 type variable struct {
+	Current struct {
+		Value string `json:"value"`
+	} `json:"current"`
 	Name       string          `json:"name"`
 	Type       string          `json:"type"`
 	Query      json.RawMessage `json:"query"` // a string, or {"query": "..."}
@@ -193,6 +201,22 @@ func TestDashboardIsImportable(t *testing.T) {
 	for _, q := range queries {
 		if _, err := substitute(q, values); err != nil {
 			t.Errorf("%s: %v", q, err)
+		}
+	}
+}
+
+// TestDashboardImportAsksForTheDataSource: Grafana's import asks for the
+// data sources the dashboard's __inputs name, and puts the one picked
+// where ${<input>} stands: the datasource variable's default, which every
+// panel uses.
+func TestDashboardImportAsksForTheDataSource(t *testing.T) {
+	d := readDashboard(t)
+	if len(d.Inputs) != 1 || d.Inputs[0].Type != "datasource" || d.Inputs[0].PluginID != "prometheus" {
+		t.Fatalf("__inputs %+v: want one, a Prometheus data source", d.Inputs)
+	}
+	for _, v := range d.Templating.List {
+		if "${"+v.Name+"}" == datasourceRef && v.Current.Value != "${"+d.Inputs[0].Name+"}" {
+			t.Errorf("the data source variable's default is %q, not the data source picked on import, ${%s}", v.Current.Value, d.Inputs[0].Name)
 		}
 	}
 }
