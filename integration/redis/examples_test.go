@@ -18,6 +18,10 @@ import (
 
 	"github.com/caddy-clerk/clerk-m2m/internal/caddyproc"
 	"github.com/caddy-clerk/clerk-m2m/internal/examples"
+	"github.com/caddy-clerk/clerk-m2m/internal/readme"
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
 // TestTheExamplesOnRedis checks the examples whose xcaddy line builds in
@@ -80,6 +84,40 @@ func TestTheExamplesOnRedis(t *testing.T) {
 		})
 	}
 	assert.GreaterOrEqual(t, checked, 2, "fleet-redis and rate-limit")
+}
+
+// TestTheREADMEsCaddyfilesOnRedis checks the README's Caddyfiles whose
+// xcaddy line builds in other modules, which the main module's README test
+// leaves to this one: caddy fmt leaves each as it is, it adapts without a
+// warning, and it loads as caddy validate loads it, against a live Redis.
+func TestTheREADMEsCaddyfilesOnRedis(t *testing.T) {
+	f := newFleet(t)
+	for name, value := range map[string]string{"CLERK_MACHINE_SECRET_KEY": f.service.SecretKey, "CLERK_SECRET_KEY": f.clerk.SecretKey(),
+		"CLERK_API_URL": f.clerk.URL, "REDIS_ADDRESS": f.redis.address(), "REDIS_PASSWORD": "",
+		"XDG_DATA_HOME": t.TempDir(), "XDG_CONFIG_HOME": t.TempDir()} {
+		t.Setenv(name, value)
+	}
+	blocks, err := readme.Read("../../README.md")
+	require.NoError(t, err)
+	checked := 0
+	for _, block := range blocks {
+		text, ok := block.Caddyfile()
+		if !ok || len(examples.ExtraModules([]byte(block.Text))) == 0 {
+			continue // the main module's README test checks it
+		}
+		checked++
+		t.Run(fmt.Sprintf("line %d", block.Line), func(t *testing.T) {
+			assert.Equal(t, block.Text, string(caddyfile.Format([]byte(block.Text))), "caddy fmt would change it")
+			adapted, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(text), nil)
+			require.NoError(t, err)
+			assert.Empty(t, warnings)
+			var cfg caddy.Config
+			require.NoError(t, json.Unmarshal(adapted, &cfg))
+			cfg.Admin = &caddy.AdminConfig{Disabled: true}
+			require.NoError(t, caddy.Validate(&cfg))
+		})
+	}
+	assert.GreaterOrEqual(t, checked, 2, "the fleet on Redis and the budget per machine")
 }
 
 // TestTheREADMEsXcaddyLinesNameWhatThisSuiteBuilds: every module, at
