@@ -64,6 +64,7 @@ func TestTheExamplesOnRedis(t *testing.T) {
 			}
 			examples.Check(t, file, "../../testdata/examples", map[string]string{f.redis.address(): "127.0.0.1:6379"},
 				f.clerk.SecretKey(), f.service.SecretKey)
+			validatesWithoutLayoutWarnings(t, string(source))
 
 			gateway := caddyproc.StartBinary(t, caddyproc.BinaryOf(t, redisCaddy), func(p caddyproc.Ports) string { return withTestGlobals(string(source), p) },
 				append(env, "UPSTREAM="+upstream, "MACHINE_ID="+f.service.ID, "RATE_LIMIT_EVENTS=1")...)
@@ -115,9 +116,29 @@ func TestTheREADMEsCaddyfilesOnRedis(t *testing.T) {
 			require.NoError(t, json.Unmarshal(adapted, &cfg))
 			cfg.Admin = &caddy.AdminConfig{Disabled: true}
 			require.NoError(t, caddy.Validate(&cfg))
+			validatesWithoutLayoutWarnings(t, text)
 		})
 	}
 	assert.GreaterOrEqual(t, checked, 2, "the fleet on Redis and the budget per machine")
+}
+
+// validatesWithoutLayoutWarnings runs this build's caddy validate on a
+// Caddyfile, with the test's environment, and checks that it passes
+// without a warning of the clerk_m2m app: no clerk_m2m that cannot gate
+// what it seems to, no sidecar that others can reach.
+func validatesWithoutLayoutWarnings(t *testing.T, source string) {
+	t.Helper()
+	dir := t.TempDir()
+	config := filepath.Join(dir, "Caddyfile")
+	require.NoError(t, os.WriteFile(config, []byte(source), 0o600))
+	cmd := exec.CommandContext(t.Context(), caddyproc.BinaryOf(t, redisCaddy), "validate", "--config", config, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "HOME="+dir)
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	for line := range strings.Lines(string(out)) {
+		assert.False(t, strings.Contains(line, `"level":"warn"`) && strings.Contains(line, `"logger":"clerk_m2m"`), "caddy validate warns: %s", line)
+	}
+	assert.Contains(t, string(out), "Valid configuration")
 }
 
 // TestTheREADMEsXcaddyLinesNameWhatThisSuiteBuilds: every module, at
