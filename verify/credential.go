@@ -44,7 +44,9 @@ func bearerToken(authorization []string) (string, error) {
 // and whether a session is this app's, cannot be told. A request with
 // neither has ReasonMissing.
 func (v *Verifier) credentialOf(r *http.Request) (string, *browserSession, error) {
-	authorization := r.Header.Values("Authorization")
+	// By the canonical key, as Header.Values would look it up, without
+	// canonicalizing it again on every request.
+	authorization := r.Header["Authorization"]
 	if !slices.Contains(v.accept, SessionToken) || carriesCredential(authorization) {
 		token, err := bearerToken(authorization)
 		return token, nil, err
