@@ -14,7 +14,7 @@ import (
 func TestIdentityField(t *testing.T) {
 	id := &Identity{Subject: "mch_caller", TokenType: M2MToken, Format: JWT, TokenID: "mt_1", Scopes: []string{"a", "b"},
 		ExpiresAt: time.Unix(1795787600, 5e8), IssuedAt: time.Unix(1795784000, 0), ClientID: "client_1", SessionID: "sess_1",
-		OrgID: "org_1", Name: "the key", Actor: "user_admin", claimsJSON: []byte(`{"b":12345678901234567890,"a":"<x>"}`)}
+		OrgID: "org_1", Name: "the key", Actor: "user_admin", claimsJSON: `{"b":12345678901234567890,"a":"<x>"}`}
 	want := map[string]string{"id": "mch_caller", "token_type": "m2m_token", "token_format": "jwt", "token_id": "mt_1",
 		"scopes": "a b", "expires_at": "1795787600", "issued_at": "1795784000", "client_id": "client_1", "session_id": "sess_1",
 		"org_id": "org_1", "name": "the key", "actor": "user_admin", "claims": `{"a":"\u003cx\u003e","b":12345678901234567890}`}
