@@ -1,7 +1,6 @@
 package verify
 
 import (
-	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -57,13 +56,14 @@ type cacheEntry struct {
 	// as long again after, so that Clerk's next "no" is remembered twice
 	// as long (refusalMemory).
 	refusedFor time.Duration
-	size       int64       // what the entry holds in memory, estimated (entrySize)
-	kind       verdictKind // set by put
+	size       int64  // what the entry holds in memory, estimated (entrySize)
+	hash       uint64 // of key, in the cache's index; set by put
 
 	// referenced is set on every hit and cleared by eviction, which gives
 	// entries in use a second chance (the CLOCK approximation of LRU)
-	// without taking the write lock on hits.
+	// without a lock on hits.
 	referenced atomic.Bool
+	kind       verdictKind // set by put
 
 	prev, next *cacheEntry // in its kind's eviction order
 }
@@ -114,23 +114,23 @@ func (e *cacheEntry) kindOf() verdictKind {
 // and may use what the other leaves free: when the cache is full, room is
 // made in the kind that holds more than its half, so that what is cheap
 // to make (JWTs, refusals) never pushes the verdicts Clerk was asked for
-// below half of the bound, and the other way round. Lookups take only a
-// read lock. Expired entries are dropped as they reach the front of their
-// kind's order when an entry is added, and all of them when the cache is
-// swept (by Pool.Run).
+// below half of the bound, and the other way round. Lookups take no lock
+// (see verdictIndex). Expired entries are dropped as they reach the front
+// of their kind's order when an entry is added, and all of them when the
+// cache is swept (by Pool.Run).
 type verdictCache struct {
 	maxBytes int64
 	now      func() time.Time
 
-	mu      sync.RWMutex
-	entries map[cacheKey]*cacheEntry
+	mu      sync.Mutex                 // held to change the cache; lookups take none
+	entries *verdictIndex              // changed under mu
 	orders  [verdictKinds]verdictOrder // eviction order of each kind, oldest first
 	bytes   [verdictKinds]int64        // the sum of each kind's entries' sizes
 	closed  bool
 }
 
 func newVerdictCache(maxBytes int64, now func() time.Time) *verdictCache {
-	return &verdictCache{maxBytes: maxBytes, now: now, entries: make(map[cacheKey]*cacheEntry)}
+	return &verdictCache{maxBytes: maxBytes, now: now, entries: newVerdictIndex()}
 }
 
 // verdictOrder is a list of entries, linked through the entries
@@ -168,13 +168,8 @@ func (o *verdictOrder) remove(e *cacheEntry) {
 
 // get returns the entry for key if it may answer at now.
 func (c *verdictCache) get(key cacheKey, now time.Time) *cacheEntry {
-	c.mu.RLock()
-	entry, ok := c.entries[key]
-	c.mu.RUnlock()
-	if !ok {
-		return nil
-	}
-	if !entry.usable(now) {
+	entry := c.entries.find(key, c.entries.hash(key))
+	if entry == nil || !entry.usable(now) {
 		return nil
 	}
 	if !entry.referenced.Load() {
@@ -185,9 +180,7 @@ func (c *verdictCache) get(key cacheKey, now time.Time) *cacheEntry {
 
 // peek returns the entry for key, whether it may answer or not.
 func (c *verdictCache) peek(key cacheKey) *cacheEntry {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.entries[key]
+	return c.entries.find(key, c.entries.hash(key))
 }
 
 // refusalMemory is how long Clerk's refusal at now of the credential of
@@ -206,10 +199,10 @@ func (c *verdictCache) refusalMemory(key cacheKey, now time.Time) time.Duration 
 // kept.
 func (c *verdictCache) put(entry *cacheEntry, now time.Time) {
 	entry.compact()
-	entry.size, entry.kind = entrySize(entry), entry.kindOf()
+	entry.size, entry.kind, entry.hash = entrySize(entry), entry.kindOf(), c.entries.hash(entry.key)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if old, ok := c.entries[entry.key]; ok {
+	if old := c.entries.find(entry.key, entry.hash); old != nil {
 		c.remove(old)
 	}
 	if c.closed || entry.size > c.maxBytes/2 {
@@ -223,7 +216,7 @@ func (c *verdictCache) put(entry *cacheEntry, now time.Time) {
 			return // cannot happen (see givingWay); never loop for it
 		}
 	}
-	c.entries[entry.key] = entry
+	c.entries.add(entry)
 	c.orders[entry.kind].pushBack(entry)
 	c.bytes[entry.kind] += entry.size
 }
@@ -243,7 +236,7 @@ func (c *verdictCache) givingWay(entry *cacheEntry) verdictKind {
 func (c *verdictCache) drop(key cacheKey) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if entry, ok := c.entries[key]; ok {
+	if entry := c.entries.find(key, c.entries.hash(key)); entry != nil {
 		c.remove(entry)
 	}
 }
@@ -278,7 +271,7 @@ func (c *verdictCache) close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.closed = true
-	clear(c.entries)
+	c.entries.clear()
 	c.orders = [verdictKinds]verdictOrder{}
 	c.bytes = [verdictKinds]int64{}
 }
@@ -307,7 +300,7 @@ func (c *verdictCache) evictOne(kind verdictKind) bool {
 
 func (c *verdictCache) remove(entry *cacheEntry) {
 	c.orders[entry.kind].remove(entry)
-	delete(c.entries, entry.key)
+	c.entries.remove(entry)
 	c.bytes[entry.kind] -= entry.size
 }
 
@@ -318,37 +311,31 @@ func (c *verdictCache) remove(entry *cacheEntry) {
 // in place of one for each is less for the collector to trace, and rounds
 // up once. The entry and its identity are not yet shared with anyone.
 func (e *cacheEntry) compact() {
-	size := 0
-	e.eachText(func(s *string) { size += len(*s) })
+	var room [16]*string
+	texts, size := e.texts(room[:0])
 	var text strings.Builder
 	text.Grow(size)
-	e.eachText(func(s *string) { text.WriteString(*s) })
+	for _, s := range texts {
+		text.WriteString(*s)
+	}
 	all, at := text.String(), 0
-	e.eachText(func(s *string) { *s, at = all[at:at+len(*s)], at+len(*s) })
+	for _, s := range texts {
+		*s, at = all[at:at+len(*s)], at+len(*s)
+	}
 }
 
-// eachText calls f with each string of the entry's credential and
-// identity: the credential, the identity's strings (by Identity's own
-// fields, but for its type and format, which are constants), each of its
-// scopes, and its claims.
-func (e *cacheEntry) eachText(f func(*string)) {
-	f(&e.key.token)
-	id := e.identity
-	if id == nil {
-		return
+// texts appends pointers to the entry's text to list: its credential and
+// its identity's (Identity.texts); and tells their length.
+func (e *cacheEntry) texts(list []*string) ([]*string, int) {
+	list = append(list, &e.key.token)
+	if e.identity != nil {
+		list = e.identity.texts(list)
 	}
-	v := reflect.ValueOf(id).Elem()
-	for _, i := range textFields {
-		switch field := v.Field(i).Addr().Interface().(type) {
-		case *string:
-			f(field)
-		case *[]string:
-			for j := range *field {
-				f(&(*field)[j])
-			}
-		}
+	size := 0
+	for _, s := range list {
+		size += len(*s)
 	}
-	f(&id.claimsJSON)
+	return list, size
 }
 
 // Estimates of what a cache entry holds, in bytes.
@@ -370,9 +357,9 @@ const (
 // claims in the two forms an Identity may keep them besides their text
 // (decoded by Claims, rendered again by ClaimsJSON).
 func entrySize(e *cacheEntry) int64 {
-	var text int64
-	e.eachText(func(s *string) { text += int64(len(*s)) })
-	size := entryOverhead + text + text/8
+	var room [16]*string
+	_, text := e.texts(room[:0])
+	size := int64(entryOverhead + text + text/8)
 	if e.refusal != nil {
 		size += int64(len(e.refusal.Error()))
 	}

@@ -333,15 +333,15 @@ func jsonRoundTrip(t *testing.T, v any) any {
 
 // len is how many entries the cache holds.
 func (c *verdictCache) len() int {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return len(c.entries)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.entries.live
 }
 
 // held is the estimate of what the cache's entries hold, in bytes.
 func (c *verdictCache) held() int64 {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	return c.bytes[cheapVerdict] + c.bytes[paidVerdict]
 }
 

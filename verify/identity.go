@@ -103,24 +103,29 @@ func (id *Identity) FieldNames() []string {
 }
 
 // identityNames are the JSON names of the fields of Identity, in order,
-// identityFields their indexes by name, and textFields the indexes of
-// those that hold text (strings and lists of them), read from the type
-// itself.
-var identityNames, identityFields, textFields = func() ([]string, map[string]int, []int) {
+// and identityFields their indexes, read from the type itself.
+var identityNames, identityFields = func() ([]string, map[string]int) {
 	var names []string
-	var text []int
 	fields := map[string]int{}
 	t := reflect.TypeFor[Identity]()
 	for i := range t.NumField() {
 		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" {
 			names, fields[name] = append(names, name), i
-			if kind := t.Field(i).Type.Kind(); kind == reflect.String || kind == reflect.Slice {
-				text = append(text, i)
-			}
 		}
 	}
-	return names, fields, text
+	return names, fields
 }()
+
+// texts appends pointers to the identity's text to list: its strings but
+// for its type and format (constants), each of its scopes, and its claims
+// (TestTextsAreEveryString holds it to Identity's fields).
+func (id *Identity) texts(list []*string) []*string {
+	list = append(list, &id.Subject, &id.TokenID, &id.ClientID, &id.SessionID, &id.OrgID, &id.Name, &id.Actor)
+	for i := range id.Scopes {
+		list = append(list, &id.Scopes[i])
+	}
+	return append(list, &id.claimsJSON)
+}
 
 // Claims returns the credential's custom claims (numbers as json.Number),
 // or nil when it has none. Do not modify the map.

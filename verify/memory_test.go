@@ -17,8 +17,11 @@ import (
 // M2M JWT of Clerk's shape and for an opaque M2M token, verified through
 // the whole pipeline into a cache large enough to keep them all: it must
 // stay within what the cache counts for it (so that cache_max_bytes bounds
-// the memory), and within the goal set from the credential's own size.
+// the memory), and within the goal set from the credential's own size: no
+// more than the credential, which the cache must keep to compare, and
+// verdictGoalOverhead for its identity and its place in the cache.
 func TestVerdictMemory(t *testing.T) {
+	const verdictGoalOverhead = 768
 	private, _ := signingKeys(t)
 	const verdicts = 400
 	expiration := testNow.Add(time.Hour).UnixMilli()
@@ -54,6 +57,7 @@ func TestVerdictMemory(t *testing.T) {
 			perVerdict, counted := held/verdicts, pool.cache.held()/verdicts
 			t.Logf("%s of %d bytes: a verdict holds %d bytes of live heap, counted %d", tc.format, len(credentials[0]), perVerdict, counted)
 			assert.LessOrEqual(t, perVerdict, counted, "the cache counts no less than a verdict holds")
+			assert.LessOrEqual(t, perVerdict, int64(len(credentials[0])+verdictGoalOverhead), "the goal")
 		})
 	}
 }
