@@ -7,6 +7,7 @@ import (
 	"hash/maphash"
 	"slices"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -410,16 +411,19 @@ func (s *objectScanner) digits() bool {
 	return pos > start
 }
 
-// appendJSONString appends s as a JSON string: as it is when it needs no
+// writeJSONString writes s as a JSON string: as it is when it needs no
 // escape, as encoding/json writes it otherwise.
-func appendJSONString(dst, s []byte) []byte {
+func writeJSONString(b *strings.Builder, s []byte) {
 	for _, c := range s {
 		if !plainStringBytes[c] && c < utf8.RuneSelf {
 			quoted, _ := json.Marshal(string(s)) // a string always marshals
-			return append(dst, quoted...)
+			b.Write(quoted)
+			return
 		}
 	}
-	return append(append(append(dst, '"'), s...), '"')
+	b.WriteByte('"')
+	b.Write(s)
+	b.WriteByte('"')
 }
 
 // jsonString decodes a raw JSON value that must be a string.
