@@ -31,13 +31,14 @@ const (
 type scope [16]byte
 
 // cacheKey is a verdict's key: the Verifier's scope and the credential
-// itself. Go's map hashes it with a seed drawn at random for each map, so
-// no one can craft credentials that collide to slow the lookups down, and
-// compares the whole credential on a match, so that a verdict answers for
-// that very credential and no other. A lookup hashes the credential as the
-// request holds it, in far less time than a SHA-256 of it would take;
-// the cache holds a copy of each credential it remembers, in memory only
-// (see put), for no longer than the verdict.
+// itself. The cache's index hashes it with Go's map hash, seeded at random
+// for each index, so no one can craft credentials that collide to slow the
+// lookups down, and compares the whole credential on a match, so that a
+// verdict answers for that very credential and no other. A lookup hashes
+// the credential as the request holds it, in far less time than a SHA-256
+// of it would take; the cache holds a copy of each credential it
+// remembers, in memory only (see compact), for no longer than the
+// verdict.
 type cacheKey struct {
 	scope scope
 	token string

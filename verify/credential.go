@@ -30,7 +30,7 @@ func bearerToken(authorization []string) (string, error) {
 		return "", invalid("", "more than one Authorization header")
 	}
 	scheme, token, found := strings.Cut(authorization[0], " ")
-	if !found || !strings.EqualFold(scheme, "Bearer") {
+	if !found || scheme != "Bearer" && !strings.EqualFold(scheme, "Bearer") { // as it is nearly always written, first
 		return "", invalid("", `the Authorization header must use the "Bearer" scheme`)
 	}
 	return token, nil

@@ -166,7 +166,7 @@ func (c *countingKeys) key(context.Context, string) (*signingKey, error) {
 	return c.signing, nil
 }
 
-func (c *countingKeys) current(key *signingKey) bool { return key == c.signing }
+func (c *countingKeys) current(key *signingKey, _ time.Time) bool { return key == c.signing }
 
 func (c *countingKeys) scope() string { return "counting" }
 
@@ -181,7 +181,7 @@ type failingKeys struct{}
 func (failingKeys) key(context.Context, string) (*signingKey, error) {
 	return nil, &Error{Reason: ReasonUnavailable, Description: "keys are down"}
 }
-func (failingKeys) current(*signingKey) bool { return false }
+func (failingKeys) current(*signingKey, time.Time) bool { return false }
 func (failingKeys) scope() string            { return "failing" }
 
 // fakeClerk stands in for Clerk's Backend API (Options.clerk). It answers

@@ -186,9 +186,9 @@ func (r *remoteKeys) untilNextRefresh(failures int) time.Duration {
 
 // current reports whether key is in the set in use, and the set is not
 // past its stale limit.
-func (r *remoteKeys) current(key *signingKey) bool {
+func (r *remoteKeys) current(key *signingKey, now time.Time) bool {
 	set := r.set.Load()
-	return set != nil && set.keys[key.id] == key && set.age(r.opts.now()) < r.opts.maxAge+r.opts.maxStale
+	return set != nil && set.keys[key.id] == key && set.age(now) < r.opts.maxAge+r.opts.maxStale
 }
 
 // scope names this source and no other: the keys it holds change with
