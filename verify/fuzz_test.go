@@ -81,7 +81,7 @@ func FuzzClassify(f *testing.F) {
 	private, _ := signingKeys(f)
 	for _, seed := range []string{
 		"mt_8XOIucKvqHVr5tYP123456789abcdefghij", "oat_x", "ak_x", "mt_", "unknown", "a.b.c", "mt_a.b.c",
-		".a.b", "a..b", "a.b.", "a.b.c.d", "a.b", "a.b.c\n", "abcdefghi.jklmnopq+.rstuvwxy", "abcdefgh.ijklmnop.qrstuvwx=",
+		".a.b", "a..b", "a.b.", "a.b.c.d", "a.b", "a.b.c\n", "ey\r\nJ0.ey.sig", "mt_a+b.c.d", "abcdefghi.jklmnopq+.rstuvwxy", "abcdefgh.ijklmnop.qrstuvwx=",
 		sign(f, private, m2mHeader(), m2mPayload()),
 		sign(f, private, oauthHeader(), oauthPayload()),
 		sign(f, private, sessionHeader(), sessionPayload()),

@@ -67,13 +67,31 @@ type jwtToken struct {
 
 // looksLikeJWT reports whether s has the form of a compact JWS: three
 // non-empty base64url segments separated by dots and nothing else (Clerk's
-// JwtFormatRegExp). Every credential not in the cache is asked this, so
-// the dots are found first (a search the CPU does many bytes at a time),
-// and the characters checked eight at a time.
+// JwtFormatRegExp). The dots are found first (a search the CPU does many
+// bytes at a time), and the characters checked eight at a time.
 func looksLikeJWT(s string) bool {
-	first, last := strings.IndexByte(s, '.'), strings.LastIndexByte(s, '.')
-	return first > 0 && last > first+1 && last < len(s)-1 &&
-		base64URLOnly(s[:first]) && base64URLOnly(s[first+1:last]) && base64URLOnly(s[last+1:])
+	header, payload, signature, ok := jwtSegments(s)
+	return ok && base64URLOnly(header) && base64URLOnly(payload) && base64URLOnly(signature)
+}
+
+// jwtShaped reports whether s has the shape of a compact JWS, its
+// characters unchecked: three non-empty segments separated by dots, and no
+// CR or LF (which base64 decoding would skip).
+func jwtShaped(s string) bool {
+	_, _, _, ok := jwtSegments(s)
+	return ok && strings.IndexByte(s, '\r') < 0 && strings.IndexByte(s, '\n') < 0
+}
+
+// jwtSegments splits s at its two dots into three non-empty segments, or
+// reports that it has not exactly two such dots.
+func jwtSegments(s string) (header, payload, signature string, ok bool) {
+	header, rest, found := strings.Cut(s, ".")
+	if !found {
+		return "", "", "", false
+	}
+	payload, signature, found = strings.Cut(rest, ".")
+	ok = found && header != "" && payload != "" && signature != "" && strings.IndexByte(signature, '.') < 0
+	return header, payload, signature, ok
 }
 
 // base64URLOnly reports whether s holds only unpadded base64url.
