@@ -377,11 +377,13 @@ func entrySize(e *cacheEntry) int64 {
 // each; and the text once more for what the allocator rounds up.
 func claimsSize(claims string) int64 {
 	values, escaped := 1, 0
-	for _, c := range ",:[{" {
-		values += strings.Count(claims, string(c))
-	}
-	for _, c := range "<>&" {
-		escaped += strings.Count(claims, string(c))
+	for i := 0; i < len(claims); i++ {
+		switch claims[i] {
+		case ',', ':', '[', '{':
+			values++
+		case '<', '>', '&':
+			escaped++
+		}
 	}
 	return int64(3*len(claims) + values*decodedValueCost + 5*escaped)
 }
