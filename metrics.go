@@ -3,7 +3,6 @@ package clerkm2m
 import (
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -140,32 +139,51 @@ var (
 // labels, each looked up by its label values once: WithLabelValues checks
 // and hashes them, and takes a lock, on every call. The labels take a
 // handful of fixed values (never a subject, a token or a path), so what is
-// kept stays small; it is copied when it grows, so that reading it takes
-// no lock.
+// kept stays small, and is searched in order (comparing a few short
+// strings, mostly the same constants, costs less than hashing them for a
+// map); it is copied when it grows, so that reading it takes no lock.
 type resolvedCounters struct {
 	vec      *prometheus.CounterVec
-	mu       sync.Mutex                                       // held to add a child
-	children atomic.Pointer[map[[3]string]prometheus.Counter] // label values, unused ones empty
+	mu       sync.Mutex                        // held to add a child
+	children atomic.Pointer[[]resolvedCounter] // in the order they were first used
+}
+
+// resolvedCounter is a child and its label values, unused ones empty.
+type resolvedCounter struct {
+	labels  [3]string
+	counter prometheus.Counter
 }
 
 func (r *resolvedCounters) with(values ...string) prometheus.Counter {
-	var key [3]string
-	copy(key[:], values)
-	if children := r.children.Load(); children != nil {
-		if child, ok := (*children)[key]; ok {
-			return child
-		}
+	var labels [3]string
+	copy(labels[:], values)
+	if counter, ok := r.find(labels); ok {
+		return counter
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	grown := map[[3]string]prometheus.Counter{}
-	if children := r.children.Load(); children != nil {
-		maps.Copy(grown, *children)
+	if counter, ok := r.find(labels); ok { // added meanwhile
+		return counter
 	}
-	child := r.vec.WithLabelValues(slices.Clone(values)...)
-	grown[key] = child
+	var grown []resolvedCounter
+	if children := r.children.Load(); children != nil {
+		grown = slices.Clone(*children)
+	}
+	counter := r.vec.WithLabelValues(slices.Clone(values)...)
+	grown = append(grown, resolvedCounter{labels, counter})
 	r.children.Store(&grown)
-	return child
+	return counter
+}
+
+func (r *resolvedCounters) find(labels [3]string) (prometheus.Counter, bool) {
+	if children := r.children.Load(); children != nil {
+		for _, child := range *children {
+			if child.labels == labels {
+				return child.counter, true
+			}
+		}
+	}
+	return nil, false
 }
 
 func (countingObserver) sharedCacheError(op string) { metrics.sharedErrors.WithLabelValues(op).Inc() }

@@ -261,7 +261,9 @@ type Handler struct {
 	// credentials Clerk accepted: JWT verdicts and refusals, which anyone
 	// can send many of, give way to each other once they hold their half,
 	// and never push out a verdict that took a call to Clerk while those
-	// hold less than theirs. Default: `64MiB`.
+	// hold less than theirs. A verdict on an M2M JWT is counted about
+	// 2.4 KB, on an opaque token 0.8 KB: 64 MiB keeps some 28,000 of the
+	// one, or 85,000 of the other. Default: `64MiB`.
 	CacheMaxBytes int64 `json:"cache_max_bytes,omitempty"`
 
 	// Share the verdicts on opaque credentials with the other Caddy

@@ -41,12 +41,17 @@ func (*identityHolder) String() string { return "" }
 // they would shadow the identity.
 func publishIdentity(ctx context.Context, repl *caddy.Replacer, id *verify.Identity) {
 	repl.DeleteByPrefix(identityPlaceholderPrefix)
-	if holder, ok := caddyhttp.GetVar(ctx, identityHolderVar).(*identityHolder); ok {
+	// The variables are looked up once, for both the look and the store
+	// (GetVar and SetVar would look them up each).
+	vars, _ := ctx.Value(caddyhttp.VarsCtxKey).(map[string]any)
+	if holder, ok := vars[identityHolderVar].(*identityHolder); ok {
 		holder.id = id
 		return
 	}
 	holder := &identityHolder{id: id}
-	caddyhttp.SetVar(ctx, identityHolderVar, holder)
+	if vars != nil {
+		vars[identityHolderVar] = holder
+	}
 	repl.Map(holder.placeholder)
 }
 

@@ -20,34 +20,34 @@ type verdict struct {
 // judge refuses what a 2xx answer of Clerk says is no longer valid
 // (revoked, flagged expired, or past its expiration), and returns the
 // credential's expiry and custom claims.
-func (v *Verifier) judge(tokenType TokenType, answer verdict) (time.Time, []byte, error) {
+func (v *Verifier) judge(tokenType TokenType, answer verdict) (time.Time, string, error) {
 	var expiresAt time.Time
 	if answer.expiration != nil {
 		expiresAt = backend.Time(*answer.expiration)
 	}
 	switch {
 	case answer.revoked:
-		return time.Time{}, nil, invalid(tokenType, "the token has been revoked")
+		return time.Time{}, "", invalid(tokenType, "the token has been revoked")
 	case answer.expired, !expiresAt.IsZero() && !expiresAt.After(v.now().Add(-v.clockSkew)):
-		return time.Time{}, nil, &Error{Reason: ReasonExpired, TokenType: tokenType, Description: "the token has expired"}
+		return time.Time{}, "", &Error{Reason: ReasonExpired, TokenType: tokenType, Description: "the token has expired"}
 	}
 	claims, err := objectClaims(tokenType, answer.claims)
 	return expiresAt, claims, err
 }
 
 // objectClaims checks the custom claims of a Backend API answer: a JSON
-// object, or null/absent for none. Anything else is an answer Clerk does not
-// give, so it is not trusted.
-func objectClaims(tokenType TokenType, raw json.RawMessage) ([]byte, error) {
+// object, or null/absent for none (""). Anything else is an answer Clerk
+// does not give, so it is not trusted.
+func objectClaims(tokenType TokenType, raw json.RawMessage) (string, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
-		return nil, nil
+		return "", nil
 	}
 	if _, err := scanObject(raw, nil); err != nil {
-		return nil, &Error{Reason: ReasonUnavailable, TokenType: tokenType,
+		return "", &Error{Reason: ReasonUnavailable, TokenType: tokenType,
 			Description: "Clerk's answer could not be understood", Err: fmt.Errorf("claims: %w", err)}
 	}
-	return raw, nil
+	return string(raw), nil
 }
 
 // nonNil keeps "no scopes" an empty list rather than a missing one.

@@ -1,11 +1,11 @@
 package verify
 
 import (
-	"container/list"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // How long Clerk's "no" to an opaque credential is remembered (see
@@ -31,13 +31,14 @@ const (
 type scope [16]byte
 
 // cacheKey is a verdict's key: the Verifier's scope and the credential
-// itself. Go's map hashes it with a seed drawn at random for each map, so
-// no one can craft credentials that collide to slow the lookups down, and
-// compares the whole credential on a match, so that a verdict answers for
-// that very credential and no other. A lookup hashes the credential as the
-// request holds it, in far less time than a SHA-256 of it would take;
-// the cache holds a copy of each credential it remembers, in memory only
-// (see put), for no longer than the verdict.
+// itself. The cache's index hashes it with Go's map hash, seeded at random
+// for each index, so no one can craft credentials that collide to slow the
+// lookups down, and compares the whole credential on a match, so that a
+// verdict answers for that very credential and no other. A lookup hashes
+// the credential as the request holds it, in far less time than a SHA-256
+// of it would take; the cache holds a copy of each credential it
+// remembers, in memory only (see compact), for no longer than the
+// verdict.
 type cacheKey struct {
 	scope scope
 	token string
@@ -56,13 +57,16 @@ type cacheEntry struct {
 	// as long again after, so that Clerk's next "no" is remembered twice
 	// as long (refusalMemory).
 	refusedFor time.Duration
-	size       int64       // what the entry holds in memory, estimated (entrySize)
-	kind       verdictKind // set by put
+	size       int64  // what the entry holds in memory, estimated (entrySize)
+	hash       uint64 // of key, in the cache's index; set by put
 
 	// referenced is set on every hit and cleared by eviction, which gives
 	// entries in use a second chance (the CLOCK approximation of LRU)
-	// without taking the write lock on hits.
+	// without a lock on hits.
 	referenced atomic.Bool
+	kind       verdictKind // set by put
+
+	prev, next *cacheEntry // in its kind's eviction order
 }
 
 // format is how the credential of the entry is carried.
@@ -111,39 +115,62 @@ func (e *cacheEntry) kindOf() verdictKind {
 // and may use what the other leaves free: when the cache is full, room is
 // made in the kind that holds more than its half, so that what is cheap
 // to make (JWTs, refusals) never pushes the verdicts Clerk was asked for
-// below half of the bound, and the other way round. Lookups take only a
-// read lock. Expired entries are dropped as they reach the front of their
-// kind's order when an entry is added, and all of them when the cache is
-// swept (by Pool.Run).
+// below half of the bound, and the other way round. Lookups take no lock
+// (see verdictIndex). Expired entries are dropped as they reach the front
+// of their kind's order when an entry is added, and all of them when the
+// cache is swept (by Pool.Run).
 type verdictCache struct {
 	maxBytes int64
 	now      func() time.Time
 
-	mu      sync.RWMutex
-	entries map[cacheKey]*list.Element // of *cacheEntry
-	orders  [verdictKinds]*list.List   // eviction order of each kind, oldest first
+	mu      sync.Mutex                 // held to change the cache; lookups take none
+	entries *verdictIndex              // changed under mu
+	orders  [verdictKinds]verdictOrder // eviction order of each kind, oldest first
 	bytes   [verdictKinds]int64        // the sum of each kind's entries' sizes
 	closed  bool
 }
 
 func newVerdictCache(maxBytes int64, now func() time.Time) *verdictCache {
-	c := &verdictCache{maxBytes: maxBytes, now: now, entries: make(map[cacheKey]*list.Element)}
-	for kind := range c.orders {
-		c.orders[kind] = list.New()
+	return &verdictCache{maxBytes: maxBytes, now: now, entries: newVerdictIndex()}
+}
+
+// verdictOrder is a list of entries, linked through the entries
+// themselves (no element is allocated for each, as container/list does).
+type verdictOrder struct {
+	front, back *cacheEntry
+	len         int
+}
+
+func (o *verdictOrder) pushBack(e *cacheEntry) {
+	e.prev, e.next = o.back, nil
+	if o.back != nil {
+		o.back.next = e
+	} else {
+		o.front = e
 	}
-	return c
+	o.back = e
+	o.len++
+}
+
+func (o *verdictOrder) remove(e *cacheEntry) {
+	if e.prev != nil {
+		e.prev.next = e.next
+	} else {
+		o.front = e.next
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	} else {
+		o.back = e.prev
+	}
+	e.prev, e.next = nil, nil
+	o.len--
 }
 
 // get returns the entry for key if it may answer at now.
 func (c *verdictCache) get(key cacheKey, now time.Time) *cacheEntry {
-	c.mu.RLock()
-	element, ok := c.entries[key]
-	c.mu.RUnlock()
-	if !ok {
-		return nil
-	}
-	entry := element.Value.(*cacheEntry)
-	if !entry.usable(now) {
+	entry := c.entries.find(key, c.entries.hash(key))
+	if entry == nil || !entry.usable(now) {
 		return nil
 	}
 	if !entry.referenced.Load() {
@@ -154,12 +181,7 @@ func (c *verdictCache) get(key cacheKey, now time.Time) *cacheEntry {
 
 // peek returns the entry for key, whether it may answer or not.
 func (c *verdictCache) peek(key cacheKey) *cacheEntry {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	if element, ok := c.entries[key]; ok {
-		return element.Value.(*cacheEntry)
-	}
-	return nil
+	return c.entries.find(key, c.entries.hash(key))
 }
 
 // refusalMemory is how long Clerk's refusal at now of the credential of
@@ -177,27 +199,26 @@ func (c *verdictCache) refusalMemory(key cacheKey, now time.Time) time.Duration 
 // the entries fit the bound. An entry larger than half the bound is not
 // kept.
 func (c *verdictCache) put(entry *cacheEntry, now time.Time) {
-	// The credential may be part of a larger string (a Cookie header) that
-	// the entry must not keep alive.
-	entry.key.token = strings.Clone(entry.key.token)
-	entry.size, entry.kind = entrySize(entry), entry.kindOf()
+	entry.compact()
+	entry.size, entry.kind, entry.hash = entrySize(entry), entry.kindOf(), c.entries.hash(entry.key)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if element, ok := c.entries[entry.key]; ok {
-		c.remove(element)
+	if old := c.entries.find(entry.key, entry.hash); old != nil {
+		c.remove(old)
 	}
 	if c.closed || entry.size > c.maxBytes/2 {
 		return
 	}
-	for _, order := range c.orders {
-		c.dropExpiredFront(order, now)
+	for kind := range c.orders {
+		c.dropExpiredFront(&c.orders[kind], now)
 	}
 	for c.bytes[cheapVerdict]+c.bytes[paidVerdict]+entry.size > c.maxBytes {
 		if !c.evictOne(c.givingWay(entry)) {
 			return // cannot happen (see givingWay); never loop for it
 		}
 	}
-	c.entries[entry.key] = c.orders[entry.kind].PushBack(entry)
+	c.entries.add(entry)
+	c.orders[entry.kind].pushBack(entry)
 	c.bytes[entry.kind] += entry.size
 }
 
@@ -216,17 +237,17 @@ func (c *verdictCache) givingWay(entry *cacheEntry) verdictKind {
 func (c *verdictCache) drop(key cacheKey) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if element, ok := c.entries[key]; ok {
-		c.remove(element)
+	if entry := c.entries.find(key, c.entries.hash(key)); entry != nil {
+		c.remove(entry)
 	}
 }
 
 // dropExpiredFront removes the expired entries at the front of order:
 // entries are added in time order and most of one kind live alike, so the
 // front is where the expired ones gather.
-func (c *verdictCache) dropExpiredFront(order *list.List, now time.Time) {
-	for front := order.Front(); front != nil && front.Value.(*cacheEntry).expired(now); front = order.Front() {
-		c.remove(front)
+func (c *verdictCache) dropExpiredFront(order *verdictOrder, now time.Time) {
+	for order.front != nil && order.front.expired(now) {
+		c.remove(order.front)
 	}
 }
 
@@ -235,13 +256,13 @@ func (c *verdictCache) sweep() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
-	for _, order := range c.orders {
-		for element := order.Front(); element != nil; {
-			next := element.Next()
-			if element.Value.(*cacheEntry).expired(now) {
-				c.remove(element)
+	for kind := range c.orders {
+		for entry := c.orders[kind].front; entry != nil; {
+			next := entry.next
+			if entry.expired(now) {
+				c.remove(entry)
 			}
-			element = next
+			entry = next
 		}
 	}
 }
@@ -251,11 +272,9 @@ func (c *verdictCache) close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.closed = true
-	clear(c.entries)
-	for kind, order := range c.orders {
-		order.Init()
-		c.bytes[kind] = 0
-	}
+	c.entries.clear()
+	c.orders = [verdictKinds]verdictOrder{}
+	c.bytes = [verdictKinds]int64{}
 }
 
 // evictOne removes one entry of kind, and reports whether there was one:
@@ -263,35 +282,69 @@ func (c *verdictCache) close() {
 // passes over the entries (hits keep setting the flag concurrently) it
 // removes the oldest regardless.
 func (c *verdictCache) evictOne(kind verdictKind) bool {
-	order := c.orders[kind]
-	for chances := 2 * order.Len(); chances > 0; chances-- {
-		element := order.Front()
-		if !element.Value.(*cacheEntry).referenced.Swap(false) {
-			c.remove(element)
+	order := &c.orders[kind]
+	for chances := 2 * order.len; chances > 0; chances-- {
+		front := order.front
+		if !front.referenced.Swap(false) {
+			c.remove(front)
 			return true
 		}
-		order.MoveToBack(element)
+		order.remove(front)
+		order.pushBack(front)
 	}
-	if front := order.Front(); front != nil {
-		c.remove(front)
+	if order.front != nil {
+		c.remove(order.front)
 		return true
 	}
 	return false
 }
 
-func (c *verdictCache) remove(element *list.Element) {
-	entry := element.Value.(*cacheEntry)
-	c.orders[entry.kind].Remove(element)
-	delete(c.entries, entry.key)
+func (c *verdictCache) remove(entry *cacheEntry) {
+	c.orders[entry.kind].remove(entry)
+	c.entries.remove(entry)
 	c.bytes[entry.kind] -= entry.size
+}
+
+// compact puts the credential of an entry and its identity's text (its
+// strings, scopes and claims) in one allocation of their own, each string
+// pointing into it: the credential may be part of a larger string (a
+// Cookie header) that the cache must not keep alive, and one allocation
+// in place of one for each is less for the collector to trace, and rounds
+// up once. The entry and its identity are not yet shared with anyone.
+func (e *cacheEntry) compact() {
+	var room [16]*string
+	texts, size := e.texts(room[:0])
+	var text strings.Builder
+	text.Grow(size)
+	for _, s := range texts {
+		text.WriteString(*s)
+	}
+	all, at := text.String(), 0
+	for _, s := range texts {
+		*s, at = all[at:at+len(*s)], at+len(*s)
+	}
+}
+
+// texts appends pointers to the entry's text to list: its credential and
+// its identity's (Identity.texts); and tells their length.
+func (e *cacheEntry) texts(list []*string) ([]*string, int) {
+	list = append(list, &e.key.token)
+	if e.identity != nil {
+		list = e.identity.texts(list)
+	}
+	size := 0
+	for _, s := range list {
+		size += len(*s)
+	}
+	return list, size
 }
 
 // Estimates of what a cache entry holds, in bytes.
 const (
 	// entryOverhead is what every entry holds whatever its credential: the
-	// entry, its list element, its slot in the map (at the map's load),
-	// and the Identity with its fixed fields.
-	entryOverhead = 1024
+	// entry, its slot in the map (at the map's lowest load), the Identity
+	// with its fixed fields, and its decoded claims' fixed part.
+	entryOverhead = 640
 	// decodedValueCost is what one JSON value of the claims costs once
 	// decoded (Identity.Claims): an interface, a boxed value or a string
 	// header, a map slot or a slice element, and the slack of growth
@@ -300,34 +353,37 @@ const (
 )
 
 // entrySize estimates the memory an entry holds, on the high side: the
-// fixed overhead, the credential, the identity's strings and scopes, and its claims in the
-// three forms an Identity may keep them (the JSON as received, decoded by
-// Claims, rendered again by ClaimsJSON).
+// fixed overhead; its text (compact), and an eighth more for what the
+// allocator rounds it up to; the list of scopes; a refusal's text; and the
+// claims in the two forms an Identity may keep them besides their text
+// (decoded by Claims, rendered again by ClaimsJSON).
 func entrySize(e *cacheEntry) int64 {
-	size := int64(entryOverhead) + int64(len(e.key.token))
+	var room [16]*string
+	_, text := e.texts(room[:0])
+	size := int64(entryOverhead + text + text/8)
 	if e.refusal != nil {
 		size += int64(len(e.refusal.Error()))
 	}
 	if id := e.identity; id != nil {
-		size += id.textSize() + claimsSize(id.claimsJSON)
+		size += int64(len(id.Scopes))*int64(unsafe.Sizeof("")) + claimsSize(id.claimsJSON)
 	}
 	return size
 }
 
-// claimsSize estimates what claims hold: the JSON itself; decoded, its
+// claimsSize estimates what claims hold beside their JSON: decoded, its
 // text again and each value (counted by the punctuation that starts or
 // separates values, a count on the high side) at decodedValueCost;
 // rendered again, the text once more, with <, > and & escaped in six bytes
-// each; and a fourth time the text for what the allocator rounds up.
-func claimsSize(claims []byte) int64 {
+// each; and the text once more for what the allocator rounds up.
+func claimsSize(claims string) int64 {
 	values, escaped := 1, 0
-	for _, b := range claims {
-		switch b {
+	for i := 0; i < len(claims); i++ {
+		switch claims[i] {
 		case ',', ':', '[', '{':
 			values++
 		case '<', '>', '&':
 			escaped++
 		}
 	}
-	return int64(4*len(claims) + values*decodedValueCost + 5*escaped)
+	return int64(3*len(claims) + values*decodedValueCost + 5*escaped)
 }

@@ -207,7 +207,7 @@ func TestCacheIsBoundedInBytes(t *testing.T) {
 // the bound, and no further, however many of the other come after.
 func TestEachKindOfVerdictKeepsHalfTheBound(t *testing.T) {
 	entry := func(format Format, i int) *cacheEntry {
-		return &cacheEntry{key: cacheKey{token: fmt.Sprintf("mt_%04d", i)}, identity: &Identity{Format: format, Subject: "mch_" + strings.Repeat("x", 8-len(format))},
+		return &cacheEntry{key: cacheKey{token: fmt.Sprintf("mt_%04d", i)}, identity: &Identity{Format: format, Subject: "mch_xxxxxxxx"},
 			until: testNow.Add(time.Hour)}
 	}
 	size := entrySize(entry(Opaque, 0))
@@ -422,7 +422,7 @@ func TestEntrySizeCoversWhatEntriesHold(t *testing.T) {
 			before := heapInUse()
 			for i := range entries {
 				id := &Identity{Subject: "mch_caller", TokenID: fmt.Sprintf("mt_%d", i), Scopes: []string{"mch_a", "mch_b"},
-					claimsJSON: bytes.Clone(claims)}
+					claimsJSON: string(claims)}
 				require.Equal(t, claims == nil, id.Claims() == nil, "the claims decode")
 				require.Equal(t, claims == nil, id.ClaimsJSON() == "{}")
 				cache.put(&cacheEntry{key: cacheKey{token: id.TokenID}, identity: id, until: testNow.Add(time.Hour)}, testNow)

@@ -30,7 +30,7 @@ func bearerToken(authorization []string) (string, error) {
 		return "", invalid("", "more than one Authorization header")
 	}
 	scheme, token, found := strings.Cut(authorization[0], " ")
-	if !found || !strings.EqualFold(scheme, "Bearer") {
+	if !found || scheme != "Bearer" && !strings.EqualFold(scheme, "Bearer") { // as it is nearly always written, first
 		return "", invalid("", `the Authorization header must use the "Bearer" scheme`)
 	}
 	return token, nil
@@ -44,7 +44,9 @@ func bearerToken(authorization []string) (string, error) {
 // and whether a session is this app's, cannot be told. A request with
 // neither has ReasonMissing.
 func (v *Verifier) credentialOf(r *http.Request) (string, *browserSession, error) {
-	authorization := r.Header.Values("Authorization")
+	// By the canonical key, as Header.Values would look it up, without
+	// canonicalizing it again on every request.
+	authorization := r.Header["Authorization"]
 	if !slices.Contains(v.accept, SessionToken) || carriesCredential(authorization) {
 		token, err := bearerToken(authorization)
 		return token, nil, err

@@ -29,8 +29,8 @@
 // in the table of kinds.go; New refuses options that cannot work together.
 // Verified credentials are remembered for Options.CacheTTL (opaque) or
 // until they expire (JWTs), keyed by the credential itself, in memory
-// only: a lookup costs a map's seeded hash, not a SHA-256, and answers
-// only for the very same credential.
+// only: a lookup costs a seeded hash (Go's own, as its maps use), not a
+// SHA-256, takes no lock, and answers only for the very same credential.
 //
 // # Bounds
 //

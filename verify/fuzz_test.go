@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -80,6 +81,7 @@ func FuzzClassify(f *testing.F) {
 	private, _ := signingKeys(f)
 	for _, seed := range []string{
 		"mt_8XOIucKvqHVr5tYP123456789abcdefghij", "oat_x", "ak_x", "mt_", "unknown", "a.b.c", "mt_a.b.c",
+		".a.b", "a..b", "a.b.", "a.b.c.d", "a.b", "a.b.c\n", "ey\r\nJ0.ey.sig", "mt_a+b.c.d", "abcdefghi.jklmnopq+.rstuvwxy", "abcdefgh.ijklmnop.qrstuvwx=",
 		sign(f, private, m2mHeader(), m2mPayload()),
 		sign(f, private, oauthHeader(), oauthPayload()),
 		sign(f, private, sessionHeader(), sessionPayload()),
@@ -87,7 +89,11 @@ func FuzzClassify(f *testing.F) {
 	} {
 		f.Add(seed)
 	}
+	jwtForm := regexp.MustCompile(`^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$`) // Clerk's JwtFormatRegExp
 	f.Fuzz(func(t *testing.T, token string) {
+		if looksLikeJWT(token) != jwtForm.MatchString(token) {
+			t.Fatalf("looksLikeJWT(%q) = %v", token, looksLikeJWT(token))
+		}
 		cred, err := classify(token)
 		if err != nil {
 			return
@@ -115,7 +121,9 @@ func FuzzClassify(f *testing.F) {
 func FuzzScanObject(f *testing.F) {
 	for _, seed := range []string{`{}`, `{"a":1}`, `{"a":1,"a":2}`, `{"s\u0075b":"x","sub":"y"}`, `{"a":{"b":[1,"}"]}}`,
 		`[1]`, `{"a":"\ud800"}`, `{"a":1}}`, ` {"a" : true } `, "{\"a\":\"\xff\"}",
-		"{" + manyMembers(namesInMapFrom+8) + "}", "{" + manyMembers(namesInMapFrom+8) + `,"k\u0078":2}`} {
+		"{" + manyMembers(namesInMapFrom+8) + "}", "{" + manyMembers(namesInMapFrom+8) + `,"k\u0078":2}`,
+		`{"n":[-0.5e+10,0,1E-3,-0],"t":[true,false,null],"e":[[],{},[{}]],"s":"\" \\ \/ \b \f \n \r \t \u00e9 é \ud83d\ude00"}`,
+		`{"a":01}`, `{"a":1.}`, `{"a":-}`, `{"a":tru}`, `{"a":"\x"}`, "{\"a\":\"\x01\"}", `{"a":[1,]}`, `{"a":{"b"}}`, `{"a":{"b":1,}}`} {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -166,7 +166,7 @@ func (c *countingKeys) key(context.Context, string) (*signingKey, error) {
 	return c.signing, nil
 }
 
-func (c *countingKeys) current(key *signingKey) bool { return key == c.signing }
+func (c *countingKeys) current(key *signingKey, _ time.Time) bool { return key == c.signing }
 
 func (c *countingKeys) scope() string { return "counting" }
 
@@ -181,7 +181,7 @@ type failingKeys struct{}
 func (failingKeys) key(context.Context, string) (*signingKey, error) {
 	return nil, &Error{Reason: ReasonUnavailable, Description: "keys are down"}
 }
-func (failingKeys) current(*signingKey) bool { return false }
+func (failingKeys) current(*signingKey, time.Time) bool { return false }
 func (failingKeys) scope() string            { return "failing" }
 
 // fakeClerk stands in for Clerk's Backend API (Options.clerk). It answers
@@ -333,15 +333,15 @@ func jsonRoundTrip(t *testing.T, v any) any {
 
 // len is how many entries the cache holds.
 func (c *verdictCache) len() int {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return len(c.entries)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.entries.live
 }
 
 // held is the estimate of what the cache's entries hold, in bytes.
 func (c *verdictCache) held() int64 {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	return c.bytes[cheapVerdict] + c.bytes[paidVerdict]
 }
 

@@ -1,7 +1,6 @@
 package verify
 
 import (
-	"bytes"
 	"encoding/json"
 	"reflect"
 	"slices"
@@ -9,7 +8,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unsafe"
 )
 
 // Identity is a verified credential: who presented it and what it carries.
@@ -50,14 +48,21 @@ type Identity struct {
 	// claims, under "act". Empty when the token names none.
 	Actor string `json:"actor,omitempty"`
 
-	// The custom claims, kept as the JSON object they came in and decoded
-	// only if someone asks: most requests never look at them.
-	claimsJSON []byte
-	omitClaims []string // members of claimsJSON that are not custom claims
+	// The custom claims, kept as a JSON object (as Clerk answered for an
+	// opaque credential, or customClaims of a JWT; "" for none) and decoded
+	// only if someone asks (most requests never look at them), once.
+	claimsJSON string
 	claimsOnce sync.Once
+	decoded    *decodedClaims // set by claimsOnce; nil without claims
+}
+
+// decodedClaims are an identity's custom claims decoded, and rendered
+// again: apart, so that the many identities whose claims nobody reads do
+// not hold room for them.
+type decodedClaims struct {
 	claims     map[string]any
 	renderOnce sync.Once
-	claimsText string
+	text       string
 }
 
 // claimsField is the name Field answers the custom claims to, as a JSON
@@ -111,57 +116,55 @@ var identityNames, identityFields = func() ([]string, map[string]int) {
 	return names, fields
 }()
 
-// textSize is what the identity's strings and scopes hold, in bytes: the
-// variable part of its size in memory.
-func (id *Identity) textSize() int64 {
-	var size int64
-	v := reflect.ValueOf(id).Elem()
-	for _, i := range identityFields {
-		switch field := v.Field(i); field.Kind() {
-		case reflect.String:
-			size += int64(field.Len())
-		case reflect.Slice:
-			for j := range field.Len() {
-				size += int64(field.Index(j).Len()) + int64(unsafe.Sizeof(""))
-			}
-		}
+// texts appends pointers to the identity's text to list: its strings but
+// for its type and format (constants), each of its scopes, and its claims
+// (TestTextsAreEveryString holds it to Identity's fields).
+func (id *Identity) texts(list []*string) []*string {
+	list = append(list, &id.Subject, &id.TokenID, &id.ClientID, &id.SessionID, &id.OrgID, &id.Name, &id.Actor)
+	for i := range id.Scopes {
+		list = append(list, &id.Scopes[i])
 	}
-	return size
+	return append(list, &id.claimsJSON)
 }
 
 // Claims returns the credential's custom claims (numbers as json.Number),
 // or nil when it has none. Do not modify the map.
 func (id *Identity) Claims() map[string]any {
+	if d := id.decode(); d != nil {
+		return d.claims
+	}
+	return nil
+}
+
+// decode decodes the claims once, and returns them; nil for none.
+func (id *Identity) decode() *decodedClaims {
 	id.claimsOnce.Do(func() {
-		if len(id.claimsJSON) == 0 {
+		if id.claimsJSON == "" {
 			return
 		}
 		var claims map[string]any
-		if err := decodeJSON(id.claimsJSON, &claims); err != nil {
+		if err := decodeJSON(id.claimsJSON, &claims); err != nil || len(claims) == 0 {
 			return // validated when the credential was verified
 		}
-		for _, name := range id.omitClaims {
-			delete(claims, name)
-		}
-		if len(claims) > 0 {
-			id.claims = claims
-		}
+		id.decoded = &decodedClaims{claims: claims}
 	})
-	return id.claims
+	return id.decoded
 }
 
 // ClaimsJSON returns the custom claims as a compact JSON object with sorted
 // keys; "{}" when there are none.
 func (id *Identity) ClaimsJSON() string {
-	id.renderOnce.Do(func() {
-		id.claimsText = "{}"
-		if claims := id.Claims(); claims != nil {
-			if data, err := json.Marshal(claims); err == nil {
-				id.claimsText = string(data)
-			}
+	d := id.decode()
+	if d == nil {
+		return "{}"
+	}
+	d.renderOnce.Do(func() {
+		d.text = "{}"
+		if data, err := json.Marshal(d.claims); err == nil {
+			d.text = string(data)
 		}
 	})
-	return id.claimsText
+	return d.text
 }
 
 // actorOf returns the acting subject an "act" claim names: its "sub", when
@@ -179,8 +182,8 @@ func actorOf(act []byte) string {
 
 // decodeJSON decodes data keeping numbers exact (json.Number), so that a
 // large integer claim is passed on as it was written.
-func decodeJSON(data []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
+func decodeJSON(data string, v any) error {
+	dec := json.NewDecoder(strings.NewReader(data))
 	dec.UseNumber()
 	return dec.Decode(v)
 }

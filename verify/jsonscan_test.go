@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -97,5 +98,26 @@ func TestJSONValues(t *testing.T) {
 	for _, raw := range []string{`"1"`, `null`, `true`, `1e400`, `-1e400`, ``, `[1]`} {
 		_, ok := jsonNumber([]byte(raw))
 		assert.False(t, ok, raw)
+	}
+}
+
+// TestScanObjectNestsAsDeepAsEncodingJSON: arrays and objects nested up
+// to encoding/json's limit (the top-level object included) are read, one
+// level more is refused, as encoding/json refuses it.
+func TestScanObjectNestsAsDeepAsEncodingJSON(t *testing.T) {
+	for _, levels := range []int{maxNesting - 1, maxNesting, maxNesting + 1, maxNesting + 2} {
+		nested := levels - 1 // within the top-level object
+		cases := map[string]string{
+			"arrays":  `{"a":` + strings.Repeat("[", nested) + strings.Repeat("]", nested) + `}`,
+			"objects": `{"a":` + strings.Repeat(`{"b":`, nested) + "1" + strings.Repeat("}", nested) + `}`,
+		}
+		if nested%2 == 0 {
+			cases["both"] = `{"a":` + strings.Repeat(`[{"b":`, nested/2) + "1" + strings.Repeat("}]", nested/2) + `}`
+		}
+		for name, data := range cases {
+			_, err := scanObject([]byte(data), nil)
+			assert.Equal(t, levels <= maxNesting, err == nil, "%d levels of %s: %v", levels, name, err)
+			assert.Equal(t, json.Valid([]byte(data)), err == nil, "as encoding/json, %d levels of %s", levels, name)
+		}
 	}
 }

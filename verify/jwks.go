@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -94,12 +96,30 @@ type remoteKeys struct {
 	onDemand *rate.Limiter
 	group    singleflight.Group
 
+	// set is the last set fetched, nil until a fetch succeeds: replaced
+	// whole by each fetch, so that the check on every request answered
+	// from the cache (current) reads it without a lock.
+	set atomic.Pointer[fetchedKeys]
+
 	mu          sync.RWMutex
 	base        context.Context // bounds every fetch: run's, once it runs
-	keys        map[string]*signingKey
-	fetchedAt   time.Time // of keys; zero until a fetch succeeds
 	lastAttempt time.Time
 	lastErr     error
+}
+
+// fetchedKeys is a fetched set of keys, by kid, and when it came.
+type fetchedKeys struct {
+	keys      map[string]*signingKey
+	fetchedAt time.Time
+}
+
+// age is how old the set is at now; longer than any limit when there is
+// none.
+func (s *fetchedKeys) age(now time.Time) time.Duration {
+	if s == nil {
+		return math.MaxInt64
+	}
+	return now.Sub(s.fetchedAt)
 }
 
 // newRemoteKeys returns a key source that fetches from fetcher. It makes no
@@ -157,22 +177,18 @@ func (r *remoteKeys) untilNextRefresh(failures int) time.Duration {
 	if failures > 0 {
 		return min(r.opts.refetchInterval<<min(failures-1, 10), time.Minute)
 	}
-	r.mu.RLock()
-	fetchedAt := r.fetchedAt
-	r.mu.RUnlock()
-	if fetchedAt.IsZero() {
+	set := r.set.Load()
+	if set == nil {
 		return 0
 	}
-	return max(0, fetchedAt.Add(r.opts.maxAge*4/5).Sub(r.opts.now()))
+	return max(0, set.fetchedAt.Add(r.opts.maxAge*4/5).Sub(r.opts.now()))
 }
 
 // current reports whether key is in the set in use, and the set is not
 // past its stale limit.
-func (r *remoteKeys) current(key *signingKey) bool {
-	now := r.opts.now()
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.keys[key.id] == key && now.Sub(r.fetchedAt) < r.opts.maxAge+r.opts.maxStale
+func (r *remoteKeys) current(key *signingKey, now time.Time) bool {
+	set := r.set.Load()
+	return set != nil && set.keys[key.id] == key && set.age(now) < r.opts.maxAge+r.opts.maxStale
 }
 
 // scope names this source and no other: the keys it holds change with
@@ -210,9 +226,12 @@ func (r *remoteKeys) key(ctx context.Context, kid string) (*signingKey, error) {
 
 // lookup returns the key named kid and the age of the set holding it.
 func (r *remoteKeys) lookup(kid string, now time.Time) (*signingKey, time.Duration) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.keys[kid], now.Sub(r.fetchedAt)
+	set := r.set.Load()
+	var key *signingKey
+	if set != nil {
+		key = set.keys[kid]
+	}
+	return key, set.age(now)
 }
 
 // missing explains why no key could be returned: the set is fine and has no
@@ -221,11 +240,11 @@ func (r *remoteKeys) lookup(kid string, now time.Time) (*signingKey, time.Durati
 // asked about with it), or there is no usable set (Clerk is unavailable).
 // The kids that do exist are never revealed: they are instance ids.
 func (r *remoteKeys) missing(now time.Time) *Error {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	if r.keys != nil && now.Sub(r.fetchedAt) < r.opts.maxAge+r.opts.maxStale {
+	if r.set.Load().age(now) < r.opts.maxAge+r.opts.maxStale {
 		return invalid("", "no Clerk signing key matches the token's kid")
 	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
 	cause := r.lastErr
 	if cause == nil {
 		cause = errors.New("no key set fetched yet")
@@ -293,8 +312,11 @@ func (r *remoteKeys) fetch() error {
 		r.lastErr = err
 		return err
 	}
-	keepUnchanged(keys, r.keys)
-	r.keys, r.fetchedAt, r.lastErr = keys, r.opts.now(), nil
+	if last := r.set.Load(); last != nil {
+		keepUnchanged(keys, last.keys)
+	}
+	r.set.Store(&fetchedKeys{keys: keys, fetchedAt: r.opts.now()})
+	r.lastErr = nil
 	return nil
 }
 

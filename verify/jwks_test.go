@@ -368,7 +368,7 @@ func TestParsePEMKey(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, a.N, key.public.N)
 			assert.Equal(t, "RS256", key.algorithm)
-			assert.True(t, s.current(key))
+			assert.True(t, s.current(key, time.Now()))
 		})
 	}
 }

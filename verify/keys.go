@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
@@ -39,9 +40,9 @@ type keySource interface {
 	// when the keys cannot be had right now.
 	key(ctx context.Context, kid string) (*signingKey, error)
 
-	// current reports whether key is still one of the source's keys, so
-	// that a JWT it verified earlier may still be trusted.
-	current(key *signingKey) bool
+	// current reports whether key is still one of the source's keys at
+	// now, so that a JWT it verified earlier may still be trusted.
+	current(key *signingKey, now time.Time) bool
 
 	// scope names the source: two sources of one scope hold the same keys.
 	scope() string
@@ -86,7 +87,7 @@ func (s *staticKey) key(context.Context, string) (*signingKey, error) { return &
 
 // current is true for the configured key, also as another staticKey of the
 // same key holds it (the next configuration's, say).
-func (s *staticKey) current(key *signingKey) bool {
+func (s *staticKey) current(key *signingKey, _ time.Time) bool {
 	return key == &s.signingKey || key.algorithm == s.algorithm && key.public.Equal(s.public)
 }
 

@@ -188,14 +188,21 @@ type credential struct {
 // checked before (checkTokenLength).
 func classify(raw string) (*credential, error) {
 	// A string in the form of a JWT is base64url and dots only, all of
-	// them b64token characters: its form is its character check.
-	if looksLikeJWT(raw) {
+	// them b64token characters: its form is its character check. What has
+	// the shape of one is decoded straight away, the strict base64url
+	// decoding checking every character (but CR and LF, which it skips,
+	// and which the shape excludes); only when that fails is the form
+	// checked character by character, to tell a malformed JWT from a
+	// string that is none.
+	if jwtShaped(raw) {
 		decoded, err := decodeJWT(raw)
-		if err != nil {
+		switch {
+		case err == nil:
+			i := slices.IndexFunc(kinds, func(k *kind) bool { return k.jwt != nil && k.jwt.claims(decoded) })
+			return &credential{kind: kinds[i], format: JWT, raw: raw, jwt: decoded}, nil // the session kind claims any JWT
+		case looksLikeJWT(raw):
 			return nil, &Error{Reason: ReasonInvalid, Format: JWT, Description: "the token is not a well-formed JWT", Err: err}
 		}
-		i := slices.IndexFunc(kinds, func(k *kind) bool { return k.jwt != nil && k.jwt.claims(decoded) })
-		return &credential{kind: kinds[i], format: JWT, raw: raw, jwt: decoded}, nil // the session kind claims any JWT
 	}
 	i := slices.IndexFunc(kinds, func(k *kind) bool { return k.prefix != "" && strings.HasPrefix(raw, k.prefix) })
 	switch {

@@ -51,11 +51,9 @@ func m2mIdentityFromClaims(t *jwtToken) (*Identity, error) {
 		return nil, err
 	}
 	return &Identity{
-		Subject:    subject,
-		TokenID:    tokenID,
-		Scopes:     scopes,
-		claimsJSON: t.payload,
-		omitClaims: registeredClaims,
+		Subject: subject,
+		TokenID: tokenID,
+		Scopes:  scopes,
 	}, nil
 }
 

@@ -55,13 +55,11 @@ func oauthIdentityFromClaims(t *jwtToken) (*Identity, error) {
 	}
 	act, _ := t.claim("act")
 	return &Identity{
-		Subject:    subject,
-		TokenID:    tokenID,
-		Scopes:     scopes,
-		ClientID:   clientID,
-		Actor:      actorOf(act),
-		claimsJSON: t.payload,
-		omitClaims: registeredClaims,
+		Subject:  subject,
+		TokenID:  tokenID,
+		Scopes:   scopes,
+		ClientID: clientID,
+		Actor:    actorOf(act),
 	}, nil
 }
 

@@ -65,14 +65,12 @@ func (v *Verifier) sessionIdentityFromClaims(t *jwtToken) (*Identity, error) {
 	}
 	act, _ := t.claim("act")
 	return &Identity{
-		Subject:    subject,
-		TokenID:    tokenID,
-		Scopes:     []string{},
-		SessionID:  sessionID,
-		OrgID:      orgID,
-		Actor:      actorOf(act),
-		claimsJSON: t.payload,
-		omitClaims: registeredClaims,
+		Subject:   subject,
+		TokenID:   tokenID,
+		Scopes:    []string{},
+		SessionID: sessionID,
+		OrgID:     orgID,
+		Actor:     actorOf(act),
 	}, nil
 }
 

@@ -111,7 +111,7 @@ func (s *sharedVerdicts) name(token string) (name string, tokenMAC []byte) {
 // is not too large.
 func (s *sharedVerdicts) share(token string, identity *Identity, answered, expiry time.Time) {
 	name, tokenMAC := s.name(token)
-	body, err := json.Marshal(storedEntry{answered.UnixMilli(), expiry.UnixMilli(), identity, identity.claimsJSON})
+	body, err := json.Marshal(storedEntry{answered.UnixMilli(), expiry.UnixMilli(), identity, claimsMessage(identity.claimsJSON)})
 	if err != nil || len(body) > maxEntryBytes-2*sha256.Size-1 {
 		return // outsized claims: not shared
 	}
@@ -177,6 +177,14 @@ func (s *sharedVerdicts) open(tokenMAC, entry []byte, tokenType TokenType) (*sto
 	claims, err := objectClaims(tokenType, stored.Claims)
 	id.claimsJSON = claims
 	return &stored, err
+}
+
+// claimsMessage is claims as stored: left out when there are none.
+func claimsMessage(claims string) json.RawMessage {
+	if claims == "" {
+		return nil
+	}
+	return json.RawMessage(claims)
 }
 
 // entryMAC authenticates an entry: its scope, its credential's MAC and

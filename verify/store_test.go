@@ -256,7 +256,7 @@ func sealedFor(shared *sharedVerdicts, tokenMAC, body []byte) []byte {
 func TestStoredEntriesGiveBackWhatWasWrittenOrNothing(t *testing.T) {
 	identity := &Identity{Subject: "mch_caller", TokenType: M2MToken, Format: Opaque, TokenID: "mt_id", Scopes: []string{"mch_a", "mch_b"},
 		ExpiresAt: testNow.Add(time.Hour + time.Millisecond), IssuedAt: testNow.Add(-time.Minute), ClientID: "client_1",
-		SessionID: "sess_1", OrgID: "org_1", Name: "the key", Actor: "user_admin", claimsJSON: []byte(`{"n":12345678901234567890,"tier":"gold"}`)}
+		SessionID: "sess_1", OrgID: "org_1", Name: "the key", Actor: "user_admin", claimsJSON: `{"n":12345678901234567890,"tier":"gold"}`}
 	fields := reflect.ValueOf(identity).Elem()
 	for name, i := range identityFields {
 		require.False(t, fields.Field(i).IsZero(), "the test sets %s", name)
@@ -321,7 +321,7 @@ func TestStoredEntriesGiveBackWhatWasWrittenOrNothing(t *testing.T) {
 	defer close(release)
 	store.put = func(context.Context) { <-release }
 	huge := &Identity{Subject: "mch_caller", TokenType: M2MToken, Format: Opaque, Scopes: []string{},
-		claimsJSON: []byte(`{"big":"` + string(bytes.Repeat([]byte("x"), maxEntryBytes)) + `"}`)}
+		claimsJSON: `{"big":"` + strings.Repeat("x", maxEntryBytes) + `"}`}
 	shared.share("mt_huge", huge, testNow, testNow.Add(time.Minute))
 	assert.Empty(t, shared.writes, "a verdict too large to share is not written")
 }

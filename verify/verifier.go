@@ -94,9 +94,9 @@ func (v *Verifier) verify(ctx context.Context, token string, r *http.Request, br
 // is accepted (and, from the cookie, that it is a session token), and
 // verifies it.
 func (v *Verifier) lookup(ctx context.Context, token string, r *http.Request, fromCookie bool) (*Identity, error) {
-	cache, key := v.pool.cache, cacheKey{scope: v.scope, token: token}
-	entry := cache.get(key, v.now())
-	if entry != nil && entry.signer != nil && !v.keys.current(entry.signer) {
+	cache, key, now := v.pool.cache, cacheKey{scope: v.scope, token: token}, v.now()
+	entry := cache.get(key, now)
+	if entry != nil && entry.signer != nil && !v.keys.current(entry.signer, now) {
 		cache.drop(key) // its key was rotated out: verify it again
 		entry = nil
 	}

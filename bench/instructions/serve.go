@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto"
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
@@ -19,6 +18,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	clerkm2m "github.com/caddy-clerk/clerk-m2m"
+	loadfloor "github.com/caddy-clerk/clerk-m2m/bench/loadtest/floor"
 )
 
 // opaqueToken is the opaque M2M token of the opaque scenario, which a fake
@@ -71,7 +71,7 @@ func serve(scenario, materialPath string, requests int) error {
 		if err != nil {
 			return err
 		}
-		handler = floor{func(token string) error { return checkSignature(key, token) }}
+		handler = floor{func(token string) error { return loadfloor.CheckSignature(key, token) }}
 		tokens = func(i int) string { return m.Distinct[i] }
 	default:
 		return fmt.Errorf("no scenario %q", scenario)
@@ -146,18 +146,6 @@ func (f floor) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		return err
 	}
 	return next.ServeHTTP(w, r)
-}
-
-// checkSignature verifies an RS256 JWT's signature: SHA-256 of the signed
-// part, then RSA PKCS #1 v1.5.
-func checkSignature(key *rsa.PublicKey, token string) error {
-	dot := strings.LastIndexByte(token, '.')
-	signature, err := base64.RawURLEncoding.DecodeString(token[dot+1:])
-	if err != nil {
-		return err
-	}
-	digest := sha256.Sum256([]byte(token[:dot]))
-	return rsa.VerifyPKCS1v15(key, crypto.SHA256, digest[:], signature)
 }
 
 // publicKey reads the one key of the material's JWKS.

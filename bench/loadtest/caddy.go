@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bytes"
+	_ "embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -15,35 +18,47 @@ import (
 // modulePath is the module under test.
 const modulePath = "github.com/caddy-clerk/clerk-m2m"
 
+// floorSource is the floor's handler (package floor), copied into the build
+// module, so that a Caddy built from any checkout has the same floor.
+//
+//go:embed floor/floor.go
+var floorSource []byte
+
+// floorPackage is where the build module holds the floor.
+const floorPackage = "clerk-m2m-loadtest/floor"
+
 // buildCaddy builds, in a Go module of its own under dir, a Caddy with its
-// standard modules, clerk_m2m from this checkout (through a replace
-// directive) and the peer module (path@version): from peerSource, a
-// directory holding its source, when given (through a replace directive
-// too), or else from the Go module proxy when it serves it. One binary, so
-// that both run in the same Caddy. The project's own go.mod never requires
-// the peer. It returns the binary and whether the peer is in it.
-func buildCaddy(dir, peer, peerSource string) (binary string, withPeer bool, err error) {
-	checkout, err := goOutput("", "list", "-m", "-f", "{{.Dir}}", modulePath)
-	if err != nil {
-		return "", false, fmt.Errorf("finding this checkout (run from inside it): %v", err)
+// standard modules, the floor, clerk_m2m from checkout (this checkout when
+// empty; through a replace directive) and the peer module (path@version):
+// from peerSource, a directory holding its source, when given (through a
+// replace directive too), or else from the Go module proxy when it serves
+// it. One binary, so that all run in the same Caddy. The project's own
+// go.mod never requires the peer.
+func buildCaddy(dir, checkout, peer, peerSource string) (binary string, err error) {
+	if checkout == "" {
+		if checkout, err = goOutput("", "list", "-m", "-f", "{{.Dir}}", modulePath); err != nil {
+			return "", fmt.Errorf("finding this checkout (run from inside it): %v", err)
+		}
+	} else if checkout, err = filepath.Abs(checkout); err != nil {
+		return "", err
 	}
 	build := filepath.Join(dir, "build")
-	if withPeer, err = writeBuildModule(build, checkout, peer, peerSource); err != nil {
-		return "", false, err
+	if _, err = writeBuildModule(build, checkout, peer, peerSource); err != nil {
+		return "", err
 	}
 	if _, err := goOutput(build, "mod", "tidy"); err != nil {
-		return "", false, err
+		return "", err
 	}
 	binary = filepath.Join(dir, "caddy")
 	if _, err := goOutput(build, "build", "-o", binary, "."); err != nil {
-		return "", false, err
+		return "", err
 	}
-	return binary, withPeer, nil
+	return binary, nil
 }
 
 // writeBuildModule writes the build module into dir: its go.mod, the
-// checkout's sums and a main.go importing the modules built in. It tells
-// whether the peer is among them.
+// checkout's sums, the floor and a main.go importing the modules built in.
+// It tells whether the peer is among them.
 func writeBuildModule(dir, checkout, peer, peerSource string) (withPeer bool, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return false, err
@@ -71,7 +86,13 @@ func writeBuildModule(dir, checkout, peer, peerSource string) (withPeer bool, er
 			withPeer = true
 		}
 	}
-	imports := []string{modulePath}
+	if err := os.MkdirAll(filepath.Join(dir, "floor"), 0o700); err != nil {
+		return false, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "floor", "floor.go"), floorSource, 0o600); err != nil {
+		return false, err
+	}
+	imports := []string{modulePath, floorPackage}
 	if withPeer {
 		peerPath, _, _ := strings.Cut(peer, "@")
 		imports = append(imports, peerPath)
@@ -143,17 +164,22 @@ func goOutput(dir string, args ...string) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
-// caddyConfig is what the Caddyfile is made from: a port per site.
+// caddyConfig is what the Caddyfile is made from: a port per site, and the
+// many-callers site's bound on its cache.
 type caddyConfig struct {
-	Admin                                 string // the admin API's address, or "off"
-	BarePort, ClerkPort, MetricsPort      int
-	SecretKey, MachineSecretKey, ClerkURL string
+	Admin                                      string // the admin API's address, or "off"
+	BarePort, ClerkPort, ManyPort, MetricsPort int
+	SecretKey, MachineSecretKey, ClerkURL      string
+	ManyCacheBytes                             int64
 }
 
 // caddyfileTemplate puts every route in a site of its own, on a port of its
 // own and with no host to match, so that no route pays for another's
 // matchers and every route pays the same for its own. The logs are quiet:
-// no access log, and errors only.
+// no access log, and errors only. The many-callers site has a Clerk
+// instance of its own (its bounds differ): a cache that keeps every
+// caller's verdict, opaque verdicts kept for the whole run, and calls to
+// Clerk unbounded by rate, so that the fill before the run is not refused.
 var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 	admin {{.Admin}}
 	persist_config off
@@ -174,6 +200,19 @@ http://:{{.ClerkPort}} {
 		secret_key {{.SecretKey}}
 		machine_secret_key {{.MachineSecretKey}}
 		api_url {{.ClerkURL}}
+	}
+	respond "ok"
+}
+
+http://:{{.ManyPort}} {
+	bind 127.0.0.1
+	clerk_m2m {
+		secret_key {{.SecretKey}}
+		machine_secret_key {{.MachineSecretKey}}
+		api_url {{.ClerkURL}}
+		cache_max_bytes {{.ManyCacheBytes}}
+		cache_ttl 2h
+		max_clerk_rate 1000000
 	}
 	respond "ok"
 }
@@ -223,4 +262,71 @@ func waitForOK(url, authorization string, exited <-chan struct{}) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("%s did not answer 200 within 30s: %v", url, last)
+}
+
+// floorModule is the module ID of the floor's handler.
+const floorModule = "http.handlers.loadtest_floor"
+
+// floorHandler is the floor's handler in Caddy's JSON (package floor has
+// no Caddyfile directive).
+func floorHandler(publicKeyPEM string) map[string]any {
+	return map[string]any{"handler": "loadtest_floor", "key": publicKeyPEM}
+}
+
+// builtInto tells which of the modules compared the binary has.
+func builtInto(binary string) (builtIn, error) {
+	out, err := exec.Command(binary, "list-modules").Output()
+	if err != nil {
+		return builtIn{}, fmt.Errorf("%s list-modules: %v", binary, err)
+	}
+	var with builtIn
+	for _, line := range strings.Split(string(out), "\n") {
+		switch strings.TrimSpace(line) {
+		case peerModule:
+			with.peer = true
+		case floorModule:
+			with.floor = true
+		}
+	}
+	return with, nil
+}
+
+// jsonSite is a site in Caddy's JSON, shaped as the Caddyfile adapter
+// shapes clerk_m2m's: one route, no matcher, the handler then the same
+// response as every other site.
+func jsonSite(port int, handler map[string]any) map[string]any {
+	return map[string]any{
+		"listen": []string{fmt.Sprintf("127.0.0.1:%d", port)},
+		"routes": []any{map[string]any{
+			"handle": []any{handler, map[string]any{"handler": "static_response", "body": "ok"}},
+		}},
+	}
+}
+
+// addServers adds servers, by name, to an adapted JSON config. Numbers are
+// kept as they were written (durations are integers of nanoseconds, which
+// Caddy reads back only as integers).
+func addServers(config []byte, added map[string]any) ([]byte, error) {
+	if len(added) == 0 {
+		return config, nil
+	}
+	decoder := json.NewDecoder(bytes.NewReader(config))
+	decoder.UseNumber()
+	var cfg map[string]any
+	if err := decoder.Decode(&cfg); err != nil {
+		return nil, fmt.Errorf("adapted config: %v", err)
+	}
+	apps, _ := cfg["apps"].(map[string]any)
+	httpApp, _ := apps["http"].(map[string]any)
+	servers, _ := httpApp["servers"].(map[string]any)
+	if servers == nil {
+		return nil, errors.New("adapted config: no apps.http.servers to add to")
+	}
+	for name, server := range added {
+		if _, taken := servers[name]; taken {
+			return nil, fmt.Errorf("adapted config: a server is already named %q", name)
+		}
+		servers[name] = server
+	}
+	return json.Marshal(cfg)
 }

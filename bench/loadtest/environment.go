@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,6 +11,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
@@ -20,18 +23,21 @@ import (
 // environment is a running Caddy, the fake Clerk it asks, and the tables
 // of requests.
 type environment struct {
-	work     string
-	clerk    *backendtest.Server
-	caddy    *caddyproc.Process
-	started  time.Time
-	tables   map[table]string
-	offsets  map[string]int // by scenario: where each thread goes on in its share of the table
-	ports    map[site]int
-	metrics  string // the URL of the module's metrics
-	profiles string // the admin API's pprof URL; empty when not profiling
+	work  string
+	clerk *backendtest.Server
+	caddy *caddyproc.Process
+	// started is when the runs started, after the fills, and
+	// callsBefore how many opaque tokens Clerk had verified then.
+	started     time.Time
+	callsBefore int
+	tables      map[table]string
+	offsets     map[string]int // by scenario: where each thread goes on in its share of the table
+	ports       map[site]int
+	metrics     string // the URL of the module's metrics
+	admin       string // the admin API's URL
 }
 
-func startEnvironment(work string, opts options, withPeer bool) (*environment, error) {
+func startEnvironment(work string, opts options, with builtIn) (*environment, error) {
 	env := &environment{work: work, clerk: backendtest.New(), offsets: map[string]int{}}
 	ok := false
 	defer func() {
@@ -40,7 +46,7 @@ func startEnvironment(work string, opts options, withPeer bool) (*environment, e
 		}
 	}()
 	gateway := env.clerk.NewMachine("gateway")
-	fmt.Printf("minting %d distinct JWTs ...\n", opts.tableSize)
+	fmt.Printf("minting %d distinct JWTs and %d distinct opaque tokens ...\n", opts.tableSize, opts.tableSize)
 	var err error
 	if env.tables, err = writeTables(work, env.clerk, gateway, opts.tableSize); err != nil {
 		return nil, err
@@ -50,37 +56,43 @@ func startEnvironment(work string, opts options, withPeer bool) (*environment, e
 			return nil, err
 		}
 	}
-	peerKey := ""
-	if withPeer {
-		peerKey = env.clerk.PublicKeyPEM()
-	}
-	// The bare site on Caddy's HTTP port, the others on three more.
-	env.caddy, err = caddyproc.Run(caddyproc.Command{Binary: opts.caddy, MorePorts: 3, Config: func(p caddyproc.Ports) ([]byte, error) {
-		env.ports = map[site]int{bareSite: p.HTTP, clerkSite: p.More[0], peerSite: p.More[1]}
+	// The bare site on Caddy's HTTP port, the others on more.
+	env.caddy, err = caddyproc.Run(caddyproc.Command{Binary: opts.caddy, MorePorts: 5, Config: func(p caddyproc.Ports) ([]byte, error) {
+		env.ports = map[site]int{bareSite: p.HTTP, clerkSite: p.More[0], peerSite: p.More[1], floorSite: p.More[3], manySite: p.More[4]}
 		env.metrics = fmt.Sprintf("http://127.0.0.1:%d/metrics", p.More[2])
 		return writeConfig(work, opts.caddy, caddyConfig{
-			Admin: freeport.Addr(p.Admin), BarePort: p.HTTP, ClerkPort: p.More[0], MetricsPort: p.More[2],
+			Admin: freeport.Addr(p.Admin), BarePort: p.HTTP, ClerkPort: p.More[0], ManyPort: p.More[4], MetricsPort: p.More[2],
 			SecretKey: env.clerk.SecretKey(), MachineSecretKey: gateway.SecretKey, ClerkURL: env.clerk.URL,
-		}, p.More[1], peerKey)
+			ManyCacheBytes: opts.manyCacheBytes,
+		}, env.jsonSites(with))
 	}})
 	if err != nil {
 		return nil, err
 	}
-	env.started = time.Now()
-	if opts.profile != "" {
-		env.profiles = env.caddy.AdminURL() + "/debug/pprof/profile"
-	}
-	if err := env.waitReady(withPeer); err != nil {
+	env.admin = env.caddy.AdminURL()
+	if err := env.waitReady(with); err != nil {
 		return nil, fmt.Errorf("%v\ncaddy's output:\n%s", err, env.caddy.Output())
 	}
 	ok = true
 	return env, nil
 }
 
+// jsonSites are the sites of the modules compared that Caddy has, which
+// are configured in JSON: they verify with the fake Clerk's public key.
+func (env *environment) jsonSites(with builtIn) map[string]any {
+	sites := map[string]any{}
+	if with.floor {
+		sites[string(floorSite)] = jsonSite(env.ports[floorSite], floorHandler(env.clerk.PublicKeyPEM()))
+	}
+	if with.peer {
+		sites[peerName] = jsonSite(env.ports[peerSite], peerHandler(env.clerk.PublicKeyPEM()))
+	}
+	return sites
+}
+
 // writeConfig writes the Caddyfile and returns its JSON, adapted by the
-// binary, with the peer's server on peerPort when peerKey (the PEM the
-// peer verifies with) is set. Caddy runs the JSON.
-func writeConfig(work, binary string, config caddyConfig, peerPort int, peerKey string) ([]byte, error) {
+// binary, with the sites configured in JSON added. Caddy runs the JSON.
+func writeConfig(work, binary string, config caddyConfig, jsonSites map[string]any) ([]byte, error) {
 	var caddyfile bytes.Buffer
 	if err := caddyfileTemplate.Execute(&caddyfile, config); err != nil {
 		return nil, err
@@ -90,16 +102,19 @@ func writeConfig(work, binary string, config caddyConfig, peerPort int, peerKey 
 		return nil, err
 	}
 	adapted, err := adaptCaddyfile(binary, caddyfilePath)
-	if err != nil || peerKey == "" {
-		return adapted, err
+	if err != nil {
+		return nil, err
 	}
-	return addPeerServer(adapted, peerPort, peerKey)
+	return addServers(adapted, jsonSites)
 }
 
 // waitReady waits until every site answers a request of its scenarios.
-func (env *environment) waitReady(withPeer bool) error {
-	checks := map[site][]table{bareSite: {opaqueTable}, clerkSite: {jwtTable, opaqueTable}}
-	if withPeer {
+func (env *environment) waitReady(with builtIn) error {
+	checks := map[site][]table{bareSite: {opaqueTable}, clerkSite: {jwtTable, opaqueTable}, manySite: {jwtTable}}
+	if with.floor {
+		checks[floorSite] = []table{jwtTable}
+	}
+	if with.peer {
 		checks[peerSite] = []table{jwtTable}
 	}
 	for s, tables := range checks {
@@ -108,13 +123,15 @@ func (env *environment) waitReady(withPeer bool) error {
 			if err != nil {
 				return err
 			}
-			if err := waitForOK(fmt.Sprintf("http://127.0.0.1:%d/", env.ports[s]), "Bearer "+token, env.caddy.Exited()); err != nil {
+			if err := waitForOK(env.url(s), "Bearer "+token, env.caddy.Exited()); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
 }
+
+func (env *environment) url(s site) string { return fmt.Sprintf("http://127.0.0.1:%d/", env.ports[s]) }
 
 func (env *environment) stop() {
 	if env.caddy != nil {
@@ -129,7 +146,8 @@ type runResult struct {
 	requests int
 	caddyCPU time.Duration
 	wrkCPU   time.Duration
-	otherCPU float64 // cores
+	otherCPU float64       // cores
+	p50, p99 time.Duration // latency, as wrk saw it
 }
 
 // perRequest is a CPU time per request, in microseconds.
@@ -178,7 +196,7 @@ func (env *environment) measure(sc scenario, opts options, profile string) (runR
 		return runResult{}, err
 	}
 	return runResult{
-		rps: w.rps, requests: w.requests, wrkCPU: w.cpu,
+		rps: w.rps, requests: w.requests, wrkCPU: w.cpu, p50: w.p50, p99: w.p99,
 		caddyCPU: after.caddy - before.caddy,
 		otherCPU: otherCPU(before, after, w.cpu),
 	}, nil
@@ -234,7 +252,7 @@ func parseCacheCounts(r io.Reader) (cacheCounts, error) {
 // saveProfile writes a CPU profile of Caddy over the run's duration.
 func (env *environment) saveProfile(path string, duration time.Duration) error {
 	seconds := max(1, int(duration.Seconds()))
-	resp, err := http.Get(env.profiles + "?seconds=" + strconv.Itoa(seconds))
+	resp, err := http.Get(env.admin + "/debug/pprof/profile?seconds=" + strconv.Itoa(seconds))
 	if err != nil {
 		return err
 	}
@@ -253,12 +271,23 @@ func (env *environment) saveProfile(path string, duration time.Duration) error {
 	return f.Close()
 }
 
-// checkOpaqueCalls checks that the opaque token, presented in every round,
-// was verified with Clerk about once per cache_ttl (30s) and no more.
+// startRuns notes when the runs start, after the fills, and what Clerk
+// was asked until then.
+func (env *environment) startRuns() {
+	env.started, env.callsBefore = time.Now(), env.clerk.Calls(opaqueVerifyPath)
+}
+
+// opaqueVerifyPath is the path of Clerk's verification of opaque M2M tokens.
+const opaqueVerifyPath = "/m2m_tokens/verify"
+
+// checkOpaqueCalls checks that, during the runs, the opaque token presented
+// again and again was verified with Clerk about once per cache_ttl (30s)
+// and no more, and no caller's opaque token at all: every one was
+// remembered from the fill.
 func (env *environment) checkOpaqueCalls() error {
 	allowed := 2 + int(time.Since(env.started)/(30*time.Second))
-	if calls := env.clerk.Calls("/m2m_tokens/verify"); calls > allowed {
-		return fmt.Errorf("the opaque token was verified with Clerk %d times (at most %d expected)", calls, allowed)
+	if calls := env.clerk.Calls(opaqueVerifyPath) - env.callsBefore; calls > allowed {
+		return fmt.Errorf("opaque tokens were verified with Clerk %d times during the runs (at most %d expected)", calls, allowed)
 	}
 	return nil
 }
@@ -275,4 +304,100 @@ func firstLine(path string) (string, error) {
 		return "", fmt.Errorf("%s is empty", path)
 	}
 	return scanner.Text(), nil
+}
+
+// fillers is how many requests fill presents at once: fewer than the calls
+// to Clerk a client may have in flight (max_clerk_calls' fair share).
+const fillers = 8
+
+// fill presents every line of the scenario's table to its site once,
+// before the runs, so that the site's cache holds a verdict on each (the
+// many-callers scenarios measure a gateway all of whose callers came
+// before), and returns how much Caddy's live heap grew by, per line.
+func (env *environment) fill(sc scenario) (heapPerVerdict float64, err error) {
+	lines, err := readLines(env.tables[sc.table])
+	if err != nil {
+		return 0, err
+	}
+	before, err := env.liveHeap()
+	if err != nil {
+		return 0, err
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: fillers}}
+	defer client.CloseIdleConnections()
+	failures := make(chan error, fillers)
+	var wg sync.WaitGroup
+	for w := range fillers {
+		wg.Go(func() {
+			for i := w; i < len(lines); i += fillers {
+				if err := presentOnce(client, env.url(sc.site), lines[i]); err != nil {
+					failures <- fmt.Errorf("filling %s, line %d: %v", sc.site, i+1, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(failures)
+	if err := <-failures; err != nil {
+		return 0, err
+	}
+	after, err := env.liveHeap()
+	if err != nil {
+		return 0, err
+	}
+	return float64(after-before) / float64(len(lines)), nil
+}
+
+func presentOnce(client *http.Client, url, token string) error {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return nil
+}
+
+var heapAllocLine = regexp.MustCompile(`(?m)^go_memstats_heap_alloc_bytes (\S+)$`)
+
+// liveHeap is the memory Caddy's live objects hold: its heap just after a
+// collection (which the admin API's heap profile runs first).
+func (env *environment) liveHeap() (int64, error) {
+	resp, err := http.Get(env.admin + "/debug/pprof/heap?gc=1")
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp, err = http.Get(env.metrics); err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	m := heapAllocLine.FindSubmatch(body)
+	if m == nil {
+		return 0, errors.New("no go_memstats_heap_alloc_bytes in Caddy's metrics")
+	}
+	bytes, err := strconv.ParseFloat(string(m[1]), 64)
+	return int64(bytes), err
+}
+
+func readLines(path string) ([]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return strings.Fields(string(data)), nil
 }

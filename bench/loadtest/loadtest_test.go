@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -21,6 +22,7 @@ import (
 
 	_ "github.com/caddy-clerk/clerk-m2m"
 	"github.com/caddy-clerk/clerk-m2m/backend/backendtest"
+	_ "github.com/caddy-clerk/clerk-m2m/bench/loadtest/floor"
 )
 
 func TestParseMachineBusy(t *testing.T) {
@@ -69,6 +71,7 @@ const wrkOutput = `Running 4s test @ http://127.0.0.1:40000/
 Requests/sec:  30864.00
 Transfer/sec:      3.75MB
 next offset 61730
+latency p50 980 p99 2450
 `
 
 func TestParseWrk(t *testing.T) {
@@ -76,7 +79,8 @@ func TestParseWrk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.rps != 30864 || res.requests != 123456 || res.nextOffset != 61730 {
+	if res.rps != 30864 || res.requests != 123456 || res.nextOffset != 61730 ||
+		res.p50 != 980*time.Microsecond || res.p99 != 2450*time.Microsecond {
 		t.Errorf("parsed %+v", res)
 	}
 	spoiled := strings.Replace(wrkOutput, "Requests/sec", "  Non-2xx or 3xx responses: 12\nRequests/sec", 1)
@@ -102,7 +106,7 @@ caddy_clerk_m2m_verifications_total{outcome="verified",token_format="jwt",token_
 	if before[cacheExpectation{"jwt", "miss"}] != 1000 || len(before) != 2 {
 		t.Fatalf("parsed %v", before)
 	}
-	distinct, _ := scenarioNamed(allScenarios(false), "distinct")
+	distinct, _ := scenarioNamed(allScenarios(builtIn{}), "distinct")
 	after := cacheCounts{{"jwt", "hit"}: 10, {"jwt", "miss"}: 1990}
 	if err := checkCache(distinct, before, after, 1000); err != nil {
 		t.Errorf("990 misses for 1000 distinct requests: %v", err)
@@ -112,7 +116,7 @@ caddy_clerk_m2m_verifications_total{outcome="verified",token_format="jwt",token_
 	if err := checkCache(distinct, before, after, 1000); err == nil {
 		t.Error("a distinct run answered half from the cache passed")
 	}
-	bare, _ := scenarioNamed(allScenarios(false), "bare-jwt")
+	bare, _ := scenarioNamed(allScenarios(builtIn{}), "bare-jwt")
 	if err := checkCache(bare, before, before, 1000); err != nil {
 		t.Errorf("a bare run was checked: %v", err)
 	}
@@ -146,7 +150,7 @@ func rounds(rates ...map[string]float64) []round {
 }
 
 func TestReportFailsAboveBare(t *testing.T) {
-	scenarios, _ := selectScenarios(allScenarios(false), "jwt")
+	scenarios, _ := selectScenarios(allScenarios(builtIn{}), "jwt")
 	opts := options{rounds: 3, maxRounds: 9, quietCPU: 0.1}
 	fair := rounds(
 		map[string]float64{"bare-opaque": 100, "bare-jwt": 90, "jwt": 88},
@@ -183,25 +187,25 @@ func TestSelectScenarios(t *testing.T) {
 		}
 		return n
 	}
-	selected, err := selectScenarios(allScenarios(true), "distinct")
+	selected, err := selectScenarios(allScenarios(builtIn{floor: true, peer: true}), "distinct")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := names(selected), []string{"bare-opaque", "bare-jwt", "distinct", "peer-distinct"}; !slices.Equal(got, want) {
-		t.Errorf("selected %v, want %v (the baselines of the baselines, and the peer)", got, want)
+	if got, want := names(selected), []string{"bare-opaque", "bare-jwt", "distinct", "floor", "peer-distinct"}; !slices.Equal(got, want) {
+		t.Errorf("selected %v, want %v (the baselines of the baselines, the floor and the peer)", got, want)
 	}
-	if _, err := selectScenarios(allScenarios(false), "peer-jwt"); err == nil {
+	if _, err := selectScenarios(allScenarios(builtIn{}), "peer-jwt"); err == nil {
 		t.Error("a peer scenario was selected without the peer")
 	}
-	for _, sc := range allScenarios(false) {
-		if sc.peer != "" {
-			t.Errorf("%s is compared with a peer that is not there", sc.name)
+	for _, sc := range allScenarios(builtIn{}) {
+		if sc.peer != "" || sc.floor != "" {
+			t.Errorf("%s is compared with a peer or a floor that is not there", sc.name)
 		}
 	}
 }
 
 func TestRotateStartsEachScenarioOnce(t *testing.T) {
-	scenarios := allScenarios(true)
+	scenarios := allScenarios(builtIn{floor: true, peer: true})
 	first := map[string]int{}
 	for n := 1; n <= len(scenarios); n++ {
 		order := rotate(scenarios, n)
@@ -218,12 +222,12 @@ func TestRotateStartsEachScenarioOnce(t *testing.T) {
 }
 
 // adaptedConfig is the load run's Caddyfile adapted to JSON, with the
-// peer's server on port 2003.
+// peer's server on port 2003 and the floor's on 2005.
 func adaptedConfig(t *testing.T) []byte {
 	t.Helper()
 	var text strings.Builder
-	config := caddyConfig{Admin: "off", BarePort: 2001, ClerkPort: 2002, MetricsPort: 2004,
-		SecretKey: "sk_test_x", MachineSecretKey: "ak_x", ClerkURL: "http://127.0.0.1:9"}
+	config := caddyConfig{Admin: "off", BarePort: 2001, ClerkPort: 2002, MetricsPort: 2004, ManyPort: 2006,
+		SecretKey: "sk_test_x", MachineSecretKey: "ak_x", ClerkURL: "http://127.0.0.1:9", ManyCacheBytes: 1 << 30}
 	if err := caddyfileTemplate.Execute(&text, config); err != nil {
 		t.Fatal(err)
 	}
@@ -233,16 +237,19 @@ func adaptedConfig(t *testing.T) []byte {
 	}
 	clerk := backendtest.New()
 	t.Cleanup(clerk.Close)
-	withPeer, err := addPeerServer(adapted, 2003, clerk.PublicKeyPEM())
+	withSites, err := addServers(adapted, map[string]any{
+		peerName:          jsonSite(2003, peerHandler(clerk.PublicKeyPEM())),
+		string(floorSite): jsonSite(2005, floorHandler(clerk.PublicKeyPEM())),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return withPeer
+	return withSites
 }
 
-// TestOneSitePerRoute adapts the load run's Caddyfile and adds the peer:
-// every route is a server of its own, on its own loopback port, with no
-// matcher to pay for.
+// TestOneSitePerRoute adapts the load run's Caddyfile and adds the peer
+// and the floor: every route is a server of its own, on its own loopback
+// port, with no matcher to pay for.
 func TestOneSitePerRoute(t *testing.T) {
 	adapted := adaptedConfig(t)
 	var cfg struct {
@@ -280,7 +287,7 @@ func TestOneSitePerRoute(t *testing.T) {
 		}
 	}
 	slices.Sort(listens)
-	if want := []string{"127.0.0.1:2001", "127.0.0.1:2002", "127.0.0.1:2003", "127.0.0.1:2004"}; !slices.Equal(listens, want) {
+	if want := []string{"127.0.0.1:2001", "127.0.0.1:2002", "127.0.0.1:2003", "127.0.0.1:2004", "127.0.0.1:2005", "127.0.0.1:2006"}; !slices.Equal(listens, want) {
 		t.Errorf("listening on %v, want %v", listens, want)
 	}
 }
@@ -332,5 +339,76 @@ func TestWrkScript(t *testing.T) {
 	}
 	if res.cpu <= 0 {
 		t.Error("wrk's CPU time was not measured")
+	}
+}
+
+// TestCPURatio: by CPU per request, a scenario keeps the share of its
+// baseline's speed that its baseline's CPU time per request is of its own,
+// whatever the throughputs.
+func TestCPURatio(t *testing.T) {
+	r := round{runs: map[string]runResult{
+		"bare-jwt": {rps: 100, requests: 1000, caddyCPU: 60 * time.Millisecond},
+		"jwt":      {rps: 120, requests: 500, caddyCPU: 40 * time.Millisecond},
+	}}
+	if got, ok := r.cpuRatio("jwt", "bare-jwt"); !ok || got != 0.75 {
+		t.Errorf("cpuRatio = %v, %v; want 0.75 (60 µs a request over 80)", got, ok)
+	}
+	if _, ok := r.cpuRatio("jwt", "bare-opaque"); ok {
+		t.Error("a ratio to a scenario that did not run")
+	}
+}
+
+// TestFillPresentsEveryLineOnce fills a site standing in for Caddy's: each
+// line of the table comes once, as a bearer token, and the heap Caddy's
+// metrics report after the admin API's collection, before and after, is
+// shared out between the lines.
+func TestFillPresentsEveryLineOnce(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]int{}
+	collections := 0
+	gateway := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen[r.Header.Get("Authorization")]++
+	}))
+	defer gateway.Close()
+	caddy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch r.URL.Path {
+		case "/debug/pprof/heap":
+			if r.URL.Query().Get("gc") == "1" {
+				collections++
+			}
+		case "/metrics":
+			fmt.Fprintf(w, "go_memstats_heap_alloc_bytes_total 1\ngo_memstats_heap_alloc_bytes %d\n", 1000+collections/2*3000)
+		}
+	}))
+	defer caddy.Close()
+	dir := t.TempDir()
+	tokens := []string{"mt_0", "mt_1", "mt_2", "mt_3", "mt_4", "mt_5", "mt_6", "mt_7", "mt_8", "mt_9"}
+	path := filepath.Join(dir, "callers.tokens")
+	if err := os.WriteFile(path, []byte(strings.Join(tokens, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(gateway.URL)
+	port, _ := strconv.Atoi(u.Port())
+	env := &environment{tables: map[table]string{callersTable: path}, ports: map[site]int{manySite: port},
+		admin: caddy.URL, metrics: caddy.URL + "/metrics"}
+	many, _ := scenarioNamed(allScenarios(builtIn{}), "many-opaque")
+	perVerdict, err := env.fill(many)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perVerdict != 300 {
+		t.Errorf("%v bytes a verdict, want 300 (3000 over 10 lines)", perVerdict)
+	}
+	for _, token := range tokens {
+		if seen["Bearer "+token] != 1 {
+			t.Errorf("%s was presented %d times", token, seen["Bearer "+token])
+		}
+	}
+	if collections != 2 {
+		t.Errorf("%d collections, want one before and one after", collections)
 	}
 }

@@ -2,7 +2,16 @@
 // outside: it builds a Caddy with the module from this checkout (and, as a
 // peer, ggicci/caddy-jwt), starts it on loopback against a fake Clerk, drives
 // it with wrk, and reports each scenario as a ratio to bare Caddy answering
-// requests with the same headers.
+// requests with the same headers, by throughput and by Caddy's CPU time per
+// request, with the latencies beside bare Caddy's.
+//
+// Beside bare Caddy, the same Caddy has the floor of a JWT never seen
+// before (package floor: the signature check no verifier can skip, and
+// nothing else), fed the same distinct JWTs, so that what the module costs
+// beyond it shows; and a site whose cache keeps many callers' verdicts
+// (-table distinct JWTs and as many distinct opaque tokens, all presented
+// once before the runs), for a gateway in front of a large fleet, with the
+// live heap each verdict holds.
 //
 // A ratio above 1 (faster than bare Caddy) is physically impossible, so it
 // betrays the harness; the run fails when a median ratio exceeds 1 by more
@@ -29,6 +38,7 @@
 //	go run ./bench/loadtest -rounds 9 -duration 5s
 //	go run ./bench/loadtest -only jwt,distinct -profile /tmp/prof
 //	go run ./bench/loadtest -peer-source /path/to/caddy-jwt
+//	go run ./bench/loadtest -checkout /path/to/another/checkout   # a before → after comparison
 //
 // The peer is fetched from the Go module proxy; where the proxy refuses it,
 // -peer-source names a directory holding its source (a Go module declaring
@@ -39,6 +49,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -56,9 +67,11 @@ func main() {
 	flag.DurationVar(&opts.duration, "duration", 4*time.Second, "length of one run of one scenario")
 	flag.IntVar(&opts.connections, "connections", 32, "concurrent keep-alive connections")
 	flag.IntVar(&opts.threads, "threads", runtime.NumCPU(), "wrk threads")
-	flag.IntVar(&opts.tableSize, "table", 30_000, "requests in every scenario's table: distinct JWTs to cycle through, more than the verified-JWT cache keeps")
+	flag.IntVar(&opts.tableSize, "table", 100_000, "requests in every scenario's table: distinct JWTs to cycle through, more than the verified-JWT cache keeps; the many callers")
+	flag.Int64Var(&opts.manyCacheBytes, "many-cache", 1<<30, "cache_max_bytes of the many-callers site: enough to keep every caller's verdict")
 	flag.Float64Var(&opts.quietCPU, "quiet", 0.10, "most CPU (in cores) other processes may use during a run of a quiet round")
-	flag.StringVar(&opts.caddy, "caddy", "", "a Caddy binary with clerk_m2m (default: build one, with the peer)")
+	flag.StringVar(&opts.caddy, "caddy", "", "a Caddy binary with clerk_m2m (default: build one, with the floor and the peer)")
+	flag.StringVar(&opts.checkout, "checkout", "", "the checkout of clerk_m2m to build Caddy with (default: this one)")
 	flag.StringVar(&opts.peer, "peer", "github.com/ggicci/caddy-jwt@v1.1.1", `the peer module built into the same Caddy ("" for none)`)
 	flag.StringVar(&opts.peerSource, "peer-source", "", "a directory holding the peer's source, built in its place (for when the Go module proxy does not serve it)")
 	flag.StringVar(&opts.only, "only", "", "comma-separated scenarios to run (their baselines are added)")
@@ -75,17 +88,18 @@ func main() {
 
 type options struct {
 	rounds, maxRounds, connections, threads, tableSize int
+	manyCacheBytes                                     int64
 	duration                                           time.Duration
 	quietCPU                                           float64
-	caddy, peer, peerSource, only, profile             string
+	caddy, checkout, peer, peerSource, only, profile   string
 }
 
 func run(opts options) error {
 	if _, err := exec.LookPath("wrk"); err != nil {
 		return errors.New("wrk is needed: apt-get install wrk")
 	}
-	if opts.peerSource != "" && opts.caddy != "" {
-		return errors.New("-peer-source builds the peer into the Caddy the run builds: leave out -caddy")
+	if (opts.peerSource != "" || opts.checkout != "") && opts.caddy != "" {
+		return errors.New("-peer-source and -checkout are for the Caddy the run builds: leave out -caddy")
 	}
 	if opts.tableSize < opts.threads {
 		return fmt.Errorf("-table %d is smaller than -threads %d", opts.tableSize, opts.threads)
@@ -96,30 +110,44 @@ func run(opts options) error {
 	}
 	defer os.RemoveAll(work)
 
-	withPeer := false
 	if opts.caddy == "" {
-		fmt.Println("building Caddy with clerk_m2m from this checkout ...")
-		if opts.caddy, withPeer, err = buildCaddy(work, opts.peer, opts.peerSource); err != nil {
+		fmt.Printf("building Caddy with clerk_m2m from %s ...\n", cmp.Or(opts.checkout, "this checkout"))
+		if opts.caddy, err = buildCaddy(work, opts.checkout, opts.peer, opts.peerSource); err != nil {
 			return err
 		}
-	} else if withPeer, err = hasPeer(opts.caddy); err != nil {
+	}
+	with, err := builtInto(opts.caddy)
+	if err != nil {
 		return err
 	}
-	peerMissing := opts.peer != "" && !withPeer
+	if !with.floor {
+		fmt.Printf("\n*** The floor (%s) is not in this Caddy: its scenario is left out.\n\n", floorModule)
+	}
+	peerMissing := opts.peer != "" && !with.peer
 	if peerMissing {
 		fmt.Printf("\n*** The peer (%s) is not in this Caddy: its scenarios are left out.\n\n", opts.peer)
 	}
 
-	env, err := startEnvironment(work, opts, withPeer)
+	env, err := startEnvironment(work, opts, with)
 	if err != nil {
 		return err
 	}
 	defer env.stop()
 
-	scenarios, err := selectScenarios(allScenarios(withPeer), opts.only)
+	scenarios, err := selectScenarios(allScenarios(with), opts.only)
 	if err != nil {
 		return err
 	}
+	heap := map[string]float64{}
+	for _, sc := range scenarios {
+		if sc.filled {
+			fmt.Printf("presenting every line of the %s table to the %s site once ...\n", sc.table, sc.site)
+			if heap[sc.name], err = env.fill(sc); err != nil {
+				return err
+			}
+		}
+	}
+	env.startRuns()
 	fmt.Println("warming up ...")
 	warmUp := opts
 	warmUp.duration = time.Second
@@ -150,7 +178,11 @@ func run(opts options) error {
 	if err := env.checkOpaqueCalls(); err != nil {
 		return err
 	}
-	return report(scenarios, rounds, opts, peerMissing)
+	if err := report(scenarios, rounds, opts, peerMissing); err != nil {
+		return err
+	}
+	printHeap(scenarios, heap, opts)
+	return nil
 }
 
 // rotate returns the scenarios in the order of round n: each round starts

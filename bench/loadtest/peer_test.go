@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -100,19 +101,21 @@ func TestPeerServerRoute(t *testing.T) {
 	}
 }
 
-func TestAddPeerServerNeedsServers(t *testing.T) {
-	if _, err := addPeerServer([]byte(`{"apps":{}}`), 2003, "pem"); err == nil {
+func TestAddServersNeedsServers(t *testing.T) {
+	peer := map[string]any{peerName: jsonSite(2003, peerHandler("pem"))}
+	if _, err := addServers([]byte(`{"apps":{}}`), peer); err == nil {
 		t.Error("the peer was added to a config with no HTTP servers")
 	}
-	if _, err := addPeerServer([]byte(`{"apps":{"http":{"servers":{"peer":{}}}}}`), 2003, "pem"); err == nil {
+	if _, err := addServers([]byte(`{"apps":{"http":{"servers":{"peer":{}}}}}`), peer); err == nil {
 		t.Error("the peer replaced a server of the same name")
 	}
 }
 
-// TestAddPeerServerKeepsDurations: Caddy reads a duration written as a
+// TestAddServersKeepsDurations: Caddy reads a duration written as a
 // number only as an integer, so 1e+09 would not load.
-func TestAddPeerServerKeepsDurations(t *testing.T) {
-	out, err := addPeerServer([]byte(`{"apps":{"http":{"grace_period":1000000000,"servers":{}}}}`), 2003, "pem")
+func TestAddServersKeepsDurations(t *testing.T) {
+	out, err := addServers([]byte(`{"apps":{"http":{"grace_period":1000000000,"servers":{}}}}`),
+		map[string]any{peerName: jsonSite(2003, peerHandler("pem"))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,6 +176,9 @@ func TestBuildModuleWithPeerSource(t *testing.T) {
 	}
 }
 
+// TestBuildModuleWithoutPeer: without a peer, the build has the module
+// and the floor, whose source is this checkout's whichever checkout the
+// module comes from.
 func TestBuildModuleWithoutPeer(t *testing.T) {
 	build := filepath.Join(t.TempDir(), "build")
 	withPeer, err := writeBuildModule(build, "/checkout", "", "")
@@ -183,6 +189,14 @@ func TestBuildModuleWithoutPeer(t *testing.T) {
 	goMod, _ := os.ReadFile(filepath.Join(build, "go.mod"))
 	if strings.Contains(string(main), "caddy-jwt") || strings.Contains(string(goMod), "caddy-jwt") {
 		t.Errorf("the peer is in a build without it:\n%s\n%s", goMod, main)
+	}
+	if !strings.Contains(string(main), `_ "`+floorPackage+`"`) || !strings.Contains(string(main), `_ "`+modulePath+`"`) {
+		t.Errorf("main.go does not import the module and the floor:\n%s", main)
+	}
+	floor, err := os.ReadFile(filepath.Join(build, "floor", "floor.go"))
+	source, _ := os.ReadFile(filepath.Join("floor", "floor.go"))
+	if err != nil || len(source) == 0 || !bytes.Equal(floor, source) {
+		t.Errorf("the build's floor is not package floor's source (%v)", err)
 	}
 }
 

@@ -17,6 +17,8 @@ type site string
 const (
 	bareSite  site = "bare"      // respond only
 	clerkSite site = "clerk_m2m" // clerk_m2m, then respond
+	floorSite site = "floor"     // the floor (package floor), then respond
+	manySite  site = "many"      // clerk_m2m with a cache that keeps every caller's verdict, then respond
 	peerSite  site = "peer"      // the peer's JWT authentication, then respond
 )
 
@@ -27,6 +29,7 @@ const (
 	opaqueTable   table = "opaque"   // one opaque M2M token, on every line
 	jwtTable      table = "jwt"      // one M2M JWT, on every line
 	distinctTable table = "distinct" // a different M2M JWT on every line
+	callersTable  table = "callers"  // a different opaque M2M token on every line
 )
 
 // scenario is one kind of traffic: the site it goes to and the table its
@@ -38,12 +41,15 @@ type scenario struct {
 	// baseline names the scenario this one is a ratio to: bare Caddy with
 	// headers of the same length. Empty for the first baseline.
 	baseline string
-	// peer names the peer's scenario with the same traffic, for the
-	// module's scenarios.
-	peer string
+	// floor and peer name the floor's and the peer's scenarios with the
+	// same traffic, for the module's scenarios they apply to.
+	floor, peer string
 	// cache is what the module's cache of verified credentials must answer
 	// to this scenario's requests.
 	cache cacheExpectation
+	// filled: the site's cache must hold the verdict on every line of the
+	// table before the first run (see environment.fill).
+	filled bool
 }
 
 // cacheExpectation is a cache ("jwt" or "opaque") and the answer ("hit" or
@@ -53,7 +59,7 @@ type cacheExpectation struct{ cache, result string }
 // comparedWith names the scenarios this one's figures are taken against.
 func (sc scenario) comparedWith() []string {
 	var names []string
-	for _, name := range []string{sc.baseline, sc.peer} {
+	for _, name := range []string{sc.baseline, sc.floor, sc.peer} {
 		if name != "" {
 			names = append(names, name)
 		}
@@ -61,7 +67,11 @@ func (sc scenario) comparedWith() []string {
 	return names
 }
 
-func allScenarios(withPeer bool) []scenario {
+// builtIn says which of the modules compared, beside clerk_m2m, the Caddy
+// under test has.
+type builtIn struct{ floor, peer bool }
+
+func allScenarios(with builtIn) []scenario {
 	scenarios := []scenario{
 		{name: "bare-opaque", description: "bare `respond`, opaque-token header", site: bareSite, table: opaqueTable},
 		{name: "bare-jwt", description: "bare `respond`, JWT header", site: bareSite, table: distinctTable,
@@ -69,18 +79,31 @@ func allScenarios(withPeer bool) []scenario {
 		{name: "jwt", description: "`clerk_m2m`, one M2M JWT repeated", site: clerkSite, table: jwtTable,
 			baseline: "bare-jwt", peer: "peer-jwt", cache: cacheExpectation{"jwt", "hit"}},
 		{name: "distinct", description: "`clerk_m2m`, distinct M2M JWTs, each verified", site: clerkSite, table: distinctTable,
-			baseline: "bare-jwt", peer: "peer-distinct", cache: cacheExpectation{"jwt", "miss"}},
+			baseline: "bare-jwt", floor: "floor", peer: "peer-distinct", cache: cacheExpectation{"jwt", "miss"}},
 		{name: "opaque", description: "`clerk_m2m`, one opaque M2M token repeated", site: clerkSite, table: opaqueTable,
 			baseline: "bare-opaque", cache: cacheExpectation{"opaque", "hit"}},
+		{name: "many-jwt", description: "`clerk_m2m`, many callers: distinct M2M JWTs, each seen before", site: manySite, table: distinctTable,
+			baseline: "bare-jwt", cache: cacheExpectation{"jwt", "hit"}, filled: true},
+		{name: "many-opaque", description: "`clerk_m2m`, many callers: distinct opaque M2M tokens, each seen before", site: manySite, table: callersTable,
+			baseline: "bare-opaque", cache: cacheExpectation{"opaque", "hit"}, filled: true},
 	}
-	if withPeer {
+	if with.floor {
+		scenarios = append(scenarios,
+			scenario{name: "floor", description: "the floor: distinct M2M JWTs, their signature checked", site: floorSite, table: distinctTable,
+				baseline: "bare-jwt"})
+	}
+	if with.peer {
 		scenarios = append(scenarios,
 			scenario{name: "peer-jwt", description: "caddy-jwt, one M2M JWT repeated", site: peerSite, table: jwtTable,
 				baseline: "bare-jwt"},
 			scenario{name: "peer-distinct", description: "caddy-jwt, distinct M2M JWTs", site: peerSite, table: distinctTable,
 				baseline: "bare-jwt"})
-	} else {
-		for i := range scenarios {
+	}
+	for i := range scenarios {
+		if !with.floor {
+			scenarios[i].floor = ""
+		}
+		if !with.peer {
 			scenarios[i].peer = ""
 		}
 	}
@@ -103,11 +126,15 @@ func writeTables(dir string, clerk *backendtest.Server, gateway *backendtest.Mac
 	caller := clerk.NewMachine("caller")
 	granted := backendtest.TokenOptions{Scopes: []string{gateway.ID}, TTL: 2 * time.Hour}
 	mintJWT := func() string { return clerk.MintM2MJWT(caller, backendtest.JWTOptions{TokenOptions: granted}) }
-	opaque, _ := clerk.CreateM2MToken(caller, granted)
+	mintOpaque := func() string {
+		token, _ := clerk.CreateM2MToken(caller, granted)
+		return token
+	}
 	lines := map[table][]string{
-		opaqueTable:   repeated(opaque, size),
+		opaqueTable:   repeated(mintOpaque(), size),
 		jwtTable:      repeated(mintJWT(), size),
 		distinctTable: mintConcurrently(size, mintJWT),
+		callersTable:  mintConcurrently(size, mintOpaque),
 	}
 	files := map[table]string{}
 	for name, tokens := range lines {

@@ -19,7 +19,8 @@ import (
 // run starts where the scenario's last run stopped: done prints how far the
 // furthest thread went, and the next run gets it as its argument, so that
 // neither short runs nor a thread that started late present tokens again
-// that could still be cached.
+// that could still be cached; done prints the latencies' median and 99th
+// percentile too, in microseconds.
 // wrk runs the init of one thread while the threads before it already
 // send, so what init costs is the same in every scenario too: every table
 // has the same number of lines.
@@ -55,6 +56,7 @@ function done(summary, latency, requests)
 		furthest = math.max(furthest, thread:get("n"))
 	end
 	io.write(string.format("next offset %%d\n", furthest))
+	io.write(string.format("latency p50 %%d p99 %%d\n", latency:percentile(50), latency:percentile(99)))
 end
 `
 
@@ -64,12 +66,14 @@ type wrkResult struct {
 	requests   int
 	nextOffset int           // where the next run of the scenario starts
 	cpu        time.Duration // wrk's own CPU time
+	p50, p99   time.Duration // the requests' latency: median, 99th percentile
 }
 
 var (
 	requestsPerSecond = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
 	requestsDone      = regexp.MustCompile(`(\d+) requests in `)
 	nextOffset        = regexp.MustCompile(`next offset (\d+)`)
+	latencies         = regexp.MustCompile(`latency p50 (\d+) p99 (\d+)`)
 	errorLines        = regexp.MustCompile(`(Non-2xx or 3xx responses|Socket errors):.*`)
 )
 
@@ -102,8 +106,9 @@ func parseWrk(out []byte) (wrkResult, error) {
 	rps := requestsPerSecond.FindSubmatch(out)
 	done := requestsDone.FindSubmatch(out)
 	offset := nextOffset.FindSubmatch(out)
-	if rps == nil || done == nil || offset == nil {
-		return wrkResult{}, fmt.Errorf("no request count, rate or next offset in wrk's output:\n%s", out)
+	latency := latencies.FindSubmatch(out)
+	if rps == nil || done == nil || offset == nil || latency == nil {
+		return wrkResult{}, fmt.Errorf("no request count, rate, next offset or latencies in wrk's output:\n%s", out)
 	}
 	var res wrkResult
 	var err error
@@ -113,6 +118,11 @@ func parseWrk(out []byte) (wrkResult, error) {
 	if res.requests, err = strconv.Atoi(string(done[1])); err != nil {
 		return res, err
 	}
-	res.nextOffset, err = strconv.Atoi(string(offset[1]))
-	return res, err
+	if res.nextOffset, err = strconv.Atoi(string(offset[1])); err != nil {
+		return res, err
+	}
+	p50, _ := strconv.Atoi(string(latency[1])) // digits, as matched
+	p99, _ := strconv.Atoi(string(latency[2]))
+	res.p50, res.p99 = time.Duration(p50)*time.Microsecond, time.Duration(p99)*time.Microsecond
+	return res, nil
 }
