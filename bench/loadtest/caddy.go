@@ -211,7 +211,7 @@ http://:{{.ManyPort}} {
 		machine_secret_key {{.MachineSecretKey}}
 		api_url {{.ClerkURL}}
 		cache_max_bytes {{.ManyCacheBytes}}
-		cache_ttl 2h
+		cache_ttl 1h
 		max_clerk_rate 1000000
 	}
 	respond "ok"
