@@ -310,12 +310,13 @@ func (s *sandbox) serve(t *testing.T, line, caddyfileText string) {
 	t.Helper()
 	switch line {
 	case "go run ./examples/quickstart":
-		ports, err := freeport.Ports(2)
-		require.NoError(t, err)
-		gateway := freeport.Addr(ports[0])
-		cmd := exec.Command(s.goBuilt(t, "./examples/quickstart"), "-addr", gateway, "-try-port", strconv.Itoa(ports[1]))
-		cmd.Dir, cmd.Env = repo, s.env(line)
-		p, err := testproc.Start("quickstart", cmd, func() bool { return unauthorized("http://" + gateway + "/invoices") }, 2*time.Minute)
+		var gateway string
+		p, err := freeport.Retry(2, func(ports []int) (*testproc.Process, error) {
+			gateway = freeport.Addr(ports[0])
+			cmd := exec.Command(s.goBuilt(t, "./examples/quickstart"), "-addr", gateway, "-try-port", strconv.Itoa(ports[1]))
+			cmd.Dir, cmd.Env = repo, s.env(line)
+			return testproc.Start("quickstart", cmd, func() bool { return unauthorized("http://" + gateway + "/invoices") }, 2*time.Minute)
+		})
 		require.NoError(t, err)
 		defer p.Stop()
 		// It prints what to try once its gateway answers.

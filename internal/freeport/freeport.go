@@ -3,6 +3,8 @@
 package freeport
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"strings"
@@ -14,12 +16,23 @@ const Host = "127.0.0.1"
 // tries bounds Retry's attempts.
 const tries = 5
 
+// The ports chosen lie below the range systems hand out for a bind to
+// port 0 and for the local end of an outgoing connection (Linux's starts
+// at 32768 by default, the BSDs', macOS's and Windows's at 49152): a test
+// that makes thousands of connections cannot then take, for one of them,
+// a port chosen a moment before for a server.
+const lowest, highest = 20000, 32767
+
+// pickTries bounds how many ports Ports tries for each one it returns.
+const pickTries = 1000
+
 // Ports returns n distinct ports of Host that nothing listened on a moment
-// ago. Another process may take one before the caller binds it: see Retry.
+// ago, chosen at random. Another process may take one before the caller
+// binds it: see Retry.
 func Ports(n int) ([]int, error) {
 	ports := make([]int, n)
 	for i := range ports {
-		l, err := net.Listen("tcp", net.JoinHostPort(Host, "0"))
+		l, err := listenOnSome()
 		if err != nil {
 			return nil, err
 		}
@@ -27,6 +40,19 @@ func Ports(n int) ([]int, error) {
 		ports[i] = l.Addr().(*net.TCPAddr).Port
 	}
 	return ports, nil
+}
+
+// listenOnSome listens on a port of Host between lowest and highest that
+// nothing listens on.
+func listenOnSome() (net.Listener, error) {
+	var err error
+	for range pickTries {
+		var l net.Listener
+		if l, err = net.Listen("tcp", Addr(lowest+rand.IntN(highest-lowest+1))); err == nil {
+			return l, nil
+		}
+	}
+	return nil, fmt.Errorf("no free port of %s between %d and %d in %d tries: %w", Host, lowest, highest, pickTries, err)
 }
 
 // Addr is Host and port, as host:port.

@@ -3,7 +3,10 @@ package freeport
 import (
 	"errors"
 	"net"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -20,6 +23,24 @@ func TestPortsAreDistinctAndFreeOnLoopback(t *testing.T) {
 		require.NoError(t, err, "free")
 		assert.True(t, l.Addr().(*net.TCPAddr).IP.IsLoopback())
 		l.Close()
+	}
+}
+
+// TestPortsAreNotOnesAConnectionCouldTake: the ports lie below the range
+// the system hands out for the local end of a connection (read from Linux's
+// /proc where it can be), so no connection a test makes takes one.
+func TestPortsAreNotOnesAConnectionCouldTake(t *testing.T) {
+	ephemeralFrom := 32768
+	if text, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		from, err := strconv.Atoi(strings.Fields(string(text))[0])
+		require.NoError(t, err)
+		ephemeralFrom = from
+	}
+	require.Greater(t, ephemeralFrom, highest, "this system hands out the ports Ports chooses from for connections")
+	ports, err := Ports(50)
+	require.NoError(t, err)
+	for _, port := range ports {
+		assert.True(t, port >= lowest && port <= highest, "port %d", port)
 	}
 }
 
