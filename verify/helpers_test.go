@@ -182,7 +182,7 @@ func (failingKeys) key(context.Context, string) (*signingKey, error) {
 	return nil, &Error{Reason: ReasonUnavailable, Description: "keys are down"}
 }
 func (failingKeys) current(*signingKey, time.Time) bool { return false }
-func (failingKeys) scope() string            { return "failing" }
+func (failingKeys) scope() string                       { return "failing" }
 
 // fakeClerk stands in for Clerk's Backend API (Options.clerk). It answers
 // M2M tokens with m2m (nil: an answer made for the token, which is its id,
