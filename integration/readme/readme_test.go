@@ -25,9 +25,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -407,20 +404,11 @@ func TestCaddyfilesAdaptAndValidate(t *testing.T) {
 		}
 		checked++
 		t.Run(fmt.Sprintf("line %d", block.Line), func(t *testing.T) {
-			var config []byte
+			config := []byte(text)
 			if block.Lang == "caddyfile" {
-				assert.Equal(t, block.Text, string(caddyfile.Format([]byte(block.Text))), "caddy fmt would change it")
-				adapted, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(text), nil)
-				require.NoError(t, err)
-				assert.Empty(t, warnings)
-				config = adapted
-			} else {
-				config = []byte(text)
+				config = examples.Adapt(t, block.Text, text, "")
 			}
-			var cfg caddy.Config
-			require.NoError(t, json.Unmarshal(config, &cfg))
-			cfg.Admin = &caddy.AdminConfig{Disabled: true}
-			require.NoError(t, caddy.Validate(&cfg))
+			examples.Validate(t, config)
 		})
 	}
 	assert.GreaterOrEqual(t, checked, 8, "the README's configurations were found")

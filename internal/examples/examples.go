@@ -68,11 +68,7 @@ func Check(t *testing.T, file, goldenDir string, shown map[string]string, secret
 	t.Helper()
 	source, err := os.ReadFile(file)
 	require.NoError(t, err)
-	assert.Equal(t, string(source), string(caddyfile.Format(source)), "caddy fmt would change it")
-
-	adapted, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt(source, map[string]any{"filename": file})
-	require.NoError(t, err)
-	assert.Empty(t, warnings)
+	adapted := Adapt(t, string(source), string(source), file)
 	var pretty bytes.Buffer
 	require.NoError(t, json.Indent(&pretty, adapted, "", "\t"))
 	text := pretty.String() + "\n"
@@ -89,8 +85,31 @@ func Check(t *testing.T, file, goldenDir string, shown map[string]string, secret
 	for _, secret := range secrets {
 		assert.NotContains(t, string(adapted), secret, "no secret in the adapted JSON")
 	}
+	Validate(t, adapted)
+}
 
+// Adapt adapts a Caddyfile as caddy adapt does and returns its JSON,
+// checking that caddy fmt leaves what is shown of it (shown: whole, or the
+// part of it a document shows) as it is, and that it adapts without a
+// warning. filename, if any, is the file it was read from.
+func Adapt(t *testing.T, shown, whole, filename string) []byte {
+	t.Helper()
+	assert.Equal(t, shown, string(caddyfile.Format([]byte(shown))), "caddy fmt would change it")
+	var options map[string]any
+	if filename != "" {
+		options = map[string]any{"filename": filename}
+	}
+	adapted, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(whole), options)
+	require.NoError(t, err)
+	assert.Empty(t, warnings)
+	return adapted
+}
+
+// Validate loads a JSON configuration as caddy validate does (provisions
+// it, starting nothing), with the modules of the test binary.
+func Validate(t *testing.T, config []byte) {
+	t.Helper()
 	var cfg caddy.Config
-	require.NoError(t, json.Unmarshal(adapted, &cfg))
+	require.NoError(t, json.Unmarshal(config, &cfg))
 	require.NoError(t, caddy.Validate(&cfg))
 }
