@@ -254,8 +254,9 @@ type Handler struct {
 	// The most memory the verdicts remembered for this handler's Clerk
 	// instance may hold, in bytes (in the Caddyfile also `64MiB` and the
 	// like), for all the handlers that share the instance (as for
-	// `max_clerk_calls`): one cache, for opaque tokens and JWTs alike,
-	// counted from each verdict's identity, scopes and claims. Past it,
+	// `max_clerk_calls`): one cache, for opaque tokens and JWTs (from a
+	// JWT's second use) alike, counted from each verdict's identity,
+	// scopes and claims. Past it,
 	// the verdicts least used lately are forgotten; expired ones are
 	// dropped as they come up. Half of it is kept for the opaque
 	// credentials Clerk accepted: JWT verdicts and refusals, which anyone

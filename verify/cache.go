@@ -128,6 +128,31 @@ type verdictCache struct {
 	orders  [verdictKinds]verdictOrder // eviction order of each kind, oldest first
 	bytes   [verdictKinds]int64        // the sum of each kind's entries' sizes
 	closed  bool
+
+	seen doorkeeper // the JWTs offered once (putSeenTwice)
+}
+
+// doorkeeper remembers the hashes of the keys last offered to the cache
+// that it did not keep, one in each slot, the slot chosen by the hash: a
+// key offered again while its hash is still in its slot is kept. Its 8,192
+// slots (a fixed 64 KiB, read and written atomically without the cache's
+// lock) remember a key until some thousands of others were offered: at the
+// rate a fleet mints JWTs, minutes; under a flood of new JWTs at the most a
+// machine verifies, a fraction of a second, while the verdicts kept
+// before stay, the flood taking no place in the cache.
+type doorkeeper [1 << doorkeeperBits]atomic.Uint64
+
+const doorkeeperBits = 13
+
+// seenBefore reports whether hash was offered since its slot last held
+// another; if not, it remembers it.
+func (d *doorkeeper) seenBefore(hash uint64) bool {
+	slot := &d[hash>>(64-doorkeeperBits)] // the index uses the low bits
+	if slot.Load() == hash {
+		return true
+	}
+	slot.Store(hash)
+	return false
 }
 
 func newVerdictCache(maxBytes int64, now func() time.Time) *verdictCache {
@@ -192,6 +217,18 @@ func (c *verdictCache) refusalMemory(key cacheKey, now time.Time) time.Duration 
 		return min(2*last.refusedFor, maxRefusalMemory)
 	}
 	return negativeTTL
+}
+
+// putSeenTwice stores entry as put does if its key was offered before,
+// recently enough to be remembered (doorkeeper), and only remembers the
+// key if not. It keeps a verdict that costs no call to Clerk to make again
+// (a JWT's) from its second use: a credential used once (and a flood of
+// them) takes no place in the cache, nor pushes a verdict in use out, nor
+// costs the memory and the insertion a verdict does.
+func (c *verdictCache) putSeenTwice(entry *cacheEntry, now time.Time) {
+	if c.seen.seenBefore(c.entries.hash(entry.key)) {
+		c.put(entry, now)
+	}
 }
 
 // put stores entry, replacing any entry for the same key, dropping the

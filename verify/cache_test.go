@@ -171,10 +171,7 @@ func TestCacheIsBoundedInBytes(t *testing.T) {
 				require.NoError(t, err)
 				return newVerifier(t, Options{MachineSecretKey: testMachineKey, clerk: clerk, keys: keys, CacheTTL: new(time.Minute), Pool: pool})
 			}
-			verify := func(v *Verifier, i int) {
-				_, err := v.Verify(context.Background(), credential(i))
-				require.NoError(t, err)
-			}
+			verify := func(v *Verifier, i int) { keep(t, v, credential(i)) }
 			probe := verifier(0)
 			verify(probe, 0)
 			oneEntry := probe.pool.cache.held()
@@ -236,6 +233,40 @@ func TestEachKindOfVerdictKeepsHalfTheBound(t *testing.T) {
 			assert.Equal(t, 10*size, cache.held())
 		})
 	}
+}
+
+// TestAJWTUsedOnceIsNotKept: JWTs used once take no place in the cache,
+// and push no verdict in use out of it however many come; a JWT used
+// again amid them is kept from its second use.
+func TestAJWTUsedOnceIsNotKept(t *testing.T) {
+	private, _ := signingKeys(t)
+	token := func(jti string) string {
+		return sign(t, private, m2mHeader(), with(m2mPayload(), map[string]any{"jti": jti}))
+	}
+	keys := keysFor(private, "")
+	pool, err := NewPool(PoolOptions{CacheMaxBytes: 32 << 10}) // some ten JWT verdicts
+	require.NoError(t, err)
+	v := newVerifier(t, Options{keys: keys, Pool: pool})
+	inUse, again := token("mt_in_use"), token("mt_again")
+	keep(t, v, inUse)
+	held := pool.cache.held()
+	for i := range 100 {
+		credential := token(fmt.Sprintf("mt_%03d", i))
+		if i == 50 {
+			credential = again
+		}
+		_, err := v.Verify(context.Background(), credential)
+		require.NoError(t, err)
+	}
+	assert.Equal(t, 1, pool.cache.len(), "none of those used once kept")
+	assert.Equal(t, held, pool.cache.held())
+	asked := keys.calls.Load()
+	for _, credential := range []string{inUse, again, again} {
+		_, err := v.Verify(context.Background(), credential)
+		require.NoError(t, err)
+	}
+	assert.Equal(t, asked+1, keys.calls.Load(), "the verdict in use still kept; the one used again kept from then on")
+	assert.Equal(t, 2, pool.cache.len())
 }
 
 // TestJWTsCannotEvictOpaqueVerdicts: an insider cycling through many large
@@ -315,17 +346,20 @@ func TestCacheLookupsAreReported(t *testing.T) {
 	v := newVerifier(t, Options{MachineSecretKey: testMachineKey, clerk: &fakeClerk{}, keys: keys, CacheTTL: new(time.Minute),
 		OnCacheLookup: func(cache string, hit bool) { lookups = append(lookups, fmt.Sprintf("%s %v", cache, hit)) }})
 	token := sign(t, private, m2mHeader(), m2mPayload())
-	first, err := v.Verify(context.Background(), token)
-	require.NoError(t, err)
-	for _, credential := range []string{token, token, "mt_abc", "mt_abc"} {
+	var kept *Identity
+	for _, credential := range []string{token, token, token, token, "mt_abc", "mt_abc"} {
 		id, err := v.Verify(context.Background(), credential)
 		require.NoError(t, err)
-		if credential == token {
-			assert.Same(t, first, id)
+		if credential == token && kept != nil {
+			assert.Same(t, kept, id)
+		}
+		if len(lookups) == 2 {
+			kept = id
 		}
 	}
-	assert.Equal(t, []string{"jwt false", "jwt true", "jwt true", "opaque false", "opaque true"}, lookups)
-	assert.Equal(t, int32(1), keys.calls.Load(), "no key lookup, no signature check on a hit")
+	assert.Equal(t, []string{"jwt false", "jwt false", "jwt true", "jwt true", "opaque false", "opaque true"}, lookups,
+		"a JWT is kept from its second use")
+	assert.Equal(t, int32(2), keys.calls.Load(), "no key lookup, no signature check on a hit")
 }
 
 func TestJWTCacheRechecksTimesOnEveryHit(t *testing.T) {

@@ -261,6 +261,17 @@ func newVerifier(t testing.TB, opts Options) *Verifier {
 	return v
 }
 
+// keep verifies credential until the cache keeps its verdict: twice, as a
+// JWT's is kept from its second use (an opaque credential's second is a
+// hit), failing the test if either is refused.
+func keep(t testing.TB, v *Verifier, credential string) {
+	t.Helper()
+	for range 2 {
+		_, err := v.Verify(context.Background(), credential)
+		require.NoError(t, err)
+	}
+}
+
 // allTypes are Options accepting every type, verified by clerk (with the
 // secret key that verifies all opaque types) and keys: ones that Clerk
 // never answers and that give no key when nil; sessions are read from the

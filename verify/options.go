@@ -90,8 +90,9 @@ type Options struct {
 	// last, up to an hour (a refused token cannot become valid; the second
 	// is for one minted a moment ago that Clerk does not know everywhere
 	// yet). 0 turns both off. Concurrent verifications of one token share
-	// one call to Clerk either way. Verified JWTs are always remembered
-	// until they expire, as long as the key that verified them is current;
+	// one call to Clerk either way. Verified JWTs are always remembered,
+	// from their second use (one used once is not kept), until they
+	// expire, as long as the key that verified them is current;
 	// refused ones are not (a refusal costs at most the signature check
 	// that remembering it would spare, and only spares the client that
 	// sends the same bad JWT again). More than an hour is refused.

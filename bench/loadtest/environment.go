@@ -310,10 +310,11 @@ func firstLine(path string) (string, error) {
 // to Clerk a client may have in flight (max_clerk_calls' fair share).
 const fillers = 8
 
-// fill presents every line of the scenario's table to its site once,
-// before the runs, so that the site's cache holds a verdict on each (the
-// many-callers scenarios measure a gateway all of whose callers came
-// before), and returns how much Caddy's live heap grew by, per line.
+// fill presents every line of the scenario's table to its site twice
+// (the module keeps a JWT's verdict from its second use), before the runs,
+// so that the site's cache holds a verdict on each (the many-callers
+// scenarios measure a gateway all of whose callers came before), and
+// returns how much Caddy's live heap grew by, per line.
 func (env *environment) fill(sc scenario) (heapPerVerdict float64, err error) {
 	lines, err := readLines(env.tables[sc.table])
 	if err != nil {
@@ -329,9 +330,9 @@ func (env *environment) fill(sc scenario) (heapPerVerdict float64, err error) {
 	var wg sync.WaitGroup
 	for w := range fillers {
 		wg.Go(func() {
-			for i := w; i < len(lines); i += fillers {
-				if err := presentOnce(client, env.url(sc.site), lines[i]); err != nil {
-					failures <- fmt.Errorf("filling %s, line %d: %v", sc.site, i+1, err)
+			for i := w; i < 2*len(lines); i += fillers {
+				if err := present(client, env.url(sc.site), lines[i%len(lines)]); err != nil {
+					failures <- fmt.Errorf("filling %s, line %d: %v", sc.site, i%len(lines)+1, err)
 					return
 				}
 			}
@@ -349,7 +350,7 @@ func (env *environment) fill(sc scenario) (heapPerVerdict float64, err error) {
 	return float64(after-before) / float64(len(lines)), nil
 }
 
-func presentOnce(client *http.Client, url, token string) error {
+func present(client *http.Client, url, token string) error {
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
 		return err

@@ -10,7 +10,7 @@
 // nothing else), fed the same distinct JWTs, so that what the module costs
 // beyond it shows; and a site whose cache keeps many callers' verdicts
 // (-table distinct JWTs and as many distinct opaque tokens, all presented
-// once before the runs), for a gateway in front of a large fleet, with the
+// twice before the runs), for a gateway in front of a large fleet, with the
 // live heap each verdict holds.
 //
 // A ratio above 1 (faster than bare Caddy) is physically impossible, so it
@@ -67,7 +67,7 @@ func main() {
 	flag.DurationVar(&opts.duration, "duration", 4*time.Second, "length of one run of one scenario")
 	flag.IntVar(&opts.connections, "connections", 32, "concurrent keep-alive connections")
 	flag.IntVar(&opts.threads, "threads", runtime.NumCPU(), "wrk threads")
-	flag.IntVar(&opts.tableSize, "table", 100_000, "requests in every scenario's table: distinct JWTs to cycle through, more than the verified-JWT cache keeps; the many callers")
+	flag.IntVar(&opts.tableSize, "table", 100_000, "requests in every scenario's table: distinct JWTs to cycle through, far more than the verified-JWT cache keeps and than its admission remembers, so that each pass through them is new; the many callers")
 	flag.Int64Var(&opts.manyCacheBytes, "many-cache", 1<<30, "cache_max_bytes of the many-callers site: enough to keep every caller's verdict")
 	flag.Float64Var(&opts.quietCPU, "quiet", 0.10, "most CPU (in cores) other processes may use during a run of a quiet round")
 	flag.StringVar(&opts.caddy, "caddy", "", "a Caddy binary with clerk_m2m (default: build one, with the floor and the peer)")
@@ -141,7 +141,7 @@ func run(opts options) error {
 	heap := map[string]float64{}
 	for _, sc := range scenarios {
 		if sc.filled {
-			fmt.Printf("presenting every line of the %s table to the %s site once ...\n", sc.table, sc.site)
+			fmt.Printf("presenting every line of the %s table to the %s site twice ...\n", sc.table, sc.site)
 			if heap[sc.name], err = env.fill(sc); err != nil {
 				return err
 			}
