@@ -176,7 +176,11 @@ type caddyConfig struct {
 // caddyfileTemplate puts every route in a site of its own, on a port of its
 // own and with no host to match, so that no route pays for another's
 // matchers and every route pays the same for its own. The logs are quiet:
-// no access log, and errors only. The many-callers site has a Clerk
+// no access log, and errors only. The module's site keeps a small cache,
+// whose verdicts (and whose admission of JWTs, sized by it) hold a few
+// thousand JWTs, so that none of the distinct table's are kept from one
+// pass through it to the next: each is as new as the first time, while the
+// single tokens repeated stay. The many-callers site has a Clerk
 // instance of its own (its bounds differ): a cache that keeps every
 // caller's verdict, opaque verdicts kept for the whole run, and calls to
 // Clerk unbounded by rate, so that the fill before the run is not refused.
@@ -200,6 +204,7 @@ http://:{{.ClerkPort}} {
 		secret_key {{.SecretKey}}
 		machine_secret_key {{.MachineSecretKey}}
 		api_url {{.ClerkURL}}
+		cache_max_bytes 4MiB
 	}
 	respond "ok"
 }

@@ -310,8 +310,8 @@ func firstLine(path string) (string, error) {
 // to Clerk a client may have in flight (max_clerk_calls' fair share).
 const fillers = 8
 
-// fill presents every line of the scenario's table to its site twice
-// (the module keeps a JWT's verdict from its second use), before the runs,
+// fill presents every line of the scenario's table to its site twice in a
+// row (the module keeps a JWT's verdict from its second use), before the runs,
 // so that the site's cache holds a verdict on each (the many-callers
 // scenarios measure a gateway all of whose callers came before), and
 // returns how much Caddy's live heap grew by, per line.
@@ -330,10 +330,12 @@ func (env *environment) fill(sc scenario) (heapPerVerdict float64, err error) {
 	var wg sync.WaitGroup
 	for w := range fillers {
 		wg.Go(func() {
-			for i := w; i < 2*len(lines); i += fillers {
-				if err := present(client, env.url(sc.site), lines[i%len(lines)]); err != nil {
-					failures <- fmt.Errorf("filling %s, line %d: %v", sc.site, i%len(lines)+1, err)
-					return
+			for i := w; i < len(lines); i += fillers {
+				for range 2 {
+					if err := present(client, env.url(sc.site), lines[i]); err != nil {
+						failures <- fmt.Errorf("filling %s, line %d: %v", sc.site, i+1, err)
+						return
+					}
 				}
 			}
 		})
