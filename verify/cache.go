@@ -130,7 +130,7 @@ type verdictCache struct {
 	bytes   [verdictKinds]int64        // the sum of each kind's entries' sizes
 	closed  bool
 
-	seen doorkeeper // the JWTs offered once (putSeenTwice)
+	seen doorkeeper // the JWTs offered once (seenBefore)
 }
 
 // doorkeeper remembers the hashes of the keys last offered to the cache
@@ -235,16 +235,14 @@ func (c *verdictCache) refusalMemory(key cacheKey, now time.Time) time.Duration 
 	return negativeTTL
 }
 
-// putSeenTwice stores entry as put does if its key was offered before,
-// recently enough to be remembered (doorkeeper), and only remembers the
-// key if not. It keeps a verdict that costs no call to Clerk to make again
-// (a JWT's) from its second use: a credential used once (and a flood of
-// them) takes no place in the cache, nor pushes a verdict in use out, nor
-// costs the memory and the insertion a verdict does.
-func (c *verdictCache) putSeenTwice(entry *cacheEntry, now time.Time) {
-	if c.seen.seenBefore(c.entries.hash(entry.key)) {
-		c.put(entry, now)
-	}
+// seenBefore reports whether key was offered before, recently enough to
+// be remembered (doorkeeper), and remembers it if not. A verdict that
+// costs no call to Clerk to make again (a JWT's) is put only then, from
+// its second use: a credential used once (and a flood of them) takes no
+// place in the cache, nor pushes a verdict in use out, nor costs the
+// memory and the insertion a verdict does.
+func (c *verdictCache) seenBefore(key cacheKey) bool {
+	return c.seen.seenBefore(c.entries.hash(key))
 }
 
 // put stores entry, replacing any entry for the same key, dropping the

@@ -125,8 +125,11 @@ func refusal(err error) *Error {
 // *Error may be shared (Clerk's refusals are cached), so it is copied
 // rather than changed.
 func stamped(err error, tokenType TokenType, format Format) error {
+	if err == nil {
+		return nil
+	}
 	verr := refusal(err)
-	if err == nil || verr.Format == format && verr.TokenType == tokenType {
+	if verr.Format == format && verr.TokenType == tokenType {
 		return err
 	}
 	copied := *verr

@@ -66,7 +66,7 @@ type jwtKind struct {
 // costs an attacker the most: the category before anything else (no key
 // lookup for a token of another category), then the header, the key, the
 // signature, and only then the claims. A valid token is cached until it
-// expires, from its second use (putSeenTwice).
+// expires, from its second use (verdictCache.seenBefore).
 func (v *Verifier) verifyJWT(ctx context.Context, cred *credential, cached cacheKey) (*Identity, error) {
 	t, tokenType, rules := cred.jwt, cred.kind.tokenType, cred.kind.jwt
 	if !rules.categoryOK(&t.header) {
@@ -97,13 +97,15 @@ func (v *Verifier) verifyJWT(ctx context.Context, cred *credential, cached cache
 	identity.TokenType, identity.Format = tokenType, JWT
 	identity.ExpiresAt, identity.IssuedAt = window.expiresAt, window.issuedAt
 	identity.claimsJSON = customClaims(t)
-	v.pool.cache.putSeenTwice(&cacheEntry{
-		key:       cached,
-		identity:  identity,
-		signer:    key,
-		notBefore: shifted(window.notBefore, -v.clockSkew),
-		until:     window.expiresAt.Add(v.clockSkew),
-	}, now)
+	if v.pool.cache.seenBefore(cached) {
+		v.pool.cache.put(&cacheEntry{
+			key:       cached,
+			identity:  identity,
+			signer:    key,
+			notBefore: shifted(window.notBefore, -v.clockSkew),
+			until:     window.expiresAt.Add(v.clockSkew),
+		}, now)
+	}
 	return identity, nil
 }
 
