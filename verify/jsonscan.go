@@ -428,11 +428,17 @@ func writeJSONString(b *strings.Builder, s []byte) {
 
 // jsonString decodes a raw JSON value that must be a string.
 func jsonString(raw []byte) (string, bool) {
+	return jsonStringOf(raw, func(b []byte) string { return string(b) })
+}
+
+// jsonStringOf is jsonString, with text making the string of a value
+// without escapes from its bytes.
+func jsonStringOf(raw []byte, text func([]byte) string) (string, bool) {
 	if len(raw) < 2 || raw[0] != '"' {
 		return "", false
 	}
 	if bytes.IndexByte(raw, '\\') < 0 {
-		return string(raw[1 : len(raw)-1]), true
+		return text(raw[1 : len(raw)-1]), true
 	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {

@@ -11,6 +11,7 @@ import (
 	"math"
 	"strings"
 	"time"
+	"unsafe"
 )
 
 // JWT categories, carried in the "cat" JOSE header by Clerk (and covered by
@@ -176,7 +177,7 @@ func parseHeader(data []byte) (jwtHeader, error) {
 		}
 		if field != nil {
 			var ok bool
-			if *field, ok = jsonString(m.value); !ok {
+			if *field, ok = jsonStringOf(m.value, decodedText); !ok {
 				return h, fmt.Errorf("%q is not a string", m.name)
 			}
 		}
@@ -188,7 +189,7 @@ func parseHeader(data []byte) (jwtHeader, error) {
 // exactly one spelling) into the front of buf, and returns the decoded bytes
 // and the rest of buf.
 func decodeSegment(s string, buf []byte) (decoded, rest []byte, err error) {
-	n, err := base64.RawURLEncoding.Strict().Decode(buf, []byte(s))
+	n, err := base64.RawURLEncoding.Strict().Decode(buf, unsafe.Slice(unsafe.StringData(s), len(s))) // only read: no copy
 	if err != nil {
 		return nil, nil, err
 	}
@@ -228,12 +229,18 @@ func (t *jwtToken) stringClaim(name string) (value string, present bool, err err
 	if !ok {
 		return "", false, nil
 	}
-	s, ok := jsonString(raw)
+	s, ok := jsonStringOf(raw, decodedText)
 	if !ok {
 		return "", true, fmt.Errorf("claim %q is not a string", name)
 	}
 	return s, true, nil
 }
+
+// decodedText is part of a token's decoded header or payload as a
+// string, without a copy: decodeJWT never writes them once decoded, and a
+// verdict that is kept has its strings copied out of them
+// (cacheEntry.compact), so that the cache keeps no token's buffer alive.
+func decodedText(part []byte) string { return unsafe.String(unsafe.SliceData(part), len(part)) }
 
 // maxNumericDate is how far from 1970, in seconds either way, a date of
 // JavaScript (and so of Clerk's SDK) reaches. Beyond it the SDK's dates are
