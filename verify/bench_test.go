@@ -74,12 +74,13 @@ func BenchmarkClassify(b *testing.B) {
 	}
 }
 
-// BenchmarkVerifyM2MJWTUncached verifies JWTs never seen before: more
-// distinct tokens, in turn, than the cache's doorkeeper remembers, so
-// that none is kept. Compare with BenchmarkFloorRSAVerify.
+// BenchmarkVerifyM2MJWTUncached verifies JWTs never seen before: in
+// turn, four times as many distinct tokens as the cache's doorkeeper
+// takes in before it forgets them all, so that none is seen twice.
+// Compare with BenchmarkFloorRSAVerify.
 func BenchmarkVerifyM2MJWTUncached(b *testing.B) {
 	_, private := benchToken(b)
-	tokens := make([]string, 16*minDoorkeeperSlots)
+	tokens := make([]string, 4*minDoorkeeperKeys)
 	for i := range tokens {
 		tokens[i] = sign(b, private, m2mHeader(), with(m2mPayload(), map[string]any{
 			"jti": fmt.Sprintf("mt_%04d", i), "exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix(), "nbf": time.Now().Unix(),
@@ -97,9 +98,6 @@ func BenchmarkVerifyM2MJWTUncached(b *testing.B) {
 			b.Fatal(err)
 		}
 		i++
-	}
-	if pool.cache.len() != 0 {
-		b.Fatal("a token was kept")
 	}
 }
 

@@ -1,7 +1,6 @@
 package verify
 
 import (
-	"math/bits"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -130,45 +129,7 @@ type verdictCache struct {
 	bytes   [verdictKinds]int64        // the sum of each kind's entries' sizes
 	closed  bool
 
-	seen doorkeeper // the JWTs offered once (seenBefore)
-}
-
-// doorkeeper remembers the hashes of the keys last offered to the cache
-// that it did not keep, one in each slot, the slot chosen by the hash: a
-// key offered again while its hash is still in its slot is kept. It has a
-// slot for each KiB of the cache's bound (a power of two, 8 bytes each:
-// 512 KiB beside the default 64 MiB), more than twice the verdicts on JWTs
-// the cache holds: a fleet whose JWTs all fit the cache has each kept
-// within a few uses, most from the second, while a flood of JWTs used
-// once, more than the cache could keep anyway, takes no place in it and
-// pushes nothing out. Slots are read and written atomically, without the
-// cache's lock.
-type doorkeeper struct {
-	slots []atomic.Uint64
-	shift uint8 // 64 less the bits of a slot's number
-}
-
-// The doorkeeper's bounds, in slots.
-const (
-	minDoorkeeperSlots = 1 << 6
-	maxDoorkeeperSlots = 1 << 24
-)
-
-func newDoorkeeper(maxBytes int64) doorkeeper {
-	slots := min(max(uint64(maxBytes)>>10, minDoorkeeperSlots), maxDoorkeeperSlots)
-	size := bits.Len64(slots - 1) // of the power of two from slots up
-	return doorkeeper{slots: make([]atomic.Uint64, 1<<size), shift: uint8(64 - size)}
-}
-
-// seenBefore reports whether hash was offered since its slot last held
-// another; if not, it remembers it.
-func (d *doorkeeper) seenBefore(hash uint64) bool {
-	slot := &d.slots[hash>>d.shift] // the high bits: the index uses the low ones
-	if slot.Load() == hash {
-		return true
-	}
-	slot.Store(hash)
-	return false
+	seen *doorkeeper // the JWTs offered once (seenBefore)
 }
 
 func newVerdictCache(maxBytes int64, now func() time.Time) *verdictCache {

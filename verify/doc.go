@@ -28,7 +28,8 @@
 // type needs which key, and which checks each type reads, is said once,
 // in the table of kinds.go; New refuses options that cannot work together.
 // Verified credentials are remembered for Options.CacheTTL (opaque) or
-// until they expire (JWTs), keyed by the credential itself, in memory
+// until they expire (JWTs, from their second use: one used once is not
+// kept), keyed by the credential itself, in memory
 // only: a lookup costs a seeded hash (Go's own, as its maps use), not a
 // SHA-256, takes no lock, and answers only for the very same credential.
 //
