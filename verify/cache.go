@@ -169,9 +169,14 @@ func (o *verdictOrder) remove(e *cacheEntry) {
 	o.len--
 }
 
-// get returns the entry for key if it may answer at now.
-func (c *verdictCache) get(key cacheKey, now time.Time) *cacheEntry {
-	entry := c.entries.find(key, c.entries.hash(key))
+// hash is the hash of key in the cache, for get and seenBefore: a lookup
+// that misses hashes the credential once for both.
+func (c *verdictCache) hash(key cacheKey) uint64 { return c.entries.hash(key) }
+
+// get returns the entry for key, whose hash is hash, if it may answer at
+// now.
+func (c *verdictCache) get(key cacheKey, hash uint64, now time.Time) *cacheEntry {
+	entry := c.entries.find(key, hash)
 	if entry == nil || !entry.usable(now) {
 		return nil
 	}
@@ -196,15 +201,13 @@ func (c *verdictCache) refusalMemory(key cacheKey, now time.Time) time.Duration 
 	return negativeTTL
 }
 
-// seenBefore reports whether key was offered before, recently enough to
-// be remembered (doorkeeper), and remembers it if not. A verdict that
+// seenBefore reports whether the key of hash was offered before, recently
+// enough to be remembered (doorkeeper), and remembers it if not. A verdict that
 // costs no call to Clerk to make again (a JWT's) is put only then, from
 // its second use: a credential used once (and a flood of them) takes no
 // place in the cache, nor pushes a verdict in use out, nor costs the
 // memory and the insertion a verdict does.
-func (c *verdictCache) seenBefore(key cacheKey) bool {
-	return c.seen.seenBefore(c.entries.hash(key))
-}
+func (c *verdictCache) seenBefore(hash uint64) bool { return c.seen.seenBefore(hash) }
 
 // put stores entry, replacing any entry for the same key, dropping the
 // entries at the fronts that are expired at now and evicting others until

@@ -216,7 +216,7 @@ func TestEachKindOfVerdictKeepsHalfTheBound(t *testing.T) {
 			cache := newVerdictCache(10*size, fixedClock)
 			count := func(format Format, from, to int) (kept int) {
 				for i := from; i < to; i++ {
-					if cache.get(entry(format, i).key, testNow) != nil {
+					if cache.getKey(entry(format, i).key, testNow) != nil {
 						kept++
 					}
 				}
@@ -421,10 +421,10 @@ func TestVerdictCacheGivesUsedEntriesASecondChance(t *testing.T) {
 	for i := range byte(3) {
 		c.put(entryFor(i), testNow)
 	}
-	require.NotNil(t, c.get(entryFor(0).key, testNow)) // the oldest is in use
+	require.NotNil(t, c.getKey(entryFor(0).key, testNow)) // the oldest is in use
 	c.put(entryFor(3), testNow)
-	assert.NotNil(t, c.get(entryFor(0).key, testNow), "kept: it was used")
-	assert.Nil(t, c.get(entryFor(1).key, testNow), "evicted: the oldest unused")
+	assert.NotNil(t, c.getKey(entryFor(0).key, testNow), "kept: it was used")
+	assert.Nil(t, c.getKey(entryFor(1).key, testNow), "evicted: the oldest unused")
 	assert.Equal(t, 3, c.len())
 }
 
@@ -440,9 +440,9 @@ func TestVerdictCacheKeysByTheWholeCredential(t *testing.T) {
 	entry := &cacheEntry{key: cacheKey{token: credential}, identity: &Identity{}, until: testNow.Add(time.Hour)}
 	c.put(entry, testNow)
 
-	require.NotNil(t, c.get(cacheKey{token: "mt_0123456789abcdef"}, testNow))
-	assert.Nil(t, c.get(cacheKey{token: "mt_0123456789abcdeg"}, testNow))
-	assert.Nil(t, c.get(cacheKey{token: "mt_0123456789abcde"}, testNow))
+	require.NotNil(t, c.getKey(cacheKey{token: "mt_0123456789abcdef"}, testNow))
+	assert.Nil(t, c.getKey(cacheKey{token: "mt_0123456789abcdeg"}, testNow))
+	assert.Nil(t, c.getKey(cacheKey{token: "mt_0123456789abcde"}, testNow))
 	assert.NotSame(t, unsafe.StringData(credential), unsafe.StringData(entry.key.token), "the cache holds a copy")
 	assert.Equal(t, credential, entry.key.token)
 }

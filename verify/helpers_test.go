@@ -350,6 +350,11 @@ func (c *verdictCache) len() int {
 }
 
 // held is the estimate of what the cache's entries hold, in bytes.
+// getKey is get, hashing key itself.
+func (c *verdictCache) getKey(key cacheKey, now time.Time) *cacheEntry {
+	return c.get(key, c.hash(key), now)
+}
+
 func (c *verdictCache) held() int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -66,8 +66,9 @@ type jwtKind struct {
 // costs an attacker the most: the category before anything else (no key
 // lookup for a token of another category), then the header, the key, the
 // signature, and only then the claims. A valid token is cached until it
-// expires, from its second use (verdictCache.seenBefore).
-func (v *Verifier) verifyJWT(ctx context.Context, cred *credential, cached cacheKey) (*Identity, error) {
+// expires, from its second use (verdictCache.seenBefore). cached is its
+// key in the cache, hash that key's hash.
+func (v *Verifier) verifyJWT(ctx context.Context, cred *credential, cached cacheKey, hash uint64) (*Identity, error) {
 	t, tokenType, rules := cred.jwt, cred.kind.tokenType, cred.kind.jwt
 	if !rules.categoryOK(&t.header) {
 		return nil, invalid(tokenType, fmt.Sprintf("the token's category is not that of a %s", tokenType))
@@ -97,7 +98,7 @@ func (v *Verifier) verifyJWT(ctx context.Context, cred *credential, cached cache
 	identity.TokenType, identity.Format = tokenType, JWT
 	identity.ExpiresAt, identity.IssuedAt = window.expiresAt, window.issuedAt
 	identity.claimsJSON = customClaims(t)
-	if v.pool.cache.seenBefore(cached) {
+	if v.pool.cache.seenBefore(hash) {
 		v.pool.cache.put(&cacheEntry{
 			key:       cached,
 			identity:  identity,

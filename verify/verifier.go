@@ -95,7 +95,8 @@ func (v *Verifier) verify(ctx context.Context, token string, r *http.Request, br
 // verifies it.
 func (v *Verifier) lookup(ctx context.Context, token string, r *http.Request, fromCookie bool) (*Identity, error) {
 	cache, key, now := v.pool.cache, cacheKey{scope: v.scope, token: token}, v.now()
-	entry := cache.get(key, now)
+	hash := cache.hash(key)
+	entry := cache.get(key, hash, now)
 	if entry != nil && entry.signer != nil && !v.keys.current(entry.signer, now) {
 		cache.drop(key) // its key was rotated out: verify it again
 		entry = nil
@@ -129,7 +130,7 @@ func (v *Verifier) lookup(ctx context.Context, token string, r *http.Request, fr
 	case v.keys == nil:
 		err = notAccepted(tokenType, "JWTs cannot be verified here (neither a secret key nor a JWT key is configured)")
 	default:
-		identity, err = v.verifyJWT(ctx, cred, key)
+		identity, err = v.verifyJWT(ctx, cred, key, hash)
 	}
 	return identity, stamped(err, tokenType, cred.format)
 }
