@@ -20,9 +20,10 @@ import (
 // 2 KiB), so that a fleet whose verdicts fit the cache has each kept from
 // its second use, unless a reset fell between its first two, and then
 // from its third; and a flood of keys used once, more than the cache
-// could keep, takes no place in it. It takes 4 bytes per key of its limit
-// (256 KiB beside the default bound of 64 MiB), its words read and written
-// atomically, without the cache's lock.
+// could keep, takes no place in it. It takes 4 bytes per key of its limit,
+// rounded up to a power of two (256 KiB beside the default bound of
+// 64 MiB, at most 1/128 of any bound of 1 MiB or more), its words read
+// and written atomically, without the cache's lock.
 type doorkeeper struct {
 	words []atomic.Uint64
 	mask  uint64       // of a bit's number
